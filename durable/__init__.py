@@ -1,0 +1,134 @@
+"""durable: durable execution for Python.
+
+A workflow is a generator that yields commands; durable carries out each
+command, journals its outcome (CBOR, checksummed, fsynced), and after a crash
+replays the generator from its journal so it resumes at the exact ``yield``
+where it stopped.
+
+    import durable
+
+    @durable.activity(retries=3, timeout="30s")
+    def charge(amount: int) -> str: ...
+
+    @durable.workflow
+    def order(amount: int):
+        payment = yield charge(amount)
+        return payment
+
+    durable.run(order, 4200, id="order-1")
+"""
+
+from ._commands import (
+    Activity as Activity,
+)
+from ._commands import (
+    ActivityCall as ActivityCall,
+)
+from ._commands import (
+    ActivityInfo as ActivityInfo,
+)
+from ._commands import (
+    Command as Command,
+)
+from ._commands import (
+    Workflow as Workflow,
+)
+from ._commands import (
+    activity as activity,
+)
+from ._commands import (
+    activity_info as activity_info,
+)
+from ._commands import (
+    workflow as workflow,
+)
+from ._errors import (
+    ActivityError as ActivityError,
+)
+from ._errors import (
+    DurableError as DurableError,
+)
+from ._errors import (
+    DurableInternalError as DurableInternalError,
+)
+from ._errors import (
+    ErrorInfo as ErrorInfo,
+)
+from ._errors import (
+    JournalCorruptError as JournalCorruptError,
+)
+from ._errors import (
+    JournalVersionError as JournalVersionError,
+)
+from ._errors import (
+    NonDeterminismError as NonDeterminismError,
+)
+from ._errors import (
+    RunConflictError as RunConflictError,
+)
+from ._errors import (
+    RunLockedError as RunLockedError,
+)
+from ._errors import (
+    SerializationError as SerializationError,
+)
+from ._errors import (
+    StoreError as StoreError,
+)
+from ._errors import (
+    UnknownWorkflowError as UnknownWorkflowError,
+)
+from ._errors import (
+    WorkflowFailed as WorkflowFailed,
+)
+from ._policy import RetryPolicy as RetryPolicy
+from ._runtime import RunHandle as RunHandle
+from ._runtime import Runtime as Runtime
+from ._runtime import run as run
+from ._store import Store as Store
+from ._store_file import FileStore as FileStore
+from ._store_memory import MemoryStore as MemoryStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activity",
+    "ActivityCall",
+    "ActivityError",
+    "ActivityInfo",
+    "Command",
+    "DurableError",
+    "DurableInternalError",
+    "ErrorInfo",
+    "FileStore",
+    "JournalCorruptError",
+    "JournalVersionError",
+    "MemoryStore",
+    "NonDeterminismError",
+    "RetryPolicy",
+    "RunConflictError",
+    "RunHandle",
+    "RunLockedError",
+    "Runtime",
+    "SerializationError",
+    "Store",
+    "StoreError",
+    "UnknownWorkflowError",
+    "Workflow",
+    "WorkflowFailed",
+    "activity",
+    "activity_info",
+    "run",
+    "workflow",
+]
+
+
+def _fix_module_names() -> None:
+    # Tracebacks and docs should say durable.X, not durable._errors.X.
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("durable._"):
+            obj.__module__ = "durable"
+
+
+_fix_module_names()

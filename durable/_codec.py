@@ -1,0 +1,214 @@
+"""Journal contract v1, bytes level: header, record framing, checksums, torn-tail recovery.
+
+Theory of operation
+-------------------
+A journal is a 16-byte header followed by records::
+
+    header  = MAGIC (8) | version u16 | flags u16 | crc32(first 12 bytes) u32
+    record  = b"\\xd5J" | length u32 | crc32(length bytes + payload) u32 | payload
+    payload = CBOR array [type code, index, durable_upto, field...]
+
+All integers are little-endian. ``index`` counts records from 0 and
+``durable_upto`` is the highest index the writer knew to be on stable storage
+when it wrote this record (-1 for none).
+
+CBOR does not frame itself (trailing bytes are ignored and a flipped bit in a
+string still decodes), so every record is framed and checksummed. A zero-filled
+region can never pass: the marker is non-zero, the length must be positive, and
+the index inside the checksummed payload must be the expected one.
+
+Reading stops at the first record that fails. Whether that is a torn tail (a
+crash mid-write: drop it) or damage (refuse: :class:`JournalCorruptError`) is
+decided by what follows: if any later valid record says ``durable_upto >=`` the
+bad record's index, the bad record had been made durable, so losing it would
+lose an acknowledged step. Otherwise everything from the bad record on was
+never acknowledged, and recovery truncates it.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import cbor2
+
+from . import _events as ev
+from ._errors import ErrorInfo, JournalCorruptError, JournalVersionError
+from ._values import loads as loads_value
+
+MAGIC = b"\x89DUR\r\n\x1a\n"
+VERSION = 1
+_HEADER = struct.Struct("<8sHHI")
+HEADER_SIZE = _HEADER.size
+MARKER = b"\xd5J"
+_FRAME = struct.Struct("<2sII")
+FRAME_SIZE = _FRAME.size
+_LENGTH = struct.Struct("<I")
+MAX_RECORD = 64 * 1024 * 1024
+
+
+def encode_header(flags: int = 0) -> bytes:
+    """The 16-byte header of a new journal."""
+    head = MAGIC + struct.pack("<HH", VERSION, flags)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def _error_fields(error: ErrorInfo) -> list[str]:
+    return [error.type, error.message, error.traceback]
+
+
+def _encoder(cls: type[Any]) -> Callable[[Any], list[Any]]:
+    names = [f.name for f in attrs.fields(cls)]
+    if "error" not in names:
+        return lambda event: [getattr(event, name) for name in names]
+    return lambda event: [
+        _error_fields(getattr(event, name)) if name == "error" else getattr(event, name) for name in names
+    ]
+
+
+def _decoder(cls: type[Any]) -> Callable[[list[Any]], Any]:
+    names = [f.name for f in attrs.fields(cls)]
+    count = len(names)
+    error_at = names.index("error") if "error" in names else None
+
+    def decode(fields: list[Any]) -> Any:
+        # Fields added later within v1 are appended; a v1 reader ignores extras.
+        values = fields[:count]
+        if error_at is not None:
+            values[error_at] = ErrorInfo(*values[error_at])
+        return cls(*values)
+
+    return decode
+
+
+_ENCODERS = {cls: (code, _encoder(cls)) for cls, code in ev.EVENT_TYPES.items()}
+_DECODERS = {code: (cls, _decoder(cls)) for cls, code in ev.EVENT_TYPES.items()}
+_FIELD_COUNTS = {code: len(attrs.fields(cls)) for cls, code in ev.EVENT_TYPES.items()}
+
+
+def encode_record(event: ev.Event, index: int, durable_upto: int) -> bytes:
+    """Frame one event as record ``index`` of a journal."""
+    code, fields = _ENCODERS[type(event)]
+    payload = cbor2.dumps([code, index, durable_upto, *fields(event)])
+    length = _LENGTH.pack(len(payload))
+    return MARKER + length + _LENGTH.pack(zlib.crc32(payload, zlib.crc32(length))) + payload
+
+
+@attrs.frozen
+class Scan:
+    """What a journal's bytes hold.
+
+    Attributes:
+        events: the valid events, in order.
+        end: byte offset just after the last valid record (where the next append goes).
+        torn: True when bytes after ``end`` were a torn tail that recovery must truncate.
+        exists: False when the file holds less than a header (a creation that never finished).
+    """
+
+    events: list[ev.Event]
+    end: int
+    torn: bool
+    exists: bool = True
+
+
+class _BadRecord(Exception):
+    pass
+
+
+def _read_frame(data: bytes, pos: int) -> tuple[list[Any], int]:
+    """Validate the record at ``pos``; return its decoded payload and the next offset."""
+    if len(data) - pos < FRAME_SIZE:
+        raise _BadRecord("incomplete record header")
+    marker, length, crc = _FRAME.unpack_from(data, pos)
+    if marker != MARKER:
+        raise _BadRecord("no record marker")
+    if length == 0 or length > MAX_RECORD:
+        raise _BadRecord(f"impossible record length {length}")
+    start = pos + FRAME_SIZE
+    end = start + length
+    if end > len(data):
+        raise _BadRecord("record runs past the end of the file")
+    payload = data[start:end]
+    if zlib.crc32(payload, zlib.crc32(data[pos + 2 : pos + 6])) != crc:
+        raise _BadRecord("checksum mismatch")
+    try:
+        fields = loads_value(payload)
+    except (cbor2.CBORDecodeError, ValueError) as exc:
+        raise _BadRecord(f"payload is not valid CBOR ({exc})") from None
+    if not isinstance(fields, list) or len(fields) < 3 or not all(isinstance(x, int) for x in fields[:3]):
+        raise _BadRecord("payload is not a v1 record")
+    return fields, end
+
+
+def _event(fields: list[Any], path: str, offset: int, index: int) -> ev.Event:
+    code = fields[0]
+    entry = _DECODERS.get(code)
+    if entry is None:
+        raise JournalCorruptError(
+            path, offset, f"unknown event type {code}; was it written by a newer durable?", index
+        )
+    cls, decode = entry
+    if len(fields) - 3 < _FIELD_COUNTS[code]:
+        raise JournalCorruptError(path, offset, f"{cls.__name__} has too few fields", index)
+    try:
+        event: ev.Event = decode(fields[3:])
+    except TypeError as exc:
+        raise JournalCorruptError(path, offset, f"malformed {cls.__name__}: {exc}", index) from None
+    return event
+
+
+def read_header(data: bytes, path: str) -> None:
+    """Check magic, checksum and version of a journal header."""
+    magic, version, _flags, crc = _HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise JournalCorruptError(path, 0, "not a durable journal (bad magic bytes)")
+    if zlib.crc32(data[:12]) != crc:
+        raise JournalCorruptError(path, 0, "header checksum mismatch")
+    if version > VERSION:
+        raise JournalVersionError(path, version, VERSION)
+
+
+def scan(data: bytes, path: str) -> Scan:
+    """Decode a whole journal, classifying any damage as a torn tail or as corruption.
+
+    Raises:
+        JournalCorruptError: damage before the tail, or a malformed header.
+        JournalVersionError: the journal is from a newer format version.
+    """
+    if len(data) < HEADER_SIZE:
+        if MAGIC.startswith(data[: len(MAGIC)]):
+            return Scan(events=[], end=0, torn=bool(data), exists=False)
+        raise JournalCorruptError(path, 0, "not a durable journal (bad magic bytes)")
+    read_header(data, path)
+    events: list[ev.Event] = []
+    pos = HEADER_SIZE
+    size = len(data)
+    while pos < size:
+        try:
+            fields, after = _read_frame(data, pos)
+        except _BadRecord as bad:
+            _check_tail(data, pos, len(events), path, str(bad))
+            return Scan(events=events, end=pos, torn=True)
+        if fields[1] != len(events):
+            _check_tail(data, pos, len(events), path, f"record index {fields[1]} out of sequence")
+            return Scan(events=events, end=pos, torn=True)
+        events.append(_event(fields, path, pos, len(events)))
+        pos = after
+    return Scan(events=events, end=pos, torn=False)
+
+
+def _check_tail(data: bytes, bad_at: int, index: int, path: str, reason: str) -> None:
+    """Raise if a valid record after ``bad_at`` proves record ``index`` had been durable."""
+    probe = data.find(MARKER, bad_at + 1)
+    while probe != -1:
+        try:
+            fields, _ = _read_frame(data, probe)
+        except _BadRecord:
+            pass
+        else:
+            if fields[1] > index and fields[2] >= index:
+                raise JournalCorruptError(path, bad_at, reason, index)
+        probe = data.find(MARKER, probe + 1)

@@ -1,0 +1,258 @@
+"""Commands: the frozen values a workflow yields, and the decorators that make them.
+
+Calling a decorated activity inside a workflow runs nothing: it returns an
+:class:`ActivityCall`, a plain value that the workflow yields and the
+interpreter carries out. Building a command has no side effect; the interpreter
+gives it its sequence number when it is yielded.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Generator
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+import attrs
+
+from ._policy import DEFAULT_POLICY, RetryPolicy
+from ._values import encode_call
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Command:
+    """Base class of everything a workflow may yield."""
+
+    __slots__ = ()
+
+    #: The command kind written in the journal and compared on replay.
+    kind: str = "command"
+
+    def describe(self) -> str:  # pragma: no cover - every command overrides it
+        return self.kind
+
+
+@attrs.frozen(slots=True)
+class ActivityCall(Command):
+    """One call of an activity, as yielded by a workflow.
+
+    Attributes:
+        activity: the :class:`Activity` to call.
+        args: the call's arguments, already encoded for the journal (CBOR of ``[args, kwargs]``).
+        policy: the retry policy for this call.
+    """
+
+    kind = "activity"
+    activity: Activity[..., Any]
+    encoded_args: bytes
+    call_args: tuple[Any, ...] = attrs.field(eq=False, repr=False)
+    call_kwargs: dict[str, Any] = attrs.field(eq=False, repr=False)
+    policy: RetryPolicy
+
+    @property
+    def name(self) -> str:
+        return self.activity.name
+
+    def with_options(self, **options: Any) -> ActivityCall:
+        """This call with some retry options replaced, for this one call only."""
+        return attrs.evolve(self, policy=self.policy.with_options(options))
+
+    def describe(self) -> str:
+        return f"activity {self.name}{call_text(self.call_args, self.call_kwargs)}"
+
+
+def call_text(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    text = ", ".join(parts)
+    return f"({text if len(text) <= 120 else text[:117] + '...'})"
+
+
+class Activity(Generic[P, R]):
+    """A function decorated with :func:`activity`. Call it in a workflow to get a command.
+
+    Attributes:
+        fn: the undecorated function, for unit tests.
+        name: the name written in the journal.
+        policy: the default :class:`RetryPolicy`.
+    """
+
+    def __init__(self, fn: Callable[P, R], name: str, policy: RetryPolicy) -> None:
+        self.fn = fn
+        self.name = name
+        self.policy = policy
+        self.is_async = inspect.iscoroutinefunction(fn)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ActivityCall:
+        encoded = encode_call(args, kwargs, what=f"activity {self.name!r}")
+        return ActivityCall(self, encoded, args, dict(kwargs), self.policy)
+
+    def with_options(self, **options: Any) -> Activity[P, R]:
+        """A copy of this activity with other default retry options."""
+        return Activity(self.fn, self.name, self.policy.with_options(options))
+
+    def __repr__(self) -> str:
+        return f"<durable activity {self.name!r}>"
+
+
+@overload
+def activity(fn: Callable[P, R], /) -> Activity[P, R]: ...
+@overload
+def activity(*, name: str | None = None, **options: Any) -> Callable[[Callable[P, R]], Activity[P, R]]: ...
+def activity(fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any) -> Any:
+    """Declare an activity: a function that talks to the outside world.
+
+    Works bare (``@durable.activity``) and with options
+    (``@durable.activity(retries=3, timeout="30s")``). Options are the fields of
+    :class:`RetryPolicy`. Sync functions run in a worker thread (a timed-out
+    attempt is abandoned and counted as failed); ``async def`` functions run on
+    trio and are cancelled on timeout.
+
+    Args:
+        name: the name written in the journal (default: the function's ``__qualname__``).
+    """
+    policy = DEFAULT_POLICY.with_options(options)
+
+    def decorate(fn: Callable[..., Any]) -> Activity[..., Any]:
+        _check_callable(fn, "activity")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"@durable.activity got the generator function {fn.__qualname__!r}; an activity "
+                "returns a value (use @durable.workflow for a function that yields commands)"
+            )
+        return Activity(fn, _name(name, fn), policy)
+
+    return decorate if fn is None else decorate(fn)
+
+
+def _check_callable(fn: object, what: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"@durable.{what} must decorate a function (got {fn!r})")
+
+
+def _name(name: str | None, fn: Callable[..., Any]) -> str:
+    if name is None:
+        return fn.__qualname__
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name= must be a non-empty str (got {name!r})")
+    return name
+
+
+# --- activity_info ---------------------------------------------------------
+
+
+@attrs.frozen
+class ActivityInfo:
+    """What an activity attempt knows about itself; read it with :func:`activity_info`.
+
+    Attributes:
+        run_id: the run the activity belongs to.
+        seq: the step's sequence number in that run.
+        attempt: 1 for the first attempt.
+        activity: the activity's journal name.
+        idempotency_key: ``"<run_id>/<seq>"``, the same on every attempt and every
+            recovery: pass it to external services so they apply the effect once.
+    """
+
+    run_id: str
+    seq: int
+    attempt: int
+    activity: str
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}/{self.seq}"
+
+
+current_activity: contextvars.ContextVar[ActivityInfo] = contextvars.ContextVar("durable_activity")
+
+
+def activity_info() -> ActivityInfo:
+    """The :class:`ActivityInfo` of the activity attempt running now.
+
+    Raises:
+        RuntimeError: called outside an activity.
+    """
+    try:
+        return current_activity.get()
+    except LookupError:
+        raise RuntimeError(
+            "durable.activity_info() was called outside an activity; it only works while "
+            "durable runs an @durable.activity function"
+        ) from None
+
+
+# --- workflows -------------------------------------------------------------
+
+WorkflowGenerator = Generator[Any, Any, Any]
+_REGISTRY: dict[str, Workflow[..., Any]] = {}
+
+
+class Workflow(Generic[P, R]):
+    """A generator function decorated with :func:`workflow`.
+
+    Attributes:
+        fn: the undecorated generator function.
+        name: the name written in the journal.
+    """
+
+    def __init__(self, fn: Callable[P, Generator[Any, Any, R]], name: str) -> None:
+        self.fn = fn
+        self.name = name
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        raise TypeError(
+            f"workflow {self.name!r} was called directly; start it with "
+            f"durable.run({self.name}, ...) or Runtime.start (child workflows come with a later "
+            "release)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<durable workflow {self.name!r}>"
+
+
+@overload
+def workflow(fn: Callable[P, Generator[Any, Any, R]], /) -> Workflow[P, R]: ...
+@overload
+def workflow(
+    *, name: str | None = None
+) -> Callable[[Callable[P, Generator[Any, Any, R]]], Workflow[P, R]]: ...
+def workflow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+    """Declare a workflow: a generator function that yields commands.
+
+    Works bare (``@durable.workflow``) and as ``@durable.workflow(name="...")``.
+    The name (default: the function's ``__qualname__``) is written in the
+    journal and is how a recovering process finds the code of a run.
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Workflow[..., Any]:
+        _check_callable(fn, "workflow")
+        if not inspect.isgeneratorfunction(fn):
+            raise TypeError(_not_a_generator(fn))
+        wf = Workflow(fn, _name(name, fn))
+        _REGISTRY[wf.name] = wf
+        return wf
+
+    return decorate if fn is None else decorate(fn)
+
+
+def _not_a_generator(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__qualname__", repr(fn))
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        return (
+            f"@durable.workflow got the async function {name!r}; write workflows as plain "
+            "generators: `def wf(...): result = yield some_activity(...)`, not async/await"
+        )
+    return (
+        f"@durable.workflow got {name!r}, which is not a generator function; a workflow "
+        "yields commands, e.g. `payment = yield charge(amount)`"
+    )
+
+
+def lookup_workflow(name: str) -> Workflow[..., Any] | None:
+    """The workflow registered under ``name`` by an imported module, if any."""
+    return _REGISTRY.get(name)

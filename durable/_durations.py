@@ -1,0 +1,57 @@
+"""Durations as users write them: ``"500ms"``, ``"30s"``, ``"2m"``, ``"1h"``, numbers, timedeltas.
+
+Every duration in the public API goes through :func:`parse_duration`, so one
+place decides what is accepted and one message explains what is not.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+
+Duration = str | int | float | datetime.timedelta
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)\s*$")
+_EXAMPLES = "'500ms', '30s', '2m', '1h', '1d', a number of seconds or a datetime.timedelta"
+
+
+def parse_duration(value: object, *, what: str = "duration") -> float:
+    """Return ``value`` as a non-negative number of seconds.
+
+    Raises:
+        ValueError: the text is not a duration, or the duration is negative or not finite.
+        TypeError: the value has a type that cannot be a duration.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be a duration such as {_EXAMPLES} (got {value!r})")
+    if isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _PATTERN.match(value)
+        if match is None:
+            raise ValueError(f"{what} {value!r} is not a duration; write it like {_EXAMPLES}")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise TypeError(
+            f"{what} must be a duration such as {_EXAMPLES} (got {value!r} of type {type(value).__name__})"
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{what} must be a finite, non-negative duration (got {value!r})")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds the way a person writes them (``1.5s``, ``250ms``, ``2m30s``)."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, rest = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes:.0f}m{rest:.0f}s" if rest >= 1 else f"{minutes:.0f}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:.0f}h{minutes:.0f}m" if minutes else f"{hours:.0f}h"

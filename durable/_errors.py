@@ -1,0 +1,204 @@
+"""The exceptions durable raises, each carrying the facts as attributes too.
+
+Messages say what happened, why it matters and what to do. Every class derives
+from :class:`DurableError`, so ``except durable.DurableError`` catches them all;
+several also derive from the builtin a caller would expect (``TypeError``,
+``ValueError``, ``LookupError``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class ErrorInfo:
+    """An exception as the journal keeps it: type name, message, and traceback text.
+
+    Exceptions are never pickled (a journal is data, never code), so an error
+    that crosses a crash comes back as this description, not as the original
+    object.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, traceback: str = "") -> ErrorInfo:
+        kind = type(exc)
+        name = (
+            kind.__qualname__ if kind.__module__ == "builtins" else (f"{kind.__module__}.{kind.__qualname__}")
+        )
+        return cls(type=name, message=str(exc), traceback=traceback)
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+class DurableError(Exception):
+    """Base class of every error durable raises."""
+
+
+class DurableInternalError(DurableError):
+    """A broken invariant inside durable itself: this is a bug in durable."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what}; this is a bug in durable, please report it with the output of `durable show RUN_ID`"
+        )
+
+
+class ActivityError(DurableError):
+    """An activity failed for good: retries exhausted, a non-retryable error, or its budget spent.
+
+    Raised inside the workflow at the ``yield`` of the activity, where the
+    workflow may catch it (that is how compensation is written).
+
+    Attributes:
+        activity: the activity's journal name.
+        seq: the step's sequence number in its run.
+        type_name: the original exception's type name (``"ValueError"``, ``"mymod.PaymentDeclined"``).
+        message: the original exception's message.
+        attempts: how many attempts ran.
+    """
+
+    def __init__(self, activity: str, seq: int, error: ErrorInfo, attempts: int) -> None:
+        self.activity = activity
+        self.seq = seq
+        self.error = error
+        self.type_name = error.type
+        self.message = error.message
+        self.attempts = attempts
+        plural = "attempt" if attempts == 1 else "attempts"
+        super().__init__(f"activity {activity!r} failed after {attempts} {plural}: {error}")
+
+
+class WorkflowFailed(DurableError):
+    """The workflow raised an exception instead of returning; the failure is journaled.
+
+    Attributes:
+        run_id: the run that failed.
+        workflow: the workflow's journal name.
+        error: the :class:`ErrorInfo` of the exception the workflow raised.
+    """
+
+    def __init__(self, run_id: str, workflow: str, error: ErrorInfo) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.error = error
+        super().__init__(f"workflow {workflow!r} (run {run_id!r}) failed: {error}")
+
+
+class NonDeterminismError(DurableError):
+    """On replay the workflow yielded something other than what its journal holds.
+
+    Nothing is written to the journal after this error, so fixing the code (or
+    guarding the change with ``durable.patched``) and running again resumes the
+    run.
+
+    Attributes:
+        run_id, workflow, seq: where it diverged.
+        recorded: the journal's entry at ``seq``, as text.
+        yielded: what the code yields now, as text.
+        location: ``"file.py:42: line of source"`` of the ``yield``, when known.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        workflow: str,
+        seq: int,
+        recorded: str,
+        yielded: str,
+        location: str | None,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.seq = seq
+        self.recorded = recorded
+        self.yielded = yielded
+        self.location = location
+        where = f"\n  at:      {location}" if location else ""
+        super().__init__(
+            f"workflow {workflow!r} (run {run_id!r}) diverged from its journal at step {seq}.\n"
+            f"  journal: {recorded}\n"
+            f"  code:    {yielded}{where}\n"
+            "Replay needs the same commands in the same order. If you changed this workflow "
+            "while runs were in flight, guard the change with `if (yield durable.patched(...))`."
+        )
+
+
+class SerializationError(DurableError, TypeError):
+    """A value cannot be stored in the journal (it is not CBOR-encodable, or not allowed)."""
+
+
+class UnknownWorkflowError(DurableError, LookupError):
+    """A journal names a workflow that no imported module defines."""
+
+    def __init__(self, name: str, run_id: str | None = None) -> None:
+        self.name = name
+        self.run_id = run_id
+        of_run = f" (needed by run {run_id!r})" if run_id else ""
+        super().__init__(
+            f"no workflow named {name!r} is defined{of_run}; import the module that defines "
+            "it before recovering, or keep its old name with @durable.workflow(name=...)"
+        )
+
+
+class RunConflictError(DurableError, ValueError):
+    """A run id already exists with another workflow or other arguments."""
+
+
+class StoreError(DurableError):
+    """The store cannot do what was asked (locked run, unusable path, failed fsync...)."""
+
+
+class RunLockedError(StoreError):
+    """Another process holds the run open for writing."""
+
+
+class JournalCorruptError(StoreError):
+    """A journal is damaged before its tail: durable refuses to guess.
+
+    Attributes:
+        path: the journal (file path or store-specific name).
+        offset: byte offset of the damaged record.
+        record: the index of the damaged record (0 is the first after the header).
+        reason: what check failed.
+    """
+
+    def __init__(self, path: str, offset: int, reason: str, record: int | None = None) -> None:
+        self.path = path
+        self.offset = offset
+        self.record = record
+        self.reason = reason
+        rec = f"record {record} " if record is not None else ""
+        super().__init__(
+            f"{path}: {rec}at byte {offset} is damaged ({reason}); a later record proves it "
+            "was durable, so this is not a torn tail and durable will not truncate it. "
+            "Restore the journal from a backup or inspect it with `durable show`."
+            if record is not None
+            else f"{path}: damaged at byte {offset} ({reason})"
+        )
+
+
+class JournalVersionError(StoreError):
+    """A journal was written by a newer format version than this durable reads."""
+
+    def __init__(self, path: str, version: int, supported: int) -> None:
+        self.path = path
+        self.version = version
+        super().__init__(
+            f"{path}: journal format version {version} is newer than the version this "
+            f"durable reads ({supported}); upgrade durable to run or inspect it"
+        )
+
+
+def describe_value(value: Any, limit: int = 60) -> str:
+    """``repr`` shortened for messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

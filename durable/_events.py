@@ -1,0 +1,119 @@
+"""Journal events: what happened in a run, in the order it happened.
+
+Each event is a frozen value. Values the user owns (arguments, results) stay
+CBOR-encoded bytes inside the event: the replay core decodes them when it feeds
+the workflow, and tools like ``durable show`` decode them only when they print.
+
+The table :data:`EVENT_TYPES` gives every event its type code in journal
+contract v1 (``docs/journal-v1.md``); codes are never reused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ._errors import ErrorInfo
+
+
+@attrs.frozen(slots=True)
+class RunStarted:
+    """The run exists: which workflow, with which arguments (CBOR ``[args, kwargs]``)."""
+
+    run_id: str
+    workflow: str
+    args: bytes
+    t: float
+
+
+@attrs.frozen(slots=True)
+class ActivityScheduled:
+    """The workflow yielded an activity call as step ``seq``."""
+
+    seq: int
+    name: str
+    args: bytes
+    t: float
+
+
+@attrs.frozen(slots=True)
+class AttemptFailed:
+    """Attempt ``attempt`` of step ``seq`` failed; the next one starts at ``retry_at`` (wall clock)."""
+
+    seq: int
+    attempt: int
+    error: ErrorInfo
+    retry_at: float
+    t: float
+
+
+@attrs.frozen(slots=True)
+class ActivityCompleted:
+    """Step ``seq`` returned ``result`` (CBOR) on attempt ``attempts``."""
+
+    seq: int
+    result: bytes
+    attempts: int
+    t: float
+
+
+@attrs.frozen(slots=True)
+class ActivityFailed:
+    """Step ``seq`` failed for good after ``attempts`` attempts."""
+
+    seq: int
+    error: ErrorInfo
+    attempts: int
+    t: float
+
+
+@attrs.frozen(slots=True)
+class RunResumed:
+    """A process opened the unfinished run and replayed it (a recovery, for the timeline)."""
+
+    t: float
+    pid: int
+
+
+@attrs.frozen(slots=True)
+class RunCompleted:
+    """The workflow returned ``result`` (CBOR)."""
+
+    result: bytes
+    t: float
+
+
+@attrs.frozen(slots=True)
+class RunFailed:
+    """The workflow raised ``error``."""
+
+    error: ErrorInfo
+    t: float
+
+
+Event = (
+    RunStarted
+    | ActivityScheduled
+    | AttemptFailed
+    | ActivityCompleted
+    | ActivityFailed
+    | RunResumed
+    | RunCompleted
+    | RunFailed
+)
+TERMINAL = (RunCompleted, RunFailed)
+
+#: Type code of every event in journal contract v1. Codes 6-12 and 15-16 are
+#: reserved for timers, side effects, signals, child runs, cancellation and
+#: continue-as-new (see docs/journal-v1.md).
+EVENT_TYPES: dict[type[Any], int] = {
+    RunStarted: 1,
+    ActivityScheduled: 2,
+    AttemptFailed: 3,
+    ActivityCompleted: 4,
+    ActivityFailed: 5,
+    RunCompleted: 13,
+    RunFailed: 14,
+    RunResumed: 17,
+}

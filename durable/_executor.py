@@ -1,0 +1,162 @@
+"""The trio executor: carries out what the replay core asks, journaling first.
+
+One :class:`RunExecution` drives one run. It replays the journal into a
+:class:`~durable._machine.Replay`, then loops: journal the next command, run
+it (activities with their retry policy), journal the outcome and make it
+durable, and only then feed it to the core. Every event the executor appends
+goes through ``core.apply`` too, so the live path and the replay path are the
+same code.
+
+Time: the executor measures every wait on trio's clock and converts to wall
+time only to journal it (:class:`WallClock`), so retry waits and timeouts run
+on ``trio.testing.MockClock`` in tests and in the simulator.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from . import _events as ev
+from ._commands import ActivityCall, ActivityInfo, current_activity
+from ._durations import format_duration
+from ._errors import DurableInternalError, ErrorInfo, SerializationError
+from ._machine import Outcome, Raised, Replay, Returned, Step
+from ._store import JournalWriter
+from ._values import encode_value
+
+
+class WallClock:
+    """Wall-clock time read off trio's clock, anchored to ``time.time()`` once.
+
+    Waits and deadlines follow trio's clock (monotonic, or virtual under
+    ``MockClock``), and journaled times stay comparable across processes.
+    """
+
+    def __init__(self, anchor: float | None = None) -> None:
+        self._wall = time.time() if anchor is None else anchor
+        self._trio = trio.current_time()
+
+    def __call__(self) -> float:
+        return self._wall + (trio.current_time() - self._trio)
+
+    async def sleep_until(self, wall_time: float) -> None:
+        await trio.sleep(max(0.0, wall_time - self()))
+
+
+class AttemptTimeout(Exception):
+    """An activity attempt ran past its timeout (recorded as the attempt's error)."""
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    return ErrorInfo.from_exception(exc, traceback="".join(traceback.format_exception(exc)))
+
+
+class RunExecution:
+    """Drive one run to its end: replay, then execute and journal live."""
+
+    def __init__(self, core: Replay, writer: JournalWriter, clock: WallClock, *, resumed: bool) -> None:
+        self.core = core
+        self.writer = writer
+        self.clock = clock
+        self.resumed = resumed
+
+    def _append(self, event: ev.Event) -> None:
+        self.writer.append(event)
+        self.core.apply(event)
+
+    async def drive(self) -> Outcome:
+        """Run until the workflow returns or raises; return the journaled outcome."""
+        if self.resumed:
+            self._append(ev.RunResumed(self.clock(), os.getpid()))
+        core = self.core
+        while core.outcome is None:
+            if len(core.pending) != 1:
+                raise DurableInternalError(f"run {core.run_id!r} has {len(core.pending)} pending steps")
+            step = next(iter(core.pending.values()))
+            await self._run_step(step)
+        outcome = core.outcome
+        final: ev.Event = (
+            ev.RunCompleted(outcome.result, self.clock())
+            if isinstance(outcome, Returned)
+            else ev.RunFailed(outcome.error, self.clock())
+        )
+        self._append(final)
+        await self.writer.sync()
+        return outcome
+
+    async def _run_step(self, step: Step) -> None:
+        command = step.command
+        if not isinstance(command, ActivityCall):
+            raise TypeError(f"{command.describe()} is not supported by this version of durable")
+        if step.scheduled_at is None:
+            self._append(ev.ActivityScheduled(step.seq, command.name, command.encoded_args, self.clock()))
+        result = await self._run_activity(step, command)
+        self.writer.append(result)
+        await self.writer.sync()
+        self.core.apply(result)
+
+    async def _run_activity(
+        self, step: Step, command: ActivityCall
+    ) -> ev.ActivityCompleted | ev.ActivityFailed:
+        policy = command.policy
+        started_at = step.scheduled_at if step.scheduled_at is not None else self.clock()
+        attempt = step.failed_attempts + 1
+        if step.retry_at is not None:
+            await self.clock.sleep_until(step.retry_at)
+        while True:
+            limit = policy.attempt_limit(now=self.clock(), started_at=started_at)
+            try:
+                value = await self._attempt(step.seq, command, attempt, limit)
+            except Exception as exc:
+                failed_at = self.clock()
+                retry_at = policy.next_retry(
+                    attempt=attempt, error=exc, failed_at=failed_at, started_at=started_at
+                )
+                if retry_at is None:
+                    return ev.ActivityFailed(step.seq, _error_info(exc), attempt, failed_at)
+                failure = ev.AttemptFailed(step.seq, attempt, _error_info(exc), retry_at, failed_at)
+                self._append(failure)
+                await self.writer.sync()
+                await self.clock.sleep_until(retry_at)
+                attempt += 1
+                continue
+            try:
+                result = encode_value(value, what=f"the result of activity {command.name!r}")
+            except SerializationError as exc:
+                return ev.ActivityFailed(step.seq, _error_info(exc), attempt, self.clock())
+            return ev.ActivityCompleted(step.seq, result, attempt, self.clock())
+
+    async def _attempt(self, seq: int, command: ActivityCall, attempt: int, limit: float | None) -> Any:
+        activity = command.activity
+        token = current_activity.set(ActivityInfo(self.core.run_id, seq, attempt, activity.name))
+        try:
+            call = _call(activity.fn, activity.is_async, command.call_args, command.call_kwargs)
+            if limit is None:
+                return await call()
+            with trio.move_on_after(limit):
+                return await call()
+            raise AttemptTimeout(f"attempt {attempt} timed out after {format_duration(limit)}")
+        finally:
+            current_activity.reset(token)
+
+
+def _call(
+    fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[], Any]:
+    if is_async:
+        return functools.partial(fn, *args, **kwargs)
+    # A sync activity runs in a worker thread; on timeout the thread is abandoned
+    # (Python cannot kill it) and the attempt counts as failed.
+    return functools.partial(
+        trio.to_thread.run_sync, functools.partial(fn, *args, **kwargs), abandon_on_cancel=True
+    )
+
+
+__all__ = ["AttemptTimeout", "Raised", "Returned", "RunExecution", "WallClock"]

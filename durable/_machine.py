@@ -1,0 +1,256 @@
+"""The replay core: journal events in, commands out. No I/O, no trio, no clock.
+
+Theory of operation
+-------------------
+A :class:`Replay` owns one run's generator. It is driven only by
+:meth:`Replay.apply`, which takes the run's journal events in order, whether
+they come from disk after a crash (replay) or were just appended by the
+executor (live). The two cases share every line of code here, which is what
+makes a resumed run behave exactly like one that never stopped.
+
+* When the generator yields a command, the core gives it the next sequence
+  number and lists it in :attr:`Replay.pending`.
+* ``ActivityScheduled`` claims the pending step with its ``seq``; the command the
+  code yielded must match the journal's kind, name and encoded arguments, or the
+  core raises :class:`NonDeterminismError` (and the executor writes nothing).
+* ``AttemptFailed`` updates the step's retry state.
+* ``ActivityCompleted`` / ``ActivityFailed`` resolve the step: the recorded
+  result is decoded from the journal's bytes and sent into the generator, or an
+  :class:`ActivityError` is thrown in at the ``yield``.
+* When the generator returns or raises, :attr:`Replay.outcome` is set; the
+  executor journals it as ``RunCompleted`` / ``RunFailed``.
+
+The executor asks what to do next by looking at ``outcome`` and ``pending``:
+a pending step that is not yet scheduled is new work (journal it, then run it);
+one that is scheduled but unresolved was in flight when the process stopped
+(run it again, with the attempt count the journal kept).
+
+This module is the only place that calls ``gen.send`` and ``gen.throw``.
+"""
+
+from __future__ import annotations
+
+import linecache
+import traceback
+import types
+from typing import Any, NoReturn
+
+import attrs
+
+from . import _events as ev
+from ._commands import Activity, ActivityCall, Command, Workflow, call_text
+from ._errors import (
+    ActivityError,
+    DurableInternalError,
+    ErrorInfo,
+    NonDeterminismError,
+    SerializationError,
+    describe_value,
+)
+from ._values import encode_value, loads
+
+
+@attrs.frozen
+class Returned:
+    """The workflow returned; ``result`` is its CBOR encoding."""
+
+    result: bytes
+
+
+@attrs.frozen
+class Raised:
+    """The workflow raised ``error``."""
+
+    error: ErrorInfo
+
+
+Outcome = Returned | Raised
+
+
+@attrs.define
+class Step:
+    """A command the workflow yielded and that is not resolved yet.
+
+    Attributes:
+        seq: the step's sequence number.
+        command: what the workflow yielded.
+        scheduled_at: wall-clock time of its ``ActivityScheduled`` event (None: not journaled yet).
+        failed_attempts: attempts that failed so far, per the journal.
+        retry_at: when the next attempt may start (wall clock), after a failed attempt.
+    """
+
+    seq: int
+    command: Command
+    scheduled_at: float | None = None
+    failed_attempts: int = 0
+    retry_at: float | None = None
+
+
+class Replay:
+    """One run's generator, fed from its journal. See the module docstring."""
+
+    def __init__(self, workflow: Workflow[..., Any], started: ev.RunStarted) -> None:
+        self.run_id = started.run_id
+        self.workflow = workflow
+        self.outcome: Outcome | None = None
+        self.terminal: ev.RunCompleted | ev.RunFailed | None = None
+        self.pending: dict[int, Step] = {}
+        self._next_seq = 0
+        args, kwargs = loads(started.args)
+        try:
+            self._gen = workflow.fn(*args, **kwargs)
+        except Exception as exc:  # e.g. the arguments do not fit the signature
+            self.outcome = Raised(_error_info(exc))
+            return
+        self._resume(None, None)
+
+    # --- events in -----------------------------------------------------------
+
+    def apply(self, event: ev.Event) -> None:
+        """Feed the next journal event (replayed or just appended)."""
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            raise DurableInternalError(f"the replay core got an unknown event {event!r}")
+        handler(self, event)
+
+    def _on_scheduled(self, event: ev.ActivityScheduled) -> None:
+        step = self.pending.get(event.seq)
+        if step is None or step.scheduled_at is not None:
+            self._diverged(event.seq, _recorded_call(event), self._what_code_did(event.seq))
+        command = step.command
+        if not (
+            isinstance(command, ActivityCall)
+            and command.name == event.name
+            and command.encoded_args == event.args
+        ):
+            self._diverged(event.seq, _recorded_call(event), command.describe())
+        step.scheduled_at = event.t
+
+    def _on_attempt_failed(self, event: ev.AttemptFailed) -> None:
+        step = self._scheduled_step(event.seq, event)
+        step.failed_attempts = event.attempt
+        step.retry_at = event.retry_at
+
+    def _on_completed(self, event: ev.ActivityCompleted) -> None:
+        self._scheduled_step(event.seq, event)
+        del self.pending[event.seq]
+        self._resume(loads(event.result), None)
+
+    def _on_failed(self, event: ev.ActivityFailed) -> None:
+        step = self._scheduled_step(event.seq, event)
+        del self.pending[event.seq]
+        name = step.command.name if isinstance(step.command, ActivityCall) else "?"
+        self._resume(None, ActivityError(name, event.seq, event.error, event.attempts))
+
+    def _on_terminal(self, event: ev.RunCompleted | ev.RunFailed) -> None:
+        if self.outcome is None:
+            recorded = (
+                "the run completed"
+                if isinstance(event, ev.RunCompleted)
+                else (f"the run failed with {event.error}")
+            )
+            seq = min(self.pending, default=self._next_seq)
+            self._diverged(seq, recorded, self._what_code_did(seq))
+        self.terminal = event
+
+    def _on_resumed(self, event: ev.RunResumed) -> None:
+        pass
+
+    def _scheduled_step(self, seq: int, event: ev.Event) -> Step:
+        step = self.pending.get(seq)
+        if step is None or step.scheduled_at is None:
+            raise DurableInternalError(
+                f"run {self.run_id!r}: journal event {event!r} refers to step {seq}, which is not scheduled"
+            )
+        return step
+
+    # --- the generator -------------------------------------------------------
+
+    def _resume(self, value: Any, error: BaseException | None) -> None:
+        try:
+            command = self._gen.send(value) if error is None else self._gen.throw(error)
+        except StopIteration as stop:
+            self.outcome = self._returned(stop.value)
+            return
+        except Exception as exc:
+            self.outcome = Raised(_error_info(exc))
+            return
+        if not isinstance(command, Command):
+            raise TypeError(self._not_a_command(command))
+        seq = self._next_seq
+        self._next_seq += 1
+        self.pending[seq] = Step(seq, command)
+
+    def _returned(self, value: Any) -> Outcome:
+        try:
+            return Returned(encode_value(value, what=f"the result of workflow {self.workflow.name!r}"))
+        except SerializationError as exc:
+            return Raised(_error_info(exc))
+
+    # --- messages ------------------------------------------------------------
+
+    def _what_code_did(self, seq: int) -> str:
+        if isinstance(self.outcome, Returned):
+            return f"returned {describe_value(loads(self.outcome.result))}"
+        if isinstance(self.outcome, Raised):
+            return f"raised {self.outcome.error}"
+        step = self.pending.get(seq)
+        if step is not None:
+            return step.command.describe()
+        return f"is waiting at an earlier step, step {seq} was never yielded"
+
+    def _diverged(self, seq: int, recorded: str, yielded: str) -> NoReturn:
+        raise NonDeterminismError(
+            run_id=self.run_id,
+            workflow=self.workflow.name,
+            seq=seq,
+            recorded=recorded,
+            yielded=yielded,
+            location=self.yield_location(),
+        )
+
+    def yield_location(self) -> str | None:
+        """``file:line: source`` of the ``yield`` the generator is suspended at, if any."""
+        gen: Any = getattr(self, "_gen", None)
+        while isinstance(getattr(gen, "gi_yieldfrom", None), types.GeneratorType):
+            gen = gen.gi_yieldfrom
+        frame = getattr(gen, "gi_frame", None)
+        if frame is None:
+            return None
+        filename, line = frame.f_code.co_filename, frame.f_lineno
+        return f"{filename}:{line}: {linecache.getline(filename, line).strip()}"
+
+    def _not_a_command(self, value: Any) -> str:
+        where = self.yield_location() or "?"
+        base = (
+            f"workflow {self.workflow.name!r} (run {self.run_id!r}) yielded "
+            f"{describe_value(value)} ({type(value).__name__}) at {where}; "
+        )
+        if isinstance(value, Activity):
+            return base + f"call the activity to get a command: `yield {value.name}(...)`"
+        if isinstance(value, types.GeneratorType):
+            return base + "to run a helper generator inline, use `yield from helper(...)`"
+        return base + "workflows must yield commands, such as a call of an @durable.activity"
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    return ErrorInfo.from_exception(exc, traceback="".join(traceback.format_exception(exc)))
+
+
+def _recorded_call(event: ev.ActivityScheduled) -> str:
+    try:
+        args, kwargs = loads(event.args)
+    except Exception:  # a description must never hide the divergence itself
+        return f"activity {event.name}(<undecodable arguments>)"
+    return f"activity {event.name}{call_text(tuple(args), kwargs)}"
+
+
+_HANDLERS: dict[type[Any], Any] = {
+    ev.ActivityScheduled: Replay._on_scheduled,
+    ev.AttemptFailed: Replay._on_attempt_failed,
+    ev.ActivityCompleted: Replay._on_completed,
+    ev.ActivityFailed: Replay._on_failed,
+    ev.RunCompleted: Replay._on_terminal,
+    ev.RunFailed: Replay._on_terminal,
+    ev.RunResumed: Replay._on_resumed,
+}

@@ -1,0 +1,305 @@
+"""Running workflows: :class:`Runtime` for services, :func:`run` for scripts.
+
+A :class:`Runtime` owns a trio nursery with one task per loaded run. Starting
+a run id that exists attaches to it (resuming it if it is unfinished), so
+``start`` is safe to call again after a crash: it never starts a second run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import trio
+
+from . import _events as ev
+from ._commands import Workflow, lookup_workflow
+from ._errors import (
+    RunConflictError,
+    RunLockedError,
+    StoreError,
+    UnknownWorkflowError,
+    WorkflowFailed,
+)
+from ._executor import RunExecution, WallClock
+from ._machine import Raised, Replay, Returned
+from ._store import JournalWriter, Store
+from ._store_file import FileStore, check_run_id
+from ._values import encode_call, loads
+
+R = TypeVar("R")
+DEFAULT_STORE_PATH = ".durable"
+
+
+def default_store() -> Store:
+    """The embedded default: a FileStore in ``$DURABLE_STORE`` or ``./.durable``."""
+    return store_from(os.environ.get("DURABLE_STORE") or DEFAULT_STORE_PATH)
+
+
+def store_from(store: Store | str | os.PathLike[str] | None) -> Store:
+    """A :class:`Store` from a store, a directory path, or None (the default store)."""
+    if store is None:
+        return default_store()
+    if isinstance(store, Store):
+        return store
+    if isinstance(store, str | os.PathLike):
+        text = os.fspath(store)
+        if text.startswith(("postgresql://", "postgres://")):
+            raise StoreError("PostgreSQL stores are not available in this version of durable")
+        return FileStore(text)
+    raise TypeError(f"store must be a durable store or a directory path (got {store!r})")
+
+
+class RunHandle:
+    """A run started or attached to by a :class:`Runtime`.
+
+    Attributes:
+        run_id: the run's id.
+        workflow: the workflow's journal name.
+    """
+
+    def __init__(self, run_id: str, workflow: str, args: bytes) -> None:
+        self.run_id = run_id
+        self.workflow = workflow
+        self.args = args
+        self._done = trio.Event()
+        self._outcome: Returned | Raised | None = None
+        self._error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.run_id!r} of {self.workflow!r}: {self.status}>"
+
+    @property
+    def status(self) -> str:
+        """``"running"``, ``"completed"``, ``"failed"`` (the workflow raised) or ``"error"``
+        (durable could not continue it: divergence, storage failure...)."""
+        if self._error is not None:
+            return "error"
+        if self._outcome is None:
+            return "running"
+        return "completed" if isinstance(self._outcome, Returned) else "failed"
+
+    def _finish(self, outcome: Returned | Raised) -> None:
+        self._outcome = outcome
+        self._done.set()
+
+    def _abort(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    async def result(self) -> Any:
+        """Wait for the run to end and return the workflow's result.
+
+        Raises:
+            WorkflowFailed: the workflow raised (the failure is journaled).
+            NonDeterminismError, StoreError, ...: durable could not continue the run;
+                nothing was journaled after the problem, so it can resume once fixed.
+        """
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        if isinstance(self._outcome, Raised):
+            raise WorkflowFailed(self.run_id, self.workflow, self._outcome.error)
+        assert self._outcome is not None
+        return loads(self._outcome.result)
+
+
+class Runtime:
+    """Runs workflows in a trio program: ``async with durable.Runtime(store) as rt: ...``.
+
+    Args:
+        store: a store, a directory for a :class:`FileStore`, or None for the
+            embedded default (``$DURABLE_STORE`` or ``./.durable``).
+
+    Leaving the ``async with`` block stops runs still in flight (their
+    activities are cancelled); everything journaled stays, and ``recover()``
+    resumes them later.
+    """
+
+    def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
+        self.store = store_from(store)
+        self._handles: dict[str, RunHandle] = {}
+        self._nursery: trio.Nursery | None = None
+        self._nursery_cm: Any = None
+        self._clock: WallClock | None = None
+
+    async def __aenter__(self) -> Runtime:
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        self._clock = WallClock()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        try:
+            # Run tasks keep their errors in their handles, so the nursery only ever
+            # ends with cancellations; the body's own exception propagates unwrapped.
+            await self._nursery_cm.__aexit__(None, None, None)
+        finally:
+            self._nursery = None
+
+    def _running(self) -> tuple[trio.Nursery, WallClock]:
+        if self._nursery is None or self._clock is None:
+            raise RuntimeError("use the Runtime inside `async with durable.Runtime(...) as rt:`")
+        return self._nursery, self._clock
+
+    async def start(
+        self, workflow: Workflow[..., Any], *args: Any, id: str | None = None, **kwargs: Any
+    ) -> RunHandle:
+        """Start a run of ``workflow``, or attach to the run ``id`` if it exists.
+
+        Raises:
+            RunConflictError: run ``id`` exists with another workflow or other arguments.
+            SerializationError: an argument cannot be stored in the journal.
+        """
+        _, clock = self._running()
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"start() needs a function decorated with @durable.workflow (got {workflow!r})")
+        run_id = check_run_id(id) if id is not None else uuid.uuid4().hex
+        encoded = encode_call(args, kwargs, what=f"workflow {workflow.name!r}")
+        handle = self._handles.get(run_id)
+        if handle is not None:
+            _check_same(run_id, handle.workflow, handle.args, workflow.name, encoded)
+            return handle
+        events = await self.store.read(run_id)
+        if events is not None:
+            return await self._attach(run_id, events, workflow, encoded)
+        started = ev.RunStarted(run_id, workflow.name, encoded, clock())
+        writer = await self.store.create(started)
+        if writer is None:  # created by someone else meanwhile
+            return await self.start(workflow, *args, id=run_id, **kwargs)
+        return self._launch(workflow, [started], writer, resumed=False)
+
+    async def _attach(
+        self, run_id: str, events: list[ev.Event], workflow: Workflow[..., Any], encoded: bytes
+    ) -> RunHandle:
+        started = events[0]
+        assert isinstance(started, ev.RunStarted)
+        _check_same(run_id, started.workflow, started.args, workflow.name, encoded)
+        return await self._resume(run_id, workflow, events)
+
+    async def _resume(
+        self, run_id: str, workflow: Workflow[..., Any], events: Sequence[ev.Event]
+    ) -> RunHandle:
+        started = events[0]
+        assert isinstance(started, ev.RunStarted)
+        last = events[-1]
+        if isinstance(last, ev.TERMINAL):
+            handle = RunHandle(run_id, started.workflow, started.args)
+            handle._finish(Returned(last.result) if isinstance(last, ev.RunCompleted) else Raised(last.error))
+            return handle
+        opened = await self.store.open(run_id)
+        if opened is None:
+            raise StoreError(f"run {run_id!r} disappeared from {self.store!r} while opening it")
+        return self._launch(workflow, opened.events, opened.writer, resumed=True)
+
+    def _launch(
+        self, workflow: Workflow[..., Any], events: list[ev.Event], writer: JournalWriter, *, resumed: bool
+    ) -> RunHandle:
+        nursery, clock = self._running()
+        started = events[0]
+        assert isinstance(started, ev.RunStarted)
+        handle = RunHandle(started.run_id, started.workflow, started.args)
+        self._handles[started.run_id] = handle
+        nursery.start_soon(self._drive, handle, workflow, events, writer, clock, resumed)
+        return handle
+
+    async def _drive(
+        self,
+        handle: RunHandle,
+        workflow: Workflow[..., Any],
+        events: list[ev.Event],
+        writer: JournalWriter,
+        clock: WallClock,
+        resumed: bool,
+    ) -> None:
+        try:
+            core = Replay(workflow, events[0])  # type: ignore[arg-type]
+            for event in events[1:]:
+                core.apply(event)
+            outcome = await RunExecution(core, writer, clock, resumed=resumed).drive()
+        except Exception as exc:
+            handle._abort(exc)
+        else:
+            handle._finish(outcome)
+        finally:
+            writer.close()
+            if self._handles.get(handle.run_id) is handle and handle.status == "error":
+                del self._handles[handle.run_id]
+
+    async def recover(self) -> list[RunHandle]:
+        """Resume every unfinished run in the store that no other process is running.
+
+        Returns the handles of the runs resumed. A run whose workflow is not
+        defined in this process gets a handle whose ``result()`` raises
+        :class:`UnknownWorkflowError`.
+        """
+        self._running()
+        handles = []
+        for run_id in await self.store.run_ids():
+            if run_id in self._handles:
+                continue
+            events = await self.store.read(run_id)
+            if not events or isinstance(events[-1], ev.TERMINAL):
+                continue
+            started = events[0]
+            assert isinstance(started, ev.RunStarted)
+            workflow = lookup_workflow(started.workflow)
+            if workflow is None:
+                handle = RunHandle(run_id, started.workflow, started.args)
+                handle._abort(UnknownWorkflowError(started.workflow, run_id))
+                handles.append(handle)
+                continue
+            try:
+                handles.append(await self._resume(run_id, workflow, events))
+            except RunLockedError:
+                continue  # another process is running it
+        return handles
+
+
+def _check_same(run_id: str, had_workflow: str, had_args: bytes, workflow: str, args: bytes) -> None:
+    if had_workflow != workflow:
+        raise RunConflictError(
+            f"run {run_id!r} already exists as a run of workflow {had_workflow!r}; it cannot "
+            f"be started again as {workflow!r} (choose another id)"
+        )
+    if had_args != args:
+        had, now = loads(had_args), loads(args)
+        raise RunConflictError(
+            f"run {run_id!r} of workflow {workflow!r} already exists with arguments "
+            f"{_show_call(had)}, not {_show_call(now)}; a run id names one run (choose another id)"
+        )
+
+
+def _show_call(call: list[Any]) -> str:
+    args, kwargs = call
+    return "(" + ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]) + ")"
+
+
+def run(
+    workflow: Workflow[..., R],
+    *args: Any,
+    id: str | None = None,
+    store: Store | str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> R:
+    """Run (or resume) the run ``id`` of ``workflow`` to completion and return its result.
+
+    Synchronous: it starts trio itself. Without ``id`` a new unique id is made;
+    without ``store`` it uses the embedded default (``$DURABLE_STORE`` or
+    ``./.durable``).
+
+    Raises:
+        WorkflowFailed: the workflow raised.
+    """
+
+    async def main() -> Any:
+        async with Runtime(store) as runtime:
+            handle = await runtime.start(workflow, *args, id=id, **kwargs)
+            return await handle.result()
+
+    result: R = trio.run(main)
+    return result

@@ -1,0 +1,132 @@
+"""The storage interface: a journal per run, appended in order, made durable on demand.
+
+A store keeps one append-only journal per run. The executor is its only
+writer: it opens a run's journal exclusively, appends events, and calls
+:meth:`JournalWriter.sync` whenever what it appended must survive a crash
+before it acts on it. Every store writes the same journal contract v1 records
+(:mod:`durable._codec`), so what one store holds another can read.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import attrs
+
+from . import _events as ev
+from ._codec import encode_record
+from ._errors import StoreError
+
+SYNC_MODES = ("always", "batch", "none")
+
+
+def check_sync_mode(sync: str) -> str:
+    if sync not in SYNC_MODES:
+        raise ValueError(f"sync must be one of {SYNC_MODES!r} (got {sync!r})")
+    return sync
+
+
+@attrs.frozen
+class Opened:
+    """A run's journal opened for writing: its events so far and the writer."""
+
+    events: list[ev.Event]
+    writer: JournalWriter
+
+
+class JournalWriter(abc.ABC):
+    """Appends events to one run's journal; the only writer of that journal.
+
+    It numbers records and stamps each with the highest index known to be
+    durable (journal contract v1, recovery rule R4). After a failed write or
+    sync it refuses every further call: an fsync error leaves the unsynced
+    records in an unknown state, and retrying it would prove nothing.
+    """
+
+    def __init__(self, name: str, next_index: int) -> None:
+        self.name = name
+        self._next = next_index
+        self._synced = next_index - 1
+        self._failure: str | None = None
+
+    @property
+    def next_index(self) -> int:
+        """The index the next appended record gets."""
+        return self._next
+
+    def append(self, event: ev.Event) -> None:
+        """Write one event (durable only after :meth:`sync`)."""
+        self._check()
+        data = encode_record(event, self._next, self._synced)
+        try:
+            self._write(data)
+        except OSError as exc:
+            raise self._fail(f"writing to {self.name} failed: {exc}") from exc
+        self._next += 1
+
+    async def sync(self) -> None:
+        """Return once every appended event is durable, as the store's sync mode defines."""
+        self._check()
+        upto = self._next - 1
+        if upto <= self._synced:
+            return
+        try:
+            await self._sync()
+        except OSError as exc:
+            raise self._fail(
+                f"fsync of {self.name} failed: {exc}; records not yet on disk may be lost, so "
+                "durable stops this run instead of retrying the fsync (it resumes from the "
+                "journal on recovery)"
+            ) from exc
+        self._synced = max(self._synced, upto)
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise StoreError(f"{self.name} can no longer be written: {self._failure}")
+
+    def _fail(self, message: str) -> StoreError:
+        self._failure = message
+        return StoreError(message)
+
+    @abc.abstractmethod
+    def _write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def _sync(self) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the journal (and its lock). Idempotent."""
+
+
+class Store(abc.ABC):
+    """Where journals live. See :class:`~durable.FileStore` and :class:`~durable.MemoryStore`."""
+
+    @abc.abstractmethod
+    async def create(self, started: ev.RunStarted) -> JournalWriter | None:
+        """Create the journal of a new run with its first event, durably.
+
+        Returns None when the run already exists (the caller then opens it).
+        """
+
+    @abc.abstractmethod
+    async def open(self, run_id: str) -> Opened | None:
+        """Open an existing run for writing, exclusively; None if there is no such run.
+
+        Recovers a torn tail (truncating it durably) before returning.
+
+        Raises:
+            RunLockedError: another process or runtime has it open.
+            JournalCorruptError: the journal is damaged before its tail.
+        """
+
+    @abc.abstractmethod
+    async def read(self, run_id: str) -> list[ev.Event] | None:
+        """The events of a run, without locking or repairing anything; None if no such run."""
+
+    @abc.abstractmethod
+    async def run_ids(self) -> list[str]:
+        """Every run id in the store, sorted."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release resources held by the store."""

@@ -1,0 +1,72 @@
+"""An in-memory store for tests: journal contract v1 bytes in a dict, nothing on disk."""
+
+from __future__ import annotations
+
+from . import _events as ev
+from ._codec import encode_header, scan
+from ._errors import RunLockedError
+from ._store import JournalWriter, Opened, Store
+
+
+class _MemoryWriter(JournalWriter):
+    def __init__(self, store: MemoryStore, run_id: str, next_index: int) -> None:
+        super().__init__(f"memory journal {run_id!r}", next_index)
+        self._store = store
+        self._run_id = run_id
+        self._closed = False
+
+    def _write(self, data: bytes) -> None:
+        self._store.journals[self._run_id] += data
+
+    async def _sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._store._open.discard(self._run_id)
+
+
+class MemoryStore(Store):
+    """Journals kept in memory, encoded exactly as on disk; for tests and examples.
+
+    ``journals`` maps each run id to its journal bytes, so a test can inspect or
+    damage them.
+    """
+
+    def __init__(self) -> None:
+        self.journals: dict[str, bytearray] = {}
+        self._open: set[str] = set()
+
+    def _lock(self, run_id: str) -> None:
+        if run_id in self._open:
+            raise RunLockedError(f"run {run_id!r} is already open for writing in this store")
+        self._open.add(run_id)
+
+    async def create(self, started: ev.RunStarted) -> JournalWriter | None:
+        if started.run_id in self.journals:
+            return None
+        self._lock(started.run_id)
+        self.journals[started.run_id] = bytearray(encode_header())
+        writer = _MemoryWriter(self, started.run_id, 0)
+        writer.append(started)
+        return writer
+
+    async def open(self, run_id: str) -> Opened | None:
+        if run_id not in self.journals:
+            return None
+        self._lock(run_id)
+        try:
+            found = scan(bytes(self.journals[run_id]), f"memory journal {run_id!r}")
+        except BaseException:
+            self._open.discard(run_id)
+            raise
+        del self.journals[run_id][found.end :]
+        return Opened(found.events, _MemoryWriter(self, run_id, len(found.events)))
+
+    async def read(self, run_id: str) -> list[ev.Event] | None:
+        data = self.journals.get(run_id)
+        return None if data is None else scan(bytes(data), f"memory journal {run_id!r}").events
+
+    async def run_ids(self) -> list[str]:
+        return sorted(self.journals)

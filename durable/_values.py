@@ -1,0 +1,157 @@
+"""User values (arguments, results, payloads) to and from CBOR, under the journal's rules.
+
+The journal is data, never code: values are plain CBOR, and both directions
+accept only the types and tags that journal contract v1 lists (see
+``docs/journal-v1.md``). Anything else is refused with a
+:class:`~durable.SerializationError` that names the offending value's type and
+where it sits, before anything is written.
+
+Values always travel through the journal's bytes, live or on replay, so a
+workflow sees exactly the same value either way (a tuple comes back as a list,
+both times).
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
+
+import cbor2
+
+from ._errors import SerializationError
+
+#: CBOR tags a journal may contain, and the Python types they stand for.
+ALLOWED_TAGS = {
+    0: "datetime (text)",
+    1: "datetime (epoch)",
+    2: "positive bignum",
+    3: "negative bignum",
+    4: "decimal.Decimal",
+    37: "uuid.UUID",
+    258: "set / frozenset",
+    100: "datetime.date (days)",
+    1004: "datetime.date (text)",
+}
+SUPPORTED = (
+    "None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset, "
+    "datetime.datetime (timezone-aware), datetime.date, decimal.Decimal, uuid.UUID"
+)
+_PLAIN = (type(None), bool, int, float, str, bytes, bytearray)
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+_TAGGED = (datetime.datetime, datetime.date, decimal.Decimal, uuid.UUID)
+
+# Tags cbor2 decodes natively that the journal does not allow. Refusing them here
+# keeps a crafted journal from building regexes, MIME messages, shared references...
+_REFUSED_BUILTIN_TAGS = (5, 25, 28, 29, 30, 35, 36, 52, 54, 256, 260, 261, 55799)
+
+
+def _refuse_tag(tag: int) -> Callable[[Any], NoReturn]:
+    def refuse(_decoder: Any) -> NoReturn:
+        raise cbor2.CBORDecodeError(f"CBOR tag {tag} is not allowed in a durable journal")
+
+    return refuse
+
+
+def _unknown_tag(_decoder: Any, tag: Any) -> NoReturn:
+    raise cbor2.CBORDecodeError(f"CBOR tag {tag.tag} is not allowed in a durable journal")
+
+
+_SEMANTIC_DECODERS = {tag: _refuse_tag(tag) for tag in _REFUSED_BUILTIN_TAGS}
+
+
+def _refuse_encoding(_encoder: Any, value: Any) -> None:
+    raise SerializationError(f"{type(value).__qualname__} is not a journal type")
+
+
+# Types cbor2 would encode natively but the journal does not allow.
+_REFUSED_TYPES: dict[type, Callable[[Any, Any], None]] = {}
+for _name in (
+    "fractions.Fraction",
+    "re.Pattern",
+    "email.message.Message",
+    "ipaddress.IPv4Address",
+    "ipaddress.IPv6Address",
+    "ipaddress.IPv4Network",
+    "ipaddress.IPv6Network",
+    "ipaddress.IPv4Interface",
+    "ipaddress.IPv6Interface",
+):
+    _module, _, _attr = _name.rpartition(".")
+    _REFUSED_TYPES[getattr(__import__(_module, fromlist=[_attr]), _attr)] = _refuse_encoding
+
+
+def dumps(value: Any) -> bytes:
+    """Encode a journal-safe value; raise :class:`SerializationError` otherwise."""
+    try:
+        return cbor2.dumps(value, encoders=_REFUSED_TYPES)
+    except Exception as exc:
+        raise _explain(value, exc) from None
+
+
+def loads(data: bytes) -> Any:
+    """Decode bytes that :func:`dumps` produced. Raises ``cbor2.CBORDecodeError`` on bad data."""
+    return cbor2.loads(data, semantic_decoders=_SEMANTIC_DECODERS, tag_hook=_unknown_tag)
+
+
+def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, what: str) -> bytes:
+    """Encode a call's arguments as ``[args, kwargs]``, naming the bad argument on failure."""
+    if len(kwargs) > 1:
+        kwargs = dict(sorted(kwargs.items()))  # the same call encodes the same, however written
+    try:
+        return cbor2.dumps([args, kwargs], encoders=_REFUSED_TYPES)
+    except Exception:
+        pass
+    for index, arg in enumerate(args):
+        _check(arg, f"argument {index + 1} of {what}")
+    for key, arg in kwargs.items():
+        _check(arg, f"argument {key}= of {what}")
+    raise SerializationError(f"the arguments of {what} cannot be stored in the journal")
+
+
+def encode_value(value: Any, *, what: str) -> bytes:
+    """Encode one value (a result, a payload), naming ``what`` it is on failure."""
+    try:
+        return cbor2.dumps(value, encoders=_REFUSED_TYPES)
+    except Exception:
+        _check(value, what)
+        raise
+
+
+def _check(value: Any, what: str) -> None:
+    try:
+        dumps(value)
+    except SerializationError as exc:
+        raise SerializationError(f"{what} cannot be stored in the journal: {exc}") from None
+
+
+def _explain(value: Any, exc: Exception) -> SerializationError:
+    path, bad = _find_unencodable(value, "value")
+    reason = f"{path} has type {type(bad).__qualname__}" if bad is not None else str(exc)
+    if isinstance(bad, datetime.datetime) and bad.tzinfo is None:
+        reason += " without a timezone (use a timezone-aware datetime)"
+    return SerializationError(f"{reason}, which is not a journal type (allowed: {SUPPORTED})")
+
+
+def _find_unencodable(value: Any, path: str) -> tuple[str, Any]:
+    """Walk ``value`` to the first part the journal cannot hold (only on the error path)."""
+    if isinstance(value, datetime.datetime):
+        return (path, value) if value.tzinfo is None else (path, None)
+    if isinstance(value, _PLAIN + _TAGGED):
+        return path, None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            for sub_path, sub in ((f"{path} key {key!r}", key), (f"{path}[{key!r}]", item)):
+                found = _find_unencodable(sub, sub_path)
+                if found[1] is not None:
+                    return found
+        return path, None
+    if isinstance(value, _CONTAINERS):
+        for index, item in enumerate(value):
+            found = _find_unencodable(item, f"{path}[{index}]")
+            if found[1] is not None:
+                return found
+        return path, None
+    return path, value

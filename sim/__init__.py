@@ -1,0 +1,1 @@
+"""sim: the deterministic crash simulator for durable workflows (under construction)."""
