@@ -18,7 +18,7 @@ import functools
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -27,6 +27,7 @@ from . import _events as ev
 from ._commands import ActivityCall, ActivityInfo, current_activity
 from ._durations import format_duration
 from ._errors import DurableInternalError, ErrorInfo, SerializationError
+from ._hooks import Hooks
 from ._machine import Outcome, Raised, Replay, Returned, Step
 from ._store import JournalWriter
 from ._values import encode_value
@@ -61,10 +62,13 @@ def _error_info(exc: BaseException) -> ErrorInfo:
 class RunExecution:
     """Drive one run to its end: replay, then execute and journal live."""
 
-    def __init__(self, core: Replay, writer: JournalWriter, clock: WallClock, *, resumed: bool) -> None:
+    def __init__(
+        self, core: Replay, writer: JournalWriter, clock: WallClock, hooks: Hooks, *, resumed: bool
+    ) -> None:
         self.core = core
         self.writer = writer
         self.clock = clock
+        self.hooks = hooks
         self.resumed = resumed
 
     def _append(self, event: ev.Event) -> None:
@@ -98,6 +102,7 @@ class RunExecution:
         if step.scheduled_at is None:
             self._append(ev.ActivityScheduled(step.seq, command.name, command.encoded_args, self.clock()))
         result = await self._run_activity(step, command)
+        await self.hooks.point("activity-returned", self.core.run_id, step.seq)
         self.writer.append(result)
         await self.writer.sync()
         self.core.apply(result)
@@ -124,6 +129,7 @@ class RunExecution:
                 failure = ev.AttemptFailed(step.seq, attempt, _error_info(exc), retry_at, failed_at)
                 self._append(failure)
                 await self.writer.sync()
+                await self.hooks.point("backoff", self.core.run_id, step.seq)
                 await self.clock.sleep_until(retry_at)
                 attempt += 1
                 continue
@@ -135,28 +141,40 @@ class RunExecution:
 
     async def _attempt(self, seq: int, command: ActivityCall, attempt: int, limit: float | None) -> Any:
         activity = command.activity
-        token = current_activity.set(ActivityInfo(self.core.run_id, seq, attempt, activity.name))
+        info = ActivityInfo(self.core.run_id, seq, attempt, activity.name)
+        token = current_activity.set(info)
         try:
-            call = _call(activity.fn, activity.is_async, command.call_args, command.call_kwargs)
+            in_thread = not activity.is_async and self.hooks.sync_activities_in_thread
+            call = _call(activity.fn, activity.is_async, in_thread, command.call_args, command.call_kwargs)
             if limit is None:
-                return await call()
+                return await self.hooks.run_attempt(info, call)
             with trio.move_on_after(limit):
-                return await call()
+                return await self.hooks.run_attempt(info, call)
             raise AttemptTimeout(f"attempt {attempt} timed out after {format_duration(limit)}")
         finally:
             current_activity.reset(token)
 
 
 def _call(
-    fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Callable[[], Any]:
+    fn: Callable[..., Any],
+    is_async: bool,
+    in_thread: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Callable[[], Awaitable[Any]]:
     if is_async:
         return functools.partial(fn, *args, **kwargs)
-    # A sync activity runs in a worker thread; on timeout the thread is abandoned
-    # (Python cannot kill it) and the attempt counts as failed.
-    return functools.partial(
-        trio.to_thread.run_sync, functools.partial(fn, *args, **kwargs), abandon_on_cancel=True
-    )
+    if in_thread:
+        # A sync activity runs in a worker thread; on timeout the thread is abandoned
+        # (Python cannot kill it) and the attempt counts as failed.
+        return functools.partial(
+            trio.to_thread.run_sync, functools.partial(fn, *args, **kwargs), abandon_on_cancel=True
+        )
+
+    async def inline() -> Any:
+        return fn(*args, **kwargs)
+
+    return inline
 
 
 __all__ = ["AttemptTimeout", "Raised", "Returned", "RunExecution", "WallClock"]

@@ -24,6 +24,7 @@ from ._errors import (
     WorkflowFailed,
 )
 from ._executor import RunExecution, WallClock
+from ._hooks import NO_HOOKS, Hooks
 from ._machine import Raised, Replay, Returned
 from ._store import JournalWriter, Store
 from ._store_file import FileStore, check_run_id
@@ -112,14 +113,26 @@ class Runtime:
     Args:
         store: a store, a directory for a :class:`FileStore`, or None for the
             embedded default (``$DURABLE_STORE`` or ``./.durable``).
+        hooks: advanced: executor hooks (:class:`durable.lowlevel.Hooks`), used by the simulator.
+        clock_anchor: advanced: the wall-clock time (epoch seconds) that trio's clock reads as
+            "now" when the runtime starts; default ``time.time()``. The simulator fixes it so
+            journals are byte-identical from run to run.
 
     Leaving the ``async with`` block stops runs still in flight (their
     activities are cancelled); everything journaled stays, and ``recover()``
     resumes them later.
     """
 
-    def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store | str | os.PathLike[str] | None = None,
+        *,
+        hooks: Hooks | None = None,
+        clock_anchor: float | None = None,
+    ) -> None:
         self.store = store_from(store)
+        self.hooks = hooks if hooks is not None else NO_HOOKS
+        self._clock_anchor = clock_anchor
         self._handles: dict[str, RunHandle] = {}
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
@@ -128,7 +141,7 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
-        self._clock = WallClock()
+        self._clock = WallClock(self._clock_anchor)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -191,6 +204,7 @@ class Runtime:
             handle = RunHandle(run_id, started.workflow, started.args)
             handle._finish(Returned(last.result) if isinstance(last, ev.RunCompleted) else Raised(last.error))
             return handle
+        await self.hooks.point("recovering", run_id, None)
         opened = await self.store.open(run_id)
         if opened is None:
             raise StoreError(f"run {run_id!r} disappeared from {self.store!r} while opening it")
@@ -220,7 +234,7 @@ class Runtime:
             core = Replay(workflow, events[0])  # type: ignore[arg-type]
             for event in events[1:]:
                 core.apply(event)
-            outcome = await RunExecution(core, writer, clock, resumed=resumed).drive()
+            outcome = await RunExecution(core, writer, clock, self.hooks, resumed=resumed).drive()
         except Exception as exc:
             handle._abort(exc)
         else:

@@ -1,0 +1,33 @@
+"""Hooks: where a simulator (or a tracer) can watch and steer the executor.
+
+The default :class:`Hooks` does nothing and costs one ``await`` per activity
+attempt and per point. The crash simulator subclasses it to record every
+execution, inject activity faults and crash at chosen points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._commands import ActivityInfo
+
+
+class Hooks:
+    """Observation and fault-injection points of the executor. Subclass to use."""
+
+    #: Run sync activities in a worker thread (True) or inline on the trio thread.
+    #: The simulator runs them inline, so virtual time cannot jump while one runs.
+    sync_activities_in_thread: bool = True
+
+    async def run_attempt(self, info: ActivityInfo, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one activity attempt: ``await call()``. Override to observe or inject faults."""
+        return await call()
+
+    async def point(self, name: str, run_id: str, seq: int | None) -> None:
+        """A named point in the executor: ``"activity-returned"`` (an attempt returned, its
+        completion not yet journaled), ``"backoff"`` (a failed attempt is journaled, the wait
+        starts), ``"recovering"`` (a process is about to open an unfinished run)."""
+
+
+NO_HOOKS = Hooks()

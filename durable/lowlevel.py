@@ -1,0 +1,57 @@
+"""Advanced building blocks: the replay core, the journal codec, stores' internals, hooks.
+
+Most programs never need these; custom executors, tools and the crash
+simulator do. They are public but may change between minor versions more
+readily than the root API.
+"""
+
+from ._codec import HEADER_SIZE, Scan, encode_header, encode_record, scan
+from ._events import (
+    EVENT_TYPES,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityScheduled,
+    AttemptFailed,
+    Event,
+    RunCompleted,
+    RunFailed,
+    RunResumed,
+    RunStarted,
+)
+from ._executor import WallClock
+from ._fs import FileSystem, OsFileSystem
+from ._hooks import Hooks
+from ._machine import Raised, Replay, Returned, Step
+from ._store import JournalWriter, Opened
+from ._values import dumps as dumps_value
+from ._values import loads as loads_value
+
+__all__ = [
+    "EVENT_TYPES",
+    "HEADER_SIZE",
+    "ActivityCompleted",
+    "ActivityFailed",
+    "ActivityScheduled",
+    "AttemptFailed",
+    "Event",
+    "FileSystem",
+    "Hooks",
+    "JournalWriter",
+    "Opened",
+    "OsFileSystem",
+    "Raised",
+    "Replay",
+    "Returned",
+    "RunCompleted",
+    "RunFailed",
+    "RunResumed",
+    "RunStarted",
+    "Scan",
+    "Step",
+    "WallClock",
+    "dumps_value",
+    "encode_header",
+    "encode_record",
+    "loads_value",
+    "scan",
+]
