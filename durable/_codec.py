@@ -105,7 +105,9 @@ class Scan:
         events: the valid events, in order.
         end: byte offset just after the last valid record (where the next append goes).
         torn: True when bytes after ``end`` were a torn tail that recovery must truncate.
-        exists: False when the file holds less than a header (a creation that never finished).
+        exists: False when the file holds no complete first record (its creation never
+            finished: the creator fsyncs the header and the run's first record before
+            reporting the run started).
     """
 
     events: list[ev.Event]
@@ -191,13 +193,13 @@ def scan(data: bytes, path: str) -> Scan:
             fields, after = _read_frame(data, pos)
         except _BadRecord as bad:
             _check_tail(data, pos, len(events), path, str(bad))
-            return Scan(events=events, end=pos, torn=True)
+            return Scan(events=events, end=pos, torn=True, exists=bool(events))
         if fields[1] != len(events):
             _check_tail(data, pos, len(events), path, f"record index {fields[1]} out of sequence")
-            return Scan(events=events, end=pos, torn=True)
+            return Scan(events=events, end=pos, torn=True, exists=bool(events))
         events.append(_event(fields, path, pos, len(events)))
         pos = after
-    return Scan(events=events, end=pos, torn=False)
+    return Scan(events=events, end=pos, torn=False, exists=bool(events))
 
 
 def _check_tail(data: bytes, bad_at: int, index: int, path: str, reason: str) -> None:

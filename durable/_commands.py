@@ -153,6 +153,7 @@ class ActivityInfo:
         seq: the step's sequence number in that run.
         attempt: 1 for the first attempt.
         activity: the activity's journal name.
+        max_attempts: the most attempts its retry policy allows (``retries + 1``).
         idempotency_key: ``"<run_id>/<seq>"``, the same on every attempt and every
             recovery: pass it to external services so they apply the effect once.
     """
@@ -161,6 +162,7 @@ class ActivityInfo:
     seq: int
     attempt: int
     activity: str
+    max_attempts: int = 1
 
     @property
     def idempotency_key(self) -> str:

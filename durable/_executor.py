@@ -141,7 +141,7 @@ class RunExecution:
 
     async def _attempt(self, seq: int, command: ActivityCall, attempt: int, limit: float | None) -> Any:
         activity = command.activity
-        info = ActivityInfo(self.core.run_id, seq, attempt, activity.name)
+        info = ActivityInfo(self.core.run_id, seq, attempt, activity.name, command.policy.retries + 1)
         token = current_activity.set(info)
         try:
             in_thread = not activity.is_async and self.hooks.sync_activities_in_thread

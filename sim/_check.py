@@ -1,0 +1,185 @@
+"""The oracle: invariants every crash schedule must satisfy against the crash-free reference.
+
+Each check returns a readable divergence (expected vs got) or None. The
+numbers refer to the invariants of ``research/dst.md`` §A.3.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import durable
+from durable.lowlevel import (
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityScheduled,
+    AttemptFailed,
+    Event,
+    RunCompleted,
+    RunFailed,
+    RunResumed,
+    dumps_value,
+    loads_value,
+)
+
+from ._world import Ending, World
+
+LIKELY_CAUSES = (
+    "Likely cause: the workflow's code does something that is not the same on replay: it reads "
+    "the clock (time.time(), datetime.now()), random numbers (random, uuid.uuid4()), iterates a "
+    "set of strings, or keeps state in a global. Do such things in an activity, whose result is "
+    "journaled, and keep workflow code a pure function of its arguments and step results."
+)
+
+
+def check(world: World, reference: World) -> str | None:
+    """The first invariant the schedule breaks, as text; None if it holds them all."""
+    for invariant in INVARIANTS:
+        divergence = invariant(world, reference)
+        if divergence is not None:
+            return divergence
+    return None
+
+
+def same_outcome(world: World, reference: World) -> str | None:
+    """I1: the same result, or the same failure."""
+    got, expected = world.ending, reference.ending
+    if got.kind == "error":
+        cause = f"\n{LIKELY_CAUSES}" if _is_nondeterminism(got.error) else ""
+        return f"the recovered run stopped with an error instead of finishing:\n{got.error}{cause}"
+    if got.kind == "hung":
+        return "the recovered run never finished (it hung for 10 years of virtual time)"
+    if _outcome_key(got) != _outcome_key(expected):
+        return (
+            "different outcome after recovery.\n"
+            f"  expected: {expected.result_text()}\n  got:      {got.result_text()}"
+        )
+    return None
+
+
+def _is_nondeterminism(error: BaseException | None) -> bool:
+    return isinstance(error, durable.NonDeterminismError)
+
+
+def _outcome_key(ending: Ending) -> tuple[str, Any]:
+    if ending.kind == "returned":
+        return ("returned", dumps_value(ending.value))
+    if ending.kind == "failed":
+        error = getattr(ending.error, "error", None)
+        return ("failed", (error.type, error.message) if error is not None else str(ending.error))
+    return (ending.kind, None)
+
+
+def same_commands(world: World, reference: World) -> str | None:
+    """I2: the same commands, in the same order, with the same arguments."""
+    got = _commands(world.journal_events())
+    expected = _commands(reference.journal_events())
+    if got == expected:
+        return None
+    for index, (want, have) in enumerate(zip(expected, got, strict=False)):
+        if want != have:
+            return (
+                f"different command at step {index}.\n  expected: {_call(want)}\n"
+                f"  got:      {_call(have)}\n{LIKELY_CAUSES}"
+            )
+    return (
+        f"different number of steps: expected {len(expected)}, got {len(got)} "
+        f"({'extra' if len(got) > len(expected) else 'missing'}: "
+        f"{', '.join(_call(c) for c in (got[len(expected) :] or expected[len(got) :]))})"
+    )
+
+
+def _commands(events: list[Event]) -> list[tuple[str, bytes]]:
+    return [(e.name, e.args) for e in events if isinstance(e, ActivityScheduled)]
+
+
+def _call(command: tuple[str, bytes]) -> str:
+    args, kwargs = loads_value(command[1])
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"{command[0]}({', '.join(parts)})"
+
+
+def equivalent_journal(world: World, reference: World) -> str | None:
+    """I5: the final journal decodes cleanly and records the same history as the reference."""
+    got = [_normal(e) for e in world.journal_events() if not isinstance(e, RunResumed)]
+    expected = [_normal(e) for e in reference.journal_events() if not isinstance(e, RunResumed)]
+    if got == expected:
+        return None
+    for index, (want, have) in enumerate(zip(expected, got, strict=False)):
+        if want != have:
+            return f"the final journal differs at event {index}.\n  expected: {want}\n  got:      {have}"
+    return f"the final journal has {len(got)} events (without recoveries), the reference {len(expected)}"
+
+
+def _normal(event: Event) -> tuple[Any, ...]:
+    """An event without what may legitimately differ: times, tracebacks."""
+    if isinstance(event, ActivityScheduled):
+        return ("scheduled", event.seq, event.name, event.args)
+    if isinstance(event, ActivityCompleted):
+        return ("completed", event.seq, event.result, event.attempts)
+    if isinstance(event, ActivityFailed):
+        return ("failed", event.seq, event.error.type, event.error.message, event.attempts)
+    if isinstance(event, AttemptFailed):
+        return ("attempt failed", event.seq, event.attempt, event.error.type, event.error.message)
+    if isinstance(event, RunCompleted):
+        return ("run completed", event.result)
+    if isinstance(event, RunFailed):
+        return ("run failed", event.error.type, event.error.message)
+    return (type(event).__name__, getattr(event, "workflow", None), getattr(event, "args", None))
+
+
+def durable_records_kept(world: World, reference: World) -> str | None:
+    """I3/I5: every record that was durable at a crash is still in the final journal."""
+    final = world.journal_events()
+    for lifetime in world.lifetimes:
+        kept = lifetime.durable_at_crash
+        if final[: len(kept)] != kept:
+            lost = next(i for i, event in enumerate(kept) if i >= len(final) or final[i] != event)
+            return (
+                f"the journal lost record {lost} ({kept[lost]!r}), which was durable when process "
+                f"{lifetime.number} crashed"
+            )
+    return None
+
+
+def no_durable_step_ran_again(world: World, reference: World) -> str | None:
+    """I3: no activity whose completion was durable is executed again."""
+    for before, after in zip(world.lifetimes, world.lifetimes[1:], strict=False):
+        done = {e.seq for e in before.surviving if isinstance(e, ActivityCompleted | ActivityFailed)}
+        for execution in world.executions:
+            if execution.lifetime == after.number and execution.seq in done:
+                return (
+                    f"step {execution.seq} ({execution.activity}) ran again in process {after.number} "
+                    f"although its completion survived the crash of process {before.number} in the journal"
+                )
+    return None
+
+
+def attempts_within_policy(world: World, reference: World) -> str | None:
+    """I4: attempt numbers within the retry policy; each re-run of an attempt explained by a crash."""
+    crashes = sum(1 for lifetime in world.lifetimes if lifetime.crashed_at is not None)
+    runs = Counter((e.seq, e.attempt) for e in world.executions)
+    for execution in world.executions:
+        if execution.attempt > execution.max_attempts:
+            return (
+                f"step {execution.seq} ({execution.activity}) ran attempt {execution.attempt}, more "
+                f"than its retry policy's {execution.max_attempts}"
+            )
+        if runs[execution.seq, execution.attempt] > 1 + crashes:
+            return (
+                f"step {execution.seq} ({execution.activity}) attempt {execution.attempt} ran "
+                f"{runs[execution.seq, execution.attempt]} times with only {crashes} crash(es)"
+            )
+    return None
+
+
+INVARIANTS: tuple[Callable[[World, World], str | None], ...] = (
+    same_outcome,
+    same_commands,
+    durable_records_kept,
+    no_durable_step_ran_again,
+    attempts_within_policy,
+    equivalent_journal,
+)

@@ -1,0 +1,313 @@
+"""A simulated disk with the crash semantics of a real one.
+
+Theory of operation
+-------------------
+:class:`SimDisk` implements :class:`durable.lowlevel.FileSystem`, so the real
+``durable.FileStore`` runs on it unchanged. Each file keeps two contents:
+``data``, what the running process sees (the page cache), and ``synced``, what
+the last completed fdatasync made durable. A directory entry (a created or
+removed file) is durable only after an fsync of its directory.
+
+Every operation is a *crash point*: the shared :class:`Crasher` counts them and
+raises :class:`SimulatedCrash` at the chosen one, abandoning the process
+mid-flight. :meth:`SimDisk.crash` then decides what survived, following the
+fault model of ``research/dst.md`` §A.1:
+
+* ``kill``: the process died, the OS did not: everything written survives.
+* ``drop`` (F1): unsynced writes are lost.
+* ``torn`` (F4): the unsynced tail survives up to a byte; the rest is lost.
+* ``zeros`` / ``garbage`` (F2, F3): the file grew, but part of the new region
+  reads as zeros or random bytes.
+* ``hole`` (F5): a later unsynced write persisted while an earlier one did not.
+
+A file created since its directory's last fsync may vanish in every mode but
+``kill`` (F6); an unsynced truncate is lost with probability 1/2 (F7). Synced
+bytes never change (F8). Bit rot (F9) is :meth:`SimDisk.rot`, used on purpose
+by tests, never by a default exploration.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterable
+
+import attrs
+
+from durable.lowlevel import HEADER_SIZE, encode_header, scan
+
+#: Disk damage a crash can leave, from kindest to cruellest.
+DISK_FAULTS = ("kill", "drop", "torn", "zeros", "garbage", "hole")
+
+
+class SimulatedCrash(BaseException):
+    """The simulated process dies here. A BaseException, so nothing in durable catches it."""
+
+
+@attrs.define
+class Point:
+    """One crash point reached: its number in this process lifetime and what was happening.
+
+    Attributes:
+        number: 1 for the first point a process reaches.
+        kind: e.g. ``"before write"``, ``"after fsync"``, ``"activity-returned"``.
+        target: the file (or run id) concerned.
+        data: the bytes being written, for ``write`` points.
+    """
+
+    number: int
+    kind: str
+    target: str
+    data: bytes | None = None
+
+    @property
+    def label(self) -> str:
+        """A readable description: ``before write of ActivityCompleted(seq=1) to r.journal``."""
+        if self.data is not None:
+            return f"{self.kind} of {describe_write(self.data)} to {self.target}"
+        return f"{self.kind} {self.target}"
+
+
+@attrs.define
+class Crasher:
+    """Counts crash points and crashes at the chosen one.
+
+    Attributes:
+        crash_at: the point number to crash at (None: never).
+        points: every point reached so far in this process lifetime.
+    """
+
+    crash_at: int | None = None
+    points: list[Point] = attrs.Factory(list)
+    crashed: Point | None = None
+    on_crash: Callable[[], None] | None = None
+
+    def hit(self, kind: str, target: str, data: bytes | None = None) -> None:
+        if self.crashed is not None:
+            raise SimulatedCrash(self.crashed.label)
+        point = Point(len(self.points) + 1, kind, target, data)
+        self.points.append(point)
+        if point.number == self.crash_at:
+            self.crashed = point
+            if self.on_crash is not None:
+                self.on_crash()
+            raise SimulatedCrash(point.label)
+
+
+@attrs.define
+class _File:
+    data: bytearray = attrs.Factory(bytearray)
+    synced: bytearray = attrs.Factory(bytearray)
+    entry_durable: bool = False
+
+
+@attrs.define
+class Damage:
+    """What a crash did to one file, for reports."""
+
+    path: str
+    kept: int
+    lost: int
+    how: str
+
+
+class SimDisk:
+    """An in-memory file system with crash semantics; see the module docstring."""
+
+    def __init__(self, crasher: Crasher | None = None) -> None:
+        self.crasher = crasher if crasher is not None else Crasher()
+        self.files: dict[str, _File] = {}
+        self.dirs: set[str] = {"/"}
+        self.removed: dict[str, _File] = {}  # unlinked, but the unlink is not durable yet
+        self._fds: dict[int, str] = {}
+        self._locks: dict[str, int] = {}
+        self._next_fd = 3
+
+    # --- the FileSystem interface ------------------------------------------------
+
+    def create(self, path: str) -> int:
+        self._point("create", path)
+        if path in self.files:
+            raise FileExistsError(path)
+        self._need_dir(os.path.dirname(path))
+        self.files[path] = _File()
+        self.removed.pop(path, None)
+        return self._new_fd(path)
+
+    def open(self, path: str, *, write: bool) -> int:
+        if path not in self.files:
+            raise FileNotFoundError(path)
+        return self._new_fd(path)
+
+    def read(self, fd: int) -> bytes:
+        return bytes(self.files[self._path(fd)].data)
+
+    def write(self, fd: int, data: bytes) -> None:
+        path = self._path(fd)
+        self._point("before write", path, data)
+        self.files[path].data += data
+        self._point("after write", path, data)
+
+    def fdatasync(self, fd: int) -> None:
+        path = self._path(fd)
+        self._point("before fsync", path)
+        file = self.files[path]
+        file.synced = bytearray(file.data)
+        self._point("after fsync", path)
+
+    async def fdatasync_many(self, fds: Iterable[int]) -> None:
+        for fd in sorted(fds):
+            self.fdatasync(fd)
+
+    def truncate(self, fd: int, size: int) -> None:
+        path = self._path(fd)
+        self._point("before truncate", path)
+        del self.files[path].data[size:]
+
+    def lock(self, fd: int) -> bool:
+        path = self._path(fd)
+        holder = self._locks.get(path)
+        if holder is not None and holder != fd:
+            return False
+        self._locks[path] = fd
+        return True
+
+    def close(self, fd: int) -> None:
+        path = self._fds.pop(fd, None)
+        if path is not None and self._locks.get(path) == fd:
+            del self._locks[path]
+
+    def unlink(self, path: str) -> None:
+        self._point("before unlink", path)
+        file = self.files.pop(path)
+        if file.entry_durable:
+            self.removed[path] = file
+
+    def makedirs(self, path: str) -> None:
+        parts = [p for p in path.split("/") if p]
+        for depth in range(1, len(parts) + 1):
+            self.dirs.add("/" + "/".join(parts[:depth]))
+
+    def fsync_dir(self, path: str) -> None:
+        self._point("before fsync of directory", path)
+        for name, file in self.files.items():
+            if os.path.dirname(name) == path:
+                file.entry_durable = True
+        for name in [n for n in self.removed if os.path.dirname(n) == path]:
+            del self.removed[name]
+        self._point("after fsync of directory", path)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.path.basename(n) for n in self.files if os.path.dirname(n) == path)
+
+    # --- crashes -----------------------------------------------------------------
+
+    def crash(self, how: str, rng: random.Random) -> list[Damage]:
+        """Apply a crash of kind ``how`` (one of :data:`DISK_FAULTS`) and reset process state."""
+        if how not in DISK_FAULTS:
+            raise ValueError(f"disk fault must be one of {DISK_FAULTS} (got {how!r})")
+        self._fds.clear()
+        self._locks.clear()
+        if how == "kill":
+            return []
+        damage = []
+        for path, file in list(self.files.items()):
+            if not file.entry_durable:
+                del self.files[path]  # F6: a new file needs its directory fsynced
+                damage.append(Damage(path, 0, len(file.data), "file vanished (directory not fsynced)"))
+                continue
+            survived, how_text = _survivor(file, how, rng)
+            damage.append(Damage(path, len(survived), len(file.data) - len(survived), how_text))
+            file.data = bytearray(survived)
+            file.synced = bytearray(survived)
+        for path, file in self.removed.items():  # an unlink not yet made durable comes back
+            self.files[path] = _File(bytearray(file.synced), bytearray(file.synced), True)
+        self.removed.clear()
+        return [d for d in damage if d.lost or d.how.startswith("file")]
+
+    def rot(self, path: str, offset: int, rng: random.Random) -> None:
+        """Flip one bit of a file's durable content at ``offset`` (fault F9, bit rot)."""
+        file = self.files[path]
+        bit = 1 << rng.randrange(8)
+        file.synced[offset] ^= bit
+        file.data[offset] ^= bit
+
+    # --- helpers -----------------------------------------------------------------
+
+    def _point(self, kind: str, path: str, data: bytes | None = None) -> None:
+        self.crasher.hit(kind, os.path.basename(path) or path, data)
+
+    def _new_fd(self, path: str) -> int:
+        fd = self._next_fd
+        self._next_fd += 1
+        self._fds[fd] = path
+        return fd
+
+    def _path(self, fd: int) -> str:
+        try:
+            return self._fds[fd]
+        except KeyError:
+            raise OSError(9, "Bad file descriptor (simulated)") from None
+
+    def _need_dir(self, path: str) -> None:
+        if path not in self.dirs:
+            raise FileNotFoundError(path)
+
+
+def describe_write(data: bytes) -> str:
+    """Name what a write to a journal carries (``ActivityCompleted seq=3``), for crash labels."""
+    if data.startswith(encode_header()):
+        data = data[HEADER_SIZE:]
+        prefix = "header + "
+    else:
+        prefix = ""
+    try:
+        events = scan(encode_header() + data, "write").events
+    except Exception:  # a label must never fail the simulation
+        return f"{len(data)} bytes"
+    names = [_event_label(e) for e in events]
+    if not names:
+        return "header" if prefix else f"{len(data)} bytes"
+    return prefix + ", ".join(names)
+
+
+def _event_label(event: object) -> str:
+    seq = getattr(event, "seq", None)
+    name = type(event).__name__
+    return f"{name}(seq={seq})" if seq is not None else name
+
+
+def _survivor(file: _File, how: str, rng: random.Random) -> tuple[bytes, str]:
+    """The content a power loss leaves of one file."""
+    synced, data = bytes(file.synced), bytes(file.data)
+    if len(data) < len(synced) and data == synced[: len(data)]:
+        # An unsynced truncate: it may or may not have reached the disk (F7).
+        return (data, "unsynced truncate kept") if rng.random() < 0.5 else (synced, "unsynced truncate lost")
+    common = _common_prefix(synced, data)
+    tail = data[common:]
+    base = synced[:common]
+    if not tail or how == "drop":
+        return synced, f"dropped {len(tail)} unsynced bytes"
+    cut = rng.randrange(len(tail))
+    if how == "torn":
+        return base + tail[:cut], f"torn: kept {cut} of {len(tail)} unsynced bytes"
+    if how == "zeros":
+        return base + tail[:cut] + bytes(len(tail) - cut), f"zero-filled after {cut} unsynced bytes"
+    if how == "garbage":
+        junk = rng.randbytes(len(tail) - cut)
+        return base + tail[:cut] + junk, f"garbage after {cut} unsynced bytes"
+    # hole: an earlier unsynced region is lost (zeros) while a later one persisted
+    start = rng.randrange(len(tail))
+    end = rng.randrange(start, len(tail)) + 1
+    holed = tail[:start] + bytes(end - start) + tail[end:]
+    return base + holed, f"hole of {end - start} bytes in {len(tail)} unsynced bytes"
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    if b.startswith(a):
+        return len(a)
+    limit = min(len(a), len(b))
+    index = 0
+    while index < limit and a[index] == b[index]:
+        index += 1
+    return index

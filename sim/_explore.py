@@ -1,0 +1,244 @@
+"""Exploration: which schedules to play, and the public entry points.
+
+``explore`` plays the crash-free reference first and numbers the crash points
+it reaches. Then it crashes once at every one of them (the disk damage drawn
+from the seed), restarts, and checks the invariants. With ``max_crashes >= 2``
+it also crashes a second time at every point of each recovery (the restarted
+process's work up to its first live activity), because recovery code is where
+a second crash hurts. ``budget`` caps the number of schedules.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+
+import durable
+
+from ._check import check
+from ._disk import DISK_FAULTS
+from ._plan import ActivityFault, Crash, Recipe
+from ._report import Failure, Report
+from ._world import World
+
+#: How often each disk fault is drawn for a crash (kinder faults are common).
+_DISK_WEIGHTS = {"kill": 3, "drop": 3, "torn": 2, "zeros": 1, "garbage": 1, "hole": 1}
+_RECOVERY_ENDS = ("activity-returned", "backoff")
+
+
+class Explorer:
+    """Plays schedules of one workflow call against its crash-free reference."""
+
+    def __init__(
+        self,
+        simulator: Simulator,
+        workflow: durable.Workflow[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        seed: int = 0,
+        faults: tuple[ActivityFault, ...] = (),
+    ) -> None:
+        if not isinstance(workflow, durable.Workflow):
+            raise TypeError(f"sim needs a function decorated with @durable.workflow (got {workflow!r})")
+        self.simulator = simulator
+        self.workflow = workflow
+        self.args = args
+        self.kwargs = kwargs
+        self.seed = seed
+        self.faults = faults
+        self.reference = self.play(Recipe(seed, (), faults))
+        ending = self.reference.ending
+        if ending.kind in ("error", "hung", "crashed"):
+            if ending.error is not None:
+                raise ending.error
+            raise RuntimeError(f"the crash-free run of {workflow.name!r} {ending.kind}")
+        problem = self._external_problem()
+        if problem is not None:
+            raise AssertionError(f"after_each reports a problem after the crash-free run: {problem}")
+
+    def play(self, recipe: Recipe) -> World:
+        if self.simulator.before_each is not None:
+            self.simulator.before_each()
+        world = World(self.workflow, self.args, self.kwargs, recipe, sync=self.simulator.sync)
+        return world.play()
+
+    def _external_problem(self) -> str | None:
+        if self.simulator.after_each is None:
+            return None
+        try:
+            return self.simulator.after_each()
+        except AssertionError as exc:
+            return str(exc) or "AssertionError"
+
+    def failure(self, recipe: Recipe) -> tuple[World, Failure | None]:
+        world = self.play(recipe)
+        divergence = check(world, self.reference)
+        if divergence is None:
+            problem = self._external_problem()
+            if problem is not None:
+                divergence = f"after_each found a problem in the outside world: {problem}"
+        return world, (None if divergence is None else Failure(_labelled(recipe, world), divergence))
+
+    def crash(self, point_number: int, label: str, salt: str) -> Crash:
+        rng = random.Random(f"{self.seed}/{salt}/{point_number}")
+        disk = rng.choices(DISK_FAULTS, weights=[_DISK_WEIGHTS[d] for d in DISK_FAULTS])[0]
+        return Crash(point_number, disk, label)
+
+    def schedules(self, max_crashes: int) -> Iterator[Recipe]:
+        """Every single crash, then (if allowed) a second crash at every point of each recovery."""
+        singles = [
+            Recipe(self.seed, (self.crash(p.number, p.label, "1"),), self.faults)
+            for p in self.reference.lifetimes[0].points
+        ]
+        yield from singles
+        if max_crashes < 2:
+            return
+        for single in singles:
+            recovery = self.play(single).lifetimes[1:2]
+            for point in recovery[0].points if recovery else []:
+                if point.kind in _RECOVERY_ENDS:
+                    break
+                second = self.crash(point.number, point.label, f"2/{single.crashes[0].at}")
+                yield Recipe(self.seed, (single.crashes[0], second), self.faults)
+
+
+def _labelled(recipe: Recipe, world: World) -> Recipe:
+    """The recipe with each crash labelled by what was happening at its point."""
+    crashes = []
+    for crash, lifetime in zip(recipe.crashes, world.lifetimes, strict=False):
+        label = lifetime.crashed_at.label if lifetime.crashed_at is not None else "(never reached)"
+        crashes.append(Crash(crash.at, crash.disk, label))
+    return Recipe(recipe.seed, tuple(crashes), recipe.faults)
+
+
+@attrs.frozen
+class Simulator:
+    """Exploration options beyond a workflow call: activity faults, durability, the outside world.
+
+    ``sim.explore(...)`` is ``sim.Simulator().explore(...)``.
+
+    Attributes:
+        faults: activity faults applied in every schedule, the reference included
+            (``sim.ActivityFault("charge", attempt=1)`` makes every first attempt of
+            ``charge`` raise): the workflow's documented behaviour must hold under them.
+        sync: the FileStore sync mode to simulate (``"always"``, ``"batch"``, ``"none"``).
+        before_each: called before every schedule (the reference too): reset your fake
+            services here, so each schedule starts from the same outside world.
+        after_each: called after every schedule: inspect your fake services and return a
+            description of what is wrong (or raise ``AssertionError``), or None. This is how
+            an effect applied twice is caught.
+    """
+
+    faults: tuple[ActivityFault, ...] = attrs.field(default=(), converter=tuple)
+    sync: str = "always"
+    before_each: Callable[[], None] | None = None
+    after_each: Callable[[], str | None] | None = None
+
+    def explore(
+        self,
+        workflow: durable.Workflow[..., Any],
+        *args: Any,
+        seed: int = 0,
+        max_crashes: int = 2,
+        budget: int | None = None,
+        **kwargs: Any,
+    ) -> Report:
+        """Crash-test a workflow call at every crash point and check every schedule.
+
+        Args:
+            workflow: a ``@durable.workflow`` function; ``args`` and ``kwargs`` go to it.
+            seed: decides the disk damage of each crash and the order of ready tasks.
+            max_crashes: 1 for single crashes only; 2 (default) adds a second crash at
+                every point of each recovery.
+            budget: the most schedules to play (None: all of them).
+
+        Returns:
+            A :class:`Report`; ``report.ok`` is True when every schedule matched the reference.
+        """
+        if max_crashes < 1:
+            raise ValueError(f"max_crashes must be at least 1 (got {max_crashes!r})")
+        if budget is not None and budget < 1:
+            raise ValueError(f"budget must be a positive number of schedules (got {budget!r})")
+        started = time.perf_counter()
+        explorer = Explorer(self, workflow, args, kwargs, seed=seed, faults=self.faults)
+        failures: list[Failure] = []
+        played = 0
+        for recipe in explorer.schedules(max_crashes):
+            if budget is not None and played >= budget:
+                break
+            played += 1
+            _, failure = explorer.failure(recipe)
+            if failure is not None:
+                failures.append(failure)
+        return Report(
+            workflow=workflow.name,
+            reference=explorer.reference,
+            schedules=played,
+            crash_points=len(explorer.reference.lifetimes[0].points),
+            failures=failures,
+            seconds=time.perf_counter() - started,
+            explorer=explorer,
+        )
+
+    def replay_recipe(
+        self, workflow: durable.Workflow[..., Any], *args: Any, recipe: Recipe, **kwargs: Any
+    ) -> Report:
+        """Play exactly one schedule again (from a failure's ``recipe``) and check it."""
+        started = time.perf_counter()
+        explorer = Explorer(self, workflow, args, kwargs, seed=recipe.seed, faults=recipe.faults)
+        _, failure = explorer.failure(recipe)
+        return Report(
+            workflow=workflow.name,
+            reference=explorer.reference,
+            schedules=1,
+            crash_points=len(explorer.reference.lifetimes[0].points),
+            failures=[failure] if failure is not None else [],
+            seconds=time.perf_counter() - started,
+            explorer=explorer,
+            recipe=recipe,
+        )
+
+    def assert_crash_safe(self, workflow: durable.Workflow[..., Any], *args: Any, **kwargs: Any) -> Report:
+        """``explore``, raising ``AssertionError`` with the first failure's recipe and divergence.
+
+        Accepts ``explore``'s own options (``seed``, ``max_crashes``, ``budget``); every
+        other argument goes to the workflow. Returns the report when every schedule passed.
+        """
+        report = self.explore(workflow, *args, **kwargs)
+        if not report.ok:
+            raise AssertionError(report.failure_text())
+        return report
+
+
+_DEFAULT = Simulator()
+
+
+def explore(
+    workflow: durable.Workflow[..., Any],
+    *args: Any,
+    seed: int = 0,
+    max_crashes: int = 2,
+    budget: int | None = None,
+    **kwargs: Any,
+) -> Report:
+    """Crash-test a workflow call at every crash point; see :meth:`Simulator.explore`."""
+    return _DEFAULT.explore(workflow, *args, seed=seed, max_crashes=max_crashes, budget=budget, **kwargs)
+
+
+def replay_recipe(workflow: durable.Workflow[..., Any], *args: Any, recipe: Recipe, **kwargs: Any) -> Report:
+    """Play one schedule again from a failure's ``recipe``; see :meth:`Simulator.replay_recipe`."""
+    return _DEFAULT.replay_recipe(workflow, *args, recipe=recipe, **kwargs)
+
+
+def assert_crash_safe(workflow: durable.Workflow[..., Any], *args: Any, **kwargs: Any) -> Report:
+    """``explore`` and raise ``AssertionError`` with the first failure's recipe and divergence.
+
+    Accepts ``explore``'s own options (``seed``, ``max_crashes``, ``budget``); every
+    other argument goes to the workflow. Returns the report when every schedule passed.
+    """
+    return _DEFAULT.assert_crash_safe(workflow, *args, **kwargs)

@@ -1,0 +1,274 @@
+"""The simulated world: one schedule, played out as a series of process lifetimes.
+
+Theory of operation
+-------------------
+A :class:`World` plays one :class:`~sim.Recipe`. Each *lifetime* is a fresh
+``trio.run`` on a ``MockClock`` (virtual time, autojump) with a fresh
+``durable.Runtime`` over a ``durable.FileStore`` whose file system is the
+world's :class:`~sim._disk.SimDisk`. The lifetime starts (or attaches to) the
+run, exactly as a restarted program would, and either finishes or crashes at
+the recipe's crash point. A crash abandons everything in memory; the disk
+applies the crash's damage, and the next lifetime starts on what survived.
+
+What lives outside the lifetimes, as it would outside a real process: the disk,
+the virtual wall clock (it keeps running across a crash), and the user's own
+activity functions and the fake services they talk to.
+
+Determinism: every choice comes from the recipe's seed (trio's scheduler is
+seeded and put in its deterministic mode, the disk damage is drawn from a
+seeded generator). Lifetimes after the first run with a shifted ``time.time``
+and a reseeded ``random``, so workflow code that reads them directly behaves
+differently on replay and is caught as a divergence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+
+import durable
+from durable.lowlevel import Event, Hooks, scan
+
+from ._disk import Crasher, Damage, Point, SimDisk, SimulatedCrash
+from ._plan import ActivityFault, Crash, InjectedFault, Recipe
+
+RUN_ID = "sim"
+ROOT = "/sim"
+#: The virtual wall clock starts here (2023-11-14T22:13:20Z), the same in every schedule.
+EPOCH = 1_700_000_000.0
+#: A lifetime that runs longer than this in virtual time is reported as hung.
+TIME_LIMIT = 10 * 365 * 86400.0
+
+
+@attrs.define
+class Execution:
+    """One activity attempt that really ran (the user's function was called)."""
+
+    lifetime: int
+    seq: int
+    attempt: int
+    activity: str
+    max_attempts: int
+    outcome: str = "did not return (crash)"
+
+
+@attrs.define
+class Ending:
+    """How a lifetime ended: ``returned``, ``failed`` (the workflow raised), ``error``
+    (durable refused to continue: divergence...), ``crashed`` or ``hung``."""
+
+    kind: str
+    value: Any = None
+    error: BaseException | None = None
+
+    def result_text(self) -> str:
+        if self.kind == "returned":
+            return f"returned {_short(self.value)}"
+        if self.kind in ("failed", "error"):
+            return f"{'failed' if self.kind == 'failed' else 'stopped'}: {self.error}"
+        return self.kind
+
+
+@attrs.define
+class Lifetime:
+    """One simulated process lifetime and what it left behind."""
+
+    number: int
+    crash: Crash | None
+    journal_at_start: list[Event]
+    points: list[Point] = attrs.Factory(list)
+    crashed_at: Point | None = None
+    ending: Ending = attrs.Factory(lambda: Ending("crashed"))
+    durable_at_crash: list[Event] = attrs.Factory(list)
+    surviving: list[Event] = attrs.Factory(list)
+    damage: list[Damage] = attrs.Factory(list)
+
+
+class SimHooks(Hooks):
+    """Executor hooks of a simulated lifetime: record executions, inject faults, crash."""
+
+    sync_activities_in_thread = False
+
+    def __init__(self, world: World, lifetime: int, crasher: Crasher) -> None:
+        self.world = world
+        self.lifetime = lifetime
+        self.crasher = crasher
+
+    async def run_attempt(self, info: durable.ActivityInfo, call: Callable[[], Awaitable[Any]]) -> Any:
+        execution = Execution(self.lifetime, info.seq, info.attempt, info.activity, info.max_attempts)
+        self.world.executions.append(execution)
+        fault = _matching_fault(self.world.recipe.faults, info)
+        try:
+            if fault is not None:
+                await _misbehave(fault, info)
+            value = await call()
+        except trio.Cancelled:
+            execution.outcome = "cancelled (its timeout expired)"
+            raise
+        except Exception as exc:
+            execution.outcome = f"raised {type(exc).__name__}: {exc}"
+            raise
+        execution.outcome = f"returned {_short(value)}"
+        return value
+
+    async def point(self, name: str, run_id: str, seq: int | None) -> None:
+        self.crasher.hit(name, f"step {seq}" if seq is not None else f"run {run_id!r}")
+
+
+def _matching_fault(faults: tuple[ActivityFault, ...], info: durable.ActivityInfo) -> ActivityFault | None:
+    for fault in faults:
+        if fault.matches(info.activity, info.seq, info.attempt):
+            return fault
+    return None
+
+
+async def _misbehave(fault: ActivityFault, info: durable.ActivityInfo) -> None:
+    if fault.kind == "raise":
+        raise InjectedFault(f"injected fault: {info.activity} attempt {info.attempt} raises")
+    if fault.kind == "hang":
+        await trio.sleep_forever()
+    await trio.sleep(fault.seconds)
+
+
+class World:
+    """Plays one recipe for one workflow call; see the module docstring."""
+
+    def __init__(
+        self,
+        workflow: durable.Workflow[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        recipe: Recipe,
+        *,
+        sync: str = "always",
+        run_id: str = RUN_ID,
+    ) -> None:
+        self.workflow = workflow
+        self.args = args
+        self.kwargs = kwargs
+        self.recipe = recipe
+        self.sync = sync
+        self.run_id = run_id
+        self.disk = SimDisk()
+        self.wall = EPOCH
+        self.executions: list[Execution] = []
+        self.lifetimes: list[Lifetime] = []
+        self._journal = durable.FileStore(ROOT, fs=self.disk).journal_path(run_id)
+
+    def play(self) -> World:
+        """Run lifetimes until one ends without crashing (at most one per crash, plus one)."""
+        for number in range(1, len(self.recipe.crashes) + 2):
+            crashes = self.recipe.crashes
+            lifetime = self._lifetime(number, crashes[number - 1] if number <= len(crashes) else None)
+            self.lifetimes.append(lifetime)
+            if lifetime.ending.kind != "crashed":
+                break
+        return self
+
+    @property
+    def ending(self) -> Ending:
+        return self.lifetimes[-1].ending
+
+    def journal_events(self) -> list[Event]:
+        """The run's journal as the next process would read it."""
+        file = self.disk.files.get(self._journal)
+        return [] if file is None else scan(bytes(file.data), self._journal).events
+
+    def journal_bytes(self) -> bytes:
+        file = self.disk.files.get(self._journal)
+        return b"" if file is None else bytes(file.data)
+
+    def _lifetime(self, number: int, crash: Crash | None) -> Lifetime:
+        crasher = Crasher(crash.at if crash is not None else None)
+        self.disk.crasher = crasher
+        lifetime = Lifetime(number, crash, self.journal_events(), crasher.points)
+        hooks = SimHooks(self, number, crasher)
+        start_wall = self.wall
+        crash_time = [0.0]
+
+        async def main() -> None:
+            crasher.on_crash = lambda: crash_time.__setitem__(0, trio.current_time())
+            store = durable.FileStore(ROOT, sync=self.sync, fs=self.disk)
+            with trio.move_on_after(TIME_LIMIT) as scope:
+                async with durable.Runtime(store, hooks=hooks, clock_anchor=start_wall) as runtime:
+                    lifetime.ending = await self._start_and_wait(runtime)
+            if scope.cancelled_caught:
+                lifetime.ending = Ending("hung")
+            self.wall = start_wall + trio.current_time()
+
+        with _perturbed(self.recipe.seed, number):
+            try:
+                trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+            except BaseException as exc:
+                if not _is_crash(exc):
+                    raise
+                self._after_crash(lifetime, crasher, crash)
+                self.wall = start_wall + crash_time[0]
+        return lifetime
+
+    async def _start_and_wait(self, runtime: durable.Runtime) -> Ending:
+        try:
+            handle = await runtime.start(self.workflow, *self.args, id=self.run_id, **self.kwargs)
+            return Ending("returned", await handle.result())
+        except durable.WorkflowFailed as exc:
+            return Ending("failed", error=exc)
+        except Exception as exc:
+            return Ending("error", error=exc)
+
+    def _after_crash(self, lifetime: Lifetime, crasher: Crasher, crash: Crash | None) -> None:
+        assert crash is not None
+        lifetime.crashed_at = crasher.crashed
+        file = self.disk.files.get(self._journal)
+        if file is not None:
+            lifetime.durable_at_crash = scan(bytes(file.synced), self._journal).events
+        rng = random.Random(f"{self.recipe.seed}/{lifetime.number}/{crash.at}/{crash.disk}")
+        lifetime.damage = self.disk.crash(crash.disk, rng)
+        lifetime.surviving = self.journal_events()
+
+
+def _is_crash(exc: BaseException) -> bool:
+    if isinstance(exc, SimulatedCrash):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_crash(e) for e in exc.exceptions)
+    return False
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _perturbed(seed: int, lifetime: int) -> Iterator[None]:
+    """Seed trio's scheduler and ``random``; after the first lifetime, also shift ``time.time``."""
+    state = random.getstate()
+    real_time, real_time_ns = time.time, time.time_ns
+    random.seed(seed * 7919 + lifetime)
+    _seed_trio(seed * 104729 + lifetime)
+    if lifetime > 1:
+        offset = 17 * 86400.0 * (lifetime - 1) + 0.125
+        time.time = lambda: real_time() + offset
+        time.time_ns = lambda: real_time_ns() + int(offset * 1e9)
+    try:
+        yield
+    finally:
+        time.time, time.time_ns = real_time, real_time_ns
+        random.setstate(state)
+
+
+def _seed_trio(seed: int) -> None:
+    """Make trio's choice among ready tasks follow ``seed`` (private trio API, pinned by a test)."""
+    run_module: Any = trio._core._run
+    run_module._ALLOW_DETERMINISTIC_SCHEDULING = True
+    run_module._r.seed(seed)
+
+
+__all__ = ["EPOCH", "RUN_ID", "Ending", "Execution", "InjectedFault", "Lifetime", "World"]
