@@ -140,7 +140,12 @@ def _read_frame(data: bytes, pos: int) -> tuple[list[Any], int]:
         fields = loads_value(payload)
     except (cbor2.CBORDecodeError, ValueError) as exc:
         raise _BadRecord(f"payload is not valid CBOR ({exc})") from None
-    if not isinstance(fields, list) or len(fields) < 3 or not all(isinstance(x, int) for x in fields[:3]):
+    if (
+        type(fields) is not list
+        or len(fields) < 3
+        or type(fields[0]) is not int
+        or type(fields[1]) is not int
+    ):
         raise _BadRecord("payload is not a v1 record")
     return fields, end
 
@@ -211,6 +216,6 @@ def _check_tail(data: bytes, bad_at: int, index: int, path: str, reason: str) ->
         except _BadRecord:
             pass
         else:
-            if fields[1] > index and fields[2] >= index:
+            if fields[1] > index and type(fields[2]) is int and fields[2] >= index:
                 raise JournalCorruptError(path, bad_at, reason, index)
         probe = data.find(MARKER, probe + 1)

@@ -74,8 +74,8 @@ def _outcome_key(ending: Ending) -> tuple[str, Any]:
 
 def same_commands(world: World, reference: World) -> str | None:
     """I2: the same commands, in the same order, with the same arguments."""
-    got = _commands(world.journal_events())
-    expected = _commands(reference.journal_events())
+    got = _commands(world.final_events)
+    expected = _commands(reference.final_events)
     if got == expected:
         return None
     for index, (want, have) in enumerate(zip(expected, got, strict=False)):
@@ -103,8 +103,8 @@ def _call(command: tuple[str, bytes]) -> str:
 
 def equivalent_journal(world: World, reference: World) -> str | None:
     """I5: the final journal decodes cleanly and records the same history as the reference."""
-    got = [_normal(e) for e in world.journal_events() if not isinstance(e, RunResumed)]
-    expected = [_normal(e) for e in reference.journal_events() if not isinstance(e, RunResumed)]
+    got = [_normal(e) for e in world.final_events if not isinstance(e, RunResumed)]
+    expected = [_normal(e) for e in reference.final_events if not isinstance(e, RunResumed)]
     if got == expected:
         return None
     for index, (want, have) in enumerate(zip(expected, got, strict=False)):
@@ -132,7 +132,7 @@ def _normal(event: Event) -> tuple[Any, ...]:
 
 def durable_records_kept(world: World, reference: World) -> str | None:
     """I3/I5: every record that was durable at a crash is still in the final journal."""
-    final = world.journal_events()
+    final = world.final_events
     for lifetime in world.lifetimes:
         kept = lifetime.durable_at_crash
         if final[: len(kept)] != kept:

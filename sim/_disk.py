@@ -59,6 +59,7 @@ class Point:
     kind: str
     target: str
     data: bytes | None = None
+    version: int = 0
 
     @property
     def label(self) -> str:
@@ -81,11 +82,17 @@ class Crasher:
     points: list[Point] = attrs.Factory(list)
     crashed: Point | None = None
     on_crash: Callable[[], None] | None = None
+    #: Bumped by every change a crash could tell apart (a write, an fsync, an execution);
+    #: consecutive points with the same version leave the same world behind.
+    version: int = 0
+
+    def changed(self) -> None:
+        self.version += 1
 
     def hit(self, kind: str, target: str, data: bytes | None = None) -> None:
         if self.crashed is not None:
             raise SimulatedCrash(self.crashed.label)
-        point = Point(len(self.points) + 1, kind, target, data)
+        point = Point(len(self.points) + 1, kind, target, data, self.version)
         self.points.append(point)
         if point.number == self.crash_at:
             self.crashed = point
@@ -96,9 +103,31 @@ class Crasher:
 
 @attrs.define
 class _File:
+    """A file's content as the process sees it, and how much of it is durable.
+
+    Files are appended to and truncated, so the durable content is kept as a
+    length into ``data`` (an fsync costs nothing), unless a truncate cut below
+    it before the next fsync: then ``synced_copy`` keeps the durable bytes.
+    """
+
     data: bytearray = attrs.Factory(bytearray)
-    synced: bytearray = attrs.Factory(bytearray)
+    synced_len: int = 0
+    synced_copy: bytes | None = None
     entry_durable: bool = False
+
+    @property
+    def synced(self) -> bytes:
+        if self.synced_copy is not None:
+            return self.synced_copy
+        return bytes(self.data[: self.synced_len])
+
+    def sync(self) -> None:
+        self.synced_len = len(self.data)
+        self.synced_copy = None
+
+    def reset(self, content: bytes) -> None:
+        self.data = bytearray(content)
+        self.sync()
 
 
 @attrs.define
@@ -132,6 +161,7 @@ class SimDisk:
         self._need_dir(os.path.dirname(path))
         self.files[path] = _File()
         self.removed.pop(path, None)
+        self.crasher.changed()
         return self._new_fd(path)
 
     def open(self, path: str, *, write: bool) -> int:
@@ -146,13 +176,14 @@ class SimDisk:
         path = self._path(fd)
         self._point("before write", path, data)
         self.files[path].data += data
+        self.crasher.changed()
         self._point("after write", path, data)
 
     def fdatasync(self, fd: int) -> None:
         path = self._path(fd)
         self._point("before fsync", path)
-        file = self.files[path]
-        file.synced = bytearray(file.data)
+        self.files[path].sync()
+        self.crasher.changed()
         self._point("after fsync", path)
 
     async def fdatasync_many(self, fds: Iterable[int]) -> None:
@@ -162,7 +193,11 @@ class SimDisk:
     def truncate(self, fd: int, size: int) -> None:
         path = self._path(fd)
         self._point("before truncate", path)
-        del self.files[path].data[size:]
+        file = self.files[path]
+        if size < file.synced_len and file.synced_copy is None:
+            file.synced_copy = bytes(file.data[: file.synced_len])
+        del file.data[size:]
+        self.crasher.changed()
 
     def lock(self, fd: int) -> bool:
         path = self._path(fd)
@@ -182,6 +217,7 @@ class SimDisk:
         file = self.files.pop(path)
         if file.entry_durable:
             self.removed[path] = file
+        self.crasher.changed()
 
     def makedirs(self, path: str) -> None:
         parts = [p for p in path.split("/") if p]
@@ -195,6 +231,7 @@ class SimDisk:
                 file.entry_durable = True
         for name in [n for n in self.removed if os.path.dirname(n) == path]:
             del self.removed[name]
+        self.crasher.changed()
         self._point("after fsync of directory", path)
 
     def listdir(self, path: str) -> list[str]:
@@ -218,24 +255,29 @@ class SimDisk:
                 continue
             survived, how_text = _survivor(file, how, rng)
             damage.append(Damage(path, len(survived), len(file.data) - len(survived), how_text))
-            file.data = bytearray(survived)
-            file.synced = bytearray(survived)
+            file.reset(survived)
         for path, file in self.removed.items():  # an unlink not yet made durable comes back
-            self.files[path] = _File(bytearray(file.synced), bytearray(file.synced), True)
+            revived = _File(entry_durable=True)
+            revived.reset(file.synced)
+            self.files[path] = revived
         self.removed.clear()
         return [d for d in damage if d.lost or d.how.startswith("file")]
 
     def rot(self, path: str, offset: int, rng: random.Random) -> None:
         """Flip one bit of a file's durable content at ``offset`` (fault F9, bit rot)."""
         file = self.files[path]
-        bit = 1 << rng.randrange(8)
-        file.synced[offset] ^= bit
-        file.data[offset] ^= bit
+        if offset >= len(file.synced):
+            raise ValueError(f"offset {offset} is past the durable content of {path}")
+        file.data[offset] ^= 1 << rng.randrange(8)
+        if file.synced_copy is not None:
+            copy = bytearray(file.synced_copy)
+            copy[offset] = file.data[offset]
+            file.synced_copy = bytes(copy)
 
     # --- helpers -----------------------------------------------------------------
 
     def _point(self, kind: str, path: str, data: bytes | None = None) -> None:
-        self.crasher.hit(kind, os.path.basename(path) or path, data)
+        self.crasher.hit(kind, path.rpartition("/")[2] or path, data)
 
     def _new_fd(self, path: str) -> int:
         fd = self._next_fd

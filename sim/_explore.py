@@ -20,7 +20,7 @@ import attrs
 import durable
 
 from ._check import check
-from ._disk import DISK_FAULTS
+from ._disk import DISK_FAULTS, Point
 from ._plan import ActivityFault, Crash, Recipe
 from ._report import Failure, Report
 from ._world import World
@@ -93,18 +93,28 @@ class Explorer:
         """Every single crash, then (if allowed) a second crash at every point of each recovery."""
         singles = [
             Recipe(self.seed, (self.crash(p.number, p.label, "1"),), self.faults)
-            for p in self.reference.lifetimes[0].points
+            for p in distinct(self.reference.lifetimes[0].points)
         ]
         yield from singles
         if max_crashes < 2:
             return
         for single in singles:
             recovery = self.play(single).lifetimes[1:2]
-            for point in recovery[0].points if recovery else []:
+            for point in distinct(recovery[0].points) if recovery else []:
                 if point.kind in _RECOVERY_ENDS:
                     break
                 second = self.crash(point.number, point.label, f"2/{single.crashes[0].at}")
                 yield Recipe(self.seed, (single.crashes[0], second), self.faults)
+
+
+def distinct(points: list[Point]) -> list[Point]:
+    """The points worth crashing at: a point that changed nothing since the previous one
+    (``before fsync`` right after ``after write``) leaves the same world, so it is skipped."""
+    kept: list[Point] = []
+    for point in points:
+        if not kept or point.version != kept[-1].version:
+            kept.append(point)
+    return kept
 
 
 def _labelled(recipe: Recipe, world: World) -> Recipe:

@@ -104,6 +104,7 @@ class SimHooks(Hooks):
     async def run_attempt(self, info: durable.ActivityInfo, call: Callable[[], Awaitable[Any]]) -> Any:
         execution = Execution(self.lifetime, info.seq, info.attempt, info.activity, info.max_attempts)
         self.world.executions.append(execution)
+        self.crasher.changed()
         fault = _matching_fault(self.world.recipe.faults, info)
         try:
             if fault is not None:
@@ -160,16 +161,22 @@ class World:
         self.wall = EPOCH
         self.executions: list[Execution] = []
         self.lifetimes: list[Lifetime] = []
+        #: The run's journal once the schedule is played, as a next process would read it.
+        self.final_events: list[Event] = []
         self._journal = durable.FileStore(ROOT, fs=self.disk).journal_path(run_id)
 
     def play(self) -> World:
         """Run lifetimes until one ends without crashing (at most one per crash, plus one)."""
+        journal: list[Event] = []
         for number in range(1, len(self.recipe.crashes) + 2):
             crashes = self.recipe.crashes
-            lifetime = self._lifetime(number, crashes[number - 1] if number <= len(crashes) else None)
+            crash = crashes[number - 1] if number <= len(crashes) else None
+            lifetime = self._lifetime(number, crash, journal)
             self.lifetimes.append(lifetime)
             if lifetime.ending.kind != "crashed":
                 break
+            journal = lifetime.surviving
+        self.final_events = self.journal_events()
         return self
 
     @property
@@ -185,10 +192,10 @@ class World:
         file = self.disk.files.get(self._journal)
         return b"" if file is None else bytes(file.data)
 
-    def _lifetime(self, number: int, crash: Crash | None) -> Lifetime:
+    def _lifetime(self, number: int, crash: Crash | None, journal: list[Event]) -> Lifetime:
         crasher = Crasher(crash.at if crash is not None else None)
         self.disk.crasher = crasher
-        lifetime = Lifetime(number, crash, self.journal_events(), crasher.points)
+        lifetime = Lifetime(number, crash, journal, crasher.points)
         hooks = SimHooks(self, number, crasher)
         start_wall = self.wall
         crash_time = [0.0]
