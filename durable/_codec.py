@@ -167,6 +167,22 @@ def _event(fields: list[Any], path: str, offset: int, index: int) -> ev.Event:
     return event
 
 
+def decode_record(data: bytes, pos: int = 0) -> tuple[ev.Event, int, int, int]:
+    """Decode the one record framed at ``pos``: ``(event, index, durable_upto, end offset)``.
+
+    For tools that look at single records; journals are read with :func:`scan`.
+
+    Raises:
+        ValueError: there is no valid record at ``pos``.
+    """
+    try:
+        fields, end = _read_frame(data, pos)
+        event = _event(fields, "record", pos, fields[1])
+    except (_BadRecord, JournalCorruptError) as exc:
+        raise ValueError(f"no valid record at offset {pos}: {exc}") from None
+    return event, fields[1], fields[2], end
+
+
 def read_header(data: bytes, path: str) -> None:
     """Check magic, checksum and version of a journal header."""
     magic, version, _flags, crc = _HEADER.unpack_from(data, 0)

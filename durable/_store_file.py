@@ -234,7 +234,10 @@ class FileStore(Store):
                 fs.truncate(fd, found.end)
             # Make what a killed process left in the page cache durable before
             # building on it, and make any truncation durable before appending.
+            # The creator may have died before fsyncing the directory: until it
+            # is, a power loss can make the whole journal vanish (found by sim).
             fs.fdatasync(fd)
+            fs.fsync_dir(self._runs)
         except BaseException:
             with contextlib.suppress(OSError):
                 fs.close(fd)

@@ -5,7 +5,7 @@ simulator do. They are public but may change between minor versions more
 readily than the root API.
 """
 
-from ._codec import HEADER_SIZE, Scan, encode_header, encode_record, scan
+from ._codec import HEADER_SIZE, Scan, decode_record, encode_header, encode_record, scan
 from ._events import (
     EVENT_TYPES,
     ActivityCompleted,
@@ -49,6 +49,7 @@ __all__ = [
     "Scan",
     "Step",
     "WallClock",
+    "decode_record",
     "dumps_value",
     "encode_header",
     "encode_record",

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from durable.lowlevel import HEADER_SIZE, encode_header, scan
+from durable.lowlevel import HEADER_SIZE, decode_record, encode_header
 
 #: Disk damage a crash can leave, from kindest to cruellest.
 DISK_FAULTS = ("kill", "drop", "torn", "zeros", "garbage", "hole")
@@ -297,20 +297,20 @@ class SimDisk:
 
 
 def describe_write(data: bytes) -> str:
-    """Name what a write to a journal carries (``ActivityCompleted seq=3``), for crash labels."""
+    """Name what a write to a journal carries (``ActivityCompleted(seq=3)``), for crash labels."""
+    names = []
+    pos = 0
     if data.startswith(encode_header()):
-        data = data[HEADER_SIZE:]
-        prefix = "header + "
-    else:
-        prefix = ""
-    try:
-        events = scan(encode_header() + data, "write").events
-    except Exception:  # a label must never fail the simulation
-        return f"{len(data)} bytes"
-    names = [_event_label(e) for e in events]
-    if not names:
-        return "header" if prefix else f"{len(data)} bytes"
-    return prefix + ", ".join(names)
+        names.append("header")
+        pos = HEADER_SIZE
+    while pos < len(data):
+        try:
+            event, _, _, pos = decode_record(data, pos)
+        except ValueError:
+            names.append(f"{len(data) - pos} bytes")
+            break
+        names.append(_event_label(event))
+    return " + ".join(names) if names else "0 bytes"
 
 
 def _event_label(event: object) -> str:
