@@ -19,10 +19,12 @@ from ._disk import DISK_FAULTS, SimDisk, SimulatedCrash
 from ._explore import Simulator, assert_crash_safe, explore, replay_recipe
 from ._plan import ActivityFault, Crash, InjectedFault, Recipe
 from ._report import Failure, Report
+from ._stubbed import Call, StubbedRun, run_stubbed
 
 __all__ = [
     "DISK_FAULTS",
     "ActivityFault",
+    "Call",
     "Crash",
     "Failure",
     "InjectedFault",
@@ -31,7 +33,9 @@ __all__ = [
     "SimDisk",
     "SimulatedCrash",
     "Simulator",
+    "StubbedRun",
     "assert_crash_safe",
     "explore",
     "replay_recipe",
+    "run_stubbed",
 ]

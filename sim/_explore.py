@@ -21,6 +21,7 @@ import durable
 
 from ._check import check
 from ._disk import DISK_FAULTS, Point
+from ._hashseed import hash_seed_divergences
 from ._plan import ActivityFault, Crash, Recipe
 from ._report import Failure, Report
 from ._world import World
@@ -74,6 +75,15 @@ class Explorer:
             return self.simulator.after_each()
         except AssertionError as exc:
             return str(exc) or "AssertionError"
+
+    def hash_seed_failures(self, seeds: tuple[int, ...]) -> tuple[list[Failure], str | None]:
+        """Replay the reference journal under other string-hash seeds (in child interpreters)."""
+        found, note = hash_seed_divergences(self.workflow, self.reference.journal_bytes(), seeds)
+        failures = [
+            Failure(Recipe(self.seed, (), self.faults, hash_seed=seed), divergence)
+            for seed, divergence in found.items()
+        ]
+        return failures, note
 
     def failure(self, recipe: Recipe) -> tuple[World, Failure | None]:
         world = self.play(recipe)
@@ -142,12 +152,15 @@ class Simulator:
         after_each: called after every schedule: inspect your fake services and return a
             description of what is wrong (or raise ``AssertionError``), or None. This is how
             an effect applied twice is caught.
+        hash_seeds: string-hash seeds under which the crash-free journal is replayed in a
+            child interpreter, to catch workflows that iterate sets of strings; () skips it.
     """
 
     faults: tuple[ActivityFault, ...] = attrs.field(default=(), converter=tuple)
     sync: str = "always"
     before_each: Callable[[], None] | None = None
     after_each: Callable[[], str | None] | None = None
+    hash_seeds: tuple[int, ...] = attrs.field(default=(1, 2), converter=tuple)
 
     def explore(
         self,
@@ -176,7 +189,7 @@ class Simulator:
             raise ValueError(f"budget must be a positive number of schedules (got {budget!r})")
         started = time.perf_counter()
         explorer = Explorer(self, workflow, args, kwargs, seed=seed, faults=self.faults)
-        failures: list[Failure] = []
+        failures, note = explorer.hash_seed_failures(self.hash_seeds)
         played = 0
         for recipe in explorer.schedules(max_crashes):
             if budget is not None and played >= budget:
@@ -193,6 +206,7 @@ class Simulator:
             failures=failures,
             seconds=time.perf_counter() - started,
             explorer=explorer,
+            notes=[note] if note else [],
         )
 
     def replay_recipe(
@@ -201,7 +215,13 @@ class Simulator:
         """Play exactly one schedule again (from a failure's ``recipe``) and check it."""
         started = time.perf_counter()
         explorer = Explorer(self, workflow, args, kwargs, seed=recipe.seed, faults=recipe.faults)
-        _, failure = explorer.failure(recipe)
+        notes = []
+        if recipe.hash_seed is not None:
+            found, note = explorer.hash_seed_failures((recipe.hash_seed,))
+            failure = found[0] if found else None
+            notes = [note] if note else []
+        else:
+            _, failure = explorer.failure(recipe)
         return Report(
             workflow=workflow.name,
             reference=explorer.reference,
@@ -211,6 +231,7 @@ class Simulator:
             seconds=time.perf_counter() - started,
             explorer=explorer,
             recipe=recipe,
+            notes=notes,
         )
 
     def assert_crash_safe(self, workflow: durable.Workflow[..., Any], *args: Any, **kwargs: Any) -> Report:

@@ -107,7 +107,8 @@ def _faults(value: Iterable[ActivityFault]) -> tuple[ActivityFault, ...]:
 
 @attrs.frozen
 class Recipe:
-    """One simulated schedule: a seed, crashes (one per process lifetime), activity faults.
+    """One simulated schedule: a seed, crashes (one per process lifetime), activity faults,
+    and optionally a hash seed under which the crash-free journal is replayed.
 
     Its ``repr`` is valid Python: paste it into ``sim.replay_recipe(wf, *args, recipe=...)``.
     """
@@ -115,9 +116,13 @@ class Recipe:
     seed: int = 0
     crashes: tuple[Crash, ...] = attrs.field(default=(), converter=_crashes)
     faults: tuple[ActivityFault, ...] = attrs.field(default=(), converter=_faults)
+    #: Replay the crash-free journal in a child interpreter with this PYTHONHASHSEED.
+    hash_seed: int | None = None
 
     def __repr__(self) -> str:
         parts = [f"seed={self.seed}"]
+        if self.hash_seed is not None:
+            parts.append(f"hash_seed={self.hash_seed}")
         if self.crashes:
             parts.append(f"crashes=({''.join(repr(c) + ', ' for c in self.crashes).rstrip()})")
         if self.faults:

@@ -53,6 +53,8 @@ class Report:
     seconds: float
     explorer: Explorer = attrs.field(repr=False)
     recipe: Recipe | None = None
+    #: Checks that could not run, and why.
+    notes: list[str] = attrs.Factory(list)
 
     @property
     def ok(self) -> bool:
@@ -83,12 +85,14 @@ class Report:
         that crashes right after the first activity returned (the at-least-once
         window), else the replayed recipe.
         """
+        if recipe is None and self.failures and self.failures[0].recipe.hash_seed is not None:
+            return f"Replayed the crash-free journal in another interpreter:\n{self.failures[0].divergence}"
         chosen = recipe or self._representative()
         world = self.explorer.play(chosen)
         return narrate(world, self.reference, chosen)
 
     def _representative(self) -> Recipe:
-        if self.failures:
+        if self.failures and not self.failures[0].recipe.hash_seed:
             return self.failures[0].recipe
         if self.recipe is not None:
             return self.recipe

@@ -1,0 +1,87 @@
+"""Replay under another string-hash seed, in a subprocess.
+
+Python fixes ``PYTHONHASHSEED`` when the interpreter starts, so a workflow that
+iterates a set of strings yields its commands in an order that only another
+interpreter can change. This module replays the reference journal in child
+interpreters started with other hash seeds and reports the first divergence.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import durable
+
+_CHILD = r"""
+import importlib, importlib.util, sys
+from durable.lowlevel import Replay, scan
+from durable._commands import lookup_workflow
+
+module, path, name = sys.argv[1], sys.argv[2], sys.argv[3]
+if path:
+    spec = importlib.util.spec_from_file_location("__sim_replayed__", path)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+else:
+    importlib.import_module(module)
+events = scan(sys.stdin.buffer.read(), "reference journal").events
+core = Replay(lookup_workflow(name), events[0])
+for event in events[1:]:
+    core.apply(event)
+"""
+
+HASH_SEED_CAUSE = (
+    "Likely cause: the workflow iterates a set (or a dict built from one) of strings or bytes, "
+    "whose order changes with the interpreter's hash seed. Iterate sorted(...) instead."
+)
+
+
+def _module_source(workflow: durable.Workflow[..., Any]) -> tuple[str, str] | None:
+    """How a child interpreter finds the workflow: (module name, file path or "")."""
+    module = workflow.fn.__module__
+    if module != "__main__":
+        return module, ""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return (module, path) if path else None
+
+
+def hash_seed_divergences(
+    workflow: durable.Workflow[..., Any], journal: bytes, seeds: tuple[int, ...]
+) -> tuple[dict[int, str], str | None]:
+    """Replay ``journal`` under each hash seed; return ``({seed: divergence}, note)``.
+
+    The note explains why the check could not run (e.g. the workflow's module is
+    not importable by a child interpreter); it is None when the check ran.
+    """
+    source = _module_source(workflow)
+    if source is None or not seeds:
+        return {}, "the hash-seed replay was skipped: the workflow's module cannot be imported"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    children = {
+        seed: subprocess.Popen(
+            [sys.executable, "-c", _CHILD, source[0], source[1], workflow.name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env, PYTHONHASHSEED=str(seed)),
+        )
+        for seed in seeds
+    }
+    found: dict[int, str] = {}
+    note = None
+    for seed, child in children.items():
+        _, stderr = child.communicate(journal, timeout=120)
+        if child.returncode == 0:
+            continue
+        text = stderr.decode(errors="replace").strip()
+        if "NonDeterminismError" in text:
+            message = text[text.index("NonDeterminismError") :].split(": ", 1)[-1]
+            found[seed] = f"with PYTHONHASHSEED={seed} the replay diverged:\n{message}\n{HASH_SEED_CAUSE}"
+        else:
+            note = (
+                f"the hash-seed replay could not run: {text.splitlines()[-1] if text else child.returncode}"
+            )
+    return found, note
