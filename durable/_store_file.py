@@ -184,10 +184,14 @@ class FileStore(Store):
             writer.append(started)
             fs.fdatasync(fd)
             fs.fsync_dir(self._runs)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 fs.close(fd)
                 fs.unlink(path)
+            if isinstance(exc, OSError):
+                raise StoreError(
+                    f"creating the journal of run {started.run_id!r} at {path} failed: {exc}"
+                ) from exc
             raise
         return writer
 
@@ -238,6 +242,10 @@ class FileStore(Store):
             # is, a power loss can make the whole journal vanish (found by sim).
             fs.fdatasync(fd)
             fs.fsync_dir(self._runs)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                fs.close(fd)
+            raise StoreError(f"recovering run {run_id!r} from {path} failed: {exc}") from exc
         except BaseException:
             with contextlib.suppress(OSError):
                 fs.close(fd)

@@ -15,7 +15,7 @@ durable may run again.
 Every failure comes with a recipe that ``sim.replay_recipe`` plays again.
 """
 
-from ._disk import DISK_FAULTS, SimDisk, SimulatedCrash
+from ._disk import DISK_FAULTS, OPT_IN_FAULTS, SimDisk, SimulatedCrash
 from ._explore import Simulator, assert_crash_safe, explore, replay_recipe
 from ._plan import ActivityFault, Crash, InjectedFault, Recipe
 from ._report import Failure, Report
@@ -23,6 +23,7 @@ from ._stubbed import Call, StubbedRun, run_stubbed
 
 __all__ = [
     "DISK_FAULTS",
+    "OPT_IN_FAULTS",
     "ActivityFault",
     "Call",
     "Crash",

@@ -175,7 +175,26 @@ def attempts_within_policy(world: World, reference: World) -> str | None:
     return None
 
 
+def fsync_errors_are_fatal(world: World, reference: World) -> str | None:
+    """R6: after an fsync error the run stops with a StoreError; the fsync is never retried."""
+    for lifetime in world.lifetimes:
+        if lifetime.fsync_retried:
+            return (
+                f"process {lifetime.number} fsynced {lifetime.fsync_retried[0]} again after its fsync failed"
+            )
+        if lifetime.failed_fsync is None:
+            continue
+        ending = lifetime.ending
+        if ending.kind != "error" or not isinstance(ending.error, durable.StoreError):
+            return (
+                f"process {lifetime.number} went on after an fsync error ({lifetime.failed_fsync.label}); "
+                f"expected the run to stop with durable.StoreError, got: {ending.result_text()}"
+            )
+    return None
+
+
 INVARIANTS: tuple[Callable[[World, World], str | None], ...] = (
+    fsync_errors_are_fatal,
     same_outcome,
     same_commands,
     durable_records_kept,

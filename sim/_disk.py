@@ -28,6 +28,7 @@ by tests, never by a default exploration.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from collections.abc import Callable, Iterable
@@ -38,6 +39,9 @@ from durable.lowlevel import HEADER_SIZE, decode_record, encode_header
 
 #: Disk damage a crash can leave, from kindest to cruellest.
 DISK_FAULTS = ("kill", "drop", "torn", "zeros", "garbage", "hole")
+#: Opt-in fault classes: ``eio`` fails an fsync with EIO (then the process is
+#: restarted and the unsynced data is gone, as Linux drops it after reporting).
+OPT_IN_FAULTS = ("eio",)
 
 
 class SimulatedCrash(BaseException):
@@ -89,16 +93,24 @@ class Crasher:
     def changed(self) -> None:
         self.version += 1
 
+    #: At the chosen point, if it is an fsync, fail the fsync with EIO instead of crashing.
+    fail_fsync: bool = False
+    failed_fsync: Point | None = None
+
     def hit(self, kind: str, target: str, data: bytes | None = None) -> None:
         if self.crashed is not None:
             raise SimulatedCrash(self.crashed.label)
         point = Point(len(self.points) + 1, kind, target, data, self.version)
         self.points.append(point)
-        if point.number == self.crash_at:
-            self.crashed = point
-            if self.on_crash is not None:
-                self.on_crash()
-            raise SimulatedCrash(point.label)
+        if point.number != self.crash_at:
+            return
+        if self.fail_fsync and kind == "before fsync":
+            self.failed_fsync = point
+            raise OSError(errno.EIO, f"Input/output error (simulated, fsync of {target})")
+        self.crashed = point
+        if self.on_crash is not None:
+            self.on_crash()
+        raise SimulatedCrash(point.label)
 
 
 @attrs.define
@@ -150,6 +162,9 @@ class SimDisk:
         self.removed: dict[str, _File] = {}  # unlinked, but the unlink is not durable yet
         self._fds: dict[int, str] = {}
         self._locks: dict[str, int] = {}
+        #: Files whose fsync failed in this process lifetime, and fsyncs tried on them after.
+        self.fsync_failed: set[str] = set()
+        self.fsync_retried: list[str] = []
         self._next_fd = 3
 
     # --- the FileSystem interface ------------------------------------------------
@@ -181,7 +196,13 @@ class SimDisk:
 
     def fdatasync(self, fd: int) -> None:
         path = self._path(fd)
-        self._point("before fsync", path)
+        if path in self.fsync_failed:
+            self.fsync_retried.append(path)  # fsyncgate: a retried fsync proves nothing
+        try:
+            self._point("before fsync", path)
+        except OSError:
+            self.fsync_failed.add(path)
+            raise
         self.files[path].sync()
         self.crasher.changed()
         self._point("after fsync", path)
@@ -245,6 +266,7 @@ class SimDisk:
             raise ValueError(f"disk fault must be one of {DISK_FAULTS} (got {how!r})")
         self._fds.clear()
         self._locks.clear()
+        self.fsync_failed.clear()
         if how == "kill":
             return []
         damage = []

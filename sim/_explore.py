@@ -27,7 +27,7 @@ from ._report import Failure, Report
 from ._world import World
 
 #: How often each disk fault is drawn for a crash (kinder faults are common).
-_DISK_WEIGHTS = {"kill": 3, "drop": 3, "torn": 2, "zeros": 1, "garbage": 1, "hole": 1}
+_DISK_WEIGHTS = {"kill": 3, "drop": 3, "torn": 2, "zeros": 1, "garbage": 1, "hole": 1, "eio": 2}
 _RECOVERY_ENDS = ("activity-returned", "backoff")
 
 
@@ -96,7 +96,8 @@ class Explorer:
 
     def crash(self, point_number: int, label: str, salt: str) -> Crash:
         rng = random.Random(f"{self.seed}/{salt}/{point_number}")
-        disk = rng.choices(DISK_FAULTS, weights=[_DISK_WEIGHTS[d] for d in DISK_FAULTS])[0]
+        faults = self.simulator.disk_faults
+        disk = rng.choices(faults, weights=[_DISK_WEIGHTS[d] for d in faults])[0]
         return Crash(point_number, disk, label)
 
     def schedules(self, max_crashes: int) -> Iterator[Recipe]:
@@ -154,6 +155,8 @@ class Simulator:
             an effect applied twice is caught.
         hash_seeds: string-hash seeds under which the crash-free journal is replayed in a
             child interpreter, to catch workflows that iterate sets of strings; () skips it.
+        disk_faults: the disk damage crashes draw from; add ``"eio"`` (``sim.OPT_IN_FAULTS``)
+            to also fail fsyncs with EIO, which durable must treat as fatal.
     """
 
     faults: tuple[ActivityFault, ...] = attrs.field(default=(), converter=tuple)
@@ -161,6 +164,14 @@ class Simulator:
     before_each: Callable[[], None] | None = None
     after_each: Callable[[], str | None] | None = None
     hash_seeds: tuple[int, ...] = attrs.field(default=(1, 2), converter=tuple)
+    disk_faults: tuple[str, ...] = attrs.field(default=DISK_FAULTS, converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        unknown = [d for d in self.disk_faults if d not in _DISK_WEIGHTS]
+        if unknown or not self.disk_faults:
+            raise ValueError(
+                f"disk_faults must be taken from {tuple(_DISK_WEIGHTS)} (got {self.disk_faults!r})"
+            )
 
     def explore(
         self,

@@ -14,14 +14,14 @@ from typing import Any
 
 import attrs
 
-from ._disk import DISK_FAULTS
+from ._disk import DISK_FAULTS, OPT_IN_FAULTS
 
 ACTIVITY_FAULTS = ("raise", "hang", "slow")
 
 
 def _disk_fault(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in DISK_FAULTS:
-        raise ValueError(f"{attribute.name} must be one of {DISK_FAULTS!r} (got {value!r})")
+    if value not in DISK_FAULTS + OPT_IN_FAULTS:
+        raise ValueError(f"{attribute.name} must be one of {DISK_FAULTS + OPT_IN_FAULTS!r} (got {value!r})")
 
 
 def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -46,7 +46,9 @@ class Crash:
         at: the crash point's number in that lifetime (1 is the first point reached).
         disk: what the crash leaves on disk: ``"kill"`` (the process died, the OS did not),
             ``"drop"`` (power loss: unsynced writes lost), ``"torn"``, ``"zeros"``,
-            ``"garbage"`` or ``"hole"`` (power loss with partly persisted writes).
+            ``"garbage"`` or ``"hole"`` (power loss with partly persisted writes); ``"eio"``
+            fails the fsync at that point with EIO (at any other point it is a ``"drop"``), after
+            which the process is restarted and the unsynced data is gone.
         label: what was happening there (informational; ignored when comparing).
     """
 

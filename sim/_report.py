@@ -124,6 +124,8 @@ _DISK_MEANING = {
     "zeros": "power loss: the file grew, but part of its unsynced tail reads as zeros",
     "garbage": "power loss: part of the unsynced tail holds random garbage",
     "hole": "power loss: a later write persisted while an earlier one did not",
+    "eio": "the fsync failed with EIO; durable stopped the run, the process was restarted, and "
+    "the data that was not yet synced is gone",
 }
 
 
@@ -159,7 +161,12 @@ def _narrate_lifetime(world: World, lifetime: Lifetime) -> list[str]:
     if lifetime.crashed_at is not None and lifetime.crash is not None:
         point = lifetime.crashed_at
         meaning = _POINT_MEANING.get(point.kind, point.kind)
-        lines.append(f"  CRASH at crash point {point.number}: {point.label}.")
+        if lifetime.failed_fsync is not None:
+            lines.append(
+                f"  FSYNC ERROR at crash point {point.number}: {point.label}; the run {lifetime.ending.result_text()}."
+            )
+        else:
+            lines.append(f"  CRASH at crash point {point.number}: {point.label}.")
         lines.append(f"    Here {meaning}.")
         lines.append(f"    {_DISK_MEANING[lifetime.crash.disk].capitalize()}.")
         for damage in lifetime.damage:

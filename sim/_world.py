@@ -89,6 +89,10 @@ class Lifetime:
     durable_at_crash: list[Event] = attrs.Factory(list)
     surviving: list[Event] = attrs.Factory(list)
     damage: list[Damage] = attrs.Factory(list)
+    #: The fsync that failed with EIO (opt-in fault), after which the process was restarted.
+    failed_fsync: Point | None = None
+    #: Files fsynced again after their fsync had failed (never allowed).
+    fsync_retried: list[str] = attrs.Factory(list)
 
 
 class SimHooks(Hooks):
@@ -173,7 +177,7 @@ class World:
             crash = crashes[number - 1] if number <= len(crashes) else None
             lifetime = self._lifetime(number, crash, journal)
             self.lifetimes.append(lifetime)
-            if lifetime.ending.kind != "crashed":
+            if lifetime.ending.kind != "crashed" and lifetime.failed_fsync is None:
                 break
             journal = lifetime.surviving
         self.final_events = self.journal_events()
@@ -194,6 +198,7 @@ class World:
 
     def _lifetime(self, number: int, crash: Crash | None, journal: list[Event]) -> Lifetime:
         crasher = Crasher(crash.at if crash is not None else None)
+        crasher.fail_fsync = crash is not None and crash.disk == "eio"
         self.disk.crasher = crasher
         lifetime = Lifetime(number, crash, journal, crasher.points)
         hooks = SimHooks(self, number, crasher)
@@ -216,8 +221,14 @@ class World:
             except BaseException as exc:
                 if not _is_crash(exc):
                     raise
-                self._after_crash(lifetime, crasher, crash)
+                self._after_crash(lifetime, crasher.crashed, crash)
                 self.wall = start_wall + crash_time[0]
+        lifetime.fsync_retried = list(self.disk.fsync_retried)
+        self.disk.fsync_retried.clear()
+        if crasher.failed_fsync is not None:
+            # The process is restarted after the fsync error; what was not synced is gone.
+            lifetime.failed_fsync = crasher.failed_fsync
+            self._after_crash(lifetime, crasher.failed_fsync, crash)
         return lifetime
 
     async def _start_and_wait(self, runtime: durable.Runtime) -> Ending:
@@ -229,14 +240,14 @@ class World:
         except Exception as exc:
             return Ending("error", error=exc)
 
-    def _after_crash(self, lifetime: Lifetime, crasher: Crasher, crash: Crash | None) -> None:
+    def _after_crash(self, lifetime: Lifetime, point: Point | None, crash: Crash | None) -> None:
         assert crash is not None
-        lifetime.crashed_at = crasher.crashed
+        lifetime.crashed_at = point
         file = self.disk.files.get(self._journal)
         if file is not None:
             lifetime.durable_at_crash = scan(bytes(file.synced), self._journal).events
         rng = random.Random(f"{self.recipe.seed}/{lifetime.number}/{crash.at}/{crash.disk}")
-        lifetime.damage = self.disk.crash(crash.disk, rng)
+        lifetime.damage = self.disk.crash("drop" if crash.disk == "eio" else crash.disk, rng)
         lifetime.surviving = self.journal_events()
 
 
