@@ -161,14 +161,16 @@ def _narrate_lifetime(world: World, lifetime: Lifetime) -> list[str]:
     if lifetime.crashed_at is not None and lifetime.crash is not None:
         point = lifetime.crashed_at
         meaning = _POINT_MEANING.get(point.kind, point.kind)
+        disk = lifetime.crash.disk
         if lifetime.failed_fsync is not None:
-            lines.append(
-                f"  FSYNC ERROR at crash point {point.number}: {point.label}; the run {lifetime.ending.result_text()}."
-            )
+            ending = lifetime.ending.result_text()
+            lines.append(f"  FSYNC ERROR at crash point {point.number}: {point.label}; the run {ending}.")
         else:
             lines.append(f"  CRASH at crash point {point.number}: {point.label}.")
+            disk = "drop" if disk == "eio" else disk
         lines.append(f"    Here {meaning}.")
-        lines.append(f"    {_DISK_MEANING[lifetime.crash.disk].capitalize()}.")
+        text = _DISK_MEANING[disk]
+        lines.append(f"    {text[0].upper()}{text[1:]}.")
         for damage in lifetime.damage:
             lines.append(f"    {damage.path.rsplit('/', 1)[-1]}: {damage.how}.")
         lines.append(f"    The journal now holds: {_holding(lifetime.surviving)}.")
