@@ -36,6 +36,10 @@ LIKELY_CAUSES = (
 
 def check(world: World, reference: World) -> str | None:
     """The first invariant the schedule breaks, as text; None if it holds them all."""
+    if world.recipe.rot_at is not None:
+        ending = world.ending
+        if ending.kind == "error" and isinstance(ending.error, durable.JournalCorruptError):
+            return None  # F9: a damaged journal is refused, never misread
     for invariant in INVARIANTS:
         divergence = invariant(world, reference)
         if divergence is not None:

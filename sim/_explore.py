@@ -10,6 +10,7 @@ a second crash hurts. ``budget`` caps the number of schedules.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import attrs
 
 import durable
+from durable.lowlevel import HEADER_SIZE, decode_record
 
 from ._check import check
 from ._disk import DISK_FAULTS, Point
@@ -84,6 +86,18 @@ class Explorer:
             for seed, divergence in found.items()
         ]
         return failures, note
+
+    def bit_rot_recipes(self) -> list[Recipe]:
+        """One bit flip inside each record of the finished reference journal (fault F9)."""
+        journal = self.reference.journal_bytes()
+        recipes = []
+        pos = HEADER_SIZE
+        while pos < len(journal):
+            _, index, _, end = decode_record(journal, pos)
+            offset = random.Random(f"{self.seed}/rot/{index}").randrange(pos, end)
+            recipes.append(Recipe(self.seed, (), self.faults, rot_at=offset))
+            pos = end
+        return recipes
 
     def failure(self, recipe: Recipe) -> tuple[World, Failure | None]:
         world = self.play(recipe)
@@ -157,6 +171,8 @@ class Simulator:
             child interpreter, to catch workflows that iterate sets of strings; () skips it.
         disk_faults: the disk damage crashes draw from; add ``"eio"`` (``sim.OPT_IN_FAULTS``)
             to also fail fsyncs with EIO, which durable must treat as fatal.
+        bit_rot: also flip one bit in each record of the finished journal (fault F9) and
+            check that durable refuses it with JournalCorruptError, never misreads it.
     """
 
     faults: tuple[ActivityFault, ...] = attrs.field(default=(), converter=tuple)
@@ -165,6 +181,7 @@ class Simulator:
     after_each: Callable[[], str | None] | None = None
     hash_seeds: tuple[int, ...] = attrs.field(default=(1, 2), converter=tuple)
     disk_faults: tuple[str, ...] = attrs.field(default=DISK_FAULTS, converter=tuple)
+    bit_rot: bool = False
 
     def __attrs_post_init__(self) -> None:
         unknown = [d for d in self.disk_faults if d not in _DISK_WEIGHTS]
@@ -202,7 +219,8 @@ class Simulator:
         explorer = Explorer(self, workflow, args, kwargs, seed=seed, faults=self.faults)
         failures, note = explorer.hash_seed_failures(self.hash_seeds)
         played = 0
-        for recipe in explorer.schedules(max_crashes):
+        rot = explorer.bit_rot_recipes() if self.bit_rot else []
+        for recipe in itertools.chain(explorer.schedules(max_crashes), rot):
             if budget is not None and played >= budget:
                 break
             played += 1

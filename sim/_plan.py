@@ -120,11 +120,17 @@ class Recipe:
     faults: tuple[ActivityFault, ...] = attrs.field(default=(), converter=_faults)
     #: Replay the crash-free journal in a child interpreter with this PYTHONHASHSEED.
     hash_seed: int | None = None
+    #: Bit rot (fault F9): once the run has finished, flip one bit of the journal at this
+    #: byte offset, then start the run again; it must fail with JournalCorruptError or
+    #: (for the last record, which looks like a torn tail) end as before.
+    rot_at: int | None = None
 
     def __repr__(self) -> str:
         parts = [f"seed={self.seed}"]
         if self.hash_seed is not None:
             parts.append(f"hash_seed={self.hash_seed}")
+        if self.rot_at is not None:
+            parts.append(f"rot_at={self.rot_at}")
         if self.crashes:
             parts.append(f"crashes=({''.join(repr(c) + ', ' for c in self.crashes).rstrip()})")
         if self.faults:

@@ -180,17 +180,30 @@ class World:
             if lifetime.ending.kind != "crashed" and lifetime.failed_fsync is None:
                 break
             journal = lifetime.surviving
+        if self.recipe.rot_at is not None:
+            self._rot(self.recipe.rot_at)
         self.final_events = self.journal_events()
         return self
+
+    def _rot(self, offset: int) -> None:
+        """Flip a bit of the finished journal, then let one more process attach to the run."""
+        rng = random.Random(f"{self.recipe.seed}/rot/{offset}")
+        self.disk.rot(self._journal, offset, rng)
+        self.lifetimes.append(self._lifetime(len(self.lifetimes) + 1, None, []))
 
     @property
     def ending(self) -> Ending:
         return self.lifetimes[-1].ending
 
     def journal_events(self) -> list[Event]:
-        """The run's journal as the next process would read it."""
+        """The run's journal as the next process would read it ([] if it is unreadable)."""
         file = self.disk.files.get(self._journal)
-        return [] if file is None else scan(bytes(file.data), self._journal).events
+        if file is None:
+            return []
+        try:
+            return scan(bytes(file.data), self._journal).events
+        except durable.JournalCorruptError:
+            return []
 
     def journal_bytes(self) -> bytes:
         file = self.disk.files.get(self._journal)
