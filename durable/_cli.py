@@ -63,8 +63,9 @@ def main() -> None:
 
 
 @main.command(
+    context_settings={"ignore_unknown_options": True},
     epilog="\b\nExample:\n  durable run examples/process_order.py:process_order alice 4200 "
-    "tok_visa --id order-1"
+    "tok_visa --id order-1",
 )
 @click.argument("target", metavar="FILE_OR_MODULE:WORKFLOW")
 @click.argument("args", nargs=-1, metavar="[ARGS]...")
@@ -78,5 +79,10 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, store: str | Non
     """
     workflow = load_workflow(target)
     values = [parse_arg(a) for a in args]
+    for text, value in zip(args, values, strict=True):
+        if text.startswith("-") and isinstance(value, str):
+            raise click.UsageError(
+                f"no such option: {text} (to pass a string that starts with '-', quote it: \"'{text}'\")"
+            )
     result = run_workflow(workflow, *values, id=run_id, store=store_from(store))
     click.echo(result if isinstance(result, str) else repr(result))

@@ -66,6 +66,10 @@ class FileSystem(Protocol):
         """Names in a directory; [] if it does not exist."""
         ...
 
+    def size(self, path: str) -> int:
+        """The size of a file in bytes (0 if it does not exist)."""
+        ...
+
 
 class OsFileSystem:
     """The real file system, through ``os``."""
@@ -145,3 +149,9 @@ class OsFileSystem:
             return os.listdir(path)
         except FileNotFoundError:
             return []
+
+    def size(self, path: str) -> int:
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return 0

@@ -80,6 +80,10 @@ class JournalWriter(abc.ABC):
             ) from exc
         self._synced = max(self._synced, upto)
 
+    def synced_through(self, index: int) -> None:
+        """Note that records up to ``index`` are durable (the store made them so itself)."""
+        self._synced = max(self._synced, index)
+
     def _check(self) -> None:
         if self._failure is not None:
             raise StoreError(f"{self.name} can no longer be written: {self._failure}")

@@ -23,6 +23,7 @@ crash simulator can run this very code on a simulated disk.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import urllib.parse
@@ -30,7 +31,7 @@ import urllib.parse
 import trio
 
 from . import _events as ev
-from ._codec import encode_header, scan
+from ._codec import FRAME_SIZE, HEADER_SIZE, encode_header, scan
 from ._errors import RunLockedError, StoreError
 from ._fs import FileSystem, OsFileSystem
 from ._store import JournalWriter, Opened, Store, check_sync_mode
@@ -38,6 +39,8 @@ from ._store import JournalWriter, Opened, Store, check_sync_mode
 _SAFE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 _SUFFIX = ".journal"
 MAX_RUN_ID = 200
+_MAX_FILE_NAME = 255
+_MIN_JOURNAL = HEADER_SIZE + FRAME_SIZE
 
 
 def check_run_id(run_id: object) -> str:
@@ -50,13 +53,18 @@ def check_run_id(run_id: object) -> str:
 
 
 def _file_name(run_id: str) -> str:
+    """A safe file name for a run id; ids too long to encode get a hashed name (marked ``~``)."""
     if _SAFE.fullmatch(run_id):
         return run_id + _SUFFIX
-    return urllib.parse.quote(run_id, safe="").replace(".", "%2E") + _SUFFIX
+    encoded = urllib.parse.quote(run_id, safe="").replace(".", "%2E").replace("~", "%7E")
+    if len(encoded) + len(_SUFFIX) > _MAX_FILE_NAME:
+        digest = hashlib.sha256(run_id.encode()).hexdigest()[:32]
+        encoded = f"{encoded[:160].rpartition('%')[0]}~{digest}"
+    return encoded + _SUFFIX
 
 
-def _run_id(file_name: str) -> str:
-    return urllib.parse.unquote(file_name[: -len(_SUFFIX)])
+def _is_hashed(file_name: str) -> bool:
+    return "~" in file_name
 
 
 class _FileWriter(JournalWriter):
@@ -80,54 +88,72 @@ class _FileWriter(JournalWriter):
             self._store.fs.close(fd)
 
 
+class _Round:
+    """The journals one group-commit round fsyncs, and whether it finished."""
+
+    def __init__(self) -> None:
+        self.fds: set[int] = set()
+        self.done = trio.Event()
+        self.synced = False
+
+
 class _GroupCommit:
     """Group commit: one round of fdatasyncs covers every journal queued meanwhile.
 
-    The first caller becomes the leader and flushes rounds until nobody is
-    waiting; callers that arrive during a round queue for the next one. An
-    fsync error fails every later sync too (rule R6).
+    Callers queue their journal in the open round. If no round is being
+    flushed, the caller becomes the leader and flushes rounds until none is
+    queued; callers arriving meanwhile queue in the next round. A caller
+    returns only once a round that holds its journal has completed its
+    fsyncs: if a leader is cancelled mid-round, its round does not count and
+    its callers queue again. An fsync error fails every later sync (rule R6).
     """
 
     def __init__(self, fs: FileSystem) -> None:
         self._fs = fs
-        self._queued: set[int] = set()
-        self._round_done = trio.Event()
+        self._open = _Round()
         self._leading = False
         self._error: OSError | None = None
 
     async def sync(self, fd: int) -> None:
-        self._check()
-        self._queued.add(fd)
-        if self._leading:
-            await self._round_done.wait()
-        else:
-            self._leading = True
-            try:
-                while self._queued and self._error is None:
-                    await self._flush_round()
-            finally:
-                self._leading = False
-        self._check()
+        while True:
+            self._check()
+            round_ = self._open
+            round_.fds.add(fd)
+            if self._leading:
+                await round_.done.wait()
+            else:
+                await self._lead()
+            if round_.synced:
+                return
 
     def _check(self) -> None:
         if self._error is not None:
             raise OSError(self._error.errno, f"an earlier group fsync failed: {self._error}")
 
-    async def _flush_round(self) -> None:
-        fds, self._queued = self._queued, set()
-        done, self._round_done = self._round_done, trio.Event()
+    async def _lead(self) -> None:
+        self._leading = True
         try:
-            await self._fs.fdatasync_many(fds)
-        except BaseExceptionGroup as group:
-            errors = group.subgroup(OSError)
-            if errors is None:
-                raise
-            first = errors.exceptions[0]
-            self._error = first if isinstance(first, OSError) else OSError(str(first))
-        except OSError as exc:
-            self._error = exc
+            while self._open.fds and self._error is None:
+                round_, self._open = self._open, _Round()
+                try:
+                    await self._fs.fdatasync_many(round_.fds)
+                    round_.synced = True
+                except OSError as exc:
+                    self._error = exc
+                except BaseExceptionGroup as group:
+                    errors = group.subgroup(OSError)
+                    if errors is None:
+                        raise
+                    first = errors.exceptions[0]
+                    self._error = first if isinstance(first, OSError) else OSError(str(first))
+                finally:
+                    round_.done.set()
         finally:
-            done.set()
+            self._leading = False
+            # Whoever waits in the open round now needs a leader (or to see the error):
+            # wake them; they queue again and one of them leads.
+            waiting, self._open = self._open, _Round()
+            waiting.done.set()
 
 
 class FileStore(Store):
@@ -184,6 +210,7 @@ class FileStore(Store):
             writer.append(started)
             fs.fdatasync(fd)
             fs.fsync_dir(self._runs)
+            writer.synced_through(0)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 fs.close(fd)
@@ -258,6 +285,8 @@ class FileStore(Store):
             fd = self.fs.open(path, write=False)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StoreError(f"cannot read run {run_id!r} from {self.path!r}: {exc}") from None
         try:
             found = scan(self.fs.read(fd), path)
         finally:
@@ -265,5 +294,30 @@ class FileStore(Store):
         return found.events if found.exists else None
 
     async def run_ids(self) -> list[str]:
-        names = self.fs.listdir(self._runs)
-        return sorted(_run_id(name) for name in names if name.endswith(_SUFFIX))
+        try:
+            names = self.fs.listdir(self._runs)
+        except OSError as exc:
+            raise StoreError(f"cannot list the runs in {self.path!r}: {exc}") from None
+        # A file too small for a header and a first record is a creation that never
+        # finished (a crash before its first fsync): not a run.
+        ids = []
+        for name in names:
+            path = os.path.join(self._runs, name)
+            if not name.endswith(_SUFFIX) or self.fs.size(path) <= _MIN_JOURNAL:
+                continue
+            run_id = (
+                self._first_run_id(path) if _is_hashed(name) else urllib.parse.unquote(name[: -len(_SUFFIX)])
+            )
+            if run_id is not None:
+                ids.append(run_id)
+        return sorted(ids)
+
+    def _first_run_id(self, path: str) -> str | None:
+        """The run id a journal's first record names (for hashed file names)."""
+        fd = self.fs.open(path, write=False)
+        try:
+            events = scan(self.fs.read(fd), path).events
+        finally:
+            self.fs.close(fd)
+        first = events[0] if events else None
+        return first.run_id if isinstance(first, ev.RunStarted) else None

@@ -50,6 +50,7 @@ class MemoryStore(Store):
         self.journals[started.run_id] = bytearray(encode_header())
         writer = _MemoryWriter(self, started.run_id, 0)
         writer.append(started)
+        writer.synced_through(0)
         return writer
 
     async def open(self, run_id: str) -> Opened | None:

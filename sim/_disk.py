@@ -258,6 +258,10 @@ class SimDisk:
     def listdir(self, path: str) -> list[str]:
         return sorted(os.path.basename(n) for n in self.files if os.path.dirname(n) == path)
 
+    def size(self, path: str) -> int:
+        file = self.files.get(path)
+        return 0 if file is None else len(file.data)
+
     # --- crashes -----------------------------------------------------------------
 
     def crash(self, how: str, rng: random.Random) -> list[Damage]:

@@ -1,0 +1,616 @@
+"""One contract suite run against every store, then what only the FileStore promises.
+
+The contract (``durable._store``): ``create`` makes a run once, ``open`` hands
+out the only writer of a run, appended events read back in order, records are
+stamped with the highest index known durable, and a writer whose write or sync
+failed refuses everything after. Every store runs the same tests through the
+``store`` fixture; a new store joins by adding itself to ``STORES``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+import trio
+import trio.testing
+
+import durable
+import sim
+from durable import _codec
+from durable import _events as ev
+from durable._store import JournalWriter, Store
+
+# "file-on-simdisk" is the FileStore the crash simulator runs: the same code on
+# sim's simulated disk, which must behave like a real one when nothing crashes.
+STORES = ["memory", "file-always", "file-batch", "file-none", "file-on-simdisk"]
+
+
+def _make_store(kind: str, tmp_path: Path) -> Store:
+    if kind == "memory":
+        return durable.MemoryStore()
+    if kind == "file-on-simdisk":
+        return durable.FileStore("/sim/store", sync="batch", fs=sim.SimDisk())
+    return durable.FileStore(tmp_path / "store", sync=kind.removeprefix("file-"))
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    made = _make_store(request.param, tmp_path)
+    yield made
+    await made.aclose()
+
+
+def started(run_id: str = "run-1", workflow: str = "wf") -> ev.RunStarted:
+    return ev.RunStarted(run_id, workflow, cbor2.dumps([[run_id], {}]), 1.0)
+
+
+def step(seq: int) -> ev.ActivityScheduled:
+    return ev.ActivityScheduled(seq, "act", cbor2.dumps([[seq], {}]), float(seq))
+
+
+def journal_bytes(store: Store, run_id: str) -> bytes:
+    if isinstance(store, durable.MemoryStore):
+        return bytes(store.journals[run_id])
+    assert isinstance(store, durable.FileStore)
+    fd = store.fs.open(store.journal_path(run_id), write=False)
+    try:
+        return store.fs.read(fd)
+    finally:
+        store.fs.close(fd)
+
+
+def stamps(data: bytes) -> list[tuple[int, int]]:
+    """``(index, durable_upto)`` of every record, read straight from the journal's bytes."""
+    assert data[: len(_codec.MAGIC)] == _codec.MAGIC
+    out = []
+    pos = _codec.HEADER_SIZE
+    while pos < len(data):
+        fields, pos = _codec._read_frame(data, pos)
+        out.append((fields[1], fields[2]))
+    return out
+
+
+async def create(store: Store, run_id: str = "run-1") -> JournalWriter:
+    writer = await store.create(started(run_id))
+    assert writer is not None, f"create({run_id!r}) of a new run must return a writer"
+    return writer
+
+
+# -- the contract, for every store ------------------------------------------------
+
+
+async def test_create_returns_a_writer_then_none_for_an_existing_run(store: Store) -> None:
+    writer = await create(store)
+    assert writer.next_index == 1
+    assert await store.read("run-1") == [started()]
+    # While the first writer is open, and after it closed: create never makes a second run.
+    assert await store.create(started()) is None
+    assert await store.create(started("run-1", workflow="other")) is None
+    writer.close()
+    assert await store.create(started()) is None
+    assert await store.read("run-1") == [started()]
+
+
+async def test_open_returns_the_events_and_a_writer_positioned_after_them(store: Store) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    writer.append(step(2))
+    await writer.sync()
+    writer.close()
+
+    opened = await store.open("run-1")
+    assert opened is not None
+    assert opened.events == [started(), step(1), step(2)]
+    assert opened.writer.next_index == 3
+    opened.writer.append(step(3))
+    await opened.writer.sync()
+    opened.writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(2), step(3)]
+    assert [index for index, _ in stamps(journal_bytes(store, "run-1"))] == [0, 1, 2, 3]
+
+
+async def test_appended_events_read_back_in_order(store: Store) -> None:
+    writer = await create(store)
+    events: list[ev.Event] = [started()]
+    for seq in range(1, 30):
+        event = step(seq) if seq % 3 else ev.RunResumed(float(seq), seq)
+        writer.append(event)
+        events.append(event)
+        if seq % 7 == 0:
+            await writer.sync()
+    await writer.sync()
+    assert writer.next_index == 30
+    assert await store.read("run-1") == events  # readable while the writer is still open
+    writer.close()
+    assert await store.read("run-1") == events
+
+
+async def test_reading_or_opening_a_missing_run_gives_none(store: Store) -> None:
+    assert await store.read("nope") is None
+    assert await store.open("nope") is None
+    (await create(store, "other")).close()
+    assert await store.read("nope") is None
+    assert await store.open("nope") is None
+
+
+async def test_run_ids_are_sorted(store: Store) -> None:
+    assert await store.run_ids() == []
+    ids = ["b", "a", "c-2", "c-10", "A", "0"]
+    for run_id in ids:
+        (await create(store, run_id)).close()
+    assert await store.run_ids() == sorted(ids)
+
+
+async def test_a_run_has_one_writer_at_a_time(store: Store) -> None:
+    writer = await create(store)
+    with pytest.raises(durable.RunLockedError, match="run-1"):
+        await store.open("run-1")
+    writer.close()
+    writer.close()  # idempotent
+
+    opened = await store.open("run-1")
+    assert opened is not None
+    with pytest.raises(durable.RunLockedError):
+        await store.open("run-1")
+    opened.writer.close()
+
+    again = await store.open("run-1")
+    assert again is not None
+    assert again.events == [started()]
+    again.writer.close()
+
+
+async def test_a_failed_write_is_final(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = await create(store)
+    attempts = []
+
+    def broken(data: bytes) -> None:
+        attempts.append(data)
+        raise OSError(errno.EIO, "injected write error")
+
+    monkeypatch.setattr(writer, "_write", broken)
+    with pytest.raises(durable.StoreError, match="injected write error"):
+        writer.append(step(1))
+    assert writer.next_index == 1
+    monkeypatch.undo()  # even with a working disk again, the writer stays refused
+    with pytest.raises(durable.StoreError):
+        writer.append(step(1))
+    with pytest.raises(durable.StoreError):
+        await writer.sync()
+    assert len(attempts) == 1
+    writer.close()
+
+
+async def test_a_failed_sync_is_final_and_never_retried(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    attempts = []
+
+    async def broken() -> None:
+        attempts.append(1)
+        raise OSError(errno.EIO, "injected fsync error")
+
+    monkeypatch.setattr(writer, "_sync", broken)
+    with pytest.raises(durable.StoreError, match="injected fsync error"):
+        await writer.sync()
+    for _ in range(2):
+        with pytest.raises(durable.StoreError):
+            await writer.sync()
+        with pytest.raises(durable.StoreError):
+            writer.append(step(2))
+    assert attempts == [1]
+    writer.close()
+
+
+async def test_records_are_stamped_with_the_highest_durable_index(store: Store) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()  # 0..1 durable
+    writer.append(step(2))
+    writer.append(step(3))
+    await writer.sync()  # 0..3 durable
+    await writer.sync()  # nothing new: still fine
+    writer.append(step(4))
+    writer.close()
+
+    found = dict(stamps(journal_bytes(store, "run-1")))
+    assert sorted(found) == [0, 1, 2, 3, 4]
+    assert found[0] == -1
+    assert found[2] >= 1
+    assert found[3] >= 1
+    assert found[4] == 3
+    for index, upto in found.items():
+        assert upto < index, f"record {index} claims itself durable (durable_upto={upto})"
+    uptos = [found[i] for i in sorted(found)]
+    assert uptos == sorted(uptos), "durable_upto must never go back"
+
+    # A reopened journal was made durable by open(): the next record says so.
+    opened = await store.open("run-1")
+    assert opened is not None
+    opened.writer.append(step(5))
+    opened.writer.close()
+    assert dict(stamps(journal_bytes(store, "run-1")))[5] == 4
+
+
+async def test_the_record_after_create_knows_the_first_record_is_durable(store: Store) -> None:
+    # create() returns only once RunStarted is durable (record 0), so the writer
+    # knows it: stamping the next record durable_upto=-1 would let damage to
+    # record 0 pass for a torn tail and silently drop the whole run.
+    writer = await create(store)
+    writer.append(step(1))
+    writer.close()
+    assert dict(stamps(journal_bytes(store, "run-1")))[1] >= 0
+
+
+# -- FileStore ------------------------------------------------------------------
+
+
+@pytest.fixture(params=["always", "batch", "none"])
+def sync_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_unknown_sync_mode_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"sync must be one of .*'always'.*'sometimes'"):
+        durable.FileStore(tmp_path, sync="sometimes")
+
+
+async def test_journals_are_0600_and_the_store_directories_0700(tmp_path: Path, sync_mode: str) -> None:
+    store = durable.FileStore(tmp_path / "store", sync=sync_mode)
+    (await create(store)).close()
+    path = Path(store.journal_path("run-1"))
+    assert path.parent == tmp_path / "store" / "runs"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "store").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "store" / "runs").stat().st_mode) == 0o700
+
+
+ODD_IDS = ["a/b", "..", ".", "é", "x y", ".hidden", "a%2Fb", "a\\b", "-", "run.journal", "../../etc/passwd"]
+
+
+async def test_odd_run_ids_map_to_safe_file_names(tmp_path: Path) -> None:
+    store = durable.FileStore(tmp_path / "store", sync="none")
+    runs = tmp_path / "store" / "runs"
+    for run_id in ODD_IDS:
+        path = Path(store.journal_path(run_id))
+        assert path.parent == runs, run_id
+        assert not path.name.startswith("."), run_id
+        assert "/" not in path.name, run_id
+        (await create(store, run_id)).close()
+        assert await store.read(run_id) == [started(run_id)]
+    names = sorted(p.name for p in runs.iterdir())
+    assert len(names) == len(ODD_IDS), "two run ids mapped to one file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"], "a journal escaped the store"
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["runs"]
+    assert await store.run_ids() == sorted(ODD_IDS)
+
+
+@pytest.mark.parametrize("char", ["a", "é", "/", "%", "日"])
+async def test_the_longest_valid_run_id_works_whatever_its_characters(tmp_path: Path, char: str) -> None:
+    store = durable.FileStore(tmp_path / "store", sync="none")
+    run_id = char * 200
+    (await create(store, run_id)).close()
+    assert await store.read(run_id) == [started(run_id)]
+    assert await store.run_ids() == [run_id]
+
+
+@pytest.mark.parametrize("bad", ["", None, 42, b"run", "x" * 201, "a\x00b"])
+async def test_invalid_run_ids_are_a_clear_error(tmp_path: Path, bad: Any) -> None:
+    store = durable.FileStore(tmp_path / "store", sync="none")
+    for call in (
+        lambda: store.create(ev.RunStarted(bad, "wf", b"", 1.0)),
+        lambda: store.open(bad),
+        lambda: store.read(bad),
+    ):
+        with pytest.raises((TypeError, ValueError), match="run id") as info:
+            await call()
+        assert "\n" not in str(info.value)
+    runs = tmp_path / "store" / "runs"
+    assert not runs.exists() or list(runs.iterdir()) == []
+
+
+UNFINISHED_CREATIONS = {
+    "empty": b"",
+    "part-of-magic": _codec.MAGIC[:3],
+    "magic": _codec.MAGIC,
+    "part-of-header": _codec.encode_header()[:15],
+    "header-only": _codec.encode_header(),
+    "torn-first-record": _codec.encode_header() + _codec.encode_record(started(), 0, -1)[:-3],
+}
+
+
+@pytest.mark.parametrize("content", UNFINISHED_CREATIONS.values(), ids=UNFINISHED_CREATIONS.keys())
+async def test_a_creation_interrupted_by_a_crash_is_no_run_and_create_replaces_it(
+    tmp_path: Path, content: bytes
+) -> None:
+    store = durable.FileStore(tmp_path / "store", sync="none")
+    (await create(store, "other")).close()  # makes the directories
+    path = Path(store.journal_path("run-1"))
+    path.write_bytes(content)
+    assert await store.read("run-1") is None
+    assert await store.open("run-1") is None
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()
+    writer.close()
+    assert await store.read("run-1") == [started(), step(1)]
+
+
+async def test_an_interrupted_creation_is_not_listed(tmp_path: Path) -> None:
+    store = durable.FileStore(tmp_path / "store", sync="none")
+    (await create(store, "other")).close()
+    Path(store.journal_path("run-1")).write_bytes(UNFINISHED_CREATIONS["part-of-magic"])
+    Path(store.journal_path("run-2")).write_bytes(UNFINISHED_CREATIONS["header-only"])
+    assert await store.read("run-1") is None
+    assert await store.read("run-2") is None
+    assert await store.run_ids() == ["other"], "run_ids() lists runs that read() says do not exist"
+
+
+async def test_a_second_store_instance_cannot_open_a_run_the_first_holds(tmp_path: Path) -> None:
+    first = durable.FileStore(tmp_path / "store")
+    second = durable.FileStore(tmp_path / "store")
+    writer = await create(first)
+    with pytest.raises(durable.RunLockedError, match="run-1"):
+        await second.open("run-1")
+    assert await second.create(started()) is None
+    assert await second.read("run-1") == [started()]  # reading needs no lock
+    writer.close()
+    opened = await second.open("run-1")
+    assert opened is not None
+    with pytest.raises(durable.RunLockedError):
+        await first.open("run-1")
+    opened.writer.close()
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, trio, durable
+
+    async def main():
+        opened = await durable.FileStore(sys.argv[1]).open(sys.argv[2])
+        print("holding" if opened else "missing", flush=True)
+        sys.stdin.read()
+
+    trio.run(main)
+    """
+)
+
+
+async def test_a_run_held_open_by_another_process_is_locked(tmp_path: Path) -> None:
+    store = durable.FileStore(tmp_path / "store")
+    (await create(store)).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "store"), "run-1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(durable.RunLockedError, match="another process"):
+            await store.open("run-1")
+        assert await store.create(started()) is None
+    finally:
+        holder.kill()  # a crashed holder releases its lock with its file descriptors
+        holder.communicate()
+    opened = await store.open("run-1")
+    assert opened is not None
+    assert opened.events == [started()]
+    opened.writer.close()
+
+
+class CountingFdatasync:
+    """Stands in for ``os.fdatasync``: counts calls (from any thread), optionally fails."""
+
+    def __init__(self, error: OSError | None = None) -> None:
+        self.real = os.fdatasync
+        self.error = error
+        self.calls: list[int] = []
+
+    def __call__(self, fd: int) -> None:
+        self.calls.append(fd)
+        if self.error is not None:
+            raise self.error
+        self.real(fd)
+
+
+@pytest.mark.parametrize("mode", ["always", "batch"])
+async def test_an_fsync_error_is_fatal_and_never_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    store = durable.FileStore(tmp_path / "store", sync=mode)
+    writer = await create(store)
+    writer.append(step(1))
+    fdatasync = CountingFdatasync(OSError(errno.EIO, "Input/output error"))
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    with pytest.raises(durable.StoreError, match="Input/output error"):
+        await writer.sync()
+    with pytest.raises(durable.StoreError):
+        writer.append(step(2))
+    with pytest.raises(durable.StoreError):
+        await writer.sync()
+    assert len(fdatasync.calls) == 1
+    writer.close()
+
+
+async def test_a_write_to_a_dead_file_descriptor_is_final(tmp_path: Path, sync_mode: str) -> None:
+    store = durable.FileStore(tmp_path / "store", sync=sync_mode)
+    writer = await create(store)
+    assert isinstance(writer, durable._store_file._FileWriter)
+    original = writer.fd
+    writer.fd = os.open(os.devnull, os.O_RDONLY)  # writes now fail with EBADF
+    os.close(original)
+    with pytest.raises(durable.StoreError, match="Bad file descriptor"):
+        writer.append(step(1))
+    with pytest.raises(durable.StoreError):
+        writer.append(step(1))
+    with pytest.raises(durable.StoreError):
+        await writer.sync()
+    writer.close()
+    assert await store.read("run-1") == [started()]
+
+
+async def test_group_commit_serves_many_concurrent_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = durable.FileStore(tmp_path / "store", sync="batch")
+    writers = [await create(store, f"run-{i:02}") for i in range(50)]
+    fdatasync = CountingFdatasync()
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    sync_calls = 0
+
+    async def steps(writer: JournalWriter, task: int) -> None:
+        # Two tasks share each writer, as concurrent activities of one run do.
+        nonlocal sync_calls
+        for i in range(3):
+            writer.append(step(100 * task + i))
+            sync_calls += 1
+            await writer.sync()
+
+    async with trio.open_nursery() as nursery:
+        for writer in writers:
+            for task in (1, 2):
+                nursery.start_soon(steps, writer, task)
+
+    assert sync_calls == 300
+    assert 0 < len(fdatasync.calls) < sync_calls
+    for i, writer in enumerate(writers):
+        assert writer.next_index == 7
+        writer.append(ev.RunResumed(9.0, 9))  # its stamp says what the writer knows is durable
+        writer.close()
+        found = stamps(journal_bytes(store, f"run-{i:02}"))
+        assert [index for index, _ in found] == list(range(8))
+        assert found[-1] == (7, 6), f"run-{i:02}: not every synced record is stamped durable"
+        uptos = [upto for _, upto in found]
+        assert uptos == sorted(uptos)
+        assert len(await store.read(f"run-{i:02}") or []) == 8
+
+
+async def _sync_outcome(writer: JournalWriter, outcomes: dict[str, str], name: str) -> None:
+    try:
+        await writer.sync()
+    except durable.StoreError:
+        outcomes[name] = "StoreError"
+    except Exception as exc:
+        outcomes[name] = f"unexpected {exc!r}"
+    else:
+        outcomes[name] = "ok"
+
+
+class BlockingFdatasync:
+    """Stands in for ``os.fdatasync``: the first call on ``blocked_fd`` waits for ``release``.
+
+    ``done`` lists every descriptor whose fdatasync really completed.
+    """
+
+    def __init__(self, blocked_fd: int, error: OSError | None = None) -> None:
+        self.real = os.fdatasync
+        self.blocked_fd = blocked_fd
+        self.error = error
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.done: list[int] = []
+
+    def __call__(self, fd: int) -> None:
+        if fd == self.blocked_fd and not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(30)
+            if self.error is not None:
+                raise self.error
+        self.real(fd)
+        self.done.append(fd)
+
+
+async def test_batch_fsync_error_reaches_writers_queued_for_the_next_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = durable.FileStore(tmp_path / "store", sync="batch")
+    first, second = await create(store, "a"), await create(store, "b")
+    first.append(step(1))
+    second.append(step(1))
+    fake = BlockingFdatasync(first.fd, OSError(errno.EIO, "Input/output error"))  # type: ignore[attr-defined]
+    monkeypatch.setattr(os, "fdatasync", fake)
+    outcomes: dict[str, str] = {}
+    with trio.fail_after(10):  # a hang guard, not a timing assertion
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_sync_outcome, first, outcomes, "a")
+            assert await trio.to_thread.run_sync(
+                fake.entered.wait, 30, abandon_on_cancel=True
+            )  # "a" leads a round, blocked in fdatasync
+            nursery.start_soon(_sync_outcome, second, outcomes, "b")  # queues for the next round
+            await trio.testing.wait_all_tasks_blocked()
+            fake.release.set()
+    assert outcomes["a"] == "StoreError"
+    assert outcomes["b"] in ("StoreError", "ok")
+    first.close()
+    second.close()
+
+
+async def test_a_cancelled_batch_leader_does_not_skip_the_next_rounds_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = durable.FileStore(tmp_path / "store", sync="batch")
+    first, second = await create(store, "a"), await create(store, "b")
+    first.append(step(1))
+    second.append(step(1))
+    fake = BlockingFdatasync(first.fd)  # type: ignore[attr-defined]
+    monkeypatch.setattr(os, "fdatasync", fake)
+    second_fd = second.fd  # type: ignore[attr-defined]
+    outcomes: dict[str, str] = {}
+    with trio.fail_after(10):  # a hang guard, not a timing assertion
+        async with trio.open_nursery() as nursery:
+            leader_scope = trio.CancelScope()
+
+            async def leader() -> None:
+                with leader_scope:
+                    await _sync_outcome(first, outcomes, "a")
+
+            nursery.start_soon(leader)
+            assert await trio.to_thread.run_sync(fake.entered.wait, 30, abandon_on_cancel=True)
+            nursery.start_soon(_sync_outcome, second, outcomes, "b")
+            await trio.testing.wait_all_tasks_blocked()
+            leader_scope.cancel()  # e.g. the leading run was cancelled
+            fake.release.set()
+    # Cancelling one run must neither fail another run's sync nor let it
+    # return before that run's journal was really fdatasynced.
+    assert outcomes.get("b") == "ok"
+    assert second_fd in fake.done, "sync() returned but the journal was never fdatasynced"
+    second.append(step(2))
+    second.close()
+    assert dict(stamps(journal_bytes(store, "b")))[2] == 1
+    first.close()
+
+
+@pytest.mark.parametrize("under_file", [False, True], ids=["path-is-a-file", "path-under-a-file"])
+@pytest.mark.parametrize("operation", ["create", "open", "read", "run_ids"])
+async def test_an_unusable_store_path_is_a_store_error(
+    tmp_path: Path, under_file: bool, operation: str
+) -> None:
+    regular = tmp_path / "not-a-directory"
+    regular.write_text("hello")
+    store = durable.FileStore(regular / "store" if under_file else regular)
+    calls = {
+        "create": lambda: store.create(started()),
+        "open": lambda: store.open("run-1"),
+        "read": lambda: store.read("run-1"),
+        "run_ids": lambda: store.run_ids(),
+    }
+    with pytest.raises(durable.StoreError) as info:
+        await calls[operation]()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "not-a-directory" in message
+    assert regular.read_text() == "hello"
