@@ -47,14 +47,20 @@ def check(world: World, reference: World) -> str | None:
     return None
 
 
-def same_outcome(world: World, reference: World) -> str | None:
-    """I1: the same result, or the same failure."""
-    got, expected = world.ending, reference.ending
+def finished(world: World, reference: World) -> str | None:
+    """The run finished after its last restart (no divergence error, no hang)."""
+    got = world.ending
     if got.kind == "error":
         cause = f"\n{LIKELY_CAUSES}" if _is_nondeterminism(got.error) else ""
         return f"the recovered run stopped with an error instead of finishing:\n{got.error}{cause}"
     if got.kind == "hung":
         return "the recovered run never finished (it hung for 10 years of virtual time)"
+    return None
+
+
+def same_outcome(world: World, reference: World) -> str | None:
+    """I1: the same result, or the same failure."""
+    got, expected = world.ending, reference.ending
     if _outcome_key(got) != _outcome_key(expected):
         return (
             "different outcome after recovery.\n"
@@ -199,8 +205,9 @@ def fsync_errors_are_fatal(world: World, reference: World) -> str | None:
 
 INVARIANTS: tuple[Callable[[World, World], str | None], ...] = (
     fsync_errors_are_fatal,
-    same_outcome,
+    finished,
     same_commands,
+    same_outcome,
     durable_records_kept,
     no_durable_step_ran_again,
     attempts_within_policy,

@@ -179,12 +179,19 @@ class SimDisk:
         self.crasher.changed()
         return self._new_fd(path)
 
+    def _alive(self) -> None:
+        """A crashed process can do nothing more (close() stays harmless for cleanup code)."""
+        if self.crasher.crashed is not None:
+            raise SimulatedCrash(self.crasher.crashed.label)
+
     def open(self, path: str, *, write: bool) -> int:
+        self._alive()
         if path not in self.files:
             raise FileNotFoundError(path)
         return self._new_fd(path)
 
     def read(self, fd: int) -> bytes:
+        self._alive()
         return bytes(self.files[self._path(fd)].data)
 
     def write(self, fd: int, data: bytes) -> None:
@@ -221,6 +228,7 @@ class SimDisk:
         self.crasher.changed()
 
     def lock(self, fd: int) -> bool:
+        self._alive()
         path = self._path(fd)
         holder = self._locks.get(path)
         if holder is not None and holder != fd:
@@ -241,6 +249,7 @@ class SimDisk:
         self.crasher.changed()
 
     def makedirs(self, path: str) -> None:
+        self._alive()
         parts = [p for p in path.split("/") if p]
         for depth in range(1, len(parts) + 1):
             self.dirs.add("/" + "/".join(parts[:depth]))
@@ -256,9 +265,11 @@ class SimDisk:
         self._point("after fsync of directory", path)
 
     def listdir(self, path: str) -> list[str]:
+        self._alive()
         return sorted(os.path.basename(n) for n in self.files if os.path.dirname(n) == path)
 
     def size(self, path: str) -> int:
+        self._alive()
         file = self.files.get(path)
         return 0 if file is None else len(file.data)
 
@@ -280,14 +291,15 @@ class SimDisk:
                 damage.append(Damage(path, 0, len(file.data), "file vanished (directory not fsynced)"))
                 continue
             survived, how_text = _survivor(file, how, rng)
-            damage.append(Damage(path, len(survived), len(file.data) - len(survived), how_text))
+            if survived != file.data:
+                damage.append(Damage(path, len(survived), len(file.data) - len(survived), how_text))
             file.reset(survived)
         for path, file in self.removed.items():  # an unlink not yet made durable comes back
             revived = _File(entry_durable=True)
             revived.reset(file.synced)
             self.files[path] = revived
         self.removed.clear()
-        return [d for d in damage if d.lost or d.how.startswith("file")]
+        return damage
 
     def rot(self, path: str, offset: int, rng: random.Random) -> None:
         """Flip one bit of a file's durable content at ``offset`` (fault F9, bit rot)."""

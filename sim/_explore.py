@@ -80,7 +80,9 @@ class Explorer:
 
     def hash_seed_failures(self, seeds: tuple[int, ...]) -> tuple[list[Failure], str | None]:
         """Replay the reference journal under other string-hash seeds (in child interpreters)."""
-        found, note = hash_seed_divergences(self.workflow, self.reference.journal_bytes(), seeds)
+        found, note = hash_seed_divergences(
+            self.workflow, self.reference.journal_bytes(), seeds, sim_seed=self.seed
+        )
         failures = [
             Failure(Recipe(self.seed, (), self.faults, hash_seed=seed), divergence)
             for seed, divergence in found.items()
@@ -105,7 +107,7 @@ class Explorer:
         if divergence is None:
             problem = self._external_problem()
             if problem is not None:
-                divergence = f"after_each found a problem in the outside world: {problem}"
+                divergence = f"after_each found a problem in the outside world: {problem}{_reruns(world)}"
         return world, (None if divergence is None else Failure(_labelled(recipe, world), divergence))
 
     def crash(self, point_number: int, label: str, salt: str) -> Crash:
@@ -130,6 +132,26 @@ class Explorer:
                     break
                 second = self.crash(point.number, point.label, f"2/{single.crashes[0].at}")
                 yield Recipe(self.seed, (single.crashes[0], second), self.faults)
+
+
+def _reruns(world: World) -> str:
+    """Which steps ran more than once in this schedule (the usual suspects of a double effect)."""
+    lifetimes: dict[tuple[int, str], list[int]] = {}
+    for execution in world.executions:
+        lifetimes.setdefault((execution.seq, execution.activity), []).append(execution.lifetime)
+    lines = [
+        f"\n  step {seq} ({activity}, idempotency key {world.run_id}/{seq}) ran {len(seen)} times, in "
+        f"processes {', '.join(map(str, seen))}"
+        for (seq, activity), seen in sorted(lifetimes.items())
+        if len(seen) > 1
+    ]
+    if not lines:
+        return ""
+    return "".join(lines) + (
+        "\n  An activity runs again when a crash hits after its effect and before its completion is "
+        "journaled; pass durable.activity_info().idempotency_key to the service so it applies the "
+        "effect once."
+    )
 
 
 def distinct(points: list[Point]) -> list[Point]:

@@ -20,7 +20,13 @@ import importlib, importlib.util, sys
 from durable.lowlevel import Replay, scan
 from durable._commands import lookup_workflow
 
-module, path, name = sys.argv[1], sys.argv[2], sys.argv[3]
+module, path, name, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+# The same inputs as the crash-free run's first process, so that only the hash seed differs.
+import os, random, uuid
+random.seed(seed * 7919 + 1)
+ids = random.Random(f"uuid/{seed}/1")
+uuid.uuid4 = lambda: uuid.UUID(int=ids.getrandbits(128), version=4)
+os.getpid = lambda: 1001
 if path:
     spec = importlib.util.spec_from_file_location("__sim_replayed__", path)
     loaded = importlib.util.module_from_spec(spec)
@@ -35,7 +41,8 @@ for event in events[1:]:
 
 HASH_SEED_CAUSE = (
     "Likely cause: the workflow iterates a set (or a dict built from one) of strings or bytes, "
-    "whose order changes with the interpreter's hash seed. Iterate sorted(...) instead."
+    "whose order changes with the interpreter's hash seed: iterate sorted(...) instead. (Any "
+    "other input that differs between interpreters, such as the clock, has the same effect.)"
 )
 
 
@@ -49,26 +56,32 @@ def _module_source(workflow: durable.Workflow[..., Any]) -> tuple[str, str] | No
 
 
 def hash_seed_divergences(
-    workflow: durable.Workflow[..., Any], journal: bytes, seeds: tuple[int, ...]
+    workflow: durable.Workflow[..., Any],
+    journal: bytes,
+    seeds: tuple[int, ...],
+    *,
+    sim_seed: int,
 ) -> tuple[dict[int, str], str | None]:
     """Replay ``journal`` under each hash seed; return ``({seed: divergence}, note)``.
 
     The note explains why the check could not run (e.g. the workflow's module is
     not importable by a child interpreter); it is None when the check ran.
     """
+    if not seeds:
+        return {}, None
     source = _module_source(workflow)
-    if source is None or not seeds:
+    if source is None:
         return {}, "the hash-seed replay was skipped: the workflow's module cannot be imported"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     children = {
-        seed: subprocess.Popen(
-            [sys.executable, "-c", _CHILD, source[0], source[1], workflow.name],
+        hash_seed: subprocess.Popen(
+            [sys.executable, "-c", _CHILD, source[0], source[1], workflow.name, str(sim_seed)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=dict(env, PYTHONHASHSEED=str(seed)),
+            env=dict(env, PYTHONHASHSEED=str(hash_seed)),
         )
-        for seed in seeds
+        for hash_seed in seeds
     }
     found: dict[int, str] = {}
     note = None

@@ -24,8 +24,10 @@ differently on replay and is caught as a divergence.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -279,19 +281,29 @@ def _short(value: Any, limit: int = 60) -> str:
 
 @contextlib.contextmanager
 def _perturbed(seed: int, lifetime: int) -> Iterator[None]:
-    """Seed trio's scheduler and ``random``; after the first lifetime, also shift ``time.time``."""
-    state = random.getstate()
+    """Make a lifetime's inputs follow the seed, and differ from one lifetime to the next.
+
+    ``random``, ``uuid.uuid4`` and trio's scheduler follow the seed and the
+    lifetime number, ``os.getpid`` names the lifetime, and after the first
+    lifetime ``time.time`` runs 17 days ahead per restart. Workflow code that
+    reads any of them directly therefore sees other values on replay, as it
+    would in real life, and the simulator catches it.
+    """
+    saved = (random.getstate(), time.time, time.time_ns, uuid.uuid4, os.getpid)
     real_time, real_time_ns = time.time, time.time_ns
+    ids = random.Random(f"uuid/{seed}/{lifetime}")
     random.seed(seed * 7919 + lifetime)
     _seed_trio(seed * 104729 + lifetime)
+    uuid.uuid4 = lambda: uuid.UUID(int=ids.getrandbits(128), version=4)
+    os.getpid = lambda: 1000 + lifetime
     if lifetime > 1:
-        offset = 17 * 86400.0 * (lifetime - 1) + 0.125
-        time.time = lambda: real_time() + offset
-        time.time_ns = lambda: real_time_ns() + int(offset * 1e9)
+        shift = 17 * 86400.0 * (lifetime - 1) + 0.125
+        time.time = lambda: real_time() + shift
+        time.time_ns = lambda: real_time_ns() + int(shift * 1e9)
     try:
         yield
     finally:
-        time.time, time.time_ns = real_time, real_time_ns
+        state, time.time, time.time_ns, uuid.uuid4, os.getpid = saved
         random.setstate(state)
 
 
