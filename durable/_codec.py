@@ -201,8 +201,10 @@ def scan(data: bytes, path: str) -> Scan:
         JournalCorruptError: damage before the tail, or a malformed header.
         JournalVersionError: the journal is from a newer format version.
     """
-    if len(data) < HEADER_SIZE:
-        if MAGIC.startswith(data[: len(MAGIC)]):
+    if len(data) < HEADER_SIZE or not data.strip(b"\0"):
+        # A creation that never finished: part of the header, or a file whose size
+        # grew before its content landed (zeros).
+        if MAGIC.startswith(data[: len(MAGIC)]) or not data.strip(b"\0"):
             return Scan(events=[], end=0, torn=bool(data), exists=False)
         raise JournalCorruptError(path, 0, "not a durable journal (bad magic bytes)")
     read_header(data, path)
@@ -225,7 +227,7 @@ def scan(data: bytes, path: str) -> Scan:
 
 def _check_tail(data: bytes, bad_at: int, index: int, path: str, reason: str) -> None:
     """Raise if a valid record after ``bad_at`` proves record ``index`` had been durable."""
-    probe = data.find(MARKER, bad_at + 1)
+    probe = data.find(MARKER, bad_at)
     while probe != -1:
         try:
             fields, _ = _read_frame(data, probe)
@@ -233,5 +235,5 @@ def _check_tail(data: bytes, bad_at: int, index: int, path: str, reason: str) ->
             pass
         else:
             if fields[1] > index and type(fields[2]) is int and fields[2] >= index:
-                raise JournalCorruptError(path, bad_at, reason, index)
+                raise JournalCorruptError(path, bad_at, reason, index, proven=True)
         probe = data.find(MARKER, probe + 1)

@@ -167,22 +167,29 @@ class JournalCorruptError(StoreError):
     Attributes:
         path: the journal (file path or store-specific name).
         offset: byte offset of the damaged record.
-        record: the index of the damaged record (0 is the first after the header).
+        record: the index of the damaged record (0 is the first after the header), if known.
         reason: what check failed.
     """
 
-    def __init__(self, path: str, offset: int, reason: str, record: int | None = None) -> None:
+    def __init__(
+        self, path: str, offset: int, reason: str, record: int | None = None, *, proven: bool = False
+    ) -> None:
         self.path = path
         self.offset = offset
         self.record = record
         self.reason = reason
-        rec = f"record {record} " if record is not None else ""
+        where = (
+            f"{path}: record {record} at byte {offset}" if record is not None else f"{path}: byte {offset}"
+        )
+        why = (
+            "; a later record proves it was durable, so this is not a torn tail and durable will "
+            "not truncate it"
+            if proven
+            else "; durable will not guess at what the journal holds"
+        )
         super().__init__(
-            f"{path}: {rec}at byte {offset} is damaged ({reason}); a later record proves it "
-            "was durable, so this is not a torn tail and durable will not truncate it. "
-            "Restore the journal from a backup or inspect it with `durable show`."
-            if record is not None
-            else f"{path}: damaged at byte {offset} ({reason})"
+            f"{where} is damaged ({reason}){why}. Restore the journal from a backup, or inspect it "
+            "with `durable show`."
         )
 
 

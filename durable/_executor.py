@@ -32,20 +32,30 @@ from ._machine import Outcome, Raised, Replay, Returned, Step
 from ._store import JournalWriter
 from ._values import encode_value
 
+_WALL_OFFSET: trio.lowlevel.RunVar[float] = trio.lowlevel.RunVar("durable_wall_offset")
+
 
 class WallClock:
-    """Wall-clock time read off trio's clock, anchored to ``time.time()`` once.
+    """Wall-clock time read off trio's clock, anchored to ``time.time()`` once per ``trio.run``.
 
     Waits and deadlines follow trio's clock (monotonic, or virtual under
-    ``MockClock``), and journaled times stay comparable across processes.
+    ``MockClock``), and journaled times stay comparable across processes. Every
+    runtime in one ``trio.run`` shares the anchor, so virtual time runs on
+    continuously from one to the next. An explicit ``anchor`` (the wall time
+    that trio's clock reads as now) re-anchors it.
     """
 
     def __init__(self, anchor: float | None = None) -> None:
-        self._wall = time.time() if anchor is None else anchor
-        self._trio = trio.current_time()
+        if anchor is not None:
+            _WALL_OFFSET.set(anchor - trio.current_time())
+        try:
+            self._offset = _WALL_OFFSET.get()
+        except LookupError:
+            self._offset = time.time() - trio.current_time()
+            _WALL_OFFSET.set(self._offset)
 
     def __call__(self) -> float:
-        return self._wall + (trio.current_time() - self._trio)
+        return self._offset + trio.current_time()
 
     async def sleep_until(self, wall_time: float) -> None:
         await trio.sleep(max(0.0, wall_time - self()))

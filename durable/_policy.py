@@ -8,6 +8,7 @@ without any clock.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,10 +92,13 @@ class RetryPolicy:
 
     def wait_after(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        wait = self.initial_backoff * self.backoff ** (attempt - 1)
+        try:
+            wait = self.initial_backoff * self.backoff ** (attempt - 1)
+        except OverflowError:  # after about a thousand attempts
+            wait = math.inf
         if self.max_backoff is not None:
             wait = min(wait, self.max_backoff)
-        return wait if math.isfinite(wait) else (self.max_backoff or 0.0)
+        return wait if math.isfinite(wait) else sys.float_info.max
 
     def is_retryable(self, error: BaseException) -> bool:
         """False for the policy's ``non_retryable`` types."""

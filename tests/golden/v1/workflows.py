@@ -1,0 +1,258 @@
+"""The workflows the golden journals of format v1 were recorded from.
+
+Every ``*.journal`` file next to this module was written by a real
+``durable.run`` on a :class:`durable.FileStore`, running one of the cases in
+:data:`CASES`. ``tests/test_golden.py`` replays each file with today's code and
+checks the outcome recorded in ``expected.json``.
+
+Rules for this module, because committed journals depend on it:
+
+* Never change what a workflow yields or with which arguments, nor a journal
+  name (``name=``): the journals must keep replaying without divergence.
+* Add new workflows and cases freely (then record them with
+  ``tests/golden/make_golden.py``).
+
+The "external services" are in-memory fakes that count their calls in
+:data:`CALLS`, so a test can prove that replay never executes a completed step
+again. Call :func:`reset` before each run.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import decimal
+import hashlib
+import uuid
+from typing import Any
+
+import attrs
+
+import durable
+
+#: Calls of each activity since the last :func:`reset`, by journal name.
+CALLS: collections.Counter[str] = collections.Counter()
+
+
+class FakeService:
+    """An external API that applies each idempotency key once and repeats its first response."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.effects: dict[str, dict[str, Any]] = {}
+
+    def apply(self, key: str, request: dict[str, Any]) -> str:
+        if key not in self.effects:
+            digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+            self.effects[key] = {"request": request, "id": f"{self.name[:3]}_{digest}"}
+        return str(self.effects[key]["id"])
+
+
+payments = FakeService("payments")
+mailer = FakeService("mailer")
+refunds = FakeService("refunds")
+
+
+def reset() -> None:
+    """Forget every call and effect (the services start empty)."""
+    CALLS.clear()
+    for service in (payments, mailer, refunds):
+        service.effects.clear()
+
+
+def _called(name: str) -> durable.ActivityInfo:
+    CALLS[name] += 1
+    return durable.activity_info()
+
+
+# --- the smallest run: one step (the annotated dump in docs/journal-v1.md) -
+
+
+@durable.activity(name="golden.v1.twice")
+def twice(x: int) -> int:
+    _called("golden.v1.twice")
+    return 2 * x
+
+
+@durable.workflow(name="golden.v1.double")
+def double(x: int):  # type: ignore[no-untyped-def]
+    y = yield twice(x)
+    return y
+
+
+# --- the order workflow (like examples/process_order.py) -------------------
+
+
+@durable.activity(name="golden.v1.charge_payment", retries=3, timeout="30s", initial_backoff="1ms")
+def charge_payment(amount: int, token: str) -> str:
+    info = _called("golden.v1.charge_payment")
+    return payments.apply(info.idempotency_key, {"amount": amount, "token": token})
+
+
+@durable.activity(name="golden.v1.send_email")
+async def send_email(user: str, message: str) -> None:
+    info = _called("golden.v1.send_email")
+    mailer.apply(info.idempotency_key, {"to": user, "message": message})
+
+
+@durable.workflow(name="golden.v1.process_order")
+def process_order(customer: str, amount: int, card_tok: str):  # type: ignore[no-untyped-def]
+    payment_id = yield charge_payment(amount, card_tok)
+    yield send_email(customer, "Receipt for " + payment_id).with_options(retries=5)
+    return payment_id
+
+
+# --- a retried activity: fails twice, then succeeds ------------------------
+
+
+@durable.activity(name="golden.v1.fetch_rate", retries=3, initial_backoff="1ms", backoff=1.0)
+def fetch_rate(currency: str) -> dict[str, Any]:
+    info = _called("golden.v1.fetch_rate")
+    if info.attempt <= 2:
+        raise ConnectionError(f"rate service unavailable (attempt {info.attempt})")
+    return {"currency": currency, "rate": decimal.Decimal("1.0825")}
+
+
+@durable.workflow(name="golden.v1.convert")
+def convert(amount_cents: int, currency: str):  # type: ignore[no-untyped-def]
+    quote = yield fetch_rate(currency)
+    converted = (decimal.Decimal(amount_cents) * quote["rate"]).quantize(decimal.Decimal(1))
+    return {"currency": currency, "amount_cents": int(converted)}
+
+
+# --- retries exhausted, compensation in `except durable.ActivityError` -----
+
+
+class OutOfStock(Exception):
+    """The warehouse has none left."""
+
+
+@durable.activity(name="golden.v1.reserve_stock", retries=1, initial_backoff="1ms")
+def reserve_stock(sku: str, quantity: int) -> str:
+    _called("golden.v1.reserve_stock")
+    raise OutOfStock(f"{sku} is out of stock (wanted {quantity})")
+
+
+@durable.activity(name="golden.v1.refund_payment")
+def refund_payment(payment_id: str) -> str:
+    info = _called("golden.v1.refund_payment")
+    return refunds.apply(info.idempotency_key, {"payment": payment_id})
+
+
+@durable.workflow(name="golden.v1.book_order")
+def book_order(customer: str, sku: str, amount: int, card_tok: str):  # type: ignore[no-untyped-def]
+    payment_id = yield charge_payment(amount, card_tok)
+    try:
+        reservation = yield reserve_stock(sku, 1)
+    except durable.ActivityError as err:
+        refund_id = yield refund_payment(payment_id)
+        return {
+            "status": "refunded",
+            "customer": customer,
+            "payment": payment_id,
+            "refund": refund_id,
+            "error_type": err.type_name,
+            "error_message": err.message,
+            "attempts": err.attempts,
+        }
+    return {"status": "booked", "payment": payment_id, "reservation": reservation}
+
+
+# --- a failed workflow: it raises ------------------------------------------
+
+
+@durable.activity(name="golden.v1.lookup_customer")
+def lookup_customer(customer: str) -> dict[str, Any]:
+    _called("golden.v1.lookup_customer")
+    return {"customer": customer, "limit": 1000}
+
+
+@durable.workflow(name="golden.v1.validate_order")
+def validate_order(customer: str, amount: int):  # type: ignore[no-untyped-def]
+    profile = yield lookup_customer(customer)
+    if amount > profile["limit"]:
+        raise ValueError(f"order of {amount} exceeds the limit {profile['limit']} of {customer!r}")
+    return "valid"
+
+
+# --- every journal value type, through arguments and a result --------------
+
+
+@durable.activity(name="golden.v1.echo")
+def echo(value: Any) -> Any:
+    _called("golden.v1.echo")
+    return value
+
+
+@durable.workflow(name="golden.v1.echo_values")
+def echo_values(values: dict[str, Any], *, label: str):  # type: ignore[no-untyped-def]
+    echoed = yield echo(values)
+    return {"label": label, "echoed": echoed}
+
+
+# Sets hold only small ints: their CBOR order does not depend on the process's hash seed.
+ECHO_VALUES: dict[str, Any] = {
+    "none": None,
+    "true": True,
+    "false": False,
+    "int": -7,
+    "uint64": 2**64 - 1,
+    "bignum": 2**70,
+    "negative_bignum": -(2**70),
+    "float": 1.5,
+    "float64": 0.1,
+    "text": "h\u00e9llo \u2603",
+    "bytes": b"\x00\xd5J\xff",
+    "list": [1, [2, "three"]],
+    "tuple": (1, 2),
+    "dict": {"nested": {"n": 1}, "empty": {}},
+    "int_keys": {1: "one", 2: "two"},
+    "set": {3, 1, 2},
+    "frozenset": frozenset({7}),
+    "datetime_utc": datetime.datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=datetime.UTC),
+    "datetime_offset": datetime.datetime(
+        2024, 5, 1, 14, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+    ),
+    "date": datetime.date(2024, 5, 1),
+    "decimal": decimal.Decimal("-12.340"),
+    "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+}
+
+
+# --- the cases -------------------------------------------------------------
+
+
+@attrs.frozen
+class Case:
+    """One golden journal: the run that wrote it.
+
+    Attributes:
+        run_id: the run's id; the file is ``<run_id>.journal``.
+        workflow: the workflow it ran.
+        args, kwargs: the arguments it was started with.
+        cut_after_scheduled: for an unfinished run, keep the journal only up to the end
+            of the ``ActivityScheduled`` record of this step (the process "died" while it ran).
+        resume: for a resumed run, record the cut journal, then run it again to its end.
+    """
+
+    run_id: str
+    workflow: durable.Workflow[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = attrs.field(factory=dict)
+    cut_after_scheduled: int | None = None
+    resume: bool = False
+
+
+CASES: dict[str, Case] = {
+    case.run_id: case
+    for case in [
+        Case("double", double, (21,)),
+        Case("order-completed", process_order, ("alice", 4200, "tok_visa")),
+        Case("convert-retried", convert, (10_000, "USD")),
+        Case("book-compensated", book_order, ("carol", "sku-7", 1999, "tok_mc")),
+        Case("validate-failed", validate_order, ("dave", 5000)),
+        Case("order-unfinished", process_order, ("erin", 800, "tok_amex"), cut_after_scheduled=1),
+        Case("order-resumed", process_order, ("frank", 950, "tok_visa"), cut_after_scheduled=1, resume=True),
+        Case("echo-values", echo_values, (ECHO_VALUES,), {"label": "all v1 value types"}),
+    ]
+}

@@ -1,0 +1,596 @@
+"""The pure replay core: journal events in, commands out. No trio, no store, no clock.
+
+Events are built by hand and fed to :class:`durable._machine.Replay`, exactly as
+the executor feeds a journal read back after a crash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import durable
+from durable import _events as ev
+from durable._machine import Raised, Replay, Returned, Step
+from durable._values import dumps, encode_call, loads
+
+RUN = "order-1"
+T0 = 1_700_000_000.0
+
+calls: list[str] = []  # what the activities below did; replay must never call them
+
+
+@durable.activity
+def charge(amount: int, token: str) -> str:
+    calls.append("charge")
+    return "pay-1"
+
+
+@durable.activity
+def refund(payment: str) -> None:
+    calls.append("refund")
+
+
+@durable.activity
+def send_email(user: str, message: str) -> None:
+    calls.append("send_email")
+
+
+@durable.activity
+def reserve(item: str) -> str:
+    calls.append("reserve")
+    return "r-1"
+
+
+@pytest.fixture(autouse=True)
+def _no_calls_recorded() -> Any:
+    calls.clear()
+    yield
+    assert calls == [], "the replay core called an activity function"
+
+
+# --- journal events, by hand ---------------------------------------------------
+
+
+def run_started(wf: durable.Workflow[..., Any], *args: Any, **kwargs: Any) -> ev.RunStarted:
+    return ev.RunStarted(RUN, wf.name, encode_call(args, kwargs, what="test"), T0)
+
+
+def scheduled(seq: int, act: durable.Activity[..., Any], *args: Any, **kwargs: Any) -> ev.ActivityScheduled:
+    return ev.ActivityScheduled(seq, act.name, encode_call(args, kwargs, what="test"), T0 + seq)
+
+
+def completed(seq: int, value: Any, attempts: int = 1) -> ev.ActivityCompleted:
+    return ev.ActivityCompleted(seq, dumps(value), attempts, T0 + seq + 0.5)
+
+
+def failed(seq: int, type_name: str, message: str, attempts: int) -> ev.ActivityFailed:
+    return ev.ActivityFailed(seq, durable.ErrorInfo(type_name, message), attempts, T0 + seq + 0.5)
+
+
+def attempt_failed(seq: int, attempt: int, retry_at: float) -> ev.AttemptFailed:
+    return ev.AttemptFailed(seq, attempt, durable.ErrorInfo("OSError", "flaky"), retry_at, T0 + attempt)
+
+
+def replay(wf: durable.Workflow[..., Any], args: tuple[Any, ...], *events: ev.Event) -> Replay:
+    core = Replay(wf, run_started(wf, *args))
+    for event in events:
+        core.apply(event)
+    return core
+
+
+def line_of(marker: str) -> int:
+    """The line number of the one line in this file that ends with ``marker``."""
+    lines = Path(__file__).read_text().splitlines()
+    found = [n for n, line in enumerate(lines, 1) if line.rstrip().endswith(marker)]
+    assert len(found) == 1, marker
+    return found[0]
+
+
+def result_of(core: Replay) -> Any:
+    assert isinstance(core.outcome, Returned), core.outcome
+    return loads(core.outcome.result)
+
+
+# --- workflows -----------------------------------------------------------------
+
+
+@durable.workflow(name="test_machine.process_order")
+def process_order(customer: str, amount: int, card_tok: str):
+    payment_id = yield charge(amount, card_tok)
+    yield send_email(customer, "Receipt for " + payment_id)
+    return payment_id
+
+
+@durable.workflow(name="test_machine.saga")
+def saga(amount: int):
+    try:
+        payment = yield charge(amount, "tok")
+    except durable.ActivityError as exc:
+        return {"failed": exc.type_name, "message": exc.message, "attempts": exc.attempts}
+    yield refund(payment)
+    return "refunded"
+
+
+# --- a new run -------------------------------------------------------------------
+
+
+def test_a_new_run_is_suspended_at_its_first_command_as_step_0() -> None:
+    core = replay(process_order, ("alice", 4200, "tok_visa"))
+    assert core.outcome is None
+    assert core.pending == {0: Step(0, charge(4200, "tok_visa"))}
+    assert core.pending[0].scheduled_at is None
+
+
+def test_workflow_arguments_come_from_the_run_started_event() -> None:
+    @durable.workflow
+    def echo(a: int, b: str = "", *, c: Any = None):
+        return [a, b, c]
+        yield  # pragma: no cover
+
+    core = Replay(echo, ev.RunStarted(RUN, echo.name, encode_call((1,), {"c": [2], "b": "x"}, what="t"), T0))
+    assert result_of(core) == [1, "x", [2]]
+
+
+def test_arguments_that_do_not_fit_the_signature_make_the_run_raise() -> None:
+    core = replay(process_order, ("alice",))
+    assert isinstance(core.outcome, Raised)
+    assert core.outcome.error.type == "TypeError"
+
+
+# --- replay feeds recorded outcomes -------------------------------------------
+
+
+def test_a_recorded_result_is_what_the_generator_receives() -> None:
+    core = replay(
+        process_order,
+        ("alice", 4200, "tok_visa"),
+        scheduled(0, charge, 4200, "tok_visa"),
+        completed(0, "pay-from-journal"),
+    )
+    assert list(core.pending) == [1]
+    assert core.pending[1].command == send_email("alice", "Receipt for pay-from-journal")
+
+
+def test_a_completed_run_replays_to_its_recorded_result_without_calling_activities() -> None:
+    core = replay(
+        process_order,
+        ("alice", 4200, "tok_visa"),
+        scheduled(0, charge, 4200, "tok_visa"),
+        completed(0, "pay-9"),
+        scheduled(1, send_email, "alice", "Receipt for pay-9"),
+        completed(1, None),
+        ev.RunCompleted(dumps("pay-9"), T0 + 9),
+    )
+    assert result_of(core) == "pay-9"
+    assert core.pending == {}
+    assert isinstance(core.terminal, ev.RunCompleted)
+
+
+def test_recorded_values_arrive_as_the_journal_decodes_them() -> None:
+    @durable.workflow
+    def keep():
+        value = yield reserve("x")
+        return value
+
+    core = replay(keep, (), scheduled(0, reserve, "x"), completed(0, (1, (2, 3))))
+    assert result_of(core) == [1, [2, 3]]
+
+
+def test_a_recorded_failure_is_raised_at_the_yield_as_activity_error() -> None:
+    seen: list[durable.ActivityError] = []
+
+    @durable.workflow
+    def catches():
+        try:
+            yield charge(10, "tok")
+        except durable.ActivityError as exc:
+            seen.append(exc)
+        return "caught"
+
+    core = replay(catches, (), scheduled(0, charge, 10, "tok"), failed(0, "billing.Declined", "no funds", 4))
+    assert result_of(core) == "caught"
+    [error] = seen
+    assert (error.type_name, error.message, error.attempts) == ("billing.Declined", "no funds", 4)
+    assert (error.activity, error.seq) == (charge.name, 0)
+    assert str(error) == f"activity {charge.name!r} failed after 4 attempts: billing.Declined: no funds"
+
+
+def test_a_workflow_that_catches_activity_error_can_go_on_to_compensate() -> None:
+    @durable.workflow
+    def compensates():
+        payment = yield charge(10, "tok")
+        try:
+            yield reserve("book")
+        except durable.ActivityError:
+            yield refund(payment)
+            return "compensated"
+        return "done"
+
+    core = replay(
+        compensates,
+        (),
+        scheduled(0, charge, 10, "tok"),
+        completed(0, "pay-1"),
+        scheduled(1, reserve, "book"),
+        failed(1, "OutOfStock", "none left", 1),
+    )
+    assert core.pending == {2: Step(2, refund("pay-1"))}
+    core.apply(scheduled(2, refund, "pay-1"))
+    core.apply(completed(2, None))
+    assert result_of(core) == "compensated"
+
+
+def test_an_uncaught_activity_error_makes_the_run_raise_it() -> None:
+    core = replay(
+        process_order,
+        ("alice", 1, "tok"),
+        scheduled(0, charge, 1, "tok"),
+        failed(0, "ValueError", "bad card", 1),
+    )
+    assert isinstance(core.outcome, Raised)
+    assert core.outcome.error.type == "durable.ActivityError"
+    assert "failed after 1 attempt: ValueError: bad card" in core.outcome.error.message
+
+
+def test_the_saga_result_carries_the_error_facts() -> None:
+    core = replay(saga, (5,), scheduled(0, charge, 5, "tok"), failed(0, "KeyError", "'k'", 3))
+    assert result_of(core) == {"failed": "KeyError", "message": "'k'", "attempts": 3}
+
+
+def test_run_resumed_events_change_nothing() -> None:
+    core = replay(process_order, ("a", 1, "t"), scheduled(0, charge, 1, "t"), ev.RunResumed(T0 + 5, 1234))
+    assert list(core.pending) == [0]
+    assert core.outcome is None
+
+
+# --- pending and scheduled state -----------------------------------------------
+
+
+def test_scheduling_claims_the_pending_step() -> None:
+    core = replay(process_order, ("a", 1, "t"), scheduled(0, charge, 1, "t"))
+    step = core.pending[0]
+    assert step.scheduled_at == T0
+    assert (step.failed_attempts, step.retry_at) == (0, None)
+
+
+def test_attempt_failures_keep_the_attempt_count_and_the_retry_time() -> None:
+    core = replay(
+        process_order,
+        ("a", 1, "t"),
+        scheduled(0, charge, 1, "t"),
+        attempt_failed(0, 1, retry_at=T0 + 10),
+        attempt_failed(0, 2, retry_at=T0 + 30),
+    )
+    step = core.pending[0]
+    assert (step.failed_attempts, step.retry_at) == (2, T0 + 30)
+    assert core.outcome is None
+
+
+def test_the_pending_command_keeps_its_per_call_options() -> None:
+    @durable.workflow
+    def with_options():
+        yield charge(1, "t").with_options(retries=7, timeout="5s")
+
+    step = replay(with_options, ()).pending[0]
+    assert (step.command.policy.retries, step.command.policy.timeout) == (7, 5.0)
+
+
+def test_an_event_for_a_step_that_is_not_scheduled_is_reported_as_a_bug_in_durable() -> None:
+    core = replay(process_order, ("a", 1, "t"))
+    with pytest.raises(durable.DurableInternalError, match="this is a bug in durable"):
+        core.apply(completed(0, "x"))
+
+
+# --- outcomes -------------------------------------------------------------------
+
+
+def test_a_workflow_that_raises_has_the_error_as_its_outcome() -> None:
+    @durable.workflow
+    def raises(amount: int):
+        yield charge(amount, "t")
+        raise ValueError(f"amount {amount} is too large")
+
+    core = replay(raises, (99,), scheduled(0, charge, 99, "t"), completed(0, "p"))
+    assert isinstance(core.outcome, Raised)
+    assert (core.outcome.error.type, core.outcome.error.message) == ("ValueError", "amount 99 is too large")
+    assert "raise ValueError" in core.outcome.error.traceback
+    assert core.pending == {}
+
+
+def test_a_workflow_that_raises_before_its_first_yield_has_the_error_as_its_outcome() -> None:
+    @durable.workflow
+    def raises_at_once():
+        raise KeyError("missing")
+        yield  # pragma: no cover
+
+    core = replay(raises_at_once, ())
+    assert isinstance(core.outcome, Raised)
+    assert core.outcome.error.type == "KeyError"
+
+
+def test_an_unencodable_result_makes_the_run_raise_serialization_error() -> None:
+    @durable.workflow
+    def returns_an_object():
+        yield reserve("x")
+        return {"handle": object()}
+
+    core = replay(returns_an_object, (), scheduled(0, reserve, "x"), completed(0, "r"))
+    assert isinstance(core.outcome, Raised)
+    assert core.outcome.error.type == "durable.SerializationError"
+    assert "object" in core.outcome.error.message
+    assert returns_an_object.name in core.outcome.error.message
+
+
+# --- yielding something that is not a command ------------------------------------
+
+
+def test_yielding_a_plain_value_is_a_type_error_saying_what_to_yield() -> None:
+    @durable.workflow
+    def yields_int():
+        yield 42  # yields an int
+
+    with pytest.raises(TypeError, match="must yield commands") as info:
+        replay(yields_int, ())
+    message = str(info.value)
+    assert "42 (int)" in message
+    assert RUN in message
+    assert f"{__file__}:{line_of('# yields an int')}" in message
+
+
+def test_yielding_the_activity_itself_says_to_call_it() -> None:
+    @durable.workflow
+    def yields_activity():
+        yield charge
+
+    with pytest.raises(TypeError, match=r"call the activity to get a command: `yield .*charge\(\.\.\.\)`"):
+        replay(yields_activity, ())
+
+
+def test_yielding_a_generator_says_to_use_yield_from() -> None:
+    def helper():
+        yield charge(1, "t")
+
+    @durable.workflow
+    def yields_generator():
+        yield helper()
+
+    with pytest.raises(TypeError, match="use `yield from helper"):
+        replay(yields_generator, ())
+
+
+def test_a_non_command_after_a_replayed_step_is_a_type_error_too() -> None:
+    @durable.workflow
+    def later():
+        yield reserve("x")
+        yield "not a command"
+
+    core = replay(later, ())
+    core.apply(scheduled(0, reserve, "x"))
+    with pytest.raises(TypeError, match="'not a command' \\(str\\)"):
+        core.apply(completed(0, "r"))
+
+
+# --- divergence ----------------------------------------------------------------
+
+
+def diverge(
+    wf: durable.Workflow[..., Any], args: tuple[Any, ...], *events: ev.Event
+) -> durable.NonDeterminismError:
+    with pytest.raises(durable.NonDeterminismError) as info:
+        replay(wf, args, *events)
+    return info.value
+
+
+def assert_names(error: durable.NonDeterminismError, *, seq: int, recorded: str, yielded: str) -> None:
+    assert (error.run_id, error.seq, error.recorded, error.yielded) == (RUN, seq, recorded, yielded)
+    message = str(error)
+    assert f"(run {RUN!r})" in message
+    assert f"at step {seq}" in message
+    assert f"journal: {recorded}" in message
+    assert f"code:    {yielded}" in message
+
+
+def test_another_activity_name_diverges_naming_both_sides_and_the_yield() -> None:
+    @durable.workflow
+    def renamed():
+        yield reserve("x")  # yields reserve where the journal has charge
+
+    error = diverge(renamed, (), scheduled(0, charge, 1, "t"))
+    assert_names(
+        error, seq=0, recorded=f"activity {charge.name}(1, 't')", yielded=f"activity {reserve.name}('x')"
+    )
+    assert error.workflow == renamed.name
+    line = line_of("# yields reserve where the journal has charge")
+    assert error.location is not None
+    assert error.location.startswith(f"{__file__}:{line}: yield reserve(")
+    assert f"at:      {error.location}" in str(error)
+
+
+def test_other_arguments_diverge_showing_both_calls() -> None:
+    @durable.workflow
+    def other_amount():
+        yield charge(200, "tok")  # yields another amount
+
+    error = diverge(other_amount, (), scheduled(0, charge, 100, "tok"))
+    assert_names(
+        error,
+        seq=0,
+        recorded=f"activity {charge.name}(100, 'tok')",
+        yielded=f"activity {charge.name}(200, 'tok')",
+    )
+    assert error.location is not None
+    assert f":{line_of('# yields another amount')}:" in error.location
+
+
+def test_keyword_arguments_are_compared_whatever_their_order() -> None:
+    @durable.workflow
+    def keywords():
+        return (yield send_email(message="hi", user="bob"))
+
+    core = replay(keywords, (), scheduled(0, send_email, user="bob", message="hi"), completed(0, "ok"))
+    assert result_of(core) == "ok"
+
+
+def test_a_skipped_step_diverges_at_its_sequence_number() -> None:
+    @durable.workflow
+    def skips():
+        yield reserve("a")
+        yield refund("p")  # yields refund where the journal has charge
+
+    error = diverge(
+        skips,
+        (),
+        scheduled(0, reserve, "a"),
+        completed(0, "r"),
+        scheduled(1, charge, 1, "t"),
+    )
+    assert_names(
+        error, seq=1, recorded=f"activity {charge.name}(1, 't')", yielded=f"activity {refund.name}('p')"
+    )
+    assert error.location is not None
+    assert f":{line_of('# yields refund where the journal has charge')}:" in error.location
+
+
+def test_fewer_steps_diverge_when_the_code_returns_where_the_journal_goes_on() -> None:
+    @durable.workflow
+    def returns_early():
+        yield reserve("a")
+        return "early"
+
+    error = diverge(
+        returns_early,
+        (),
+        scheduled(0, reserve, "a"),
+        completed(0, "r"),
+        scheduled(1, charge, 1, "t"),
+    )
+    assert_names(error, seq=1, recorded=f"activity {charge.name}(1, 't')", yielded="returned 'early'")
+    assert error.location is None
+
+
+def test_a_workflow_that_now_raises_where_the_journal_goes_on_diverges() -> None:
+    @durable.workflow
+    def now_raises():
+        yield reserve("a")
+        raise RuntimeError("new check")
+
+    error = diverge(
+        now_raises, (), scheduled(0, reserve, "a"), completed(0, "r"), scheduled(1, charge, 1, "t")
+    )
+    assert error.seq == 1
+    assert error.yielded == "raised RuntimeError: new check"
+
+
+def test_more_steps_diverge_when_the_journal_says_the_run_completed() -> None:
+    @durable.workflow
+    def one_more():
+        yield reserve("a")
+        yield charge(1, "t")  # a step the completed run never took
+
+    error = diverge(
+        one_more,
+        (),
+        scheduled(0, reserve, "a"),
+        completed(0, "r"),
+        ev.RunCompleted(dumps(None), T0 + 3),
+    )
+    assert_names(error, seq=1, recorded="the run completed", yielded=f"activity {charge.name}(1, 't')")
+    assert error.location is not None
+    assert f":{line_of('# a step the completed run never took')}:" in error.location
+
+
+def test_more_steps_diverge_when_the_journal_says_the_run_failed() -> None:
+    @durable.workflow
+    def no_longer_fails():
+        yield reserve("a")
+
+    error = diverge(no_longer_fails, (), ev.RunFailed(durable.ErrorInfo("ValueError", "old"), T0))
+    assert error.seq == 0
+    assert error.recorded == "the run failed with ValueError: old"
+
+
+def test_a_divergence_inside_a_yield_from_helper_names_the_helpers_line() -> None:
+    def book(item: str):
+        reservation = yield reserve(item + "!")  # the helper's yield
+        return reservation
+
+    @durable.workflow
+    def uses_helper():
+        reservation = yield from book("seat")
+        return reservation
+
+    error = diverge(uses_helper, (), scheduled(0, reserve, "seat"))
+    assert_names(
+        error, seq=0, recorded=f"activity {reserve.name}('seat')", yielded=f"activity {reserve.name}('seat!')"
+    )
+    assert error.location is not None
+    helper_line = line_of("# the helper's yield")
+    assert error.location.startswith(f"{__file__}:{helper_line}:")
+
+
+def test_a_second_schedule_of_the_same_step_diverges() -> None:
+    error = diverge(process_order, ("a", 1, "t"), scheduled(0, charge, 1, "t"), scheduled(0, charge, 1, "t"))
+    assert error.seq == 0
+
+
+def test_the_message_says_how_to_change_a_workflow_safely() -> None:
+    error = diverge(process_order, ("a", 1, "t"), scheduled(0, reserve, "x"))
+    assert "durable.patched" in str(error)
+
+
+# --- decorators -----------------------------------------------------------------
+
+
+def test_a_plain_function_cannot_be_a_workflow() -> None:
+    def not_a_generator(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="not a generator function; a workflow yields commands"):
+        durable.workflow(not_a_generator)
+
+
+def test_an_async_function_cannot_be_a_workflow() -> None:
+    async def coroutine() -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"async function .*not async/await"):
+        durable.workflow(coroutine)
+    with pytest.raises(TypeError, match="async function"):
+        durable.workflow(name="x")(coroutine)
+
+
+def test_calling_a_workflow_directly_says_how_to_start_it() -> None:
+    with pytest.raises(TypeError, match=r"called directly; start it with durable\.run"):
+        process_order("alice", 1, "tok")
+
+
+def test_the_undecorated_functions_stay_reachable() -> None:
+    assert saga.fn.__name__ == "saga"
+    assert reserve.fn.__name__ == "reserve"
+    assert not isinstance(reserve.fn, durable.Activity)
+
+
+def test_calling_an_activity_builds_a_command_and_runs_nothing() -> None:
+    command = charge(1, "t")
+    assert isinstance(command, durable.ActivityCall)
+    assert command == charge(1, "t")
+    assert command != charge(2, "t")
+    assert command.describe() == f"activity {charge.name}(1, 't')"
+
+
+def test_names_default_to_the_qualname_and_can_be_chosen() -> None:
+    @durable.workflow
+    def unnamed():
+        yield charge(1, "t")
+
+    @durable.workflow(name="orders.v1")
+    def named():
+        yield charge(1, "t")
+
+    assert unnamed.name == unnamed.fn.__qualname__
+    assert unnamed.name.endswith("<locals>.unnamed")
+    assert named.name == "orders.v1"
+    assert charge.name == "charge"
