@@ -27,6 +27,7 @@ never acknowledged, and recovery truncates it.
 
 from __future__ import annotations
 
+import operator
 import struct
 import zlib
 from collections.abc import Callable
@@ -60,41 +61,51 @@ def _error_fields(error: ErrorInfo) -> list[str]:
     return [error.type, error.message, error.traceback]
 
 
-def _encoder(cls: type[Any]) -> Callable[[Any], list[Any]]:
+def _encoder(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
     names = [f.name for f in attrs.fields(cls)]
+    get = operator.attrgetter(*names)
     if "error" not in names:
-        return lambda event: [getattr(event, name) for name in names]
-    return lambda event: [
-        _error_fields(getattr(event, name)) if name == "error" else getattr(event, name) for name in names
-    ]
+        return get
+    at = names.index("error")
+
+    def fields(event: Any) -> tuple[Any, ...]:
+        values = get(event)
+        return (*values[:at], _error_fields(values[at]), *values[at + 1 :])
+
+    return fields
 
 
-def _decoder(cls: type[Any]) -> Callable[[list[Any]], Any]:
+def _decoder(cls: type[Any]) -> Callable[[list[Any], str, int, int], Any]:
+    """A function from a record's payload fields to its event (raising JournalCorruptError)."""
     names = [f.name for f in attrs.fields(cls)]
     count = len(names)
-    error_at = names.index("error") if "error" in names else None
+    error_at = names.index("error") + 3 if "error" in names else None
 
-    def decode(fields: list[Any]) -> Any:
+    def decode(fields: list[Any], path: str, offset: int, index: int) -> Any:
         # Fields added later within v1 are appended; a v1 reader ignores extras.
-        values = fields[:count]
-        if error_at is not None:
-            values[error_at] = ErrorInfo(*values[error_at])
-        return cls(*values)
+        values = fields[3 : 3 + count]
+        try:
+            if error_at is not None:
+                values[error_at - 3] = ErrorInfo(*fields[error_at])
+            return cls(*values)
+        except TypeError as exc:
+            problem = "has too few fields" if len(values) < count else f"is malformed: {exc}"
+            raise JournalCorruptError(path, offset, f"{cls.__name__} {problem}", index) from None
 
     return decode
 
 
 _ENCODERS = {cls: (code, _encoder(cls)) for cls, code in ev.EVENT_TYPES.items()}
 _DECODERS = {code: (cls, _decoder(cls)) for cls, code in ev.EVENT_TYPES.items()}
-_FIELD_COUNTS = {code: len(attrs.fields(cls)) for cls, code in ev.EVENT_TYPES.items()}
 
 
 def encode_record(event: ev.Event, index: int, durable_upto: int) -> bytes:
     """Frame one event as record ``index`` of a journal."""
     code, fields = _ENCODERS[type(event)]
     payload = cbor2.dumps([code, index, durable_upto, *fields(event)])
-    length = _LENGTH.pack(len(payload))
-    return MARKER + length + _LENGTH.pack(zlib.crc32(payload, zlib.crc32(length))) + payload
+    size = len(payload)
+    crc = zlib.crc32(payload, zlib.crc32(_LENGTH.pack(size)))
+    return _FRAME.pack(MARKER, size, crc) + payload
 
 
 @attrs.frozen
@@ -152,18 +163,12 @@ def _read_frame(data: bytes, pos: int) -> tuple[list[Any], int]:
 
 def _event(fields: list[Any], path: str, offset: int, index: int) -> ev.Event:
     code = fields[0]
-    entry = _DECODERS.get(code)
+    entry = _DECODERS.get(code) if type(code) is int else None
     if entry is None:
         raise JournalCorruptError(
-            path, offset, f"unknown event type {code}; was it written by a newer durable?", index
+            path, offset, f"unknown event type {code!r}; was it written by a newer durable?", index
         )
-    cls, decode = entry
-    if len(fields) - 3 < _FIELD_COUNTS[code]:
-        raise JournalCorruptError(path, offset, f"{cls.__name__} has too few fields", index)
-    try:
-        event: ev.Event = decode(fields[3:])
-    except TypeError as exc:
-        raise JournalCorruptError(path, offset, f"malformed {cls.__name__}: {exc}", index) from None
+    event: ev.Event = entry[1](fields, path, offset, index)
     return event
 
 
@@ -201,7 +206,7 @@ def scan(data: bytes, path: str) -> Scan:
         JournalCorruptError: damage before the tail, or a malformed header.
         JournalVersionError: the journal is from a newer format version.
     """
-    if len(data) < HEADER_SIZE or not data.strip(b"\0"):
+    if len(data) < HEADER_SIZE or (data[:HEADER_SIZE] == bytes(HEADER_SIZE) and not data.strip(b"\0")):
         # A creation that never finished: part of the header, or a file whose size
         # grew before its content landed (zeros).
         if MAGIC.startswith(data[: len(MAGIC)]) or not data.strip(b"\0"):
@@ -209,20 +214,52 @@ def scan(data: bytes, path: str) -> Scan:
         raise JournalCorruptError(path, 0, "not a durable journal (bad magic bytes)")
     read_header(data, path)
     events: list[ev.Event] = []
+    append = events.append
+    unpack, crc32, loads, decoders = _FRAME.unpack_from, zlib.crc32, loads_value, _DECODERS
     pos = HEADER_SIZE
     size = len(data)
+    index = 0
+    # The loop is the replay hot path: it handles valid records inline and leaves
+    # anything unusual to _stop(), which says what is wrong and whether it is a tail.
     while pos < size:
+        if size - pos < FRAME_SIZE:
+            break
+        marker, length, crc = unpack(data, pos)
+        end = pos + FRAME_SIZE + length
+        if marker != MARKER or not 0 < length <= MAX_RECORD or end > size:
+            break
+        payload = data[pos + FRAME_SIZE : end]
+        if crc32(payload, crc32(data[pos + 2 : pos + 6])) != crc:
+            break
         try:
-            fields, after = _read_frame(data, pos)
-        except _BadRecord as bad:
-            _check_tail(data, pos, len(events), path, str(bad))
-            return Scan(events=events, end=pos, torn=True, exists=bool(events))
-        if fields[1] != len(events):
-            _check_tail(data, pos, len(events), path, f"record index {fields[1]} out of sequence")
-            return Scan(events=events, end=pos, torn=True, exists=bool(events))
-        events.append(_event(fields, path, pos, len(events)))
-        pos = after
-    return Scan(events=events, end=pos, torn=False, exists=bool(events))
+            fields = loads(payload)
+        except Exception:
+            break
+        if type(fields) is not list or len(fields) < 3 or fields[1] != index or type(fields[1]) is not int:
+            break
+        entry = decoders.get(fields[0]) if type(fields[0]) is int else None
+        if entry is None:
+            break
+        append(entry[1](fields, path, pos, index))
+        index += 1
+        pos = end
+    else:
+        return Scan(events=events, end=pos, torn=False, exists=bool(events))
+    return _stop(data, pos, events, path)
+
+
+def _stop(data: bytes, pos: int, events: list[ev.Event], path: str) -> Scan:
+    """The record at ``pos`` is not the next valid one: raise, or end the scan at a torn tail."""
+    try:
+        fields, _ = _read_frame(data, pos)
+    except _BadRecord as bad:
+        reason = str(bad)
+    else:
+        if fields[1] == len(events):
+            _event(fields, path, pos, len(events))  # raises: unknown type or malformed
+        reason = f"record index {fields[1]} out of sequence"
+    _check_tail(data, pos, len(events), path, reason)
+    return Scan(events=events, end=pos, torn=True, exists=bool(events))
 
 
 def _check_tail(data: bytes, bad_at: int, index: int, path: str, reason: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import attrs
 
 from ._policy import DEFAULT_POLICY, RetryPolicy
-from ._values import encode_call
+from ._values import encode_call, encode_plain_call
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -87,8 +87,8 @@ class Activity(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ActivityCall:
-        encoded = encode_call(args, kwargs, what=f"activity {self.name!r}")
-        return ActivityCall(self, encoded, args, dict(kwargs), self.policy)
+        encoded = encode_plain_call(args, kwargs) or encode_call(args, kwargs, what=f"activity {self.name!r}")
+        return ActivityCall(self, encoded, args, kwargs, self.policy)
 
     def with_options(self, **options: Any) -> Activity[P, R]:
         """A copy of this activity with other default retry options."""

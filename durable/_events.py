@@ -16,8 +16,11 @@ import attrs
 
 from ._errors import ErrorInfo
 
+# Events are immutable once built (any assignment raises), without the cost of
+# attrs.frozen's __init__: replay builds two per activity, so it shows.
 
-@attrs.frozen(slots=True)
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class RunStarted:
     """The run exists: which workflow, with which arguments (CBOR ``[args, kwargs]``)."""
 
@@ -27,7 +30,7 @@ class RunStarted:
     t: float
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class ActivityScheduled:
     """The workflow yielded an activity call as step ``seq``."""
 
@@ -37,7 +40,7 @@ class ActivityScheduled:
     t: float
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class AttemptFailed:
     """Attempt ``attempt`` of step ``seq`` failed; the next one starts at ``retry_at`` (wall clock)."""
 
@@ -48,7 +51,7 @@ class AttemptFailed:
     t: float
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class ActivityCompleted:
     """Step ``seq`` returned ``result`` (CBOR) on attempt ``attempts``."""
 
@@ -58,7 +61,7 @@ class ActivityCompleted:
     t: float
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class ActivityFailed:
     """Step ``seq`` failed for good after ``attempts`` attempts."""
 
@@ -68,7 +71,7 @@ class ActivityFailed:
     t: float
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class RunResumed:
     """A process opened the unfinished run and replayed it (a recovery, for the timeline)."""
 
@@ -76,7 +79,7 @@ class RunResumed:
     pid: int
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class RunCompleted:
     """The workflow returned ``result`` (CBOR)."""
 
@@ -84,7 +87,7 @@ class RunCompleted:
     t: float
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class RunFailed:
     """The workflow raised ``error``."""
 

@@ -46,16 +46,17 @@ class WallClock:
     """
 
     def __init__(self, anchor: float | None = None) -> None:
+        self._clock = trio.lowlevel.current_clock()
         if anchor is not None:
-            _WALL_OFFSET.set(anchor - trio.current_time())
+            _WALL_OFFSET.set(anchor - self._clock.current_time())
         try:
             self._offset = _WALL_OFFSET.get()
         except LookupError:
-            self._offset = time.time() - trio.current_time()
+            self._offset = time.time() - self._clock.current_time()
             _WALL_OFFSET.set(self._offset)
 
     def __call__(self) -> float:
-        return self._offset + trio.current_time()
+        return self._offset + self._clock.current_time()
 
     async def sleep_until(self, wall_time: float) -> None:
         await trio.sleep(max(0.0, wall_time - self()))
@@ -80,6 +81,10 @@ class RunExecution:
         self.clock = clock
         self.hooks = hooks
         self.resumed = resumed
+        # The hot path skips what does nothing: hooks nobody overrides, syncs of a
+        # store that never syncs.
+        self._plain_hooks = type(hooks) is Hooks
+        self._syncs = writer.syncs
 
     def _append(self, event: ev.Event) -> None:
         self.writer.append(event)
@@ -112,9 +117,11 @@ class RunExecution:
         if step.scheduled_at is None:
             self._append(ev.ActivityScheduled(step.seq, command.name, command.encoded_args, self.clock()))
         result = await self._run_activity(step, command)
-        await self.hooks.point("activity-returned", self.core.run_id, step.seq)
+        if not self._plain_hooks:
+            await self.hooks.point("activity-returned", self.core.run_id, step.seq)
         self.writer.append(result)
-        await self.writer.sync()
+        if self._syncs:
+            await self.writer.sync()
         self.core.apply(result)
 
     async def _run_activity(
@@ -154,6 +161,8 @@ class RunExecution:
         info = ActivityInfo(self.core.run_id, seq, attempt, activity.name, command.policy.retries + 1)
         token = current_activity.set(info)
         try:
+            if limit is None and activity.is_async and self._plain_hooks:
+                return await activity.fn(*command.call_args, **command.call_kwargs)
             in_thread = not activity.is_async and self.hooks.sync_activities_in_thread
             call = _call(activity.fn, activity.is_async, in_thread, command.call_args, command.call_kwargs)
             if limit is None:

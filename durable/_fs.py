@@ -8,6 +8,7 @@ these calls, so the simulator tests the real FileStore code, not a model of it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import fcntl
 import os
@@ -75,7 +76,8 @@ class OsFileSystem:
     """The real file system, through ``os``."""
 
     def __init__(self, sync_threads: int = 16) -> None:
-        self._limiter = trio.CapacityLimiter(sync_threads)
+        self._threads = sync_threads
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def create(self, path: str) -> int:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
@@ -92,22 +94,27 @@ class OsFileSystem:
         return b"".join(chunks)
 
     def write(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        written = os.write(fd, data)
+        if written < len(data):  # a short write: rare, so only then the loop
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(fd, view) :]
 
     def fdatasync(self, fd: int) -> None:
         os.fdatasync(fd)
 
     async def fdatasync_many(self, fds: Iterable[int]) -> None:
-        # fdatasyncs of different files issued at once are grouped by the
-        # file system: about 20,000/s from 16 threads against 3,000/s from one.
-        async with trio.open_nursery() as nursery:
-            for fd in fds:
-                nursery.start_soon(self._fdatasync_in_thread, fd)
-
-    async def _fdatasync_in_thread(self, fd: int) -> None:
-        await trio.to_thread.run_sync(os.fdatasync, fd, limiter=self._limiter)
+        # fdatasyncs of different files issued at once are grouped by the file
+        # system: about 20,000/s from 16 threads against 3,000/s from one. One
+        # hop to a worker thread fans them out to a pool of threads.
+        fds = list(fds)
+        if len(fds) == 1:
+            await trio.to_thread.run_sync(os.fdatasync, fds[0])
+            return
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self._threads, "durable-fsync")
+        pool = self._pool
+        await trio.to_thread.run_sync(lambda: list(pool.map(os.fdatasync, fds)))
 
     def truncate(self, fd: int, size: int) -> None:
         os.ftruncate(fd, size)

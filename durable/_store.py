@@ -43,6 +43,10 @@ class JournalWriter(abc.ABC):
     records in an unknown state, and retrying it would prove nothing.
     """
 
+    #: False when :meth:`sync` can make nothing more durable (a store that never
+    #: fsyncs): the executor then skips it, and records never claim durability.
+    syncs: bool = True
+
     def __init__(self, name: str, next_index: int) -> None:
         self.name = name
         self._next = next_index

@@ -27,6 +27,7 @@ import hashlib
 import os
 import re
 import urllib.parse
+from collections.abc import Callable
 
 import trio
 
@@ -72,6 +73,7 @@ class _FileWriter(JournalWriter):
         super().__init__(path, next_index)
         self.fd = fd
         self._store = store
+        self.syncs = store.sync != "none"
 
     def _write(self, data: bytes) -> None:
         self._store.fs.write(self.fd, data)
@@ -85,7 +87,7 @@ class _FileWriter(JournalWriter):
     def close(self) -> None:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
-            self._store.fs.close(fd)
+            self._store._group.release(fd, self._store.fs.close)
 
 
 class _Round:
@@ -111,8 +113,18 @@ class _GroupCommit:
     def __init__(self, fs: FileSystem) -> None:
         self._fs = fs
         self._open = _Round()
+        self._flushing: set[int] = set()
+        self._closing: dict[int, Callable[[int], None]] = {}
         self._leading = False
         self._error: OSError | None = None
+
+    def release(self, fd: int, close: Callable[[int], None]) -> None:
+        """Close ``fd`` once no round still holds it (its number must not be reused mid-fsync)."""
+        self._open.fds.discard(fd)
+        if fd in self._flushing:
+            self._closing[fd] = close
+        else:
+            close(fd)
 
     async def sync(self, fd: int) -> None:
         while True:
@@ -133,8 +145,11 @@ class _GroupCommit:
     async def _lead(self) -> None:
         self._leading = True
         try:
+            # Let the other runs that are ready right now queue in this round first.
+            await trio.lowlevel.cancel_shielded_checkpoint()
             while self._open.fds and self._error is None:
                 round_, self._open = self._open, _Round()
+                self._flushing = round_.fds
                 try:
                     await self._fs.fdatasync_many(round_.fds)
                     round_.synced = True
@@ -147,6 +162,10 @@ class _GroupCommit:
                     first = errors.exceptions[0]
                     self._error = first if isinstance(first, OSError) else OSError(str(first))
                 finally:
+                    self._flushing = set()
+                    for fd, close in self._closing.items():
+                        close(fd)
+                    self._closing.clear()
                     round_.done.set()
         finally:
             self._leading = False

@@ -9,6 +9,8 @@ from ._store import JournalWriter, Opened, Store
 
 
 class _MemoryWriter(JournalWriter):
+    syncs = False
+
     def __init__(self, store: MemoryStore, run_id: str, next_index: int) -> None:
         super().__init__(f"memory journal {run_id!r}", next_index)
         self._store = store

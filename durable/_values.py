@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
@@ -99,6 +101,12 @@ _ENCODERS: dict[type, Callable[[Any, Any], None]] = {
 }
 
 
+# CBOR without a byte in 0xc0-0xdb has no tag (and every tag-free encoding that
+# cbor2 writes decodes), so verification can be skipped; that is the common case
+# (ASCII text, small numbers) and saves a decode per value on the hot path.
+_MAY_HOLD_TAGS = re.compile(b"[\xc0-\xdb]").search
+
+
 def dumps(value: Any) -> bytes:
     """Encode a journal-safe value; raise :class:`SerializationError` otherwise.
 
@@ -107,15 +115,34 @@ def dumps(value: Any) -> bytes:
     """
     try:
         data = cbor2.dumps(value, encoders=_ENCODERS)
-        loads(data)
+        if _MAY_HOLD_TAGS(data):
+            loads(data)
     except Exception as exc:
         raise _explain(value, exc) from None
     return data
 
 
-def loads(data: bytes) -> Any:
-    """Decode bytes that :func:`dumps` produced. Raises ``cbor2.CBORDecodeError`` on bad data."""
-    return cbor2.loads(data, semantic_decoders=_SEMANTIC_DECODERS, tag_hook=_unknown_tag)
+#: Decode bytes that :func:`dumps` produced. Raises ``cbor2.CBORDecodeError`` on bad data.
+loads: Callable[[bytes], Any] = functools.partial(
+    cbor2.loads, semantic_decoders=_SEMANTIC_DECODERS, tag_hook=_unknown_tag
+)
+
+#: Values of these exact types always encode, and decode back, without a tag.
+_SCALARS = frozenset({int, str, bytes, float, bool, type(None)})
+
+
+def encode_plain_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes | None:
+    """The fast path of :func:`encode_call` for the common call of a few scalars; None otherwise.
+
+    Produces the same bytes as the general path: a definite-length array is its
+    header followed by its items.
+    """
+    if kwargs or len(args) > 23:
+        return None
+    for arg in args:
+        if type(arg) not in _SCALARS or (type(arg) is int and not -(2**64) <= arg < 2**64):
+            return None
+    return b"\x82" + bytes((0x80 | len(args),)) + b"".join(map(cbor2.dumps, args)) + b"\xa0"
 
 
 def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, what: str) -> bytes:
@@ -135,6 +162,8 @@ def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, what: str) 
 
 def encode_value(value: Any, *, what: str) -> bytes:
     """Encode one value (a result, a payload), naming ``what`` it is on failure."""
+    if type(value) in _SCALARS and (type(value) is not int or -(2**64) <= value < 2**64):
+        return cbor2.dumps(value)
     try:
         return dumps(value)
     except SerializationError as exc:
