@@ -26,7 +26,7 @@ from ._errors import (
 from ._executor import RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
 from ._machine import Raised, Replay, Returned
-from ._store import JournalWriter, Store
+from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore, check_run_id
 from ._values import encode_call, loads
 
@@ -177,9 +177,13 @@ class Runtime:
         if handle is not None:
             _check_same(run_id, handle.workflow, handle.args, workflow.name, encoded)
             return handle
-        events = await self.store.read(run_id)
-        if events is not None:
-            return await self._attach(run_id, events, workflow, encoded)
+        # Open (not read, then open): an existing journal is scanned once.
+        try:
+            opened = await self.store.open(run_id)
+        except RunLockedError as locked:
+            return await self._attach_finished(run_id, workflow, encoded, locked)
+        if opened is not None:
+            return await self._attach(run_id, opened, workflow, encoded)
         started = ev.RunStarted(run_id, workflow.name, encoded, clock())
         writer = await self.store.create(started)
         if writer is None:  # created by someone else meanwhile
@@ -187,12 +191,31 @@ class Runtime:
         return self._launch(workflow, [started], writer, resumed=False)
 
     async def _attach(
-        self, run_id: str, events: list[ev.Event], workflow: Workflow[..., Any], encoded: bytes
+        self, run_id: str, opened: Opened, workflow: Workflow[..., Any], encoded: bytes
     ) -> RunHandle:
-        started = events[0]
+        started = opened.events[0]
+        assert isinstance(started, ev.RunStarted)
+        last = opened.events[-1]
+        if isinstance(last, ev.TERMINAL) or started.workflow != workflow.name or started.args != encoded:
+            opened.writer.close()
+            _check_same(run_id, started.workflow, started.args, workflow.name, encoded)
+            assert isinstance(last, ev.TERMINAL)
+            return _finished(started, last)
+        await self.hooks.point("recovering", run_id, None)
+        return self._launch(workflow, opened.events, opened.writer, resumed=True)
+
+    async def _attach_finished(
+        self, run_id: str, workflow: Workflow[..., Any], encoded: bytes, locked: RunLockedError
+    ) -> RunHandle:
+        """Another process holds the run open: attach only if it has finished meanwhile."""
+        events = await self.store.read(run_id)
+        last = events[-1] if events else None
+        if not isinstance(last, ev.TERMINAL):
+            raise locked
+        started = events[0] if events else None
         assert isinstance(started, ev.RunStarted)
         _check_same(run_id, started.workflow, started.args, workflow.name, encoded)
-        return await self._resume(run_id, workflow, events)
+        return _finished(started, last)
 
     async def _resume(
         self, run_id: str, workflow: Workflow[..., Any], events: Sequence[ev.Event]
@@ -201,9 +224,7 @@ class Runtime:
         assert isinstance(started, ev.RunStarted)
         last = events[-1]
         if isinstance(last, ev.TERMINAL):
-            handle = RunHandle(run_id, started.workflow, started.args)
-            handle._finish(Returned(last.result) if isinstance(last, ev.RunCompleted) else Raised(last.error))
-            return handle
+            return _finished(started, last)
         await self.hooks.point("recovering", run_id, None)
         opened = await self.store.open(run_id)
         if opened is None:
@@ -272,6 +293,13 @@ class Runtime:
             except RunLockedError:
                 continue  # another process is running it
         return handles
+
+
+def _finished(started: ev.RunStarted, last: ev.RunCompleted | ev.RunFailed) -> RunHandle:
+    """The handle of a run whose journal ends with its outcome."""
+    handle = RunHandle(started.run_id, started.workflow, started.args)
+    handle._finish(Returned(last.result) if isinstance(last, ev.RunCompleted) else Raised(last.error))
+    return handle
 
 
 def _check_same(run_id: str, had_workflow: str, had_args: bytes, workflow: str, args: bytes) -> None:

@@ -136,7 +136,11 @@ def test_a_failing_plan_shrinks_to_a_minimal_recipe() -> None:
         return not simulator.replay_recipe(pays, recipe=recipe).ok
 
     plans = sim.strategies.recipes(max_crashes=2, max_point=12)
-    minimal = find(plans, fails, settings=settings(database=None))
-    assert len(minimal.crashes) == 1
-    assert minimal.seed == 0
-    assert minimal.crashes[0].disk == "kill"
+    minimal = find(plans, fails, settings=settings(database=None, derandomize=True))
+    # Shrinking reaches a local minimum: the plainest seed and disk damage, and no
+    # more crashes than the failure needs from there (one or two).
+    assert fails(minimal)
+    assert minimal.seed == 0, minimal
+    assert 1 <= len(minimal.crashes) <= 2, minimal
+    assert all(crash.disk == "kill" for crash in minimal.crashes), minimal
+    assert not minimal.faults
