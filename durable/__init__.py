@@ -46,6 +46,9 @@ from ._errors import (
     ActivityError as ActivityError,
 )
 from ._errors import (
+    AttemptTimeout as AttemptTimeout,
+)
+from ._errors import (
     DurableError as DurableError,
 )
 from ._errors import (
@@ -96,6 +99,7 @@ __all__ = [
     "ActivityCall",
     "ActivityError",
     "ActivityInfo",
+    "AttemptTimeout",
     "Command",
     "DurableError",
     "DurableInternalError",

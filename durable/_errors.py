@@ -76,6 +76,12 @@ class ActivityError(DurableError):
         super().__init__(f"activity {activity!r} failed after {attempts} {plural}: {error}")
 
 
+class AttemptTimeout(DurableError, TimeoutError):
+    """An activity attempt ran past its ``timeout`` (or past what was left of its
+    ``total_timeout``); it counts as a failed attempt and is retried like any other.
+    Put it in ``non_retryable`` to fail the step at its first timeout."""
+
+
 class WorkflowFailed(DurableError):
     """The workflow raised an exception instead of returning; the failure is journaled.
 

@@ -26,7 +26,7 @@ import trio
 from . import _events as ev
 from ._commands import ActivityCall, ActivityInfo, current_activity
 from ._durations import format_duration
-from ._errors import DurableInternalError, ErrorInfo, SerializationError
+from ._errors import AttemptTimeout, DurableInternalError, ErrorInfo, SerializationError
 from ._hooks import Hooks
 from ._machine import Outcome, Raised, Replay, Returned, Step
 from ._store import JournalWriter
@@ -60,10 +60,6 @@ class WallClock:
 
     async def sleep_until(self, wall_time: float) -> None:
         await trio.sleep(max(0.0, wall_time - self()))
-
-
-class AttemptTimeout(Exception):
-    """An activity attempt ran past its timeout (recorded as the attempt's error)."""
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
@@ -196,4 +192,4 @@ def _call(
     return inline
 
 
-__all__ = ["AttemptTimeout", "Raised", "Returned", "RunExecution", "WallClock"]
+__all__ = ["Raised", "Returned", "RunExecution", "WallClock"]

@@ -241,6 +241,7 @@ PUBLIC_API = [
     "ActivityCall",
     "ActivityError",
     "ActivityInfo",
+    "AttemptTimeout",
     "Command",
     "DurableError",
     "DurableInternalError",
