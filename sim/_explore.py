@@ -195,6 +195,8 @@ class Simulator:
             to also fail fsyncs with EIO, which durable must treat as fatal.
         bit_rot: also flip one bit in each record of the finished journal (fault F9) and
             check that durable refuses it with JournalCorruptError, never misreads it.
+        on_schedule: called after each schedule with the number played so far, its recipe
+            and its failure (None if it passed): for progress bars.
     """
 
     faults: tuple[ActivityFault, ...] = attrs.field(default=(), converter=tuple)
@@ -204,6 +206,7 @@ class Simulator:
     hash_seeds: tuple[int, ...] = attrs.field(default=(1, 2), converter=tuple)
     disk_faults: tuple[str, ...] = attrs.field(default=DISK_FAULTS, converter=tuple)
     bit_rot: bool = False
+    on_schedule: Callable[[int, Recipe, Failure | None], None] | None = None
 
     def __attrs_post_init__(self) -> None:
         unknown = [d for d in self.disk_faults if d not in _DISK_WEIGHTS]
@@ -249,6 +252,8 @@ class Simulator:
             _, failure = explorer.failure(recipe)
             if failure is not None:
                 failures.append(failure)
+            if self.on_schedule is not None:
+                self.on_schedule(played, recipe, failure)
         return Report(
             workflow=workflow.name,
             reference=explorer.reference,
