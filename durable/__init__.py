@@ -85,6 +85,24 @@ from ._errors import (
     WorkflowFailed as WorkflowFailed,
 )
 from ._policy import RetryPolicy as RetryPolicy
+from ._primitives import (
+    now as now,
+)
+from ._primitives import (
+    patched as patched,
+)
+from ._primitives import (
+    random as random,
+)
+from ._primitives import (
+    side_effect as side_effect,
+)
+from ._primitives import (
+    sleep as sleep,
+)
+from ._primitives import (
+    uuid4 as uuid4,
+)
 from ._runtime import RunHandle as RunHandle
 from ._runtime import Runtime as Runtime
 from ._runtime import run as run
@@ -122,7 +140,13 @@ __all__ = [
     "WorkflowFailed",
     "activity",
     "activity_info",
+    "now",
+    "patched",
+    "random",
     "run",
+    "side_effect",
+    "sleep",
+    "uuid4",
     "workflow",
 ]
 

@@ -57,8 +57,8 @@ def encode_header(flags: int = 0) -> bytes:
     return head + struct.pack("<I", zlib.crc32(head))
 
 
-def _error_fields(error: ErrorInfo) -> list[str]:
-    return [error.type, error.message, error.traceback]
+def _error_fields(error: ErrorInfo | None) -> list[str] | None:
+    return None if error is None else [error.type, error.message, error.traceback]
 
 
 def _encoder(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
@@ -85,7 +85,7 @@ def _decoder(cls: type[Any]) -> Callable[[list[Any], str, int, int], Any]:
         # Fields added later within v1 are appended; a v1 reader ignores extras.
         values = fields[3 : 3 + count]
         try:
-            if error_at is not None:
+            if error_at is not None and fields[error_at] is not None:
                 values[error_at - 3] = ErrorInfo(*fields[error_at])
             return cls(*values)
         except TypeError as exc:

@@ -13,7 +13,7 @@ import re
 Duration = str | int | float | datetime.timedelta
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)\s*$")
+_PATTERN = re.compile(r"^\s*(-?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h|d)\s*$")
 _EXAMPLES = "'500ms', '30s', '2m', '1h', '1d', a number of seconds or a datetime.timedelta"
 
 

@@ -72,6 +72,43 @@ class ActivityFailed:
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class TimerStarted:
+    """Step ``seq`` is a timer of ``seconds`` that fires at ``fire_at`` (wall clock)."""
+
+    seq: int
+    seconds: float
+    fire_at: float
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class TimerFired:
+    """The timer of step ``seq`` fired."""
+
+    seq: int
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class SideEffectRecorded:
+    """Step ``seq`` produced ``value`` (CBOR) once, or raised ``error``; replay returns it."""
+
+    seq: int
+    name: str
+    value: bytes
+    error: ErrorInfo | None
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class PatchRecorded:
+    """The run reached ``durable.patched(change_id)`` live, so it takes the new code path."""
+
+    change_id: str
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class RunResumed:
     """A process opened the unfinished run and replayed it (a recovery, for the timeline)."""
 
@@ -101,22 +138,30 @@ Event = (
     | AttemptFailed
     | ActivityCompleted
     | ActivityFailed
+    | TimerStarted
+    | TimerFired
+    | SideEffectRecorded
+    | PatchRecorded
     | RunResumed
     | RunCompleted
     | RunFailed
 )
 TERMINAL = (RunCompleted, RunFailed)
 
-#: Type code of every event in journal contract v1. Codes 6-12 and 15-16 are
-#: reserved for timers, side effects, signals, child runs, cancellation and
-#: continue-as-new (see docs/journal-v1.md).
+#: Type code of every event in journal contract v1. Codes 9-12 and 15-16 are
+#: reserved for signals, child runs, cancellation and continue-as-new (see
+#: docs/journal-v1.md).
 EVENT_TYPES: dict[type[Any], int] = {
     RunStarted: 1,
     ActivityScheduled: 2,
     AttemptFailed: 3,
     ActivityCompleted: 4,
     ActivityFailed: 5,
+    TimerStarted: 6,
+    TimerFired: 7,
+    SideEffectRecorded: 8,
     RunCompleted: 13,
     RunFailed: 14,
     RunResumed: 17,
+    PatchRecorded: 18,
 }

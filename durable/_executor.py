@@ -29,6 +29,7 @@ from ._durations import format_duration
 from ._errors import AttemptTimeout, DurableInternalError, ErrorInfo, SerializationError
 from ._hooks import Hooks
 from ._machine import Outcome, Raised, Replay, Returned, Step
+from ._primitives import SideEffect, Sleep
 from ._store import JournalWriter
 from ._values import encode_value
 
@@ -81,6 +82,10 @@ class RunExecution:
         # store that never syncs.
         self._plain_hooks = type(hooks) is Hooks
         self._syncs = writer.syncs
+        # A recorded value not yet durable must become so before an activity can
+        # carry it out of the process: else a crash could journal another value
+        # for what the outside world already saw.
+        self._unsynced_value = False
 
     def _append(self, event: ev.Event) -> None:
         self.writer.append(event)
@@ -92,6 +97,9 @@ class RunExecution:
             self._append(ev.RunResumed(self.clock(), os.getpid()))
         core = self.core
         while core.outcome is None:
+            if core.patch is not None:  # asked live: this run takes the new code path
+                self._append(ev.PatchRecorded(core.patch.change_id, self.clock()))
+                continue
             if len(core.pending) != 1:
                 raise DurableInternalError(f"run {core.run_id!r} has {len(core.pending)} pending steps")
             step = next(iter(core.pending.values()))
@@ -108,10 +116,19 @@ class RunExecution:
 
     async def _run_step(self, step: Step) -> None:
         command = step.command
+        if isinstance(command, Sleep):
+            await self._run_timer(step, command)
+            return
+        if isinstance(command, SideEffect):
+            self._run_side_effect(step, command)
+            return
         if not isinstance(command, ActivityCall):
             raise TypeError(f"{command.describe()} is not supported by this version of durable")
         if step.scheduled_at is None:
             self._append(ev.ActivityScheduled(step.seq, command.name, command.encoded_args, self.clock()))
+        if self._unsynced_value and self._syncs:
+            await self.writer.sync()
+        self._unsynced_value = False
         result = await self._run_activity(step, command)
         if not self._plain_hooks:
             await self.hooks.point("activity-returned", self.core.run_id, step.seq)
@@ -119,6 +136,31 @@ class RunExecution:
         if self._syncs:
             await self.writer.sync()
         self.core.apply(result)
+
+    async def _run_timer(self, step: Step, command: Sleep) -> None:
+        if step.fire_at is None:
+            now = self.clock()
+            self._append(ev.TimerStarted(step.seq, command.seconds, now + command.seconds, now))
+            if self._syncs:  # the deadline must survive a crash: a restart waits only what is left
+                await self.writer.sync()
+        if not self._plain_hooks:
+            await self.hooks.point("timer", self.core.run_id, step.seq)
+        assert step.fire_at is not None
+        await self.clock.sleep_until(step.fire_at)
+        self._append(ev.TimerFired(step.seq, self.clock()))
+
+    def _run_side_effect(self, step: Step, command: SideEffect) -> None:
+        # Journaled before the workflow sees the value; it becomes durable with the
+        # next sync, before anything that depends on it can leave the process.
+        now = self.clock()
+        try:
+            produced = self.hooks.produce(command.name, self.core.run_id, step.seq, lambda: command.fn(now))
+            value = encode_value(produced, what=f"the value of side effect {command.name!r}")
+            error = None
+        except Exception as exc:
+            value, error = encode_value(None, what="None"), _error_info(exc)
+        self._append(ev.SideEffectRecorded(step.seq, command.name, value, error, now))
+        self._unsynced_value = True
 
     async def _run_activity(
         self, step: Step, command: ActivityCall

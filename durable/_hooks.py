@@ -24,10 +24,15 @@ class Hooks:
         """Run one activity attempt: ``await call()``. Override to observe or inject faults."""
         return await call()
 
+    def produce(self, name: str, run_id: str, seq: int, make: Callable[[], Any]) -> Any:
+        """Produce the value of a side effect (``durable.now()``, ``random()``...): ``make()``."""
+        return make()
+
     async def point(self, name: str, run_id: str, seq: int | None) -> None:
         """A named point in the executor: ``"activity-returned"`` (an attempt returned, its
         completion not yet journaled), ``"backoff"`` (a failed attempt is journaled, the wait
-        starts), ``"recovering"`` (a process is about to open an unfinished run)."""
+        starts), ``"timer"`` (a timer's deadline is journaled, the wait starts), ``"recovering"``
+        (a process opened an unfinished run and is about to replay it)."""
 
 
 NO_HOOKS = Hooks()

@@ -39,6 +39,7 @@ import attrs
 
 from . import _events as ev
 from ._commands import Activity, ActivityCall, Command, Workflow, call_text
+from ._durations import format_duration
 from ._errors import (
     ActivityError,
     DurableInternalError,
@@ -47,6 +48,7 @@ from ._errors import (
     SerializationError,
     describe_value,
 )
+from ._primitives import Patched, SideEffect, Sleep
 from ._values import encode_value, loads
 
 
@@ -74,9 +76,11 @@ class Step:
     Attributes:
         seq: the step's sequence number.
         command: what the workflow yielded.
-        scheduled_at: wall-clock time of its ``ActivityScheduled`` event (None: not journaled yet).
+        scheduled_at: wall-clock time of its ``ActivityScheduled`` (or ``TimerStarted``) event
+            (None: not journaled yet).
         failed_attempts: attempts that failed so far, per the journal.
         retry_at: when the next attempt may start (wall clock), after a failed attempt.
+        fire_at: when a timer fires (wall clock), once journaled.
     """
 
     seq: int
@@ -84,6 +88,7 @@ class Step:
     scheduled_at: float | None = None
     failed_attempts: int = 0
     retry_at: float | None = None
+    fire_at: float | None = None
 
 
 class Replay:
@@ -95,6 +100,8 @@ class Replay:
         self.outcome: Outcome | None = None
         self.terminal: ev.RunCompleted | ev.RunFailed | None = None
         self.pending: dict[int, Step] = {}
+        #: A ``patched`` question the code asked and the journal has not answered yet.
+        self.patch: Patched | None = None
         self._next_seq = 0
         args, kwargs = loads(started.args)
         try:
@@ -111,20 +118,59 @@ class Replay:
         handler = _HANDLERS.get(type(event))
         if handler is None:
             raise DurableInternalError(f"the replay core got an unknown event {event!r}")
+        if self.patch is not None and type(event) in _PAST_A_PATCH:
+            # The journal went on past this point without the marker: the run
+            # started before the change, so it takes the old code path.
+            self._answer_patches(None)
         handler(self, event)
 
-    def _on_scheduled(self, event: ev.ActivityScheduled) -> None:
-        step = self.pending.get(event.seq)
+    def _answer_patches(self, change_id: str | None) -> None:
+        """Answer False to pending ``patched`` questions until one asks ``change_id``."""
+        while self.patch is not None and self.patch.change_id != change_id:
+            self.patch = None
+            self._resume(False, None)
+
+    def _claim(self, seq: int, event: ev.Event, matches: Any) -> Step:
+        """The pending step ``seq`` that ``event`` journals, if the code yielded a matching command."""
+        step = self.pending.get(seq)
         if step is None or step.scheduled_at is not None:
-            self._diverged(event.seq, _recorded_call(event), self._what_code_did(event.seq))
-        command = step.command
-        if not (
-            isinstance(command, ActivityCall)
-            and command.name == event.name
-            and command.encoded_args == event.args
-        ):
-            self._diverged(event.seq, _recorded_call(event), command.describe())
+            self._diverged(seq, _recorded(event), self._what_code_did(seq))
+        if not matches(step.command):
+            self._diverged(seq, _recorded(event), step.command.describe())
+        return step
+
+    def _on_scheduled(self, event: ev.ActivityScheduled) -> None:
+        step = self._claim(
+            event.seq,
+            event,
+            lambda c: isinstance(c, ActivityCall) and c.name == event.name and c.encoded_args == event.args,
+        )
         step.scheduled_at = event.t
+
+    def _on_timer_started(self, event: ev.TimerStarted) -> None:
+        step = self._claim(event.seq, event, lambda c: isinstance(c, Sleep) and c.seconds == event.seconds)
+        step.scheduled_at = event.t
+        step.fire_at = event.fire_at
+
+    def _on_timer_fired(self, event: ev.TimerFired) -> None:
+        self._scheduled_step(event.seq, event)
+        del self.pending[event.seq]
+        self._resume(None, None)
+
+    def _on_side_effect(self, event: ev.SideEffectRecorded) -> None:
+        self._claim(event.seq, event, lambda c: isinstance(c, SideEffect) and c.name == event.name)
+        del self.pending[event.seq]
+        if event.error is not None:
+            self._resume(None, ActivityError(event.name, event.seq, event.error, 1))
+        else:
+            self._resume(loads(event.value), None)
+
+    def _on_patch(self, event: ev.PatchRecorded) -> None:
+        self._answer_patches(event.change_id)
+        if self.patch is None:
+            self._diverged(self._next_seq, _recorded(event), self._what_code_did(self._next_seq))
+        self.patch = None
+        self._resume(True, None)
 
     def _on_attempt_failed(self, event: ev.AttemptFailed) -> None:
         step = self._scheduled_step(event.seq, event)
@@ -177,6 +223,9 @@ class Replay:
             return
         if not isinstance(command, Command):
             raise TypeError(self._not_a_command(command))
+        if isinstance(command, Patched):
+            self.patch = command  # answered by the next event, or live; takes no step number
+            return
         seq = self._next_seq
         self._next_seq += 1
         self.pending[seq] = Step(seq, command)
@@ -190,6 +239,8 @@ class Replay:
     # --- messages ------------------------------------------------------------
 
     def _what_code_did(self, seq: int) -> str:
+        if self.patch is not None:
+            return f"asked {self.patch.describe()}"
         if isinstance(self.outcome, Returned):
             return f"returned {describe_value(loads(self.outcome.result))}"
         if isinstance(self.outcome, Raised):
@@ -237,6 +288,19 @@ def _error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo.from_exception(exc, traceback="".join(traceback.format_exception(exc)))
 
 
+def _recorded(event: ev.Event) -> str:
+    """What a journal event says the code yielded, for divergence messages."""
+    if isinstance(event, ev.ActivityScheduled):
+        return _recorded_call(event)
+    if isinstance(event, ev.TimerStarted):
+        return f"sleep {format_duration(event.seconds)}"
+    if isinstance(event, ev.SideEffectRecorded):
+        return f"side effect {event.name}"
+    if isinstance(event, ev.PatchRecorded):
+        return f"patched({event.change_id!r}) (answered True)"
+    return type(event).__name__
+
+
 def _recorded_call(event: ev.ActivityScheduled) -> str:
     try:
         args, kwargs = loads(event.args)
@@ -245,8 +309,17 @@ def _recorded_call(event: ev.ActivityScheduled) -> str:
     return f"activity {event.name}{call_text(tuple(args), kwargs)}"
 
 
+#: Events that show the run went past a point: a pending ``patched`` there is answered False.
+_PAST_A_PATCH = frozenset(
+    {ev.ActivityScheduled, ev.TimerStarted, ev.SideEffectRecorded, ev.RunCompleted, ev.RunFailed}
+)
+
 _HANDLERS: dict[type[Any], Any] = {
     ev.ActivityScheduled: Replay._on_scheduled,
+    ev.TimerStarted: Replay._on_timer_started,
+    ev.TimerFired: Replay._on_timer_fired,
+    ev.SideEffectRecorded: Replay._on_side_effect,
+    ev.PatchRecorded: Replay._on_patch,
     ev.AttemptFailed: Replay._on_attempt_failed,
     ev.ActivityCompleted: Replay._on_completed,
     ev.ActivityFailed: Replay._on_failed,

@@ -13,10 +13,14 @@ from ._events import (
     ActivityScheduled,
     AttemptFailed,
     Event,
+    PatchRecorded,
     RunCompleted,
     RunFailed,
     RunResumed,
     RunStarted,
+    SideEffectRecorded,
+    TimerFired,
+    TimerStarted,
 )
 from ._executor import WallClock
 from ._fs import FileSystem, OsFileSystem
@@ -39,6 +43,7 @@ __all__ = [
     "JournalWriter",
     "Opened",
     "OsFileSystem",
+    "PatchRecorded",
     "Raised",
     "Replay",
     "Returned",
@@ -47,7 +52,10 @@ __all__ = [
     "RunResumed",
     "RunStarted",
     "Scan",
+    "SideEffectRecorded",
     "Step",
+    "TimerFired",
+    "TimerStarted",
     "WallClock",
     "decode_record",
     "dumps_value",

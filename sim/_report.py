@@ -108,6 +108,7 @@ _POINT_MEANING = {
     "activity-returned": "the activity returned, but its completion is not journaled yet: the "
     "at-least-once window, where the effect happened and the journal does not know it",
     "backoff": "a failed attempt is journaled and the retry backoff is running",
+    "timer": "a timer's deadline is journaled and the wait is running",
     "recovering": "the process is about to open the run's journal to recover it",
     "before write": "the record is about to be written",
     "after write": "the record is written but not yet fsynced: a power loss may lose or tear it",

@@ -128,6 +128,18 @@ class SimHooks(Hooks):
     async def point(self, name: str, run_id: str, seq: int | None) -> None:
         self.crasher.hit(name, f"step {seq}" if seq is not None else f"run {run_id!r}")
 
+    def produce(self, name: str, run_id: str, seq: int, make: Callable[[], Any]) -> Any:
+        # durable.random() and uuid4() draw the same value for the same step in every
+        # lifetime, so a value lost in a crash is drawn again identically and the
+        # crash-free run stays a valid reference. (Reading random directly in
+        # workflow code still differs per lifetime, and is caught.)
+        draw = random.Random(f"{self.world.recipe.seed}/{run_id}/{seq}/{name}")
+        if name == "durable.random":
+            return draw.random()
+        if name == "durable.uuid4":
+            return uuid.UUID(int=draw.getrandbits(128), version=4)
+        return make()
+
 
 def _matching_fault(faults: tuple[ActivityFault, ...], info: durable.ActivityInfo) -> ActivityFault | None:
     for fault in faults:

@@ -32,11 +32,15 @@ from durable.lowlevel import (
     ActivityScheduled,
     AttemptFailed,
     OsFileSystem,
+    PatchRecorded,
     RunCompleted,
     RunFailed,
     RunResumed,
     RunStarted,
     Scan,
+    SideEffectRecorded,
+    TimerFired,
+    TimerStarted,
     encode_header,
     encode_record,
     scan,
@@ -56,11 +60,15 @@ V1_LAYOUT: dict[type[Any], tuple[int, tuple[str, ...]]] = {
     AttemptFailed: (3, ("seq", "attempt", "error", "retry_at", "t")),
     ActivityCompleted: (4, ("seq", "result", "attempts", "t")),
     ActivityFailed: (5, ("seq", "error", "attempts", "t")),
+    TimerStarted: (6, ("seq", "seconds", "fire_at", "t")),
+    TimerFired: (7, ("seq", "t")),
+    SideEffectRecorded: (8, ("seq", "name", "value", "error", "t")),
     RunCompleted: (13, ("result", "t")),
     RunFailed: (14, ("error", "t")),
     RunResumed: (17, ("t", "pid")),
+    PatchRecorded: (18, ("change_id", "t")),
 }
-RESERVED_CODES = (6, 7, 8, 9, 10, 11, 12, 15, 16)
+RESERVED_CODES = (9, 10, 11, 12, 15, 16)
 
 # Each example scans a journal many times; fewer examples keep the file fast (CI runs 50).
 fewer = settings(max_examples=40)
@@ -81,6 +89,10 @@ EVENTS: dict[type[Any], st.SearchStrategy[Any]] = {
     RunResumed: st.builds(RunResumed, times, uints),
     RunCompleted: st.builds(RunCompleted, blobs, times),
     RunFailed: st.builds(RunFailed, errors, times),
+    TimerStarted: st.builds(TimerStarted, uints, times, times, times),
+    TimerFired: st.builds(TimerFired, uints, times),
+    SideEffectRecorded: st.builds(SideEffectRecorded, uints, texts, blobs, st.none() | errors, times),
+    PatchRecorded: st.builds(PatchRecorded, texts, times),
 }
 events = st.one_of(*EVENTS.values())
 
@@ -419,13 +431,13 @@ def test_a_damaged_length_in_a_proven_record_is_corruption(length: Callable[[int
 
 
 def test_an_unknown_event_type_is_refused_and_named() -> None:
-    # A type code added later within v1 (here: 6, reserved for TimerStarted).
+    # A type code added later within v1 (here: 9, reserved for SignalReceived).
     j = journal(SAMPLE[:2])
-    data = j.data + raw_record([6, 2, 1, 0, 1714564900.0, 1714564800.0])
+    data = j.data + raw_record([9, 2, 1, 0, 1714564900.0, 1714564800.0])
     with pytest.raises(durable.JournalCorruptError) as refused:
         scan(data, PATH)
     assert (refused.value.offset, refused.value.record) == (len(j.data), 2)
-    assert "unknown event type 6" in str(refused.value)
+    assert "unknown event type 9" in str(refused.value)
     assert "newer" in str(refused.value)
 
 
@@ -433,7 +445,7 @@ def test_an_unknown_event_type_is_not_described_as_damage_proven_by_a_later_reco
     # Nothing is torn or proven here: the message must not explain it with the torn-tail rule.
     j = journal(SAMPLE[:2])
     with pytest.raises(durable.JournalCorruptError) as refused:
-        scan(j.data + raw_record([6, 2, 1, 0, 1714564900.0, 1714564800.0]), PATH)
+        scan(j.data + raw_record([9, 2, 1, 0, 1714564900.0, 1714564800.0]), PATH)
     assert "a later record proves" not in str(refused.value)
 
 

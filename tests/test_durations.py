@@ -43,7 +43,12 @@ def test_the_result_is_always_a_float() -> None:
     assert type(parse_duration("3s")) is float
 
 
-@pytest.mark.parametrize("text", ["3 parsecs", "10", "s", "1.2.3s", "-1s", "1e3s", "ten seconds", ""])
+def test_negative_text_durations_are_refused_as_negative() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        parse_duration("-1s")
+
+
+@pytest.mark.parametrize("text", ["3 parsecs", "10", "s", "1.2.3s", "1e3s", "ten seconds", ""])
 def test_text_that_is_not_a_duration_is_a_value_error_that_shows_the_accepted_forms(text: str) -> None:
     with pytest.raises(ValueError, match="timeout") as info:
         parse_duration(text, what="timeout")

@@ -264,7 +264,13 @@ PUBLIC_API = [
     "WorkflowFailed",
     "activity",
     "activity_info",
+    "now",
+    "patched",
+    "random",
     "run",
+    "side_effect",
+    "sleep",
+    "uuid4",
     "workflow",
 ]
 

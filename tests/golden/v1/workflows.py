@@ -190,6 +190,30 @@ def echo_values(values: dict[str, Any], *, label: str):  # type: ignore[no-untyp
     return {"label": label, "echoed": echoed}
 
 
+def _label(prefix: str) -> str:
+    return f"{prefix}-label"
+
+
+@durable.workflow(name="golden.v1.primitives")
+def primitives(name: str):  # type: ignore[no-untyped-def]
+    started = yield durable.now()
+    number = yield durable.random()
+    ident = yield durable.uuid4()
+    label = yield durable.side_effect(_label, name)
+    yield durable.sleep("10ms")
+    if (yield durable.patched("golden-patch")):
+        doubled = yield twice(3)
+    else:
+        doubled = 0
+    return {
+        "started": started.isoformat(),
+        "number": number,
+        "uuid": str(ident),
+        "label": label,
+        "doubled": doubled,
+    }
+
+
 # Sets hold only small ints: their CBOR order does not depend on the process's hash seed.
 ECHO_VALUES: dict[str, Any] = {
     "none": None,
@@ -254,5 +278,6 @@ CASES: dict[str, Case] = {
         Case("order-unfinished", process_order, ("erin", 800, "tok_amex"), cut_after_scheduled=1),
         Case("order-resumed", process_order, ("frank", 950, "tok_visa"), cut_after_scheduled=1, resume=True),
         Case("echo-values", echo_values, (ECHO_VALUES,), {"label": "all v1 value types"}),
+        Case("primitives", primitives, ("gold",)),
     ]
 }
