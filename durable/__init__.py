@@ -86,10 +86,16 @@ from ._errors import (
 )
 from ._policy import RetryPolicy as RetryPolicy
 from ._primitives import (
+    gather as gather,
+)
+from ._primitives import (
     now as now,
 )
 from ._primitives import (
     patched as patched,
+)
+from ._primitives import (
+    race as race,
 )
 from ._primitives import (
     random as random,
@@ -140,8 +146,10 @@ __all__ = [
     "WorkflowFailed",
     "activity",
     "activity_info",
+    "gather",
     "now",
     "patched",
+    "race",
     "random",
     "run",
     "side_effect",

@@ -109,6 +109,14 @@ class PatchRecorded:
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class StepCancelled:
+    """Step ``seq`` lost a race (or its gather failed): it was cancelled and its outcome ignored."""
+
+    seq: int
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class RunResumed:
     """A process opened the unfinished run and replayed it (a recovery, for the timeline)."""
 
@@ -142,6 +150,7 @@ Event = (
     | TimerFired
     | SideEffectRecorded
     | PatchRecorded
+    | StepCancelled
     | RunResumed
     | RunCompleted
     | RunFailed
@@ -164,4 +173,5 @@ EVENT_TYPES: dict[type[Any], int] = {
     RunFailed: 14,
     RunResumed: 17,
     PatchRecorded: 18,
+    StepCancelled: 19,
 }

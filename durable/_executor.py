@@ -15,6 +15,7 @@ on ``trio.testing.MockClock`` in tests and in the simulator.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 import traceback
@@ -100,10 +101,17 @@ class RunExecution:
             if core.patch is not None:  # asked live: this run takes the new code path
                 self._append(ev.PatchRecorded(core.patch.change_id, self.clock()))
                 continue
-            if len(core.pending) != 1:
-                raise DurableInternalError(f"run {core.run_id!r} has {len(core.pending)} pending steps")
-            step = next(iter(core.pending.values()))
-            await self._run_step(step)
+            if core.cancelled:
+                self._close_cancelled()
+                continue
+            steps = list(core.pending.values())
+            if not steps:
+                raise DurableInternalError(f"run {core.run_id!r} waits for nothing")
+            if len(steps) == 1 and steps[0].group is None:
+                await self._run_step(steps[0])
+            else:
+                await self._run_group(steps)
+        self._close_cancelled()
         outcome = core.outcome
         final: ev.Event = (
             ev.RunCompleted(outcome.result, self.clock())
@@ -137,6 +145,93 @@ class RunExecution:
             await self.writer.sync()
         self.core.apply(result)
 
+    def _close_cancelled(self) -> None:
+        """Journal the losers of a race and the rest of a failed gather as cancelled."""
+        for seq in sorted(self.core.cancelled):
+            self._append(ev.StepCancelled(seq, self.clock()))
+
+    async def _record_durably(self, event: ev.Event) -> None:
+        """Append, make durable, then let the workflow see it (write-ahead)."""
+        self.writer.append(event)
+        if self._syncs:
+            await self.writer.sync()
+        self.core.apply(event)
+
+    async def _run_group(self, steps: list[Step]) -> None:
+        """Run the children of a gather or race side by side.
+
+        Child tasks never touch the journal: they send their events here, and
+        this loop appends them in the order they arrive, makes them durable, and
+        only then applies them, so the journal order is the order the workflow
+        sees and replay reproduces it.
+        """
+        group = steps[0].group
+        assert group is not None
+        await self._start_children(steps)
+        running = [s for s in steps if s.seq in self.core.pending]
+        if not running:
+            return
+        send, receive = trio.open_memory_channel[tuple[ev.Event, trio.Event | None]](math.inf)
+        async with trio.open_nursery() as nursery:
+            for step in running:
+                nursery.start_soon(self._run_child, step, send)
+            while any(seq in self.core.pending for seq in group.seqs):
+                batch = [await receive.receive()]
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                for event, _ in batch:
+                    self.writer.append(event)
+                if self._syncs:
+                    await self.writer.sync()
+                for event, ack in batch:
+                    self.core.apply(event)
+                    if ack is not None:
+                        ack.set()
+            nursery.cancel_scope.cancel()  # the race is won, or the gather failed or finished
+
+    async def _start_children(self, steps: list[Step]) -> None:
+        """Journal each child's first record, in step order; side effects resolve at once."""
+        started_timers = False
+        for step in steps:
+            command = step.command
+            if isinstance(command, ActivityCall) and step.scheduled_at is None:
+                self._append(ev.ActivityScheduled(step.seq, command.name, command.encoded_args, self.clock()))
+            elif isinstance(command, Sleep) and step.fire_at is None:
+                now = self.clock()
+                self._append(ev.TimerStarted(step.seq, command.seconds, now + command.seconds, now))
+                started_timers = True
+            elif isinstance(command, SideEffect) and step.seq in self.core.pending:
+                self._run_side_effect(step, command)
+        if (started_timers or self._unsynced_value) and self._syncs:
+            await self.writer.sync()
+        self._unsynced_value = False
+
+    async def _run_child(
+        self, step: Step, send: trio.MemorySendChannel[tuple[ev.Event, trio.Event | None]]
+    ) -> None:
+        command = step.command
+        if isinstance(command, Sleep):
+            if not self._plain_hooks:
+                await self.hooks.point("timer", self.core.run_id, step.seq)
+            assert step.fire_at is not None
+            await self.clock.sleep_until(step.fire_at)
+            await send.send((ev.TimerFired(step.seq, self.clock()), None))
+            return
+        assert isinstance(command, ActivityCall)
+
+        async def report(event: ev.Event) -> None:
+            ack = trio.Event()
+            await send.send((event, ack))
+            await ack.wait()
+
+        result = await self._run_activity(step, command, report)
+        if not self._plain_hooks:
+            await self.hooks.point("activity-returned", self.core.run_id, step.seq)
+        await send.send((result, None))
+
     async def _run_timer(self, step: Step, command: Sleep) -> None:
         if step.fire_at is None:
             now = self.clock()
@@ -163,8 +258,17 @@ class RunExecution:
         self._unsynced_value = True
 
     async def _run_activity(
-        self, step: Step, command: ActivityCall
+        self,
+        step: Step,
+        command: ActivityCall,
+        report: Callable[[ev.Event], Awaitable[None]] | None = None,
     ) -> ev.ActivityCompleted | ev.ActivityFailed:
+        """Attempt an activity until it succeeds or fails for good; return its outcome event.
+
+        Each failed attempt that will be retried is recorded durably (through
+        ``report``, by default straight into the journal) before the wait.
+        """
+        report = report or self._record_durably
         policy = command.policy
         started_at = step.scheduled_at if step.scheduled_at is not None else self.clock()
         attempt = step.failed_attempts + 1
@@ -182,8 +286,7 @@ class RunExecution:
                 if retry_at is None:
                     return ev.ActivityFailed(step.seq, _error_info(exc), attempt, failed_at)
                 failure = ev.AttemptFailed(step.seq, attempt, _error_info(exc), retry_at, failed_at)
-                self._append(failure)
-                await self.writer.sync()
+                await report(failure)
                 await self.hooks.point("backoff", self.core.run_id, step.seq)
                 await self.clock.sleep_until(retry_at)
                 attempt += 1

@@ -48,7 +48,7 @@ from ._errors import (
     SerializationError,
     describe_value,
 )
-from ._primitives import Patched, SideEffect, Sleep
+from ._primitives import Gather, Patched, Race, SideEffect, Sleep
 from ._values import encode_value, loads
 
 
@@ -89,6 +89,22 @@ class Step:
     failed_attempts: int = 0
     retry_at: float | None = None
     fire_at: float | None = None
+    group: Group | None = None
+
+
+@attrs.define
+class Group:
+    """The steps of one ``gather`` or ``race``, and what they resolved to so far.
+
+    Attributes:
+        kind: ``"gather"`` or ``"race"``.
+        seqs: the children's step numbers, in argument order.
+        results: the results of the children that completed, by step number.
+    """
+
+    kind: str
+    seqs: list[int]
+    results: dict[int, Any] = attrs.Factory(dict)
 
 
 class Replay:
@@ -102,6 +118,9 @@ class Replay:
         self.pending: dict[int, Step] = {}
         #: A ``patched`` question the code asked and the journal has not answered yet.
         self.patch: Patched | None = None
+        #: Steps of a finished race or failed gather, to be cancelled: their
+        #: later records are ignored, and a StepCancelled closes them.
+        self.cancelled: dict[int, Step] = {}
         self._next_seq = 0
         args, kwargs = loads(started.args)
         try:
@@ -118,6 +137,13 @@ class Replay:
         handler = _HANDLERS.get(type(event))
         if handler is None:
             raise DurableInternalError(f"the replay core got an unknown event {event!r}")
+        seq = getattr(event, "seq", None)
+        if seq is not None and seq in self.cancelled and type(event) in _ENDS_A_STEP:
+            # A loser's records (even an outcome that arrived with the winner's) are
+            # ignored; its StepCancelled closes it, so every lost race is in the journal.
+            if type(event) is ev.StepCancelled:
+                del self.cancelled[seq]
+            return
         if self.patch is not None and type(event) in _PAST_A_PATCH:
             # The journal went on past this point without the marker: the run
             # started before the change, so it takes the old code path.
@@ -153,17 +179,41 @@ class Replay:
         step.fire_at = event.fire_at
 
     def _on_timer_fired(self, event: ev.TimerFired) -> None:
-        self._scheduled_step(event.seq, event)
-        del self.pending[event.seq]
-        self._resume(None, None)
+        self._resolve(self._scheduled_step(event.seq, event), None, None)
 
     def _on_side_effect(self, event: ev.SideEffectRecorded) -> None:
-        self._claim(event.seq, event, lambda c: isinstance(c, SideEffect) and c.name == event.name)
-        del self.pending[event.seq]
+        step = self._claim(event.seq, event, lambda c: isinstance(c, SideEffect) and c.name == event.name)
         if event.error is not None:
-            self._resume(None, ActivityError(event.name, event.seq, event.error, 1))
+            self._resolve(step, None, ActivityError(event.name, event.seq, event.error, 1))
         else:
-            self._resume(loads(event.value), None)
+            self._resolve(step, loads(event.value), None)
+
+    def _on_step_cancelled(self, event: ev.StepCancelled) -> None:
+        raise DurableInternalError(
+            f"run {self.run_id!r}: step {event.seq} is journaled as cancelled, but it lost no race"
+        )
+
+    def _resolve(self, step: Step, value: Any, error: BaseException | None) -> None:
+        """A step finished: resume the workflow, or record it in its gather or race."""
+        del self.pending[step.seq]
+        group = step.group
+        if group is None:
+            self._resume(value, error)
+            return
+        if group.kind == "race" or error is not None:
+            self._cancel_rest(group)
+            outcome = (group.seqs.index(step.seq), value) if group.kind == "race" else None
+            self._resume(outcome, error)
+            return
+        group.results[step.seq] = value
+        if len(group.results) == len(group.seqs):
+            self._resume([group.results[seq] for seq in group.seqs], None)
+
+    def _cancel_rest(self, group: Group) -> None:
+        for seq in group.seqs:
+            step = self.pending.pop(seq, None)
+            if step is not None:
+                self.cancelled[seq] = step
 
     def _on_patch(self, event: ev.PatchRecorded) -> None:
         self._answer_patches(event.change_id)
@@ -178,15 +228,13 @@ class Replay:
         step.retry_at = event.retry_at
 
     def _on_completed(self, event: ev.ActivityCompleted) -> None:
-        self._scheduled_step(event.seq, event)
-        del self.pending[event.seq]
-        self._resume(loads(event.result), None)
+        step = self._scheduled_step(event.seq, event)
+        self._resolve(step, loads(event.result), None)
 
     def _on_failed(self, event: ev.ActivityFailed) -> None:
         step = self._scheduled_step(event.seq, event)
-        del self.pending[event.seq]
         name = step.command.name if isinstance(step.command, ActivityCall) else "?"
-        self._resume(None, ActivityError(name, event.seq, event.error, event.attempts))
+        self._resolve(step, None, ActivityError(name, event.seq, event.error, event.attempts))
 
     def _on_terminal(self, event: ev.RunCompleted | ev.RunFailed) -> None:
         if self.outcome is None:
@@ -226,9 +274,23 @@ class Replay:
         if isinstance(command, Patched):
             self.patch = command  # answered by the next event, or live; takes no step number
             return
+        if isinstance(command, Gather | Race):
+            self._start_group(command)
+            return
         seq = self._next_seq
         self._next_seq += 1
         self.pending[seq] = Step(seq, command)
+
+    def _start_group(self, command: Gather | Race) -> None:
+        """Give each child of a gather or race its own step number, in argument order."""
+        if not command.commands:  # gather() of nothing
+            self._resume([], None)
+            return
+        first = self._next_seq
+        self._next_seq += len(command.commands)
+        group = Group(command.kind, list(range(first, self._next_seq)))
+        for seq, child in zip(group.seqs, command.commands, strict=True):
+            self.pending[seq] = Step(seq, child, group=group)
 
     def _returned(self, value: Any) -> Outcome:
         try:
@@ -314,7 +376,13 @@ _PAST_A_PATCH = frozenset(
     {ev.ActivityScheduled, ev.TimerStarted, ev.SideEffectRecorded, ev.RunCompleted, ev.RunFailed}
 )
 
+#: The records of a step that a cancelled step may still have in the journal.
+_ENDS_A_STEP = frozenset(
+    {ev.AttemptFailed, ev.ActivityCompleted, ev.ActivityFailed, ev.TimerFired, ev.StepCancelled}
+)
+
 _HANDLERS: dict[type[Any], Any] = {
+    ev.StepCancelled: Replay._on_step_cancelled,
     ev.ActivityScheduled: Replay._on_scheduled,
     ev.TimerStarted: Replay._on_timer_started,
     ev.TimerFired: Replay._on_timer_fired,

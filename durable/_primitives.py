@@ -69,6 +69,71 @@ class Patched(Command):
         return f"patched({self.change_id!r})"
 
 
+#: Commands that may run side by side in a gather or a race.
+_CONCURRENT = ("activity", "sleep", "side_effect")
+
+
+@attrs.frozen(slots=True)
+class Gather(Command):
+    """Run commands concurrently; resume with their results in argument order."""
+
+    kind = "gather"
+    commands: tuple[Command, ...]
+
+    def describe(self) -> str:
+        return f"gather({', '.join(c.describe() for c in self.commands)})"
+
+
+@attrs.frozen(slots=True)
+class Race(Command):
+    """Run commands concurrently; resume with ``(index, result)`` of the first to finish."""
+
+    kind = "race"
+    commands: tuple[Command, ...]
+
+    def describe(self) -> str:
+        return f"race({', '.join(c.describe() for c in self.commands)})"
+
+
+def _children(what: str, commands: tuple[Any, ...]) -> tuple[Command, ...]:
+    for index, command in enumerate(commands):
+        if not isinstance(command, Command):
+            hint = " (call it: `activity(...)`)" if callable(command) else ""
+            raise TypeError(
+                f"{what}() takes commands such as activity calls; argument {index + 1} is "
+                f"{command!r} ({type(command).__name__}){hint}"
+            )
+        if command.kind not in _CONCURRENT:
+            raise TypeError(
+                f"{what}() runs activities, timers and side effects side by side; argument "
+                f"{index + 1} is {command.describe()}, which cannot run in a {what}"
+            )
+    return tuple(commands)
+
+
+def gather(*commands: Command) -> Gather:
+    """``results = yield durable.gather(a(1), b(2), durable.sleep("1m"))``: run side by side.
+
+    Returns the results in argument order. The first failure, in the order the
+    journal recorded them, raises into the workflow (``durable.ActivityError``)
+    and the others are cancelled. ``gather()`` of nothing returns ``[]``.
+    """
+    return Gather(_children("gather", commands))
+
+
+def race(*commands: Command) -> Race:
+    """``index, result = yield durable.race(fetch(x), durable.sleep("30s"))``: first one wins.
+
+    Returns ``(index, result)`` of the first command to finish; the others are
+    cancelled and journaled as cancelled. Which one finished first is decided
+    once, in the journal, and replay honours it. If the first to finish failed,
+    its error raises into the workflow.
+    """
+    if not commands:
+        raise TypeError("race() needs at least one command")
+    return Race(_children("race", commands))
+
+
 def sleep(duration: Duration) -> Sleep:
     """A durable timer: ``yield durable.sleep("1h")`` resumes the workflow an hour later.
 

@@ -19,6 +19,7 @@ from ._events import (
     RunResumed,
     RunStarted,
     SideEffectRecorded,
+    StepCancelled,
     TimerFired,
     TimerStarted,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "Scan",
     "SideEffectRecorded",
     "Step",
+    "StepCancelled",
     "TimerFired",
     "TimerStarted",
     "WallClock",

@@ -18,17 +18,19 @@ from durable.lowlevel import (
     AttemptFailed,
     Event,
     PatchRecorded,
+    Replay,
     RunCompleted,
     RunFailed,
     RunResumed,
     SideEffectRecorded,
+    StepCancelled,
     TimerFired,
     TimerStarted,
     dumps_value,
     loads_value,
 )
 
-from ._world import Ending, World
+from ._world import Ending, World, perturbed
 
 LIKELY_CAUSES = (
     "Likely cause: the workflow's code does something that is not the same on replay: it reads "
@@ -41,10 +43,10 @@ LIKELY_CAUSES = (
 def check(world: World, reference: World) -> str | None:
     """The first invariant the schedule breaks, as text; None if it holds them all.
 
-    When the run recorded other side-effect values than the reference did (a
-    ``durable.now()`` taken again after a crash lost the first one), the
-    crash-free run is no oracle for this schedule: only the invariants that do
-    not compare with it are checked.
+    When the run decided differently from the reference (a ``durable.now()``
+    taken again after a crash lost the first one, another child winning a race
+    that a crash made run again), the crash-free run is no oracle for this
+    schedule: only the invariants that do not compare with it are checked.
     """
     if world.recipe.rot_at is not None:
         ending = world.ending
@@ -123,15 +125,31 @@ def _call(command: tuple[str, bytes]) -> str:
 
 
 def equivalent_journal(world: World, reference: World) -> str | None:
-    """I5: the final journal decodes cleanly and records the same history as the reference."""
-    got = [_normal(e) for e in world.final_events if not isinstance(e, RunResumed)]
-    expected = [_normal(e) for e in reference.final_events if not isinstance(e, RunResumed)]
-    if got == expected:
+    """I5: the final journal decodes cleanly and records the same history as the reference
+    (concurrent steps may complete in another order)."""
+    got, expected = _history(world.final_events), _history(reference.final_events)
+    if got == expected or sorted(map(repr, got)) == sorted(map(repr, expected)):
         return None
     for index, (want, have) in enumerate(zip(expected, got, strict=False)):
         if want != have:
             return f"the final journal differs at event {index}.\n  expected: {want}\n  got:      {have}"
     return f"the final journal has {len(got)} events (without recoveries), the reference {len(expected)}"
+
+
+def _history(events: list[Event]) -> list[tuple[Any, ...]]:
+    """The normalized events that make a run's history: without recoveries, and without
+    what a cancelled step did besides being cancelled (a race's loser may or may not
+    have finished before it was stopped)."""
+    cancelled = {e.seq for e in events if isinstance(e, StepCancelled)}
+
+    def kept(event: Event) -> bool:
+        if isinstance(event, RunResumed):
+            return False
+        if getattr(event, "seq", None) in cancelled:
+            return isinstance(event, ActivityScheduled | TimerStarted | StepCancelled)
+        return True
+
+    return [_normal(e) for e in events if kept(e)]
 
 
 def _normal(event: Event) -> tuple[Any, ...]:
@@ -156,6 +174,8 @@ def _normal(event: Event) -> tuple[Any, ...]:
         return ("side effect", event.seq, event.name, event.value, event.error and event.error.type)
     if isinstance(event, PatchRecorded):
         return ("patch", event.change_id)
+    if isinstance(event, StepCancelled):
+        return ("cancelled", event.seq)
     return (type(event).__name__, getattr(event, "workflow", None), getattr(event, "args", None))
 
 
@@ -222,8 +242,29 @@ def fsync_errors_are_fatal(world: World, reference: World) -> str | None:
     return None
 
 
-def _recorded_values(events: list[Event]) -> list[tuple[int, bytes]]:
-    return [(e.seq, e.value) for e in events if isinstance(e, SideEffectRecorded)]
+def replays_stably(world: World, reference: World) -> str | None:
+    """The final journal replays through a fresh replay core to the outcome it records."""
+    events = world.final_events
+    if not events:
+        return None
+    try:
+        # Replayed as one more process lifetime would: inputs seeded, so the text is reproducible.
+        with perturbed(world.recipe.seed, len(world.lifetimes) + 1):
+            core = Replay(world.workflow, events[0])  # type: ignore[arg-type]
+            for event in events[1:]:
+                core.apply(event)
+    except durable.NonDeterminismError as error:
+        return f"the final journal does not replay:\n{error}\n{LIKELY_CAUSES}"
+    return None
+
+
+def _recorded_values(events: list[Event]) -> list[tuple[int, bytes | None]]:
+    """What the run decided once and journaled: recorded values, and which steps lost a race."""
+    return [
+        (e.seq, e.value if isinstance(e, SideEffectRecorded) else None)
+        for e in events
+        if isinstance(e, SideEffectRecorded | StepCancelled)
+    ]
 
 
 INVARIANTS: tuple[Callable[[World, World], str | None], ...] = (
@@ -231,6 +272,7 @@ INVARIANTS: tuple[Callable[[World, World], str | None], ...] = (
     finished,
     same_commands,
     same_outcome,
+    replays_stably,
     durable_records_kept,
     no_durable_step_ran_again,
     attempts_within_policy,
@@ -241,6 +283,7 @@ INVARIANTS: tuple[Callable[[World, World], str | None], ...] = (
 SELF_CONTAINED = (
     fsync_errors_are_fatal,
     finished,
+    replays_stably,
     durable_records_kept,
     no_durable_step_ran_again,
     attempts_within_policy,

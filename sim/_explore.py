@@ -11,6 +11,7 @@ a second crash hurts. ``budget`` caps the number of schedules.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,17 @@ from typing import Any
 import attrs
 
 import durable
-from durable.lowlevel import HEADER_SIZE, decode_record
+from durable.lowlevel import (
+    HEADER_SIZE,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityScheduled,
+    Event,
+    StepCancelled,
+    TimerFired,
+    TimerStarted,
+    decode_record,
+)
 
 from ._check import check
 from ._disk import DISK_FAULTS, Point
@@ -89,6 +100,23 @@ class Explorer:
         ]
         return failures, note
 
+    def order_recipes(self, limit: int = 24) -> Iterator[Recipe]:
+        """Schedules that complete concurrent steps in other orders: every order of a small
+        fan-out, a seeded sample of a large one (at most ``limit`` orders, each played once)."""
+        widest = _widest_fan_out(self.reference.final_events)
+        if widest < 2:
+            return
+        wanted = min(math.factorial(widest), limit)
+        seen = {_completion_order(self.reference.final_events)}
+        for order_seed in range(1, 8 * wanted + 1):
+            if len(seen) >= wanted:
+                return
+            recipe = Recipe(self.seed, (), self.faults, order_seed=order_seed)
+            order = _completion_order(self.play(recipe).final_events)
+            if order not in seen:
+                seen.add(order)
+                yield recipe
+
     def bit_rot_recipes(self) -> list[Recipe]:
         """One bit flip inside each record of the finished reference journal (fault F9)."""
         journal = self.reference.journal_bytes()
@@ -134,6 +162,30 @@ class Explorer:
                 yield Recipe(self.seed, (single.crashes[0], second), self.faults)
 
 
+_STARTS = (ActivityScheduled, TimerStarted)
+_ENDS = (ActivityCompleted, ActivityFailed, TimerFired, StepCancelled)
+
+
+def _widest_fan_out(events: list[Event]) -> int:
+    """The most steps a run had in flight at once (the width of its widest gather or race)."""
+    widest = in_flight = 0
+    for event in events:
+        if isinstance(event, _STARTS):
+            in_flight += 1
+            widest = max(widest, in_flight)
+        elif isinstance(event, _ENDS):
+            in_flight = max(0, in_flight - 1)
+    return widest
+
+
+def _completion_order(events: list[Event]) -> tuple[int, ...]:
+    return tuple(
+        e.seq
+        for e in events
+        if isinstance(e, ActivityCompleted | ActivityFailed | TimerFired | StepCancelled)
+    )
+
+
 def _reruns(world: World) -> str:
     """Which steps ran more than once in this schedule (the usual suspects of a double effect)."""
     lifetimes: dict[tuple[int, str], list[int]] = {}
@@ -170,7 +222,7 @@ def _labelled(recipe: Recipe, world: World) -> Recipe:
     for crash, lifetime in zip(recipe.crashes, world.lifetimes, strict=False):
         label = lifetime.crashed_at.label if lifetime.crashed_at is not None else "(never reached)"
         crashes.append(Crash(crash.at, crash.disk, label))
-    return Recipe(recipe.seed, tuple(crashes), recipe.faults)
+    return attrs.evolve(recipe, crashes=tuple(crashes))
 
 
 @attrs.frozen
@@ -245,7 +297,8 @@ class Simulator:
         failures, note = explorer.hash_seed_failures(self.hash_seeds)
         played = 0
         rot = explorer.bit_rot_recipes() if self.bit_rot else []
-        for recipe in itertools.chain(explorer.schedules(max_crashes), rot):
+        orders = explorer.order_recipes()
+        for recipe in itertools.chain(orders, explorer.schedules(max_crashes), rot):
             if budget is not None and played >= budget:
                 break
             played += 1

@@ -124,6 +124,9 @@ class Recipe:
     #: byte offset, then start the run again; it must fail with JournalCorruptError or
     #: (for the last record, which looks like a torn tail) end as before.
     rot_at: int | None = None
+    #: Break ties between concurrently ready activities (a gather's or race's children)
+    #: in an order drawn from this seed: each explores another completion order.
+    order_seed: int | None = None
 
     def __repr__(self) -> str:
         parts = [f"seed={self.seed}"]
@@ -131,6 +134,8 @@ class Recipe:
             parts.append(f"hash_seed={self.hash_seed}")
         if self.rot_at is not None:
             parts.append(f"rot_at={self.rot_at}")
+        if self.order_seed is not None:
+            parts.append(f"order_seed={self.order_seed}")
         if self.crashes:
             parts.append(f"crashes=({''.join(repr(c) + ', ' for c in self.crashes).rstrip()})")
         if self.faults:

@@ -112,7 +112,10 @@ class SimHooks(Hooks):
         self.world.executions.append(execution)
         self.crasher.changed()
         fault = _matching_fault(self.world.recipe.faults, info)
+        order_seed = self.world.recipe.order_seed
         try:
+            if order_seed is not None:  # a tie-breaker: another order among ready activities
+                await trio.sleep(random.Random(f"{order_seed}/{info.seq}/{info.attempt}").random() * 1e-6)
             if fault is not None:
                 await _misbehave(fault, info)
             value = await call()
@@ -242,7 +245,7 @@ class World:
                 lifetime.ending = Ending("hung")
             self.wall = start_wall + trio.current_time()
 
-        with _perturbed(self.recipe.seed, number):
+        with perturbed(self.recipe.seed, number):
             try:
                 trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
             except BaseException as exc:
@@ -292,7 +295,7 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 @contextlib.contextmanager
-def _perturbed(seed: int, lifetime: int) -> Iterator[None]:
+def perturbed(seed: int, lifetime: int) -> Iterator[None]:
     """Make a lifetime's inputs follow the seed, and differ from one lifetime to the next.
 
     ``random``, ``uuid.uuid4`` and trio's scheduler follow the seed and the

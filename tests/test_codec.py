@@ -39,6 +39,7 @@ from durable.lowlevel import (
     RunStarted,
     Scan,
     SideEffectRecorded,
+    StepCancelled,
     TimerFired,
     TimerStarted,
     encode_header,
@@ -67,6 +68,7 @@ V1_LAYOUT: dict[type[Any], tuple[int, tuple[str, ...]]] = {
     RunFailed: (14, ("error", "t")),
     RunResumed: (17, ("t", "pid")),
     PatchRecorded: (18, ("change_id", "t")),
+    StepCancelled: (19, ("seq", "t")),
 }
 RESERVED_CODES = (9, 10, 11, 12, 15, 16)
 
@@ -93,6 +95,7 @@ EVENTS: dict[type[Any], st.SearchStrategy[Any]] = {
     TimerFired: st.builds(TimerFired, uints, times),
     SideEffectRecorded: st.builds(SideEffectRecorded, uints, texts, blobs, st.none() | errors, times),
     PatchRecorded: st.builds(PatchRecorded, texts, times),
+    StepCancelled: st.builds(StepCancelled, uints, times),
 }
 events = st.one_of(*EVENTS.values())
 

@@ -214,6 +214,13 @@ def primitives(name: str):  # type: ignore[no-untyped-def]
     }
 
 
+@durable.workflow(name="golden.v1.fan_out")
+def fan_out(x: int):  # type: ignore[no-untyped-def]
+    both = yield durable.gather(twice(x), twice(x + 1))
+    index, first = yield durable.race(twice(x + 2), durable.sleep("1h"))
+    return {"both": both, "winner": index, "first": first}
+
+
 # Sets hold only small ints: their CBOR order does not depend on the process's hash seed.
 ECHO_VALUES: dict[str, Any] = {
     "none": None,
@@ -279,5 +286,6 @@ CASES: dict[str, Case] = {
         Case("order-resumed", process_order, ("frank", 950, "tok_visa"), cut_after_scheduled=1, resume=True),
         Case("echo-values", echo_values, (ECHO_VALUES,), {"label": "all v1 value types"}),
         Case("primitives", primitives, ("gold",)),
+        Case("fan-out", fan_out, (5,)),
     ]
 }
