@@ -13,17 +13,29 @@ makes a resumed run behave exactly like one that never stopped.
 * ``ActivityScheduled`` claims the pending step with its ``seq``; the command the
   code yielded must match the journal's kind, name and encoded arguments, or the
   core raises :class:`NonDeterminismError` (and the executor writes nothing).
+  ``TimerStarted`` and ``SideEffectRecorded`` claim timers and recorded values
+  the same way.
 * ``AttemptFailed`` updates the step's retry state.
-* ``ActivityCompleted`` / ``ActivityFailed`` resolve the step: the recorded
-  result is decoded from the journal's bytes and sent into the generator, or an
+* ``ActivityCompleted`` / ``ActivityFailed`` / ``TimerFired`` /
+  ``SideEffectRecorded`` resolve the step: the recorded result is decoded from
+  the journal's bytes and sent into the generator, or an
   :class:`ActivityError` is thrown in at the ``yield``.
+* A ``gather`` or ``race`` gives each child its own step, in argument order,
+  in one :class:`Group`. The group resolves the generator when all children
+  completed (gather), at the first failure (gather) or at the first outcome
+  (race); the children still open move to :attr:`Replay.cancelled`, whose
+  later records are ignored until a ``StepCancelled`` closes each.
+* ``durable.patched`` takes no step: it waits in :attr:`Replay.patch` for the
+  next event. ``PatchRecorded`` answers True; an event that shows the run went
+  past that point (a step's first record, the run's end) answers False.
 * When the generator returns or raises, :attr:`Replay.outcome` is set; the
   executor journals it as ``RunCompleted`` / ``RunFailed``.
 
-The executor asks what to do next by looking at ``outcome`` and ``pending``:
-a pending step that is not yet scheduled is new work (journal it, then run it);
-one that is scheduled but unresolved was in flight when the process stopped
-(run it again, with the attempt count the journal kept).
+The executor asks what to do next by looking at ``patch``, ``cancelled``,
+``outcome`` and ``pending``: a pending step that is not yet journaled is new
+work (journal it, then run it); one that is journaled but unresolved was in
+flight when the process stopped (run it again, with the attempt count the
+journal kept).
 
 This module is the only place that calls ``gen.send`` and ``gen.throw``.
 """
