@@ -76,7 +76,13 @@ from ._errors import (
     SerializationError as SerializationError,
 )
 from ._errors import (
+    SignalTimeout as SignalTimeout,
+)
+from ._errors import (
     StoreError as StoreError,
+)
+from ._errors import (
+    UnknownRunError as UnknownRunError,
 )
 from ._errors import (
     UnknownWorkflowError as UnknownWorkflowError,
@@ -109,6 +115,9 @@ from ._primitives import (
 from ._primitives import (
     uuid4 as uuid4,
 )
+from ._primitives import (
+    wait_signal as wait_signal,
+)
 from ._runtime import RunHandle as RunHandle
 from ._runtime import Runtime as Runtime
 from ._runtime import run as run
@@ -139,8 +148,10 @@ __all__ = [
     "RunLockedError",
     "Runtime",
     "SerializationError",
+    "SignalTimeout",
     "Store",
     "StoreError",
+    "UnknownRunError",
     "UnknownWorkflowError",
     "Workflow",
     "WorkflowFailed",
@@ -155,6 +166,7 @@ __all__ = [
     "side_effect",
     "sleep",
     "uuid4",
+    "wait_signal",
     "workflow",
 ]
 

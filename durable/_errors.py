@@ -82,6 +82,20 @@ class AttemptTimeout(DurableError, TimeoutError):
     Put it in ``non_retryable`` to fail the step at its first timeout."""
 
 
+class SignalTimeout(DurableError, TimeoutError):
+    """A ``durable.wait_signal`` ran past its timeout; raised in the workflow at the ``yield``.
+
+    Attributes:
+        name: the signal waited for.
+        timeout: the timeout, in seconds.
+    """
+
+    def __init__(self, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+        super().__init__(f"no signal {name!r} arrived within {timeout:g}s")
+
+
 class WorkflowFailed(DurableError):
     """The workflow raised an exception instead of returning; the failure is journaled.
 
@@ -153,6 +167,14 @@ class UnknownWorkflowError(DurableError, LookupError):
             f"no workflow named {name!r} is defined{of_run}; import the module that defines "
             "it before recovering, or keep its old name with @durable.workflow(name=...)"
         )
+
+
+class UnknownRunError(DurableError, LookupError):
+    """No run with this id exists in the store."""
+
+    def __init__(self, run_id: str, store: object) -> None:
+        self.run_id = run_id
+        super().__init__(f"there is no run {run_id!r} in {store!r}")
 
 
 class RunConflictError(DurableError, ValueError):

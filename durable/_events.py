@@ -109,6 +109,15 @@ class PatchRecorded:
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class SignalReceived:
+    """The signal ``name`` arrived with ``payload`` (CBOR); it waits in the run until taken."""
+
+    name: str
+    payload: bytes
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class StepCancelled:
     """Step ``seq`` lost a race (or its gather failed): it was cancelled and its outcome ignored."""
 
@@ -151,15 +160,15 @@ Event = (
     | SideEffectRecorded
     | PatchRecorded
     | StepCancelled
+    | SignalReceived
     | RunResumed
     | RunCompleted
     | RunFailed
 )
 TERMINAL = (RunCompleted, RunFailed)
 
-#: Type code of every event in journal contract v1. Codes 9-12 and 15-16 are
-#: reserved for signals, child runs, cancellation and continue-as-new (see
-#: docs/journal-v1.md).
+#: Type code of every event in journal contract v1. Codes 10-12 and 15-16 are
+#: reserved for child runs, cancellation and continue-as-new (see docs/journal-v1.md).
 EVENT_TYPES: dict[type[Any], int] = {
     RunStarted: 1,
     ActivityScheduled: 2,
@@ -169,6 +178,7 @@ EVENT_TYPES: dict[type[Any], int] = {
     TimerStarted: 6,
     TimerFired: 7,
     SideEffectRecorded: 8,
+    SignalReceived: 9,
     RunCompleted: 13,
     RunFailed: 14,
     RunResumed: 17,

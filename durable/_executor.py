@@ -27,10 +27,10 @@ import trio
 from . import _events as ev
 from ._commands import ActivityCall, ActivityInfo, current_activity
 from ._durations import format_duration
-from ._errors import AttemptTimeout, DurableInternalError, ErrorInfo, SerializationError
+from ._errors import AttemptTimeout, DurableInternalError, ErrorInfo, RunConflictError, SerializationError
 from ._hooks import Hooks
 from ._machine import Outcome, Raised, Replay, Returned, Step
-from ._primitives import SideEffect, Sleep
+from ._primitives import SideEffect, Sleep, WaitSignal
 from ._store import JournalWriter
 from ._values import encode_value
 
@@ -87,6 +87,12 @@ class RunExecution:
         # carry it out of the process: else a crash could journal another value
         # for what the outside world already saw.
         self._unsynced_value = False
+        # Signals are delivered by other tasks: they wait while this one is between
+        # appending events and applying them (_committing), so the journal order is
+        # the order the core sees. _signalled wakes a wait_signal step.
+        self._committing = False
+        self._committed = trio.Event()
+        self._signalled = trio.Event()
 
     def _append(self, event: ev.Event) -> None:
         self.writer.append(event)
@@ -118,8 +124,7 @@ class RunExecution:
             if isinstance(outcome, Returned)
             else ev.RunFailed(outcome.error, self.clock())
         )
-        self._append(final)
-        await self.writer.sync()
+        await self._commit([final])
         return outcome
 
     async def _run_step(self, step: Step) -> None:
@@ -129,6 +134,9 @@ class RunExecution:
             return
         if isinstance(command, SideEffect):
             self._run_side_effect(step, command)
+            return
+        if isinstance(command, WaitSignal):
+            await self._wait_signal(step, command)
             return
         if not isinstance(command, ActivityCall):
             raise TypeError(f"{command.describe()} is not supported by this version of durable")
@@ -140,9 +148,18 @@ class RunExecution:
         result = await self._run_activity(step, command)
         if not self._plain_hooks:
             await self.hooks.point("activity-returned", self.core.run_id, step.seq)
+        if self._committing:  # a signal is being recorded right now
+            await self._commit([result])
+            return
         self.writer.append(result)
         if self._syncs:
-            await self.writer.sync()
+            self._committing = True  # inline fast path of _commit()
+            try:
+                await self.writer.sync()
+            finally:
+                self._committing = False
+                self._committed.set()
+                self._committed = trio.Event()
         self.core.apply(result)
 
     def _close_cancelled(self) -> None:
@@ -152,10 +169,63 @@ class RunExecution:
 
     async def _record_durably(self, event: ev.Event) -> None:
         """Append, make durable, then let the workflow see it (write-ahead)."""
-        self.writer.append(event)
+        await self._commit([event])
+
+    async def _commit(self, events: list[ev.Event], acks: list[trio.Event | None] | None = None) -> None:
+        """Append ``events``, make them durable, then apply them in order, as one unit."""
+        while self._committing:
+            await self._committed.wait()
+        self._committing = True
+        try:
+            for event in events:
+                self.writer.append(event)
+            if self._syncs:
+                await self.writer.sync()
+            for index, event in enumerate(events):
+                self.core.apply(event)
+                ack = acks[index] if acks else None
+                if ack is not None:
+                    ack.set()
+        finally:
+            self._committing = False
+            self._committed.set()
+            self._committed = trio.Event()
+
+    async def deliver(self, event: ev.SignalReceived) -> None:
+        """Record a signal that arrived for this run (called by ``Runtime.signal``)."""
+        while self._committing:
+            await self._committed.wait()
+        if self.core.outcome is not None:
+            raise RunConflictError(
+                f"run {self.core.run_id!r} has finished; the signal {event.name!r} was not delivered"
+            )
+        # Appended and applied at once (no await between), so it cannot fall between
+        # another event's append and apply. Like a recorded value, it is made durable
+        # before the next activity can carry it out of the process, and before this
+        # call returns to the sender.
+        self._append(event)
+        self._unsynced_value = True
+        self._signalled.set()
+        self._signalled = trio.Event()
         if self._syncs:
             await self.writer.sync()
-        self.core.apply(event)
+
+    async def _wait_signal(self, step: Step, command: WaitSignal) -> None:
+        if command.timeout is not None and step.fire_at is None:
+            now = self.clock()
+            self._append(ev.TimerStarted(step.seq, command.timeout, now + command.timeout, now))
+            if self._syncs:
+                await self.writer.sync()
+        while step.seq in self.core.pending:
+            arrived = self._signalled
+            if step.fire_at is None:
+                await arrived.wait()
+                continue
+            with trio.move_on_after(max(0.0, step.fire_at - self.clock())):
+                await arrived.wait()
+                continue
+            if step.seq in self.core.pending:  # the timeout passed first
+                await self._record_durably(ev.TimerFired(step.seq, self.clock()))
 
     async def _run_group(self, steps: list[Step]) -> None:
         """Run the children of a gather or race side by side.
@@ -182,14 +252,7 @@ class RunExecution:
                         batch.append(receive.receive_nowait())
                     except trio.WouldBlock:
                         break
-                for event, _ in batch:
-                    self.writer.append(event)
-                if self._syncs:
-                    await self.writer.sync()
-                for event, ack in batch:
-                    self.core.apply(event)
-                    if ack is not None:
-                        ack.set()
+                await self._commit([event for event, _ in batch], [ack for _, ack in batch])
             nursery.cancel_scope.cancel()  # the race is won, or the gather failed or finished
 
     async def _start_children(self, steps: list[Step]) -> None:

@@ -42,6 +42,7 @@ This module is the only place that calls ``gen.send`` and ``gen.throw``.
 
 from __future__ import annotations
 
+import collections
 import linecache
 import traceback
 import types
@@ -58,9 +59,10 @@ from ._errors import (
     ErrorInfo,
     NonDeterminismError,
     SerializationError,
+    SignalTimeout,
     describe_value,
 )
-from ._primitives import Gather, Patched, Race, SideEffect, Sleep
+from ._primitives import Gather, Patched, Race, SideEffect, Sleep, WaitSignal
 from ._values import encode_value, loads
 
 
@@ -133,6 +135,8 @@ class Replay:
         #: Steps of a finished race or failed gather, to be cancelled: their
         #: later records are ignored, and a StepCancelled closes them.
         self.cancelled: dict[int, Step] = {}
+        #: Signals that arrived and wait to be taken, by name, oldest first.
+        self.inbox: dict[str, collections.deque[bytes]] = {}
         self._next_seq = 0
         args, kwargs = loads(started.args)
         try:
@@ -186,12 +190,38 @@ class Replay:
         step.scheduled_at = event.t
 
     def _on_timer_started(self, event: ev.TimerStarted) -> None:
-        step = self._claim(event.seq, event, lambda c: isinstance(c, Sleep) and c.seconds == event.seconds)
+        step = self._claim(
+            event.seq,
+            event,
+            lambda c: (
+                (isinstance(c, Sleep) and c.seconds == event.seconds)
+                or (isinstance(c, WaitSignal) and c.timeout == event.seconds)
+            ),
+        )
         step.scheduled_at = event.t
         step.fire_at = event.fire_at
 
     def _on_timer_fired(self, event: ev.TimerFired) -> None:
-        self._resolve(self._scheduled_step(event.seq, event), None, None)
+        step = self._scheduled_step(event.seq, event)
+        command = step.command
+        if isinstance(command, WaitSignal):
+            self._resolve(step, None, SignalTimeout(command.name, command.timeout or 0.0))
+        else:
+            self._resolve(step, None, None)
+
+    def _on_signal(self, event: ev.SignalReceived) -> None:
+        self.inbox.setdefault(event.name, collections.deque()).append(event.payload)
+        for step in sorted(self.pending.values(), key=lambda s: s.seq):
+            if isinstance(step.command, WaitSignal) and step.command.name == event.name:
+                self._take_signal(step)
+                return
+
+    def _take_signal(self, step: Step) -> None:
+        """Give the oldest waiting signal of its name to a ``wait_signal`` step, if there is one."""
+        assert isinstance(step.command, WaitSignal)
+        queue = self.inbox.get(step.command.name)
+        if queue:
+            self._resolve(step, loads(queue.popleft()), None)
 
     def _on_side_effect(self, event: ev.SideEffectRecorded) -> None:
         step = self._claim(event.seq, event, lambda c: isinstance(c, SideEffect) and c.name == event.name)
@@ -291,7 +321,9 @@ class Replay:
             return
         seq = self._next_seq
         self._next_seq += 1
-        self.pending[seq] = Step(seq, command)
+        step = self.pending[seq] = Step(seq, command)
+        if isinstance(command, WaitSignal):
+            self._take_signal(step)  # a signal sent before the wait is delivered at once
 
     def _start_group(self, command: Gather | Race) -> None:
         """Give each child of a gather or race its own step number, in argument order."""
@@ -395,6 +427,7 @@ _ENDS_A_STEP = frozenset(
 
 _HANDLERS: dict[type[Any], Any] = {
     ev.StepCancelled: Replay._on_step_cancelled,
+    ev.SignalReceived: Replay._on_signal,
     ev.ActivityScheduled: Replay._on_scheduled,
     ev.TimerStarted: Replay._on_timer_started,
     ev.TimerFired: Replay._on_timer_fired,

@@ -134,6 +134,37 @@ def race(*commands: Command) -> Race:
     return Race(_children("race", commands))
 
 
+@attrs.frozen(slots=True)
+class WaitSignal(Command):
+    """Wait for the signal ``name`` (at most ``timeout`` seconds); resume with its payload."""
+
+    kind = "signal"
+    name: str
+    timeout: float | None = None
+
+    def describe(self) -> str:
+        limit = f", timeout={format_duration(self.timeout)}" if self.timeout is not None else ""
+        return f"wait_signal({self.name!r}{limit})"
+
+
+def wait_signal(name: str, timeout: Duration | None = None) -> WaitSignal:
+    """``payload = yield durable.wait_signal("approved", timeout="24h")``: wait for a signal.
+
+    Signals are sent from outside with ``Runtime.signal(run_id, name, payload)``
+    (or ``durable signal``). A signal sent before the workflow waits for it is
+    kept in the journal and delivered at the wait, never lost; several signals
+    of one name are delivered one per wait, in the order they arrived.
+
+    Raises:
+        durable.SignalTimeout: at the ``yield``, when ``timeout`` passes first.
+        TypeError: ``name`` is not a non-empty str.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a signal name must be a non-empty str (got {name!r})")
+    seconds = None if timeout is None else parse_duration(timeout, what="signal timeout")
+    return WaitSignal(name, seconds)
+
+
 def sleep(duration: Duration) -> Sleep:
     """A durable timer: ``yield durable.sleep("1h")`` resumes the workflow an hour later.
 

@@ -20,6 +20,7 @@ from ._errors import (
     RunConflictError,
     RunLockedError,
     StoreError,
+    UnknownRunError,
     UnknownWorkflowError,
     WorkflowFailed,
 )
@@ -28,7 +29,7 @@ from ._hooks import NO_HOOKS, Hooks
 from ._machine import Raised, Replay, Returned
 from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore, check_run_id
-from ._values import encode_call, loads
+from ._values import encode_call, encode_value, loads
 
 R = TypeVar("R")
 DEFAULT_STORE_PATH = ".durable"
@@ -134,6 +135,7 @@ class Runtime:
         self.hooks = hooks if hooks is not None else NO_HOOKS
         self._clock_anchor = clock_anchor
         self._handles: dict[str, RunHandle] = {}
+        self._executions: dict[str, RunExecution] = {}
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
         self._clock: WallClock | None = None
@@ -239,31 +241,70 @@ class Runtime:
         assert isinstance(started, ev.RunStarted)
         handle = RunHandle(started.run_id, started.workflow, started.args)
         self._handles[started.run_id] = handle
-        nursery.start_soon(self._drive, handle, workflow, events, writer, clock, resumed)
-        return handle
-
-    async def _drive(
-        self,
-        handle: RunHandle,
-        workflow: Workflow[..., Any],
-        events: list[ev.Event],
-        writer: JournalWriter,
-        clock: WallClock,
-        resumed: bool,
-    ) -> None:
         try:
-            core = Replay(workflow, events[0])  # type: ignore[arg-type]
+            # Replayed here, before start() returns, so that the run can take signals at once.
+            core = Replay(workflow, started)
             for event in events[1:]:
                 core.apply(event)
-            outcome = await RunExecution(core, writer, clock, self.hooks, resumed=resumed).drive()
         except Exception as exc:
-            handle._abort(exc)
+            writer.close()
+            self._finished(handle, exc)
+            return handle
+        execution = RunExecution(core, writer, clock, self.hooks, resumed=resumed)
+        self._executions[handle.run_id] = execution
+        nursery.start_soon(self._drive, handle, execution)
+        return handle
+
+    async def _drive(self, handle: RunHandle, execution: RunExecution) -> None:
+        try:
+            outcome = await execution.drive()
+        except Exception as exc:
+            self._finished(handle, exc)
         else:
             handle._finish(outcome)
         finally:
-            writer.close()
-            if self._handles.get(handle.run_id) is handle and handle.status == "error":
-                del self._handles[handle.run_id]
+            self._executions.pop(handle.run_id, None)
+            execution.writer.close()
+
+    def _finished(self, handle: RunHandle, error: Exception) -> None:
+        """Durable could not continue the run: a later start() may try again."""
+        handle._abort(error)
+        if self._handles.get(handle.run_id) is handle:
+            del self._handles[handle.run_id]
+
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Send the signal ``name`` with ``payload`` to the run ``run_id``.
+
+        The signal is journaled (and durable) before this returns; the run takes
+        it at its next ``durable.wait_signal(name)``, now or after a recovery.
+        A run that is not loaded anywhere gets it in its journal, delivered when
+        it is recovered.
+
+        Raises:
+            UnknownRunError: there is no run ``run_id``.
+            RunConflictError: the run has finished.
+            RunLockedError: another process runs it (send the signal through that process).
+            SerializationError: the payload cannot be journaled.
+        """
+        _, clock = self._running()
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a signal name must be a non-empty str (got {name!r})")
+        encoded = encode_value(payload, what=f"the payload of signal {name!r}")
+        event = ev.SignalReceived(name, encoded, clock())
+        execution = self._executions.get(run_id)
+        if execution is not None:
+            await execution.deliver(event)
+            return
+        opened = await self.store.open(check_run_id(run_id))
+        if opened is None:
+            raise UnknownRunError(run_id, self.store)
+        try:
+            if isinstance(opened.events[-1], ev.TERMINAL):
+                raise RunConflictError(f"run {run_id!r} has finished; the signal {name!r} was not delivered")
+            opened.writer.append(event)
+            await opened.writer.sync()
+        finally:
+            opened.writer.close()
 
     async def recover(self) -> list[RunHandle]:
         """Resume every unfinished run in the store that no other process is running.

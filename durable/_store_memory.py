@@ -40,6 +40,9 @@ class MemoryStore(Store):
         self.journals: dict[str, bytearray] = {}
         self._open: set[str] = set()
 
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self.journals)} runs)"
+
     def _lock(self, run_id: str) -> None:
         if run_id in self._open:
             raise RunLockedError(f"run {run_id!r} is already open for writing in this store")

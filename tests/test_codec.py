@@ -39,6 +39,7 @@ from durable.lowlevel import (
     RunStarted,
     Scan,
     SideEffectRecorded,
+    SignalReceived,
     StepCancelled,
     TimerFired,
     TimerStarted,
@@ -69,8 +70,9 @@ V1_LAYOUT: dict[type[Any], tuple[int, tuple[str, ...]]] = {
     RunResumed: (17, ("t", "pid")),
     PatchRecorded: (18, ("change_id", "t")),
     StepCancelled: (19, ("seq", "t")),
+    SignalReceived: (9, ("name", "payload", "t")),
 }
-RESERVED_CODES = (9, 10, 11, 12, 15, 16)
+RESERVED_CODES = (10, 11, 12, 15, 16)
 
 # Each example scans a journal many times; fewer examples keep the file fast (CI runs 50).
 fewer = settings(max_examples=40)
@@ -96,6 +98,7 @@ EVENTS: dict[type[Any], st.SearchStrategy[Any]] = {
     SideEffectRecorded: st.builds(SideEffectRecorded, uints, texts, blobs, st.none() | errors, times),
     PatchRecorded: st.builds(PatchRecorded, texts, times),
     StepCancelled: st.builds(StepCancelled, uints, times),
+    SignalReceived: st.builds(SignalReceived, texts, blobs, times),
 }
 events = st.one_of(*EVENTS.values())
 
@@ -434,13 +437,13 @@ def test_a_damaged_length_in_a_proven_record_is_corruption(length: Callable[[int
 
 
 def test_an_unknown_event_type_is_refused_and_named() -> None:
-    # A type code added later within v1 (here: 9, reserved for SignalReceived).
+    # A type code added later within v1 (here: 10, reserved for ChildStarted).
     j = journal(SAMPLE[:2])
-    data = j.data + raw_record([9, 2, 1, 0, 1714564900.0, 1714564800.0])
+    data = j.data + raw_record([10, 2, 1, 0, 1714564900.0, 1714564800.0])
     with pytest.raises(durable.JournalCorruptError) as refused:
         scan(data, PATH)
     assert (refused.value.offset, refused.value.record) == (len(j.data), 2)
-    assert "unknown event type 9" in str(refused.value)
+    assert "unknown event type 10" in str(refused.value)
     assert "newer" in str(refused.value)
 
 
@@ -448,7 +451,7 @@ def test_an_unknown_event_type_is_not_described_as_damage_proven_by_a_later_reco
     # Nothing is torn or proven here: the message must not explain it with the torn-tail rule.
     j = journal(SAMPLE[:2])
     with pytest.raises(durable.JournalCorruptError) as refused:
-        scan(j.data + raw_record([9, 2, 1, 0, 1714564900.0, 1714564800.0]), PATH)
+        scan(j.data + raw_record([10, 2, 1, 0, 1714564900.0, 1714564800.0]), PATH)
     assert "a later record proves" not in str(refused.value)
 
 

@@ -257,8 +257,10 @@ PUBLIC_API = [
     "RunLockedError",
     "Runtime",
     "SerializationError",
+    "SignalTimeout",
     "Store",
     "StoreError",
+    "UnknownRunError",
     "UnknownWorkflowError",
     "Workflow",
     "WorkflowFailed",
@@ -273,6 +275,7 @@ PUBLIC_API = [
     "side_effect",
     "sleep",
     "uuid4",
+    "wait_signal",
     "workflow",
 ]
 

@@ -33,6 +33,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import trio
+
 import durable
 from durable.lowlevel import (
     ActivityCompleted,
@@ -86,10 +88,22 @@ def run_case(workflows: ModuleType, case: Any, store: durable.FileStore) -> dict
     """Run (or resume) a case to its end; describe the outcome as journaled."""
     workflows.reset()
     with contextlib.suppress(durable.WorkflowFailed):
-        durable.run(case.workflow, *case.args, id=case.run_id, store=store, **case.kwargs)
+        if getattr(case, "signals", ()):
+            trio.run(_run_with_signals, case, store)
+        else:
+            durable.run(case.workflow, *case.args, id=case.run_id, store=store, **case.kwargs)
     with open(store.journal_path(case.run_id), "rb") as file:
         events = scan(file.read(), case.run_id).events
     return {"outcome": describe_end(events[-1]), "calls": dict(sorted(workflows.CALLS.items()))}
+
+
+async def _run_with_signals(case: Any, store: durable.FileStore) -> None:
+    """Start the case, send its signals (name, payload) one by one, and wait for its end."""
+    async with durable.Runtime(store) as runtime:
+        handle = await runtime.start(case.workflow, *case.args, id=case.run_id, **case.kwargs)
+        for name, payload in case.signals:
+            await runtime.signal(case.run_id, name, payload)
+        await handle.result()
 
 
 def describe_end(event: Any) -> dict[str, Any]:

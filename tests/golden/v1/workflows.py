@@ -221,6 +221,13 @@ def fan_out(x: int):  # type: ignore[no-untyped-def]
     return {"both": both, "winner": index, "first": first}
 
 
+@durable.workflow(name="golden.v1.approval")
+def approval(order: str):  # type: ignore[no-untyped-def]
+    decision = yield durable.wait_signal("decision", timeout="1h")
+    doubled = yield twice(len(decision))
+    return {"order": order, "decision": decision, "doubled": doubled}
+
+
 # Sets hold only small ints: their CBOR order does not depend on the process's hash seed.
 ECHO_VALUES: dict[str, Any] = {
     "none": None,
@@ -272,6 +279,7 @@ class Case:
     kwargs: dict[str, Any] = attrs.field(factory=dict)
     cut_after_scheduled: int | None = None
     resume: bool = False
+    signals: tuple[tuple[str, Any], ...] = ()
 
 
 CASES: dict[str, Case] = {
@@ -287,5 +295,6 @@ CASES: dict[str, Case] = {
         Case("echo-values", echo_values, (ECHO_VALUES,), {"label": "all v1 value types"}),
         Case("primitives", primitives, ("gold",)),
         Case("fan-out", fan_out, (5,)),
+        Case("approval", approval, ("o-9",), signals=(("decision", "approved"),)),
     ]
 }
