@@ -139,26 +139,35 @@ class Explorer:
         return world, (None if divergence is None else Failure(_labelled(recipe, world), divergence))
 
     def crash(self, point_number: int, label: str, salt: str) -> Crash:
+        """A crash at a point, its disk damage drawn from the seed (fsync errors are not
+        drawn: with ``"eio"`` opted in, every fsync gets a schedule of its own)."""
         rng = random.Random(f"{self.seed}/{salt}/{point_number}")
-        faults = self.simulator.disk_faults
+        faults = [d for d in self.simulator.disk_faults if d != "eio"] or ["drop"]
         disk = rng.choices(faults, weights=[_DISK_WEIGHTS[d] for d in faults])[0]
         return Crash(point_number, disk, label)
 
     def schedules(self, max_crashes: int) -> Iterator[Recipe]:
         """Every single crash, then (if allowed) a second crash at every point of each recovery."""
+        groups = equivalent_groups(self.reference.lifetimes[0].points)
         singles = [
-            Recipe(self.seed, (self.crash(p.number, p.label, "1"),), self.faults)
-            for p in distinct(self.reference.lifetimes[0].points)
+            Recipe(self.seed, (self.crash(g[0].number, g[0].label, "1"),), self.faults) for g in groups
         ]
+        if "eio" in self.simulator.disk_faults:  # every fsync fails once, in its own schedule
+            singles += [
+                Recipe(self.seed, (Crash(p.number, "eio", p.label),), self.faults)
+                for group in groups
+                for p in group
+                if p.kind == "before fsync"
+            ]
         yield from singles
         if max_crashes < 2:
             return
         for single in singles:
             recovery = self.play(single).lifetimes[1:2]
-            for point in distinct(recovery[0].points) if recovery else []:
-                if point.kind in _RECOVERY_ENDS:
+            for group in equivalent_groups(recovery[0].points) if recovery else []:
+                if group[0].kind in _RECOVERY_ENDS:
                     break
-                second = self.crash(point.number, point.label, f"2/{single.crashes[0].at}")
+                second = self.crash(group[0].number, group[0].label, f"2/{single.crashes[0].at}")
                 yield Recipe(self.seed, (single.crashes[0], second), self.faults)
 
 
@@ -206,14 +215,22 @@ def _reruns(world: World) -> str:
     )
 
 
-def distinct(points: list[Point]) -> list[Point]:
-    """The points worth crashing at: a point that changed nothing since the previous one
-    (``before fsync`` right after ``after write``) leaves the same world, so it is skipped."""
-    kept: list[Point] = []
+def equivalent_groups(points: list[Point]) -> list[list[Point]]:
+    """Points grouped by the world they leave: a point that changed nothing since the
+    previous one (``before fsync`` right after ``after write``) joins its group, and a
+    crash anywhere in a group is the same crash, so each group is crashed at once."""
+    groups: list[list[Point]] = []
     for point in points:
-        if not kept or point.version != kept[-1].version:
-            kept.append(point)
-    return kept
+        if groups and point.version == groups[-1][0].version:
+            groups[-1].append(point)
+        else:
+            groups.append([point])
+    return groups
+
+
+def distinct(points: list[Point]) -> list[Point]:
+    """The first point of each group of equivalent points (see :func:`equivalent_groups`)."""
+    return [group[0] for group in equivalent_groups(points)]
 
 
 def _labelled(recipe: Recipe, world: World) -> Recipe:

@@ -1,0 +1,131 @@
+"""The simulator's opt-in fault classes (fsync errors, bit rot) and run_stubbed."""
+
+from __future__ import annotations
+
+import pytest
+
+import durable
+import sim
+
+
+@durable.activity
+def charge(amount: int) -> str:
+    return f"paid {amount}"
+
+
+@durable.activity
+def refund(payment: str) -> str:
+    return f"refunded {payment}"
+
+
+@durable.activity
+async def email(user: str, text: str) -> None:
+    pass
+
+
+@durable.workflow(name="tests.extras.order")
+def order(user: str, amount: int):  # type: ignore[no-untyped-def]
+    payment = yield charge(amount)
+    try:
+        yield email(user, f"receipt: {payment}")
+    except durable.ActivityError as error:
+        yield refund(payment)
+        return {"status": "refunded", "because": error.type_name}
+    return {"status": "paid", "payment": payment}
+
+
+# --- opt-in fault classes ------------------------------------------------------------------
+
+
+def test_fsync_errors_are_explored_when_asked_and_durable_treats_them_as_fatal() -> None:
+    simulator = sim.Simulator(hash_seeds=(), disk_faults=sim.DISK_FAULTS + sim.OPT_IN_FAULTS)
+    report = simulator.explore(order, "ann", 5, max_crashes=1)
+    assert report.ok, report.failure_text()
+    eio = [r for r in report.explorer.schedules(1) if r.crashes[0].disk == "eio"]
+    fsyncs = [p for p in report.reference.lifetimes[0].points if p.kind == "before fsync"]
+    assert len(eio) == len(fsyncs)  # every fsync fails once, in a schedule of its own
+    world = report.explorer.play(eio[-1])
+    assert world.lifetimes[0].failed_fsync is not None
+    assert isinstance(world.lifetimes[0].ending.error, durable.StoreError)
+
+
+def test_fsync_errors_are_not_drawn_unless_asked() -> None:
+    report = sim.Simulator(hash_seeds=()).explore(order, "ann", 5, max_crashes=1)
+    assert all(r.crashes[0].disk != "eio" for r in report.explorer.schedules(1))
+
+
+def test_unknown_disk_faults_are_refused() -> None:
+    with pytest.raises(ValueError, match="disk_faults"):
+        sim.Simulator(disk_faults=("meteor",))
+
+
+def test_bit_rot_in_any_durable_record_is_refused_never_misread() -> None:
+    report = sim.Simulator(hash_seeds=(), bit_rot=True).explore(order, "ann", 5, max_crashes=1)
+    assert report.ok, report.failure_text()
+    rotten = report.explorer.bit_rot_recipes()
+    assert len(rotten) == len(report.reference.final_events)
+    endings = [report.explorer.play(recipe).ending for recipe in rotten]
+    corrupt = [e for e in endings if isinstance(e.error, durable.JournalCorruptError)]
+    # Every record but the last is proven durable by a later one: damage there is refused.
+    assert len(corrupt) == len(rotten) - 1
+    assert endings[-1].kind == "returned"  # the last record reads as a torn tail
+
+
+def test_a_rot_recipe_prints_and_replays() -> None:
+    report = sim.Simulator(hash_seeds=(), bit_rot=True).explore(order, "ann", 5, max_crashes=1)
+    recipe = report.explorer.bit_rot_recipes()[1]
+    assert "rot_at=" in repr(recipe)
+    again = sim.replay_recipe(order, "ann", 5, recipe=recipe)
+    assert again.ok
+
+
+# --- run_stubbed ---------------------------------------------------------------------------
+
+
+def test_run_stubbed_answers_activities_by_name_and_lists_the_calls() -> None:
+    run = sim.run_stubbed(order, "ann", 5, stubs={"charge": "pay-1", "email": None})
+    assert run.result == {"status": "paid", "payment": "pay-1"}
+    assert run.activities == ["charge", "email"]
+    assert repr(run.calls[1]) == "email('ann', 'receipt: pay-1')"
+
+
+def test_an_exception_stub_fails_the_step_as_if_retries_were_exhausted() -> None:
+    run = sim.run_stubbed(
+        order, "ann", 5, stubs={"charge": "pay-2", "email": ConnectionError("smtp down"), "refund": "ok"}
+    )
+    assert run.result == {"status": "refunded", "because": "ConnectionError"}
+    assert run.activities == ["charge", "email", "refund"]
+
+
+def test_a_function_stub_gets_the_call_arguments() -> None:
+    seen: list[tuple[object, ...]] = []
+
+    def fake_charge(amount: int) -> str:
+        seen.append((amount,))
+        return f"fake-{amount}"
+
+    run = sim.run_stubbed(order, "ann", 7, stubs={"charge": fake_charge, "email": None})
+    assert seen == [(7,)]
+    assert run.result["payment"] == "fake-7"
+
+
+def test_a_workflow_that_raises_gives_its_error_and_result_raises_workflow_failed() -> None:
+    @durable.workflow(name="tests.extras.broken")
+    def broken():  # type: ignore[no-untyped-def]
+        yield charge(1)
+        raise RuntimeError("boom")
+
+    run = sim.run_stubbed(broken, stubs={"charge": "x"})
+    assert run.error is not None and run.error.type == "RuntimeError"
+    with pytest.raises(durable.WorkflowFailed, match="boom"):
+        _ = run.result
+
+
+def test_a_missing_stub_names_the_activity_and_the_stubs_given() -> None:
+    with pytest.raises(KeyError, match=r"no stub for activity 'email' \(stubs given: charge\)"):
+        sim.run_stubbed(order, "ann", 5, stubs={"charge": "pay"})
+
+
+def test_run_stubbed_needs_a_workflow() -> None:
+    with pytest.raises(TypeError, match=r"durable\.workflow"):
+        sim.run_stubbed(charge, stubs={})  # type: ignore[arg-type]
