@@ -1,27 +1,65 @@
 """The ``durable`` command line.
 
-Exit codes: 0 success, 1 a workflow failed or diverged, 2 a usage error (one
-line on stderr; a traceback only with ``--debug``).
+Verbs: ``run`` (run or resume a workflow), ``ls`` (the runs in a store),
+``show`` (one run's history as a timeline: text, ``--json`` or ``--html``),
+``replay`` (re-run recorded journals against the current code: the check to run
+in CI before deploying a changed workflow) and ``sim`` (crash-test a workflow
+with the simulator). The reference, with sample output, is docs/cli.md.
+
+Exit codes: 0 success, 1 a workflow failed or diverged (or the simulator found a
+failing schedule), 2 a usage error (one line on stderr; a traceback only with
+``--debug``).
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import attrs
 import click
+import trio
+from rich import box
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
-from ._errors import DurableError, NonDeterminismError, WorkflowFailed
-from ._loader import LoadError, load_workflow, parse_arg
+from . import _events as ev
+from . import _timeline as tl
+from ._commands import Workflow, lookup_workflow
+from ._errors import (
+    DurableError,
+    JournalCorruptError,
+    NonDeterminismError,
+    SerializationError,
+    WorkflowFailed,
+)
+from ._loader import LoadError, load_module, load_workflow, parse_arg
+from ._machine import Raised, Replay, Returned
 from ._runtime import run as run_workflow
 from ._runtime import store_from
+from ._store import Store
+from ._store_file import FileStore
+from ._values import loads
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+
+class CliUsageError(Exception):
+    """A usage error found by a verb (unknown run id, missing store...): one line, exit 2."""
+
+
+class CliFailure(Exception):
+    """The check a verb ran failed (a divergence, a failing crash schedule...): exit 1."""
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -44,16 +82,21 @@ def _common(fn: F) -> F:
     def wrapper(*args: Any, debug: bool, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (WorkflowFailed, NonDeterminismError) as exc:
+        except (WorkflowFailed, NonDeterminismError, CliFailure) as exc:
             if debug:
                 raise
             _fail(str(exc), EXIT_FAILED)
-        except (LoadError, DurableError, TypeError, ValueError, OSError) as exc:
+        except (CliUsageError, LoadError, DurableError, TypeError, ValueError, OSError) as exc:
             if debug:
                 raise
             _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _epilog(*lines: str) -> str:
+    """A ``--help`` epilog that click prints as written (the ``\\b`` marker)."""
+    return "\b\n" + "\n".join(lines)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,10 +105,26 @@ def main() -> None:
     """durable: durable execution for Python workflows."""
 
 
+# --- run -----------------------------------------------------------------------------
+
+
+def _parse_args(args: Sequence[str]) -> list[Any]:
+    """Command-line workflow arguments as Python literals, else strings."""
+    values = [parse_arg(a) for a in args]
+    for text, value in zip(args, values, strict=True):
+        if text.startswith("-") and isinstance(value, str):
+            raise click.UsageError(
+                f"no such option: {text} (to pass a string that starts with '-', quote it: \"'{text}'\")"
+            )
+    return values
+
+
 @main.command(
     context_settings={"ignore_unknown_options": True},
-    epilog="\b\nExample:\n  durable run examples/process_order.py:process_order alice 4200 "
-    "tok_visa --id order-1",
+    epilog=_epilog(
+        "Example:",
+        "  durable run examples/process_order.py:process_order alice 4200 tok_visa --id order-1",
+    ),
 )
 @click.argument("target", metavar="FILE_OR_MODULE:WORKFLOW")
 @click.argument("args", nargs=-1, metavar="[ARGS]...")
@@ -78,11 +137,612 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, store: str | Non
     taken as a string. Running an id that exists attaches to that run.
     """
     workflow = load_workflow(target)
-    values = [parse_arg(a) for a in args]
-    for text, value in zip(args, values, strict=True):
-        if text.startswith("-") and isinstance(value, str):
-            raise click.UsageError(
-                f"no such option: {text} (to pass a string that starts with '-', quote it: \"'{text}'\")"
-            )
+    values = _parse_args(args)
     result = run_workflow(workflow, *values, id=run_id, store=store_from(store))
     click.echo(result if isinstance(result, str) else repr(result))
+
+
+# --- reading stores ----------------------------------------------------------------------
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A rich console; piped output gets wide lines (rows stay whole for grep) unless COLUMNS is set."""
+    console = Console(stderr=stderr, highlight=False, emoji=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, emoji=False, soft_wrap=True, width=160)
+    return console
+
+
+def _open_store(path: str | None) -> Store:
+    """The store to read; a directory that does not exist is a usage error, not an empty store."""
+    store = store_from(path)
+    if isinstance(store, FileStore):
+        if not os.path.exists(store.path):
+            raise CliUsageError(
+                f"no durable store at {store.path!r} (no such directory); pass --store PATH "
+                "or set DURABLE_STORE"
+            )
+        if not os.path.isdir(store.path):
+            raise CliUsageError(f"{store.path!r} is not a durable store: it is not a directory")
+    return store
+
+
+@attrs.frozen
+class _Journal:
+    """A run's events as read from its store; ``error`` when it could not be read to its end."""
+
+    run_id: str
+    events: list[Any]
+    error: Exception | None = None
+
+    def timeline(self) -> tl.Timeline:
+        return tl.build(
+            self.run_id,
+            self.events,
+            journal_error=None if self.error is None else str(self.error),
+            corrupt=isinstance(self.error, JournalCorruptError),
+        )
+
+
+async def _read(store: Store, run_id: str) -> _Journal | None:
+    """A run's journal, or None if the store has no such run. Never raises for a damaged one."""
+    try:
+        events = await store.read(run_id)
+    except (TypeError, ValueError):
+        raise  # an invalid run id: a usage error
+    except Exception as exc:
+        return _Journal(run_id, _salvage(store, run_id), exc)
+    return None if events is None else _Journal(run_id, events)
+
+
+def _salvage(store: Store, run_id: str) -> list[Any]:
+    """The valid records in front of the damage, where the store lets us read its bytes."""
+    if not isinstance(store, FileStore):
+        return []
+    try:
+        return tl.salvage(Path(store.journal_path(run_id)).read_bytes())
+    except OSError:
+        return []
+
+
+async def _read_all(store: Store) -> list[_Journal]:
+    if isinstance(store, FileStore) and not os.path.isdir(os.path.join(store.path, "runs")):
+        return []  # a directory where no run was ever started
+    journals = []
+    for run_id in await store.run_ids():
+        journal = await _read(store, run_id)
+        if journal is not None:
+            journals.append(journal)
+    return journals
+
+
+async def _read_one(store: Store, run_id: str) -> _Journal:
+    journal = await _read(store, run_id)
+    if journal is None:
+        raise CliUsageError(f"no run {run_id!r} in {_store_name(store)} (`durable ls` lists its runs)")
+    return journal
+
+
+def _store_name(store: Store) -> str:
+    return f"the store {store.path!r}" if isinstance(store, FileStore) else repr(store)
+
+
+# --- ls ------------------------------------------------------------------------------
+
+_STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "running": "blue",
+    "corrupt": "bold yellow",
+    "unreadable": "bold yellow",
+}
+
+
+@main.command(
+    epilog=_epilog(
+        "Examples:",
+        "  durable ls",
+        "  durable ls --status running --status failed --store /var/lib/shop/durable",
+        "  durable ls --workflow process_order --json",
+    )
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(tl.STATUSES),
+    help="Only runs with this status (repeat for several). 'running' means unfinished.",
+)
+@click.option("--workflow", "workflows", multiple=True, metavar="NAME", help="Only runs of this workflow.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects (see docs/cli.md).")
+@_common
+def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, store: str | None) -> None:
+    """List the runs in a store: id, workflow, status, start, last event, steps.
+
+    A run whose journal is damaged is listed with status 'corrupt' (and the
+    error with --json); it never stops the listing.
+    """
+    opened = _open_store(store)
+    timelines = [journal.timeline() for journal in trio.run(_read_all, opened)]
+    rows = [
+        t
+        for t in timelines
+        if (not statuses or t.status in statuses) and (not workflows or t.workflow in workflows)
+    ]
+    rows.sort(key=lambda t: (t.started is None, t.started or 0.0, t.run_id))
+    if as_json:
+        click.echo(json.dumps([tl.summary_json(t) for t in rows], indent=2))
+        return
+    console = _console()
+    if not rows:
+        what = "matching runs" if statuses or workflows else "runs"
+        console.print(Text(f"no {what} in {_store_name(opened)}"))
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("id", "workflow", "status", "started", "last event"):
+        table.add_column(name)
+    table.add_column("steps", justify="right")
+    for t in rows:
+        table.add_row(
+            Text(t.run_id),
+            Text(t.workflow or "?"),
+            Text(t.status, style=_STATUS_STYLE.get(t.status, "")),
+            Text(tl.local_time(t.started)),
+            Text(tl.local_time(t.last_event)),
+            Text(str(len(t.steps))),
+        )
+    console.print(table)
+    for t in rows:
+        if t.journal_error:
+            console.print(Text(f"{t.run_id}: {t.journal_error}", style="yellow"))
+
+
+# --- show ----------------------------------------------------------------------------
+
+
+@main.command(
+    epilog=_epilog(
+        "Examples:",
+        "  durable show order-1",
+        "  durable show order-1 --json | jq '.steps[].status'",
+        "  durable show order-1 --html order-1.html",
+    )
+)
+@click.argument("run_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON (see docs/cli.md).")
+@click.option(
+    "--html",
+    "html_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Write the run as a Gantt chart to FILE: one self-contained HTML page.",
+)
+@_common
+def show(run_id: str, as_json: bool, html_file: str | None, store: str | None) -> None:
+    """Show a run's history as a timeline: steps, attempts, recoveries, outcome.
+
+    Each step shows its sequence number, kind, call, how long it took from
+    scheduled to done, every failed attempt with its error and backoff, and
+    each recovery (a process restarted and replayed the journal).
+    """
+    opened = _open_store(store)
+    timeline = trio.run(_read_one, opened, run_id).timeline()
+    if html_file is not None:
+        try:
+            Path(html_file).write_text(tl.to_html(timeline), encoding="utf-8")
+        except OSError as exc:
+            raise CliUsageError(f"cannot write {html_file!r}: {exc.strerror or exc}") from exc
+        click.echo(f"wrote the timeline of run {run_id!r} to {html_file}", err=as_json)
+    if as_json:
+        click.echo(json.dumps(tl.to_json(timeline), indent=2))
+    elif html_file is None:
+        _print_timeline(_console(), timeline)
+
+
+_ROW_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "running": "blue",
+    "cancelled": "dim",
+    "recovery": "magenta",
+    "note": "dim",
+}
+
+
+def _print_timeline(console: Console, timeline: tl.Timeline) -> None:
+    head = Text()
+    head.append("run ", style="bold")
+    head.append(timeline.run_id, style="bold cyan")
+    head.append(f" · {timeline.workflow or '?'} · ")
+    head.append(timeline.status, style=_STATUS_STYLE.get(timeline.status, "bold"))
+    facts = [("arguments", tl.shorten(timeline.args, 200), "")]
+    facts.append(("started", f"{tl.local_time(timeline.started, precise=True)} (local time)", ""))
+    if timeline.duration is not None:
+        took = "took" if timeline.ended is not None else "so far"
+        facts.append((took, tl.duration_text(timeline.duration), ""))
+    if timeline.outcome:
+        name = "error" if timeline.error else "result"
+        facts.append((name, tl.shorten(timeline.outcome, 200), _STATUS_STYLE.get(timeline.status, "")))
+    if timeline.journal_error is not None:
+        facts.append(("journal", f"damaged; shown up to the damage: {timeline.journal_error}", "yellow"))
+    lines = [head]
+    for name, value, style in facts:
+        line = Text(f"  {name:<10} ", style="dim")
+        line.append(value, style=style)
+        lines.append(line)
+    lines.append(Text())
+    lines += _timeline_lines(timeline)
+    for line in lines:
+        console.print(line)
+
+
+def _timeline_lines(timeline: tl.Timeline) -> list[Text]:
+    """The rows of the timeline in aligned columns; details indented under the call."""
+    rows = tl.rows(timeline)
+    if not rows:
+        return [Text("  no steps were journaled", style="dim")]
+    at_w = max([2] + [len(r.at) for r in rows])
+    step_w = max([4] + [len(r.step) for r in rows])
+    what_w = max([4] + [len(r.what) for r in rows])
+    took_w = max([4] + [len(r.took) for r in rows])
+    indent = " " * (2 + at_w + 2 + step_w + 2 + what_w + 2 + took_w + 2)
+    header = f"  {'at':>{at_w}}  {'step':>{step_w}}  {'kind':<{what_w}}  {'took':>{took_w}}  call → outcome"
+    lines = [Text(header, style="bold")]
+    for row in rows:
+        style = _ROW_STYLE.get(row.status, "") if row.kind != "step" else ""
+        columns = f"  {row.at:>{at_w}}  {row.step:>{step_w}}  {row.what:<{what_w}}  {row.took:>{took_w}}  "
+        line = Text(columns, style=style)
+        line.append(
+            tl.shorten(row.text, 100 if row.kind == "step" else 200),
+            style="bold" if row.kind == "outcome" else style,
+        )
+        if row.outcome:
+            line.append(" → ")
+            line.append(tl.shorten(row.outcome, 100), style=_ROW_STYLE.get(row.status, ""))
+        lines.append(line)
+        for status, text in row.details:
+            mark = {"failed": "✗ ", "completed": "✓ ", "running": "… "}.get(status, "· ")
+            lines.append(
+                Text(f"{indent}{mark}{tl.shorten(text, 160)}", style="red" if status == "failed" else "dim")
+            )
+    return lines
+
+
+# --- replay --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Checked:
+    """What replaying one run against the current code found."""
+
+    run_id: str
+    workflow: str
+    verdict: str  # "ok", "diverged", "undefined", "error", "skipped"
+    line: str
+    details: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in ("diverged", "undefined", "error")
+
+
+def _replay(journal: _Journal, defined: dict[str, Workflow[..., Any]], *, strict: bool) -> _Checked:
+    """Feed every event of a journal to the replay core with the current code."""
+    events = journal.events
+    started = events[0] if events else None
+    if not isinstance(started, ev.RunStarted):
+        return _Checked(
+            journal.run_id, "?", "error", f"cannot be replayed: {journal.error or 'no RunStarted'}"
+        )
+    name = started.workflow
+    if journal.error is not None:
+        return _Checked(journal.run_id, name, "error", f"cannot be replayed: {journal.error}")
+    workflow = defined.get(name) or lookup_workflow(name)
+    if workflow is None:
+        if not strict:
+            return _Checked(journal.run_id, name, "skipped", "skipped: its workflow is not defined here")
+        why = (
+            "a process running this code could not recover it: import the module that defines it, "
+            "or keep the old name with @durable.workflow(name=...)"
+        )
+        line = f"workflow {name!r} is not defined by the module or anything it imports"
+        return _Checked(journal.run_id, name, "undefined", line, (why,))
+    steps = len({getattr(e, "seq", None) for e in events} - {None})
+    try:
+        core = Replay(workflow, started)
+        for event in events[1:]:
+            core.apply(event)
+    except NonDeterminismError as exc:
+        details = [f"journal: {exc.recorded}", f"code:    {exc.yielded}"]
+        if exc.location:
+            details.append(f"at:      {exc.location}")
+        return _Checked(journal.run_id, name, "diverged", f"DIVERGED at step {exc.seq}", tuple(details))
+    except Exception as exc:
+        return _Checked(journal.run_id, name, "error", f"replay stopped: {type(exc).__name__}: {exc}")
+    plural = "step" if steps == 1 else "steps"
+    return _Checked(
+        journal.run_id, name, "ok", f"replayed OK ({steps} {plural})", _after_replay(core, events)
+    )
+
+
+def _after_replay(core: Replay, events: list[Any]) -> tuple[str, ...]:
+    """Where the replayed run stands: what an unfinished one does next; a changed outcome."""
+    last = events[-1]
+    if isinstance(last, ev.TERMINAL):
+        if not isinstance(last, ev.RunCompleted | ev.RunFailed):
+            return ()
+        recorded = Returned(last.result) if isinstance(last, ev.RunCompleted) else Raised(last.error)
+        now = core.outcome
+        if now is None or _outcome_text(now) == _outcome_text(recorded):
+            return ()
+        return (f"note: the journal's run {_outcome_text(recorded)}; the code now {_outcome_text(now)}",)
+    if core.outcome is not None:
+        return (f"unfinished: on recovery the run {_outcome_text(core.outcome)}",)
+    lines = []
+    for step in sorted(core.pending.values(), key=lambda s: s.seq):
+        what = tl.shorten(step.command.describe(), 100)
+        if step.scheduled_at is None:
+            lines.append(f"unfinished: on recovery, step {step.seq} starts: {what}")
+        else:
+            lines.append(f"unfinished: step {step.seq} was in flight; it continues on recovery: {what}")
+    return tuple(lines)
+
+
+def _outcome_text(outcome: Returned | Raised) -> str:
+    if isinstance(outcome, Returned):
+        try:
+            return f"returns {tl.shorten(repr(loads(outcome.result)), 80)}"
+        except Exception:
+            return "returns an undecodable value"
+    return f"raises {tl.shorten(str(outcome.error), 100)}"
+
+
+@main.command(
+    epilog=_epilog(
+        "Examples:",
+        "  durable replay shop/workflows.py                 every run of the workflows it defines",
+        "  durable replay shop.workflows order-1 order-2    those runs",
+        "  durable replay shop.workflows --all --store journals/   every run in the store (CI)",
+    )
+)
+@click.argument("target", metavar="FILE_OR_MODULE[:WORKFLOW]")
+@click.argument("run_ids", nargs=-1, metavar="[ID]...")
+@click.option(
+    "--all",
+    "replay_all",
+    is_flag=True,
+    help="Every run in the store; a run whose workflow the module does not define fails the check.",
+)
+@_common
+def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: str | None) -> None:
+    """Re-run recorded journals against the current code and report divergence.
+
+    Imports FILE_OR_MODULE (where the workflows are defined), then feeds every
+    recorded event of each journal to the replay core: no activity runs and the
+    store is only read. Each run either replays OK or diverges: the step, what
+    the journal holds, what the code yields now, and the line of the yield.
+
+    Without IDs or --all: every run of the workflows the module defines (or of
+    WORKFLOW alone); runs of other workflows are skipped. Exit 1 if any run
+    diverged or could not be replayed.
+    """
+    if run_ids and replay_all:
+        raise CliUsageError("give run ids or --all, not both")
+    only: str | None = None
+    if ":" in target and not Path(target).exists():
+        chosen = load_workflow(target)
+        only, defined = chosen.name, {chosen.name: chosen}
+    else:
+        module = load_module(target)
+        defined = {wf.name: wf for wf in vars(module).values() if isinstance(wf, Workflow)}
+    opened = _open_store(store)
+    journals = trio.run(_read_selected, opened, run_ids)
+    strict = bool(run_ids) or replay_all
+    if only is not None and not run_ids:
+        journals = [j for j in journals if _workflow_of(j) == only]
+    checked = [_replay(journal, defined, strict=strict) for journal in journals]
+    _print_replay(_console(), checked, target, opened)
+    failed = [c for c in checked if c.failed]
+    if failed:
+        replayed = sum(1 for c in checked if c.verdict != "skipped")
+        raise CliFailure(
+            f"{len(failed)} of {replayed} runs cannot be replayed by the current code of {target}"
+        )
+
+
+def _workflow_of(journal: _Journal) -> str | None:
+    first = journal.events[0] if journal.events else None
+    return first.workflow if isinstance(first, ev.RunStarted) else None
+
+
+async def _read_selected(store: Store, run_ids: tuple[str, ...]) -> list[_Journal]:
+    if not run_ids:
+        return await _read_all(store)
+    return [await _read_one(store, run_id) for run_id in run_ids]
+
+
+_VERDICT_STYLE = {
+    "ok": "green",
+    "diverged": "bold red",
+    "undefined": "bold red",
+    "error": "bold red",
+    "skipped": "dim",
+}
+
+
+def _print_replay(console: Console, checked: list[_Checked], target: str, store: Store) -> None:
+    shown = [c for c in checked if c.verdict != "skipped"]
+    for c in shown:
+        line = Text()
+        line.append(c.run_id, style="bold")
+        line.append(f" ({c.workflow}): ")
+        line.append(c.line, style=_VERDICT_STYLE[c.verdict])
+        console.print(line)
+        for detail in c.details:
+            console.print(Text("    " + detail, style="dim" if c.verdict == "ok" else ""))
+    skipped = [c for c in checked if c.verdict == "skipped"]
+    if skipped:
+        names = sorted({c.workflow for c in skipped})
+        console.print(
+            Text(
+                f"skipped {len(skipped)} run{'s' if len(skipped) != 1 else ''} of workflows {target} "
+                f"does not define: {', '.join(names)} (--all makes them fail the check)",
+                style="dim",
+            )
+        )
+    counts = {v: sum(1 for c in shown if c.verdict == v) for v in ("ok", "diverged", "undefined", "error")}
+    if not shown:
+        console.print(Text(f"no runs to replay in {_store_name(store)}", style="yellow"))
+        return
+    parts = [f"{counts['ok']} replayed OK"]
+    parts += [f"{n} {v}" for v, n in counts.items() if v != "ok" and n]
+    summary = f"{len(shown)} run{'s' if len(shown) != 1 else ''}: {', '.join(parts)}"
+    console.print(Text(summary, style="bold green" if len(shown) == counts["ok"] else "bold red"))
+    if counts["diverged"]:
+        console.print(
+            Text(
+                "Replay needs the same commands in the same order. Runs in flight when you deploy this code "
+                "would stop at the step shown; guard the change with `if (yield durable.patched(...))`, "
+                "or keep the old code path until those runs have finished."
+            )
+        )
+
+
+# --- sim -----------------------------------------------------------------------------
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True},
+    epilog=_epilog(
+        "Examples:",
+        "  durable sim examples/process_order.py:process_order alice 4200 tok_visa",
+        "  durable sim shop.workflows:refund order-7 --crashes 1 --budget 200 --explain",
+    ),
+)
+@click.argument("target", metavar="FILE_OR_MODULE:WORKFLOW")
+@click.argument("args", nargs=-1, metavar="[ARGS]...")
+@click.option(
+    "--crashes",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Crashes per schedule: 1 crashes once at every point; 2 also crashes again during each recovery.",
+)
+@click.option("--budget", type=click.IntRange(min=1), default=None, help="Play at most N schedules.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Decides each crash's disk damage.")
+@click.option("--explain", is_flag=True, help="Narrate one schedule (the first failure, if any) as a lesson.")
+@_common
+def sim(
+    target: str,
+    args: tuple[str, ...],
+    crashes: int,
+    budget: int | None,
+    seed: int,
+    explain: bool,
+    store: str | None,
+) -> None:
+    """Crash-test a workflow: crash it at every crash point and compare with the crash-free run.
+
+    Runs the real runtime on a simulated disk in virtual time (the activities
+    run for real, against whatever they talk to). ARGS are parsed as in
+    `durable run`. Exit 1 if any schedule diverged. --store is accepted for
+    symmetry and ignored: the simulator never touches a real store.
+    """
+    # The simulator builds on durable, never the reverse: the CLI, an application of
+    # both, imports it only when this verb runs (a test pins that).
+    import sim as simulator  # noqa: PLC0415 - the CLI sits above both packages; only this verb needs sim
+
+    workflow = load_workflow(target)
+    values = _parse_args(args)
+    call = f"{target.rpartition(':')[2]}({', '.join(map(repr, values))})"
+    found = [0]
+    # The number of schedules is not known in advance (double crashes are found while
+    # exploring): a spinner with counters, on stderr, gone when done.
+    err = _console(stderr=True)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+    label = tl.shorten(call, 40)
+    task = progress.add_task(f"{label}: the crash-free run", total=None)
+
+    def on_schedule(played: int, recipe: Any, failure: Any) -> None:
+        found[0] += failure is not None
+        text = f"{label}: {played} schedules played, {found[0]} failures"
+        progress.update(task, completed=played, description=text)
+
+    try:
+        with progress:
+            report = simulator.Simulator(on_schedule=on_schedule).explore(
+                workflow, *values, seed=seed, max_crashes=crashes, budget=budget
+            )
+    except SerializationError:
+        raise  # an argument the journal cannot hold: a usage error
+    except Exception as exc:
+        raise CliFailure(
+            f"the crash-free run of {workflow.name!r} did not finish, so there is nothing to compare "
+            f"crash schedules with: {type(exc).__name__}: {exc}"
+        ) from exc
+    _print_sim(_console(), report, call, seed=seed, crashes=crashes)
+    if explain:
+        _console().print(Text("\n" + report.explain()))
+    if not report.ok:
+        raise CliFailure(
+            f"{_plural(len(report.failures), 'crash schedule')} diverged from the crash-free run"
+        )
+
+
+_SHOWN_DIVERGENCES = 3
+
+
+def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: int) -> None:
+    """The summary table, then each distinct divergence with a recipe that plays it again."""
+    console.print(Text(f"sim: {call}", style="bold"))
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("schedules", "crash points", "failures", "time", "seed", "crashes"):
+        table.add_column(name, justify="right")
+    table.add_column("result without crashes")
+    table.add_row(
+        str(report.schedules),
+        str(report.crash_points),
+        Text(str(len(report.failures)), style="bold red" if report.failures else "green"),
+        tl.duration_text(report.seconds),
+        str(seed),
+        str(crashes),
+        Text(tl.shorten(report.reference.ending.result_text(), 60)),
+    )
+    console.print(table)
+    for note in report.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    if report.ok:
+        console.print(
+            Text(f"all {report.schedules} schedules matched the crash-free run", style="bold green")
+        )
+        return
+    console.print(Text(f"{_plural(len(report.failures), 'failing schedule')}", style="bold red"))
+    groups: dict[str, list[Any]] = {}
+    for failure in report.failures:
+        groups.setdefault(failure.divergence, []).append(failure)
+    name, _, rest = call.partition("(")
+    args = rest[:-1] + ", " if rest[:-1] else ""
+    for number, (divergence, failures) in enumerate(list(groups.items())[:_SHOWN_DIVERGENCES], 1):
+        first = failures[0]
+        also = f" (and {_plural(len(failures) - 1, 'more schedule')} alike)" if len(failures) > 1 else ""
+        console.print(Text(f"\nfailure {number}: {first.recipe!r}{also}", style="bold"))
+        console.print(Text(divergence))
+        console.print(Text("reproduce with:", style="dim"))
+        console.print(Text(f"  sim.replay_recipe({name}, {args}recipe={first.recipe!r})"))
+    if len(groups) > _SHOWN_DIVERGENCES:
+        console.print(
+            Text(f"\n... and {len(groups) - _SHOWN_DIVERGENCES} more kinds of failure", style="dim")
+        )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

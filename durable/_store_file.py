@@ -32,7 +32,7 @@ from collections.abc import Callable
 import trio
 
 from . import _events as ev
-from ._codec import FRAME_SIZE, HEADER_SIZE, encode_header, scan
+from ._codec import FRAME_SIZE, HEADER_SIZE, decode_record, encode_header, scan
 from ._errors import RunLockedError, StoreError
 from ._fs import FileSystem, OsFileSystem
 from ._store import JournalWriter, Opened, Store, check_sync_mode
@@ -332,11 +332,18 @@ class FileStore(Store):
         return sorted(ids)
 
     def _first_run_id(self, path: str) -> str | None:
-        """The run id a journal's first record names (for hashed file names)."""
+        """The run id a journal's first record names (for hashed file names).
+
+        Only the first record is read, so damage further on does not hide the run
+        from a listing (reading it then reports the damage).
+        """
         fd = self.fs.open(path, write=False)
         try:
-            events = scan(self.fs.read(fd), path).events
+            data = self.fs.read(fd)
         finally:
             self.fs.close(fd)
-        first = events[0] if events else None
+        try:
+            first, _, _, _ = decode_record(data, HEADER_SIZE)
+        except ValueError:
+            return None
         return first.run_id if isinstance(first, ev.RunStarted) else None

@@ -3,20 +3,21 @@
 Theory of operation
 -------------------
 :func:`build` folds a run's events, in journal order, into a :class:`Timeline`:
-one :class:`Step` per sequence number, with its attempts (each failed one
-followed by its backoff), when it was scheduled and when it ended; the
+one :class:`Step` per sequence number (an activity with its attempts, each
+failed one followed by its backoff; a timer; a recorded side effect), the
 recoveries (``RunResumed``: a process restarted and replayed the journal up to
-there); and the outcome. The ``durable`` CLI turns the model into text (rich),
-:func:`to_json` into the stable ``--json`` format, and :func:`to_html` into one
+there), and the outcome. :func:`rows` lays the timeline out in time order, the
+way the ``durable show`` text and the HTML page's table both print it;
+:func:`to_json` is the stable ``--json`` document; :func:`to_html` is one
 self-contained page with an SVG Gantt chart.
 
-The journal contract grows (timers, side effects, signals...), so an event type
-this module has no rule for is never an error: it becomes a :class:`Note`
-showing its class name and fields, attached to its step when it carries a
-``seq`` (a new step if none exists) and to the run otherwise. Nor does a
-journal that breaks the ordering rules stop it: the timeline of a damaged run
-is still a timeline, and :func:`salvage` reads the valid records in front of
-the damage.
+The journal contract grows, and another durable may have written events this
+one has no rule for. Such an event is never an error here: it becomes a
+:class:`Note` showing its class name and fields, attached to its step when it
+carries a ``seq`` (a new step if there is none yet) and to the run otherwise.
+Nor does a journal that breaks the ordering rules stop it: the timeline of a
+damaged run is still a timeline, and :func:`salvage` reads the valid records
+in front of the damage.
 
 No I/O and no terminal code here: events and bytes in, values and text out.
 """
@@ -36,17 +37,16 @@ from ._codec import HEADER_SIZE, decode_record, read_header
 from ._errors import ErrorInfo
 from ._values import loads
 
-#: Every status a run can have in ``durable ls`` / ``durable show``.
+#: Every status a run can have in ``durable ls`` / ``durable show``. ``running``
+#: means unfinished; ``corrupt`` and ``unreadable`` runs could not be read to their end.
 STATUSES = ("running", "completed", "failed", "cancelled", "continued", "corrupt", "unreadable")
-#: Version of the ``--json`` formats (bumped only for incompatible changes; keys are only added).
+#: Version of the ``--json`` documents: keys are only ever added within a version.
 JSON_VERSION = 1
 
-# Run-ending events the contract reserves (journal-v1.md section 6), by class name,
-# so their runs get a status as soon as the runtime writes them.
-_TERMINAL_BY_NAME = {"RunCancelled": "cancelled", "RunContinuedAsNew": "continued"}
-# Reserved step events that end a step (the step's opening event has its own type).
-_CLOSING_BY_NAME = ("TimerFired", "ChildCompleted")
-_KIND_BY_NAME = {"TimerStarted": "timer", "ChildStarted": "child", "SideEffectRecorded": "side effect"}
+# Events this version does not write but knows by name: journal-v1.md reserves them.
+_RUN_ENDS_BY_NAME = {"RunCancelled": "cancelled", "RunContinuedAsNew": "continued"}
+_STEP_ENDS_BY_NAME = {"StepCancelled": "cancelled", "ChildCompleted": "completed"}
+_KIND_BY_NAME = {"ChildStarted": "child"}
 
 
 @attrs.define
@@ -60,7 +60,7 @@ class Attempt:
         status: ``"completed"``, ``"failed"`` or ``"running"``.
         error: why it failed.
         retry_at: for a failed attempt that is retried, when the next one may start.
-        resumed: a process restarted during this attempt, which then ran again from here.
+        resumed: a process restarted while this attempt was in flight; it ran again from here.
     """
 
     number: int
@@ -80,17 +80,22 @@ class Note:
     t: float | None
     fields: dict[str, str]
 
+    def text(self) -> str:
+        return ", ".join(f"{name}={shorten(value, 60)}" for name, value in self.fields.items())
+
 
 @attrs.define
 class Step:
     """One step (sequence number) of the run.
 
     Attributes:
-        kind: ``"activity"``, or the kind of a newer command (``"timer"``...) or event class name.
+        kind: ``"activity"``, ``"timer"``, ``"side effect"``, or the class name of an
+            event this version has no rule for.
         args: the call's arguments as text, e.g. ``"(4200, 'tok_visa')"``.
-        status: ``"completed"``, ``"failed"``, ``"running"`` (scheduled, not finished),
-            or ``"recorded"`` (a step made of events this version shows as notes).
-        result: the returned value as text.
+        status: ``"completed"``, ``"failed"``, ``"running"`` (not finished when the
+            journal ends), ``"cancelled"``, or ``"recorded"`` (only notes).
+        result: the returned (or recorded) value as text.
+        until: a timer's deadline.
     """
 
     seq: int
@@ -102,6 +107,7 @@ class Step:
     status: str = "running"
     result: str | None = None
     error: ErrorInfo | None = None
+    until: float | None = None
     attempts: list[Attempt] = attrs.Factory(list)
     notes: list[Note] = attrs.Factory(list)
 
@@ -116,6 +122,15 @@ class Step:
     def call(self) -> str:
         return f"{self.name}{self.args}"
 
+    @property
+    def outcome(self) -> str:
+        """The result, the error, or the status, as text."""
+        if self.error is not None:
+            return f"{self.status}: {self.error}"
+        if self.result is not None:
+            return self.result
+        return {"running": "in flight", "recorded": ""}.get(self.status, self.status)
+
 
 @attrs.define
 class Recovery:
@@ -123,13 +138,27 @@ class Recovery:
 
     Attributes:
         replayed: steps whose recorded outcome replay fed back instead of running them.
-        in_flight: steps scheduled but not finished: they ran (or waited) again.
+        in_flight: steps begun but not finished: they ran (or waited) again.
     """
 
     t: float
     pid: int
     replayed: list[int]
     in_flight: list[int]
+
+    def text(self) -> str:
+        fed = (
+            f"{_plural(len(self.replayed), 'finished step')} fed from the journal"
+            if self.replayed
+            else "nothing had finished, so the workflow started over"
+        )
+        again = (
+            f"; {'steps' if len(self.in_flight) > 1 else 'step'} {', '.join(map(str, self.in_flight))} "
+            "in flight, run again"
+            if self.in_flight
+            else ""
+        )
+        return f"process {self.pid} restarted and replayed here: {fed}{again}"
 
 
 @attrs.define
@@ -140,8 +169,9 @@ class Timeline:
         status: one of :data:`STATUSES`.
         started: when the run was created (None if the journal lost even that).
         ended: when it ended (None while unfinished).
-        last_event: the time of the last timed event.
-        journal_error: why the journal could not be read to its end (status corrupt/unreadable).
+        last_event: the time of the last event.
+        events: how many events the journal holds (in front of any damage).
+        journal_error: why the journal could not be read to its end.
     """
 
     run_id: str
@@ -165,29 +195,41 @@ class Timeline:
         end = self.ended if self.ended is not None else self.last_event
         return None if self.started is None or end is None else max(0.0, end - self.started)
 
+    @property
+    def outcome(self) -> str:
+        if self.error is not None:
+            return str(self.error)
+        return self.result if self.result is not None else ""
+
     def step(self, seq: int) -> Step | None:
-        for step in self.steps:
-            if step.seq == seq:
-                return step
-        return None
+        return next((step for step in self.steps if step.seq == seq), None)
+
+    def offset(self, t: float | None) -> str:
+        """``+1.52s`` from the run's start."""
+        if t is None or self.started is None:
+            return ""
+        return "+" + duration_text(max(0.0, t - self.started))
 
 
 # --- building ------------------------------------------------------------------------
 
 
-def build(run_id: str, events: Iterable[Any], *, journal_error: str | None = None, corrupt: bool = True) -> Timeline:
+def build(
+    run_id: str, events: Iterable[Any], *, journal_error: str | None = None, corrupt: bool = True
+) -> Timeline:
     """The timeline of a run from its events (in journal order).
 
     Args:
         journal_error: set when the journal could not be read to its end; ``events``
             are then the records in front of the damage (see :func:`salvage`).
-        corrupt: with ``journal_error``: status ``"corrupt"`` (damage) rather than
+        corrupt: with ``journal_error``, status ``"corrupt"`` (damage) rather than
             ``"unreadable"`` (a newer format, no permission...).
     """
     builder = _Builder(Timeline(run_id))
     for event in events:
         builder.add(event)
     timeline = builder.timeline
+    timeline.steps.sort(key=lambda step: step.seq)
     if journal_error is not None:
         timeline.journal_error = journal_error
         timeline.status = "corrupt" if corrupt else "unreadable"
@@ -204,59 +246,71 @@ class _Builder:
         t = getattr(event, "t", None)
         if isinstance(t, int | float) and not isinstance(t, bool):
             self.timeline.last_event = float(t)
-        handler = _HANDLERS.get(type(event), _Builder._other)
-        handler(self, event)
+        _HANDLERS.get(type(event), _Builder._other)(self, event)
 
     def _step(self, seq: int, kind: str, t: float | None) -> Step:
         step = self.steps.get(seq)
         if step is None:
-            step = Step(seq, kind, "", "", t)
-            self.steps[seq] = step
+            step = self.steps[seq] = Step(seq, kind, "", "", t)
             self.timeline.steps.append(step)
-            self.timeline.steps.sort(key=lambda s: s.seq)
         return step
 
-    def _started(self, event: ev.RunStarted) -> None:
-        tl = self.timeline
-        tl.run_id, tl.workflow, tl.started = event.run_id, event.workflow, event.t
-        tl.args = _call_text(event.args)
-
-    def _scheduled(self, event: ev.ActivityScheduled) -> None:
-        step = self._step(event.seq, "activity", event.t)
-        step.kind, step.name, step.args, step.scheduled = "activity", event.name, _call_text(event.args), event.t
-        if not step.attempts:
-            step.attempts.append(Attempt(1, event.t))
-
-    def _current_attempt(self, seq: int, t: float) -> Attempt:
+    def _attempt(self, seq: int, t: float) -> tuple[Step, Attempt]:
+        """The step's attempt in flight (made up if the journal lost its scheduling)."""
         step = self._step(seq, "activity", t)
         if not step.attempts:
             step.attempts.append(Attempt(1, step.scheduled if step.scheduled is not None else t))
-        return step.attempts[-1]
+        return step, step.attempts[-1]
 
-    def _attempt_failed(self, event: ev.AttemptFailed) -> None:
-        attempt = self._current_attempt(event.seq, event.t)
-        attempt.number = event.attempt
-        attempt.ended, attempt.status, attempt.error = event.t, "failed", event.error
-        attempt.retry_at = event.retry_at
-        self.steps[event.seq].attempts.append(Attempt(event.attempt + 1, max(event.retry_at, event.t)))
+    def run_started(self, event: ev.RunStarted) -> None:
+        timeline = self.timeline
+        timeline.workflow, timeline.started = event.workflow, event.t
+        timeline.args = _call_text(event.args)
 
-    def _completed(self, event: ev.ActivityCompleted) -> None:
-        attempt = self._current_attempt(event.seq, event.t)
+    def activity_scheduled(self, event: ev.ActivityScheduled) -> None:
+        step = self._step(event.seq, "activity", event.t)
+        step.name, step.args, step.scheduled = event.name, _call_text(event.args), event.t
+        if not step.attempts:
+            step.attempts.append(Attempt(1, event.t))
+
+    def attempt_failed(self, event: ev.AttemptFailed) -> None:
+        step, attempt = self._attempt(event.seq, event.t)
+        attempt.number, attempt.ended, attempt.status = event.attempt, event.t, "failed"
+        attempt.error, attempt.retry_at = event.error, event.retry_at
+        step.attempts.append(Attempt(event.attempt + 1, max(event.retry_at, event.t)))
+
+    def activity_completed(self, event: ev.ActivityCompleted) -> None:
+        step, attempt = self._attempt(event.seq, event.t)
         attempt.number, attempt.ended, attempt.status = event.attempts, event.t, "completed"
-        step = self.steps[event.seq]
         step.ended, step.status, step.result = event.t, "completed", _value_text(event.result)
 
-    def _failed(self, event: ev.ActivityFailed) -> None:
-        attempt = self._current_attempt(event.seq, event.t)
+    def activity_failed(self, event: ev.ActivityFailed) -> None:
+        step, attempt = self._attempt(event.seq, event.t)
         attempt.number, attempt.ended, attempt.status = event.attempts, event.t, "failed"
         attempt.error = event.error
-        step = self.steps[event.seq]
         step.ended, step.status, step.error = event.t, "failed", event.error
 
-    def _resumed(self, event: ev.RunResumed) -> None:
+    def timer_started(self, event: ev.TimerStarted) -> None:
+        step = self._step(event.seq, "timer", event.t)
+        step.kind, step.name, step.args = "timer", "sleep", f"({duration_text(event.seconds)})"
+        step.scheduled, step.until = event.t, event.fire_at
+
+    def timer_fired(self, event: ev.TimerFired) -> None:
+        step = self._step(event.seq, "timer", event.t)
+        step.ended, step.status, step.result = event.t, "completed", "fired"
+
+    def side_effect(self, event: ev.SideEffectRecorded) -> None:
+        step = self._step(event.seq, "side effect", event.t)
+        step.name, step.args, step.scheduled, step.ended = event.name, "()", event.t, event.t
+        if event.error is not None:
+            step.status, step.error = "failed", event.error
+        else:
+            step.status, step.result = "completed", _value_text(event.value)
+
+    def run_resumed(self, event: ev.RunResumed) -> None:
         replayed, in_flight = [], []
-        for step in self.timeline.steps:
-            if step.ended is not None or step.status == "recorded":
+        for step in sorted(self.timeline.steps, key=lambda s: s.seq):
+            if step.status != "running":
                 replayed.append(step.seq)
                 continue
             in_flight.append(step.seq)
@@ -265,59 +319,64 @@ class _Builder:
                 attempt.resumed = event.t  # it was running when the process stopped
         self.timeline.recoveries.append(Recovery(event.t, event.pid, replayed, in_flight))
 
-    def _run_completed(self, event: ev.RunCompleted) -> None:
-        tl = self.timeline
-        tl.status, tl.ended, tl.result = "completed", event.t, _value_text(event.result)
+    def run_completed(self, event: ev.RunCompleted) -> None:
+        timeline = self.timeline
+        timeline.status, timeline.ended, timeline.result = "completed", event.t, _value_text(event.result)
 
-    def _run_failed(self, event: ev.RunFailed) -> None:
-        tl = self.timeline
-        tl.status, tl.ended, tl.error = "failed", event.t, event.error
+    def run_failed(self, event: ev.RunFailed) -> None:
+        timeline = self.timeline
+        timeline.status, timeline.ended, timeline.error = "failed", event.t, event.error
 
     def _other(self, event: Any) -> None:
         """An event type without a rule here: shown by class name and fields."""
         note = describe(event)
-        name = type(event).__name__
-        if name in _TERMINAL_BY_NAME:
-            self.timeline.status, self.timeline.ended = _TERMINAL_BY_NAME[name], note.t
+        if note.type in _RUN_ENDS_BY_NAME:
+            self.timeline.status, self.timeline.ended = _RUN_ENDS_BY_NAME[note.type], note.t
         seq = getattr(event, "seq", None)
         if not isinstance(seq, int) or isinstance(seq, bool):
             self.timeline.notes.append(note)
             return
         step = self.steps.get(seq)
         if step is None:
-            step = self._step(seq, _KIND_BY_NAME.get(name, name), note.t)
-            step.name = next((note.fields[f] for f in ("name", "workflow", "kind") if f in note.fields), "")
-            step.name = step.name.strip("'")
+            step = self._step(seq, _KIND_BY_NAME.get(note.type, note.type), note.t)
+            step.name = next((note.fields[f] for f in ("name", "workflow") if f in note.fields), "")
             step.status = "recorded"
-        step.notes.append(note)
-        if step.status == "recorded" and note.t is not None:
-            step.ended = note.t
-        if name in _CLOSING_BY_NAME:
+        if note.fields or note.type not in _STEP_ENDS_BY_NAME:
+            step.notes.append(note)
+        if note.type in _STEP_ENDS_BY_NAME:
             failed = getattr(event, "error", None) is not None
-            step.ended, step.status = note.t, "failed" if failed else "completed"
+            step.ended, step.status = note.t, "failed" if failed else _STEP_ENDS_BY_NAME[note.type]
+            attempt = step.attempts[-1] if step.attempts else None
+            if attempt is not None and attempt.status == "running" and note.t is not None:
+                attempt.ended, attempt.status = note.t, step.status
+        elif step.status == "recorded":
+            step.ended = note.t
 
 
 _HANDLERS: dict[type[Any], Callable[[_Builder, Any], None]] = {
-    ev.RunStarted: _Builder._started,
-    ev.ActivityScheduled: _Builder._scheduled,
-    ev.AttemptFailed: _Builder._attempt_failed,
-    ev.ActivityCompleted: _Builder._completed,
-    ev.ActivityFailed: _Builder._failed,
-    ev.RunResumed: _Builder._resumed,
-    ev.RunCompleted: _Builder._run_completed,
-    ev.RunFailed: _Builder._run_failed,
+    ev.RunStarted: _Builder.run_started,
+    ev.ActivityScheduled: _Builder.activity_scheduled,
+    ev.AttemptFailed: _Builder.attempt_failed,
+    ev.ActivityCompleted: _Builder.activity_completed,
+    ev.ActivityFailed: _Builder.activity_failed,
+    ev.TimerStarted: _Builder.timer_started,
+    ev.TimerFired: _Builder.timer_fired,
+    ev.SideEffectRecorded: _Builder.side_effect,
+    ev.RunResumed: _Builder.run_resumed,
+    ev.RunCompleted: _Builder.run_completed,
+    ev.RunFailed: _Builder.run_failed,
 }
 
 
 def describe(event: Any) -> Note:
-    """Any event as a :class:`Note`: class name, time, and every other field as text."""
+    """Any event as a :class:`Note`: class name, time, and its other fields as text."""
     fields: dict[str, str] = {}
     t = None
     for name, value in _fields_of(event):
         if name == "t" and isinstance(value, int | float):
             t = float(value)
         elif name != "seq":
-            fields[name] = _field_text(value)
+            fields[name] = _value_text(value) if isinstance(value, bytes) else _plain(value)
     return Note(type(event).__name__, t, fields)
 
 
@@ -327,14 +386,12 @@ def _fields_of(event: Any) -> list[tuple[str, Any]]:
     return list(getattr(event, "__dict__", {}).items())
 
 
-def _field_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return _value_text(value)
+def _plain(value: Any) -> str:
     return str(value) if isinstance(value, ErrorInfo) else repr(value)
 
 
 def _value_text(data: bytes) -> str:
-    """A journaled value as ``repr`` text (never raises: a viewer must show what it can)."""
+    """A journaled value as ``repr`` text (never raises: a viewer shows what it can)."""
     try:
         return repr(loads(data))
     except Exception:
@@ -369,11 +426,15 @@ def salvage(data: bytes) -> list[Any]:
     return events
 
 
-# --- text helpers (shared by every renderer) -----------------------------------------
+# --- text ----------------------------------------------------------------------------
 
 
 def shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def duration_text(seconds: float | None) -> str:
@@ -386,15 +447,14 @@ def duration_text(seconds: float | None) -> str:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.2f}s"
-    if seconds < 3600:
-        minutes, secs = divmod(int(round(seconds)), 60)
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(int(round(seconds)) // 60, 60)
-    return f"{hours}h{minutes:02d}m"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole // 60 % 60:02d}m"
 
 
 def local_time(t: float | None, *, precise: bool = False) -> str:
-    """Wall-clock seconds as local time, ``2026-11-25 10:00:03`` (``.123`` when ``precise``)."""
+    """Wall-clock seconds as local time: ``2026-11-25 10:00:03`` (``.123`` when ``precise``)."""
     if t is None:
         return ""
     moment = datetime.datetime.fromtimestamp(t)
@@ -408,47 +468,116 @@ def iso_time(t: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(t).astimezone().isoformat(timespec="microseconds")
 
 
-def offset_text(timeline: Timeline, t: float | None) -> str:
-    """``+1.52s`` from the run's start."""
-    if t is None or timeline.started is None:
-        return ""
-    return "+" + (duration_text(t - timeline.started) or "0ms") if t >= timeline.started else "?"
-
-
-def recovery_text(recovery: Recovery) -> str:
-    """What a recovery did, in a sentence."""
-    replayed = len(recovery.replayed)
-    fed = (
-        f"{replayed} finished step{'s' if replayed != 1 else ''} fed from the journal"
-        if replayed
-        else "nothing had finished, the workflow started over"
-    )
-    again = (
-        f"; step{'s' if len(recovery.in_flight) != 1 else ''} "
-        f"{', '.join(map(str, recovery.in_flight))} in flight, run again"
-        if recovery.in_flight
-        else ""
-    )
-    return f"process {recovery.pid} restarted and replayed here: {fed}{again}"
-
-
 def attempt_text(attempt: Attempt) -> str:
     """``attempt 2 failed after 3ms: ConnectionError: refused; retry after 500ms``."""
-    took = (
-        f" after {duration_text(attempt.ended - attempt.started)}"
-        if attempt.ended is not None and attempt.ended >= attempt.started
-        else ""
-    )
     if attempt.status == "running":
         return f"attempt {attempt.number} in flight when the journal ends"
-    text = f"attempt {attempt.number} {attempt.status}{took}"
+    began = attempt.started
+    text = f"attempt {attempt.number}"
+    if attempt.resumed is not None:
+        text += " was cut short by a crash, ran again after the restart, and"
+        began = attempt.resumed
+    text += f" {attempt.status}"
+    if attempt.ended is not None and attempt.ended >= began:
+        text += f" after {duration_text(attempt.ended - began)}"
     if attempt.error is not None:
         text += f": {attempt.error}"
     if attempt.retry_at is not None and attempt.ended is not None:
         text += f"; retry after {duration_text(max(0.0, attempt.retry_at - attempt.ended))}"
-    if attempt.resumed is not None:
-        text += " (interrupted by a restart, ran again)"
     return text
+
+
+# How run-level events read in a timeline row: (kind column, text with the fields).
+_NOTE_ROWS = {
+    "PatchRecorded": ("patch", "patched({change_id}) is True from here: the run takes the new code path"),
+    "SignalReceived": ("signal", "signal {name} received, payload {payload}"),
+}
+
+
+def _note_row(note: Note) -> tuple[str, str]:
+    """The kind column and text of a run-level event (generic if its fields are not the expected ones)."""
+    what, template = _NOTE_ROWS.get(note.type, (note.type, "{}"))
+    try:
+        return what, template.format(note.text(), **note.fields)
+    except (KeyError, IndexError):
+        return note.type, note.text()
+
+
+@attrs.frozen
+class Row:
+    """One line of the timeline as ``durable show`` prints it, in time order.
+
+    Attributes:
+        kind: ``"step"``, ``"recovery"``, ``"note"`` or ``"outcome"``.
+        at: the time as an offset from the run's start (``"+1.52s"``).
+        what: the kind column: ``"activity"``, ``"timer"``, ``"recovery"``...
+        status: what the line's outcome says (``"completed"``, ``"failed"``...): for colours.
+        details: indented lines under it, ``(status, text)``: one per attempt, for instance.
+    """
+
+    kind: str
+    at: str
+    what: str
+    text: str
+    status: str
+    step: str = ""
+    took: str = ""
+    outcome: str = ""
+    details: tuple[tuple[str, str], ...] = ()
+    seq: int | None = None
+
+
+def _step_row_of(timeline: Timeline, step: Step) -> Row:
+    details = [
+        (a.status, attempt_text(a))
+        for a in step.attempts
+        if len(step.attempts) > 1 or a.status == "failed" or a.resumed is not None
+    ]
+    details += [("note", f"{n.type} {n.text()}") for n in step.notes]
+    if step.until is not None and step.status == "running":
+        details.append(("running", f"fires at {local_time(step.until, precise=True)}"))
+    outcome = step.outcome
+    if step.attempts and step.status in ("completed", "failed") and step.attempts[-1].number > 1:
+        outcome += f" (attempt {step.attempts[-1].number})"
+    return Row(
+        kind="step",
+        at=timeline.offset(step.scheduled),
+        what=step.kind,
+        text=step.call,
+        status=step.status,
+        step=str(step.seq),
+        took=duration_text(step.duration) if step.attempts or step.kind == "timer" else "",
+        outcome=outcome,
+        details=tuple(details),
+        seq=step.seq,
+    )
+
+
+def rows(timeline: Timeline) -> list[Row]:
+    """The timeline as lines in time order: steps (with their attempts), recoveries, the outcome."""
+    found: list[tuple[float, int, Row]] = []
+    for step in timeline.steps:
+        found.append((step.scheduled or 0.0, 0, _step_row_of(timeline, step)))
+    for r in timeline.recoveries:
+        found.append((r.t, 1, Row("recovery", timeline.offset(r.t), "recovery", r.text(), "recovery", "⟲")))
+    for note in timeline.notes:
+        what, text = _note_row(note)
+        row = Row("note", timeline.offset(note.t), what, text, "note")
+        found.append((note.t or 0.0, 2, row))
+    ordered = [row for _, _, row in sorted(found, key=lambda item: (item[0], item[1]))]
+    if timeline.ended is not None:
+        ordered.append(
+            Row(
+                kind="outcome",
+                at=timeline.offset(timeline.ended),
+                what="outcome",
+                text=f"run {timeline.status}",
+                status=timeline.status,
+                took=duration_text(timeline.duration),
+                outcome=timeline.outcome,
+            )
+        )
+    return ordered
 
 
 # --- JSON ----------------------------------------------------------------------------
@@ -465,7 +594,7 @@ def _note_json(note: Note) -> dict[str, Any]:
 
 
 def summary_json(timeline: Timeline) -> dict[str, Any]:
-    """One ``durable ls --json`` row."""
+    """One object of ``durable ls --json``."""
     return {
         "id": timeline.run_id,
         "workflow": timeline.workflow,
@@ -477,8 +606,38 @@ def summary_json(timeline: Timeline) -> dict[str, Any]:
     }
 
 
+def _attempt_json(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "attempt": attempt.number,
+        "status": attempt.status,
+        "started": iso_time(attempt.started),
+        "ended": iso_time(attempt.ended),
+        "error": _error_json(attempt.error),
+        "retry_at": iso_time(attempt.retry_at),
+        "resumed": iso_time(attempt.resumed),
+    }
+
+
+def _step_json(step: Step) -> dict[str, Any]:
+    return {
+        "seq": step.seq,
+        "kind": step.kind,
+        "name": step.name,
+        "args": step.args,
+        "status": step.status,
+        "scheduled": iso_time(step.scheduled),
+        "ended": iso_time(step.ended),
+        "duration": step.duration,
+        "result": step.result,
+        "error": _error_json(step.error),
+        "until": iso_time(step.until),
+        "attempts": [_attempt_json(a) for a in step.attempts],
+        "notes": [_note_json(n) for n in step.notes],
+    }
+
+
 def to_json(timeline: Timeline) -> dict[str, Any]:
-    """The ``durable show --json`` document (keys documented in docs/cli.md)."""
+    """The ``durable show --json`` document (its keys are documented in docs/cli.md)."""
     return {
         "version": JSON_VERSION,
         "id": timeline.run_id,
@@ -493,34 +652,7 @@ def to_json(timeline: Timeline) -> dict[str, Any]:
         "error": _error_json(timeline.error),
         "journal_error": timeline.journal_error,
         "events": timeline.events,
-        "steps": [
-            {
-                "seq": step.seq,
-                "kind": step.kind,
-                "name": step.name,
-                "args": step.args,
-                "status": step.status,
-                "scheduled": iso_time(step.scheduled),
-                "ended": iso_time(step.ended),
-                "duration": step.duration,
-                "result": step.result,
-                "error": _error_json(step.error),
-                "attempts": [
-                    {
-                        "attempt": a.number,
-                        "status": a.status,
-                        "started": iso_time(a.started),
-                        "ended": iso_time(a.ended),
-                        "error": _error_json(a.error),
-                        "retry_at": iso_time(a.retry_at),
-                        "resumed": iso_time(a.resumed),
-                    }
-                    for a in step.attempts
-                ],
-                "notes": [_note_json(n) for n in step.notes],
-            }
-            for step in timeline.steps
-        ],
+        "steps": [_step_json(s) for s in timeline.steps],
         "recoveries": [
             {"t": iso_time(r.t), "pid": r.pid, "replayed": r.replayed, "in_flight": r.in_flight}
             for r in timeline.recoveries
@@ -530,41 +662,50 @@ def to_json(timeline: Timeline) -> dict[str, Any]:
 
 
 # --- HTML ----------------------------------------------------------------------------
+#
+# One page, nothing fetched: inline CSS, an inline SVG chart, and <title> elements
+# for the hover details. Elements carry classes and data-* attributes (data-seq,
+# data-attempt, data-pid) so that tools and tests can find what the chart shows.
 
-_LABEL_W = 340
-_CHART_W = 880
+_LABEL_W = 330  # the step labels, left of the chart
+_CHART_W = 860
+_RIGHT_W = 170  # room for the last outcome label
 _ROW_H = 30
 _BAR_H = 16
-_TOP = 56
-_MIN_BAR = 3.0
+_MIN_BAR = 6.0  # px: the shortest bar drawn (its title has the real times)
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;margin:24px;
-background:#fafbfc}
+ background:#fafbfc}
 h1{font-size:20px;margin:0 0 6px}h1 code{background:#eef1f5;padding:1px 6px;border-radius:4px}
 .badge{display:inline-block;padding:1px 9px;border-radius:10px;color:#fff;font-size:13px;
-vertical-align:middle;margin-left:8px}
-.completed{background:#2e9d5b}.failed{background:#d64545}.running{background:#3b7dd8}
-.corrupt,.unreadable{background:#8a5a00}.cancelled,.continued{background:#6b7280}
+ vertical-align:middle;margin-left:10px}
+.badge.completed{background:#2e9d5b}.badge.failed{background:#d64545}.badge.running{background:#3b7dd8}
+.badge.corrupt,.badge.unreadable{background:#a06800}.badge.cancelled,.badge.continued{background:#6b7280}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 14px;margin:10px 0 14px}
 dt{color:#5b6473}dd{margin:0;font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
 .damage{background:#fff1d6;border:1px solid #e0a030;padding:8px 12px;border-radius:6px;margin:8px 0}
-.legend{display:flex;flex-wrap:wrap;gap:16px;margin:8px 0 4px;font-size:13px;color:#3b4252}
-.legend svg{vertical-align:middle;margin-right:5px}
-.chart{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:6px 0;overflow-x:auto}
+.legend{display:flex;flex-wrap:wrap;gap:18px;margin:8px 0 6px;font-size:13px;color:#3b4252}
+.legend svg{vertical-align:middle;margin-right:6px}
+.chart{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:4px 0}
+.chart svg{display:block;max-width:100%;height:auto}
 svg text{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:12px;fill:#1d2330}
-svg .label{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
-svg .seq{fill:#5b6473}svg .tick{fill:#6b7280;font-size:11px}svg .grid{stroke:#eef0f3}
-svg .row:hover .rowbg{fill:#f3f6fb}
-svg .ok{fill:#2e9d5b}svg .bad{fill:#d64545}svg .run{fill:url(#running)}svg .lost{fill:#c3c8d0}
-svg .wait{fill:url(#hatch);stroke:#d9a23a;stroke-width:.8}svg .mark{fill:#6d4bd8}
-svg .recovery line{stroke:#7b3fc4;stroke-width:2;stroke-dasharray:5 4}
+svg .label{font-family:ui-monospace,Menlo,Consolas,monospace}svg .dim{fill:#6b7280}
+svg .small{font-size:11px}svg .grid{stroke:#eef0f3}svg .rowbg{fill:transparent}
+svg .step:hover .rowbg{fill:#f1f5fb}
+svg .ok{fill:#2e9d5b}svg .bad{fill:#d64545}svg .run{fill:url(#running)}
+svg .lost{fill:#c9cdd4;stroke:#9aa1ab;stroke-dasharray:3 2}
+svg .wait{fill:url(#hatch);stroke:#d9a23a;stroke-width:.8}svg .timer{fill:#8fa8c8}
+svg .planned{fill:none;stroke:#8fa8c8;stroke-dasharray:4 3}svg .mark{fill:#6d4bd8}
+svg .cancelled{fill:#9aa1ab}
+svg .recovery line{stroke:#7b3fc4;stroke-width:2;stroke-dasharray:6 4}
 svg .recovery text{fill:#7b3fc4;font-weight:600}
 svg .end line{stroke:#1d2330;stroke-width:1.5}svg .end text{font-weight:600}
 table{border-collapse:collapse;margin-top:18px;background:#fff;font-size:13px}
 th,td{border-bottom:1px solid #e6e9ee;padding:4px 10px;text-align:left;vertical-align:top}
 th{background:#f1f3f6}td.mono{font-family:ui-monospace,Menlo,Consolas,monospace}
-tr.attempt td{color:#5b6473;border-bottom:1px dotted #eef0f3}tr.recovery td{color:#7b3fc4}
+tr.detail td{color:#5b6473;border-bottom:1px dotted #e6e9ee}tr.detail.failed td{color:#b83232}
+tr.recovery td{color:#7b3fc4}
 """
 
 _DEFS = (
@@ -580,13 +721,34 @@ _LEGEND = (
     ("ok", "attempt that returned"),
     ("bad", "failed attempt"),
     ("wait", "retry backoff"),
-    ("lost", "interrupted by a crash"),
-    ("run", "in flight at the journal's end"),
+    ("lost", "cut short by a crash"),
+    ("run", "in flight when the journal ends"),
+    ("timer", "timer"),
+    ("cancelled", "cancelled"),
 )
+_BAR_CLASS = {"completed": "ok", "failed": "bad", "running": "run", "cancelled": "cancelled"}
 
 
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _tag(name: str, content: str = "", **attributes: object) -> str:
+    """``<name a="v">content</name>``; ``class_`` is ``class``, ``data_seq`` is ``data-seq``."""
+    text = "".join(
+        f' {key.rstrip("_").replace("_", "-")}="{_e(value)}"'
+        for key, value in attributes.items()
+        if value is not None
+    )
+    return f"<{name}{text}>{content}</{name}>"
+
+
+def _title(text: str) -> str:
+    return _tag("title", _e(text))
+
+
+def _num(value: float) -> str:
+    return f"{value:.1f}"
 
 
 class _Scale:
@@ -600,200 +762,247 @@ class _Scale:
         return _LABEL_W + (t - self.start) / self.span * _CHART_W
 
     def ticks(self) -> list[float]:
+        """Offsets from the start at a round step (1, 2 or 5 times a power of ten)."""
         raw = self.span / 6
         power = 10 ** math.floor(math.log10(raw))
         step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-        return [i * step for i in range(int(self.span / step) + 1)]
+        return [i * step for i in range(int(self.span / step + 1e-9) + 1)]
 
 
-def _rect(scale: _Scale, css: str, start: float, end: float, y: float, title: str, extra: str = "") -> str:
+def _bar(scale: _Scale, css: str, start: float, end: float, y: float, title: str, **data: object) -> str:
     x = scale.x(start)
     width = max(scale.x(end) - x, _MIN_BAR)
-    return (
-        f'<rect class="{css}" x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{_BAR_H}" rx="2"{extra}>'
-        f"<title>{_e(title)}</title></rect>"
+    return _tag(
+        "rect",
+        _title(title),
+        class_=css,
+        x=_num(x),
+        y=_num(y),
+        width=_num(width),
+        height=_BAR_H,
+        rx=2,
+        **data,
     )
 
 
-def _attempt_shapes(scale: _Scale, step: Step, attempt: Attempt, y: float, chart_end: float) -> list[str]:
-    shapes = []
-    start = attempt.started
-    end = attempt.ended if attempt.ended is not None else chart_end
-    data = f' data-attempt="{attempt.number}"'
+def _attempt_bars(scale: _Scale, step: Step, attempt: Attempt, y: float, chart_end: float) -> list[str]:
+    start, end = attempt.started, attempt.ended if attempt.ended is not None else chart_end
+    head = f"step {step.seq} {shorten(step.call, 80)}\n"
+    bars = []
     if attempt.resumed is not None and start < attempt.resumed <= end:
-        shapes.append(
-            _rect(scale, "lost", start, attempt.resumed, y,
-                  f"step {step.seq}, attempt {attempt.number}: interrupted: the process stopped here "
-                  f"and restarted at {local_time(attempt.resumed, precise=True)}")
-        )  # fmt: skip
+        lost = (
+            f"{head}attempt {attempt.number} was in flight when the process stopped; "
+            "it ran again after the restart"
+        )
+        bars.append(_bar(scale, "lost", start, attempt.resumed, y, lost, data_attempt=attempt.number))
         start = attempt.resumed
-    css = {"completed": "ok", "failed": "bad"}.get(attempt.status, "run")
-    title = f"step {step.seq} {step.call}\n{attempt_text(attempt)}"
-    shapes.append(_rect(scale, f"attempt {css}", start, end, y, title, data + f' data-status="{attempt.status}"'))
     if attempt.retry_at is not None and attempt.ended is not None and attempt.retry_at > attempt.ended:
-        wait = f"step {step.seq}: backoff {duration_text(attempt.retry_at - attempt.ended)} before attempt {attempt.number + 1}"
-        shapes.append(_rect(scale, "wait", attempt.ended, attempt.retry_at, y, wait, data))
-    return shapes
+        backoff = duration_text(attempt.retry_at - attempt.ended)
+        wait = f"{head}backoff of {backoff} before attempt {attempt.number + 1}"
+        bars.append(
+            _bar(scale, "wait", attempt.ended, attempt.retry_at, y, wait, data_backoff=attempt.number)
+        )
+    # Drawn last, on top: a short attempt widened to the minimum width stays visible.
+    css = f"attempt {_BAR_CLASS.get(attempt.status, 'run')}"
+    text = head + attempt_text(attempt)
+    bars.append(
+        _bar(scale, css, start, end, y, text, data_attempt=attempt.number, data_status=attempt.status)
+    )
+    return bars
 
 
-def _step_row(scale: _Scale, step: Step, row: int, chart_end: float) -> str:
-    top = _TOP + row * _ROW_H
-    y = top + (_ROW_H - _BAR_H) / 2
-    label = shorten(f"{step.kind} {step.call}" if step.kind != "activity" else step.call, 42)
-    title = f"step {step.seq}: {step.kind} {step.call}\n{step.status}"
+def _other_bars(scale: _Scale, step: Step, y: float, chart_end: float, title: str) -> list[str]:
+    """A step without attempts: a timer's bar, or a mark for an instant (a recorded value)."""
+    if step.scheduled is None:
+        return []
+    if step.kind == "timer":
+        bars = []
+        if step.until is not None and step.status == "running":
+            bars.append(_bar(scale, "planned", step.scheduled, step.until, y, title + "\n(planned)"))
+        end = step.ended if step.ended is not None else chart_end
+        bars.append(
+            _bar(scale, "timer" if step.status != "cancelled" else "cancelled", step.scheduled, end, y, title)
+        )
+        return bars
+    end = step.ended if step.ended is not None else step.scheduled
+    if end - step.scheduled > scale.span / 200:
+        return [_bar(scale, _BAR_CLASS.get(step.status, "cancelled"), step.scheduled, end, y, title)]
+    x, mid = scale.x(step.scheduled), y + _BAR_H / 2
+    corners = [(x, y), (x + 7, mid), (x, y + _BAR_H), (x - 7, mid)]
+    points = " ".join(f"{_num(cx)},{_num(cy)}" for cx, cy in corners)
+    return [_tag("polygon", _title(title), class_="mark", points=points)]
+
+
+def _step_row(scale: _Scale, step: Step, top: float, chart_end: float) -> str:
+    y, base = top + (_ROW_H - _BAR_H) / 2, top + 19
+    label = step.call if step.kind == "activity" else f"{step.kind} {step.call}"
+    title = f"step {step.seq}: {step.kind} {shorten(step.call, 200)}\n{step.status}"
     if step.duration is not None:
         title += f" in {duration_text(step.duration)}"
-    if step.result is not None:
-        title += f"\nresult: {shorten(step.result, 200)}"
-    if step.error is not None:
-        title += f"\nerror: {step.error}"
+    if step.outcome and step.status not in ("running", "recorded"):
+        title += f"\n{shorten(step.outcome, 300)}"
     parts = [
-        f'<g class="row step" data-seq="{step.seq}" data-status="{_e(step.status)}"><title>{_e(title)}</title>',
-        f'<rect class="rowbg" x="0" y="{top}" width="{_LABEL_W + _CHART_W + 40}" height="{_ROW_H}" fill="transparent"/>',
-        f'<text class="seq" x="10" y="{top + 19}">{step.seq}</text>',
-        f'<text class="label" x="38" y="{top + 19}">{_e(label)}</text>',
+        _title(title),
+        _tag("rect", class_="rowbg", x=0, y=top, width=_LABEL_W + _CHART_W + _RIGHT_W, height=_ROW_H),
+        _tag("text", str(step.seq), class_="dim", x=10, y=base),
+        _tag("text", _e(shorten(label, 40)), class_="label", x=38, y=base),
     ]
     for attempt in step.attempts:
-        parts += _attempt_shapes(scale, step, attempt, y, chart_end)
-    if not step.attempts and step.scheduled is not None:
-        end = step.ended if step.ended is not None else step.scheduled
-        if end - step.scheduled > scale.span / 200:
-            parts.append(_rect(scale, "ok", step.scheduled, end, y, title))
-        else:
-            x, mid = scale.x(step.scheduled), y + _BAR_H / 2
-            parts.append(
-                f'<polygon class="mark" points="{x:.1f},{y:.1f} {x + 7:.1f},{mid:.1f} {x:.1f},{y + _BAR_H:.1f} '
-                f'{x - 7:.1f},{mid:.1f}"><title>{_e(title)}</title></polygon>'
-            )
-    if step.ended is not None and step.attempts:
-        text = step.result if step.status == "completed" else step.error
+        parts += _attempt_bars(scale, step, attempt, y, chart_end)
+    if not step.attempts:
+        parts += _other_bars(scale, step, y, chart_end, title)
+    if step.ended is not None and step.status not in ("recorded",):
+        outcome = shorten(step.outcome, 26)
         parts.append(
-            f'<text class="tick" x="{scale.x(step.ended) + 6:.1f}" y="{top + 19}">'
-            f"{_e(shorten(str(text), 28)) if text is not None else ''}</text>"
+            _tag("text", _e(outcome), class_="dim small", x=_num(scale.x(step.ended) + 8), y=base - 1)
         )
-    parts.append("</g>")
-    return "".join(parts)
+    return _tag("g", "".join(parts), class_="step", data_seq=step.seq, data_status=step.status)
 
 
-def _vertical(scale: _Scale, css: str, t: float, height: float, label: str, title: str, extra: str = "") -> str:
-    x = scale.x(t)
-    return (
-        f'<g class="{css}"{extra}><title>{_e(title)}</title>'
-        f'<line x1="{x:.1f}" y1="{_TOP - 14}" x2="{x:.1f}" y2="{height - 6}"/>'
-        f'<text x="{x + 4:.1f}" y="{_TOP - 18}">{_e(label)}</text></g>'
-    )
+def _chart_span(timeline: Timeline) -> tuple[float, float]:
+    start = timeline.started if timeline.started is not None else (timeline.last_event or 0.0)
+    ends = [start, timeline.last_event or start]
+    for step in timeline.steps:
+        ends += [a.retry_at for a in step.attempts if a.retry_at is not None]
+        ends += [step.until] if step.until is not None else []
+    end = max(ends)
+    if timeline.ended is None:  # room to show what was still in flight
+        end += max((end - start) * 0.06, 1e-3)
+    return start, end
+
+
+@attrs.frozen
+class _Mark:
+    """A vertical line across the chart: a recovery, or the run's end."""
+
+    t: float
+    css: str
+    label: str
+    title: str
+    pid: int | None = None
+
+
+def _levels(scale: _Scale, marks: list[_Mark]) -> list[int]:
+    """A label row for each mark, so that labels of nearby marks do not overlap."""
+    ends: list[float] = []  # per row: where its last label ends
+    chosen = []
+    for mark in marks:
+        x = scale.x(mark.t)
+        row = next((i for i, end in enumerate(ends) if end < x), len(ends))
+        if row == len(ends):
+            ends.append(0.0)
+        ends[row] = x + 12 + 7 * len(mark.label)
+        chosen.append(row)
+    return chosen
 
 
 def _svg(timeline: Timeline) -> str:
-    start = timeline.started if timeline.started is not None else (timeline.last_event or 0.0)
-    end = max(
-        [start, timeline.last_event or start]
-        + [a.retry_at for s in timeline.steps for a in s.attempts if a.retry_at is not None]
-    )
+    start, end = _chart_span(timeline)
     scale = _Scale(start, end)
-    rows = max(len(timeline.steps), 1)
-    height = _TOP + rows * _ROW_H + 12
-    width = _LABEL_W + _CHART_W + 90
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">', _DEFS]
-    for tick in scale.ticks():
-        x = scale.x(start + tick)
-        parts.append(
-            f'<line class="grid" x1="{x:.1f}" y1="{_TOP - 4}" x2="{x:.1f}" y2="{height - 6}"/>'
-            f'<text class="tick" x="{x:.1f}" y="{_TOP - 4}" text-anchor="middle">+{_e(duration_text(tick) or "0")}</text>'
+    marks = [
+        _Mark(
+            r.t, "recovery", f"⟲ restart (pid {r.pid})", f"{local_time(r.t, precise=True)}: {r.text()}", r.pid
         )
-    parts.append(f'<text class="seq" x="10" y="{_TOP - 4}">step</text>')
-    for row, step in enumerate(timeline.steps):
-        parts.append(_step_row(scale, step, row, end))
-    if not timeline.steps:
-        parts.append(f'<text class="seq" x="38" y="{_TOP + 19}">no steps were journaled</text>')
-    for recovery in timeline.recoveries:
-        parts.append(
-            _vertical(scale, "recovery", recovery.t, height, f"⟲ restart (pid {recovery.pid})",
-                      f"{local_time(recovery.t, precise=True)}: {recovery_text(recovery)}",
-                      f' data-pid="{recovery.pid}"')
-        )  # fmt: skip
+        for r in timeline.recoveries
+    ]
     if timeline.ended is not None:
-        outcome = timeline.result if timeline.status == "completed" else timeline.error
-        parts.append(
-            _vertical(scale, f"end {timeline.status}", timeline.ended, height, timeline.status,
-                      f"run {timeline.status} at {local_time(timeline.ended, precise=True)}: {outcome}")
-        )  # fmt: skip
-    parts.append("</svg>")
-    return "".join(parts)
+        when = local_time(timeline.ended, precise=True)
+        title = f"run {timeline.status} at {when}: {shorten(timeline.outcome, 300)}"
+        marks.append(_Mark(timeline.ended, f"end {timeline.status}", timeline.status, title))
+    marks.sort(key=lambda m: m.t)
+    levels = _levels(scale, marks)
+    top = 30 + 16 * max(levels, default=-1) + 16  # the first row of bars
+    bottom = top + max(len(timeline.steps), 1) * _ROW_H + 4
+    parts = []
+    for tick in scale.ticks():
+        tx = _num(scale.x(start + tick))
+        parts.append(_tag("line", class_="grid", x1=tx, y1=top - 2, x2=tx, y2=bottom))
+        label = "+" + (duration_text(tick) if tick else "0")
+        parts.append(_tag("text", _e(label), class_="dim small", x=tx, y=top - 4, text_anchor="middle"))
+    parts.append(_tag("text", "step", class_="dim small", x=10, y=top - 4))
+    for row, step in enumerate(timeline.steps):
+        parts.append(_step_row(scale, step, top + row * _ROW_H, end))
+    if not timeline.steps:
+        parts.append(_tag("text", "no steps were journaled", class_="dim", x=38, y=top + 19))
+    for mark, level in zip(marks, levels, strict=True):
+        x, label_y = scale.x(mark.t), top - 20 - 16 * level
+        line = _tag("line", x1=_num(x), y1=label_y + 4, x2=_num(x), y2=bottom)
+        text = _tag("text", _e(mark.label), x=_num(x + 4), y=label_y)
+        parts.append(_tag("g", _title(mark.title) + line + text, class_=mark.css, data_pid=mark.pid))
+    width, height = _LABEL_W + _CHART_W + _RIGHT_W, bottom + 8
+    return _tag(
+        "svg",
+        "".join(parts),
+        xmlns="http://www.w3.org/2000/svg",
+        viewBox=f"0 0 {width} {height}",
+        width=width,
+        role="img",
+        aria_label=f"timeline of run {timeline.run_id}",
+    )
 
 
 def _legend() -> str:
-    items = []
-    for css, text in _LEGEND:
-        items.append(
-            f'<span><svg width="22" height="12">{_DEFS}<rect class="{css}" width="22" height="12" rx="2"/></svg>'
-            f"{_e(text)}</span>"
+    """What the colours mean; its swatches carry the class ``key`` besides the chart's classes."""
+    items = [
+        _tag(
+            "span",
+            _tag("svg", _tag("rect", class_=f"key {css}", width=22, height=12, rx=2), width=22, height=12)
+            + _e(text),
         )
+        for css, text in _LEGEND
+    ]
+    line = _tag("line", x1=7, y1=0, x2=7, y2=14)
     items.append(
-        '<span><svg width="14" height="14" class="recovery"><line x1="7" y1="0" x2="7" y2="14"/></svg>'
-        "process restarted and replayed the journal</span>"
+        _tag(
+            "span",
+            _tag("svg", _tag("g", line, class_="key recovery"), width=14, height=14)
+            + "process restarted, journal replayed",
+        )
     )
-    return f'<div class="legend">{"".join(items)}</div>'
+    return _tag("div", "".join(items), class_="legend")
 
 
-def _details(timeline: Timeline) -> str:
-    rows = ['<table class="steps"><tr><th>at</th><th>step</th><th>kind</th><th>call</th><th>took</th><th>outcome</th></tr>']
-    entries: list[tuple[float, int, str]] = []
-    for step in timeline.steps:
-        outcome = step.result if step.status == "completed" else (str(step.error) if step.error else step.status)
-        lines = [
-            f'<tr class="step" data-seq="{step.seq}"><td>{_e(offset_text(timeline, step.scheduled))}</td>'
-            f"<td>{step.seq}</td><td>{_e(step.kind)}</td><td class=mono>{_e(shorten(step.call, 120))}</td>"
-            f"<td>{_e(duration_text(step.duration))}</td><td class=mono>{_e(shorten(str(outcome), 120))}</td></tr>"
-        ]
-        for attempt in step.attempts:
-            if len(step.attempts) > 1 or attempt.status == "failed" or attempt.resumed is not None:
-                lines.append(
-                    f'<tr class="attempt" data-seq="{step.seq}" data-attempt="{attempt.number}"><td></td><td></td>'
-                    f"<td>attempt</td><td colspan=3>{_e(attempt_text(attempt))}</td></tr>"
-                )
-        for note in step.notes:
-            lines.append(f'<tr class="attempt"><td></td><td></td><td>{_e(note.type)}</td><td colspan=3 class=mono>{_e(_note_fields(note))}</td></tr>')
-        entries.append((step.scheduled or 0.0, 0, "".join(lines)))
-    for recovery in timeline.recoveries:
-        entries.append(
-            (recovery.t, 1,
-             f'<tr class="recovery" data-pid="{recovery.pid}"><td>{_e(offset_text(timeline, recovery.t))}</td><td>⟲</td>'
-             f"<td>recovery</td><td colspan=3>{_e(recovery_text(recovery))}</td></tr>")
-        )  # fmt: skip
-    rows += [text for _, _, text in sorted(entries, key=lambda e: (e[0], e[1]))]
-    rows.append("</table>")
-    return "".join(rows)
-
-
-def _note_fields(note: Note) -> str:
-    return ", ".join(f"{k}={shorten(v, 80)}" for k, v in note.fields.items())
+def _table(timeline: Timeline) -> str:
+    head = "".join(_tag("th", name) for name in ("at", "step", "kind", "call", "took", "outcome"))
+    lines = [_tag("tr", head)]
+    for row in rows(timeline):
+        cells = [row.at, row.step, row.what, shorten(row.text, 140), row.took, shorten(row.outcome, 140)]
+        content = "".join(
+            _tag("td", _e(c), class_="mono" if i in (3, 5) else None) for i, c in enumerate(cells)
+        )
+        data = {"data_seq": row.seq} if row.kind == "step" else {}
+        lines.append(_tag("tr", content, class_=f"{row.kind} {row.status}", **data))
+        for status, text in row.details:
+            detail = _tag("td", "", colspan=2) + _tag("td", "") + _tag("td", _e(text), colspan=3)
+            lines.append(_tag("tr", detail, class_=f"detail {status}", data_seq=row.seq))
+    return _tag("table", "".join(lines), class_="steps")
 
 
 def to_html(timeline: Timeline) -> str:
-    """One self-contained HTML page (inline CSS and SVG, nothing fetched) drawing the run."""
+    """One self-contained HTML page (inline CSS and SVG; nothing fetched) drawing the run."""
     facts = [("workflow", timeline.workflow or "?"), ("arguments", shorten(timeline.args, 300))]
-    facts.append(("started", local_time(timeline.started, precise=True)))
+    facts.append(("started", f"{local_time(timeline.started, precise=True)} (local time)"))
     if timeline.duration is not None:
         facts.append(("took" if timeline.ended is not None else "so far", duration_text(timeline.duration)))
-    if timeline.result is not None:
-        facts.append(("result", shorten(timeline.result, 300)))
-    if timeline.error is not None:
-        facts.append(("error", str(timeline.error)))
-    for note in timeline.notes:
-        facts.append((note.type, _note_fields(note)))
-    damage = (
-        f'<div class="damage">The journal is damaged; this shows the records in front of the damage. '
-        f"{_e(timeline.journal_error)}</div>"
-        if timeline.journal_error
-        else ""
+    if timeline.outcome:
+        facts.append(("error" if timeline.error is not None else "result", shorten(timeline.outcome, 300)))
+    facts.append(("recoveries", str(len(timeline.recoveries))))
+    damage = ""
+    if timeline.journal_error:
+        why = "The journal could not be read to its end; this shows what is in front of the damage."
+        damage = _tag("div", _e(f"{why} {timeline.journal_error}"), class_="damage")
+    title = _tag("title", _e(f"durable · run {timeline.run_id}"))
+    badge = _tag("span", _e(timeline.status), class_=f"badge {timeline.status}")
+    # The patterns every SVG of the page fills with, defined once.
+    defs = f'<svg width="0" height="0" style="position:absolute" aria-hidden="true">{_DEFS}</svg>'
+    body = (
+        defs
+        + _tag("h1", f"run {_tag('code', _e(timeline.run_id))}{badge}")
+        + _tag("dl", "".join(_tag("dt", _e(k)) + _tag("dd", _e(v)) for k, v in facts))
+        + damage
+        + _legend()
+        + _tag("div", _svg(timeline), class_="chart")
+        + _table(timeline)
     )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>durable · run {_e(timeline.run_id)}</title><style>{_CSS}</style></head><body>"
-        f'<h1>run <code>{_e(timeline.run_id)}</code><span class="badge {_e(timeline.status)}">'
-        f"{_e(timeline.status)}</span></h1>"
-        f"<dl>{''.join(f'<dt>{_e(k)}</dt><dd>{_e(v)}</dd>' for k, v in facts)}</dl>{damage}"
-        f'{_legend()}<div class="chart">{_svg(timeline)}</div>{_details(timeline)}'
-        "</body></html>\n"
-    )
+    head = f'<meta charset="utf-8">{title}<style>{_CSS}</style>'
+    return f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head><body>{body}</body></html>\n'
