@@ -46,6 +46,7 @@ from ._runtime import run as run_workflow
 from ._runtime import store_from
 from ._store import Store
 from ._store_file import FileStore
+from ._timeline_html import to_html
 from ._values import loads
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -329,7 +330,7 @@ def show(run_id: str, as_json: bool, html_file: str | None, store: str | None) -
     timeline = trio.run(_read_one, opened, run_id).timeline()
     if html_file is not None:
         try:
-            Path(html_file).write_text(tl.to_html(timeline), encoding="utf-8")
+            Path(html_file).write_text(to_html(timeline), encoding="utf-8")
         except OSError as exc:
             raise CliUsageError(f"cannot write {html_file!r}: {exc.strerror or exc}") from exc
         click.echo(f"wrote the timeline of run {run_id!r} to {html_file}", err=as_json)

@@ -30,6 +30,7 @@ from click.testing import CliRunner
 import durable
 from durable import _timeline
 from durable._cli import main
+from durable._timeline_html import to_html
 from durable.lowlevel import (
     ActivityCompleted,
     ActivityFailed,
@@ -663,7 +664,7 @@ def test_unknown_event_types_are_shown_by_class_name_and_fields() -> None:
     assert "FutureRunEvent reason='because'" in text
     assert "FutureStepEvent colour='blue'" in text
     json.dumps(_timeline.to_json(timeline))
-    assert "FutureStepEvent" in _timeline.to_html(timeline)
+    assert "FutureStepEvent" in to_html(timeline)
 
 
 def test_a_journal_that_breaks_the_ordering_rules_still_makes_a_timeline() -> None:
@@ -675,10 +676,10 @@ def test_a_journal_that_breaks_the_ordering_rules_still_makes_a_timeline() -> No
     timeline = _timeline.build("odd", events)
     assert [s.seq for s in timeline.steps] == [3, 4]
     assert timeline.started is None
-    _timeline.to_html(timeline)
+    to_html(timeline)
     json.dumps(_timeline.to_json(timeline))
     empty = _timeline.build("empty", [])
-    assert "no steps were journaled" in _timeline.to_html(empty)
+    assert "no steps were journaled" in to_html(empty)
     assert _timeline.rows(empty) == []
 
 
