@@ -42,8 +42,8 @@ from ._errors import (
 )
 from ._loader import LoadError, load_module, load_workflow, parse_arg
 from ._machine import Raised, Replay, Returned
+from ._runtime import Runtime, store_from
 from ._runtime import run as run_workflow
-from ._runtime import store_from
 from ._store import Store
 from ._store_file import FileStore
 from ._timeline_html import to_html
@@ -141,6 +141,40 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, store: str | Non
     values = _parse_args(args)
     result = run_workflow(workflow, *values, id=run_id, store=store_from(store))
     click.echo(result if isinstance(result, str) else repr(result))
+
+
+# --- signal ------------------------------------------------------------------------------
+
+
+@main.command(
+    epilog=_epilog(
+        "Examples:",
+        "  durable signal order-1 decision approved",
+        "  durable signal order-1 decision \"{'by': 'carol', 'ok': True}\"",
+    ),
+)
+@click.argument("run_id", metavar="ID")
+@click.argument("name")
+@click.argument("payload", required=False, metavar="[PAYLOAD]")
+@_common
+def signal(run_id: str, name: str, payload: str | None, store: str | None) -> None:
+    """Send the signal NAME (with PAYLOAD) to the run ID.
+
+    PAYLOAD is parsed as a Python literal, else taken as a string; without it the
+    payload is None. The signal is journaled, and durable, before this returns; the
+    run takes it at its next `durable.wait_signal(NAME)`, now or when it is next
+    recovered. A run that another process holds open must be signalled through
+    that process.
+    """
+    value = None if payload is None else parse_arg(payload)
+    target = _open_store(store)
+
+    async def send() -> None:
+        async with Runtime(target) as runtime:
+            await runtime.signal(run_id, name, value)
+
+    trio.run(send)
+    click.echo(f"signal {name!r} sent to run {run_id!r}")
 
 
 # --- reading stores ----------------------------------------------------------------------
