@@ -49,6 +49,9 @@ from ._errors import (
     AttemptTimeout as AttemptTimeout,
 )
 from ._errors import (
+    Cancelled as Cancelled,
+)
+from ._errors import (
     DurableError as DurableError,
 )
 from ._errors import (
@@ -133,6 +136,7 @@ __all__ = [
     "ActivityError",
     "ActivityInfo",
     "AttemptTimeout",
+    "Cancelled",
     "Command",
     "DurableError",
     "DurableInternalError",

@@ -41,7 +41,7 @@ from ._errors import (
     WorkflowFailed,
 )
 from ._loader import LoadError, load_module, load_workflow, parse_arg
-from ._machine import Raised, Replay, Returned
+from ._machine import Raised, Replay, Returned, Stopped
 from ._runtime import Runtime, store_from
 from ._runtime import run as run_workflow
 from ._store import Store
@@ -175,6 +175,36 @@ def signal(run_id: str, name: str, payload: str | None, store: str | None) -> No
 
     trio.run(send)
     click.echo(f"signal {name!r} sent to run {run_id!r}")
+
+
+# --- cancel ------------------------------------------------------------------------------
+
+
+@main.command(
+    epilog=_epilog(
+        "Example:",
+        "  durable cancel order-1 --reason 'customer asked'",
+    ),
+)
+@click.argument("run_id", metavar="ID")
+@click.option("--reason", default="", help="Why: passed to the workflow in durable.Cancelled.")
+@_common
+def cancel(run_id: str, reason: str, store: str | None) -> None:
+    """Cancel the run ID: durable.Cancelled is thrown into it at its current yield.
+
+    The request is journaled, and durable, before this returns; a run that no
+    process runs right now is cancelled when it is next recovered. The workflow
+    may catch durable.Cancelled and run cleanup steps. A run that another
+    process holds open must be cancelled through that process.
+    """
+    target = _open_store(store)
+
+    async def send() -> None:
+        async with Runtime(target) as runtime:
+            await runtime.cancel(run_id, reason)
+
+    trio.run(send)
+    click.echo(f"cancellation of run {run_id!r} requested")
 
 
 # --- reading stores ----------------------------------------------------------------------
@@ -523,12 +553,14 @@ def _after_replay(core: Replay, events: list[Any]) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _outcome_text(outcome: Returned | Raised) -> str:
+def _outcome_text(outcome: Returned | Raised | Stopped) -> str:
     if isinstance(outcome, Returned):
         try:
             return f"returns {tl.shorten(repr(loads(outcome.result)), 80)}"
         except Exception:
             return "returns an undecodable value"
+    if isinstance(outcome, Stopped):
+        return "is cancelled"
     return f"raises {tl.shorten(str(outcome.error), 100)}"
 
 

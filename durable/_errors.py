@@ -82,6 +82,25 @@ class AttemptTimeout(DurableError, TimeoutError):
     Put it in ``non_retryable`` to fail the step at its first timeout."""
 
 
+class Cancelled(DurableError):
+    """The run was cancelled (``Runtime.cancel`` or ``durable cancel``).
+
+    Thrown into the workflow at its current ``yield``: the workflow may catch it
+    and yield cleanup activities; if it lets it out, the run ends as cancelled,
+    and ``handle.result()`` raises it.
+
+    Attributes:
+        run_id: the run.
+        reason: why, as given to ``cancel``.
+    """
+
+    def __init__(self, run_id: str, reason: str = "") -> None:
+        self.run_id = run_id
+        self.reason = reason
+        because = f": {reason}" if reason else ""
+        super().__init__(f"run {run_id!r} was cancelled{because}")
+
+
 class SignalTimeout(DurableError, TimeoutError):
     """A ``durable.wait_signal`` ran past its timeout; raised in the workflow at the ``yield``.
 

@@ -118,6 +118,22 @@ class SignalReceived:
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class CancelRequested:
+    """Someone asked to cancel the run: ``durable.Cancelled`` is thrown in at its current yield."""
+
+    reason: str
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class RunCancelled:
+    """The workflow let ``durable.Cancelled`` out: the run ended as cancelled."""
+
+    reason: str
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class StepCancelled:
     """Step ``seq`` lost a race (or its gather failed): it was cancelled and its outcome ignored."""
 
@@ -161,14 +177,16 @@ Event = (
     | PatchRecorded
     | StepCancelled
     | SignalReceived
+    | CancelRequested
+    | RunCancelled
     | RunResumed
     | RunCompleted
     | RunFailed
 )
-TERMINAL = (RunCompleted, RunFailed)
+TERMINAL = (RunCompleted, RunFailed, RunCancelled)
 
-#: Type code of every event in journal contract v1. Codes 10-12 and 15-16 are
-#: reserved for child runs, cancellation and continue-as-new (see docs/journal-v1.md).
+#: Type code of every event in journal contract v1. Codes 10, 11 and 16 are
+#: reserved for child runs and continue-as-new (see docs/journal-v1.md).
 EVENT_TYPES: dict[type[Any], int] = {
     RunStarted: 1,
     ActivityScheduled: 2,
@@ -179,8 +197,10 @@ EVENT_TYPES: dict[type[Any], int] = {
     TimerFired: 7,
     SideEffectRecorded: 8,
     SignalReceived: 9,
+    CancelRequested: 12,
     RunCompleted: 13,
     RunFailed: 14,
+    RunCancelled: 15,
     RunResumed: 17,
     PatchRecorded: 18,
     StepCancelled: 19,

@@ -29,7 +29,7 @@ from ._commands import ActivityCall, ActivityInfo, current_activity
 from ._durations import format_duration
 from ._errors import AttemptTimeout, DurableInternalError, ErrorInfo, RunConflictError, SerializationError
 from ._hooks import Hooks
-from ._machine import Outcome, Raised, Replay, Returned, Step
+from ._machine import Outcome, Raised, Replay, Returned, Step, Stopped
 from ._primitives import SideEffect, Sleep, WaitSignal
 from ._store import JournalWriter
 from ._values import encode_value
@@ -93,6 +93,7 @@ class RunExecution:
         self._committing = False
         self._committed = trio.Event()
         self._signalled = trio.Event()
+        self._step_scope: trio.CancelScope | None = None
 
     def _append(self, event: ev.Event) -> None:
         self.writer.append(event)
@@ -113,17 +114,22 @@ class RunExecution:
             steps = list(core.pending.values())
             if not steps:
                 raise DurableInternalError(f"run {core.run_id!r} waits for nothing")
-            if len(steps) == 1 and steps[0].group is None:
-                await self._run_step(steps[0])
-            else:
-                await self._run_group(steps)
+            # A cancel request cancels this scope when it stops the steps running here.
+            with trio.CancelScope() as self._step_scope:
+                if len(steps) == 1 and steps[0].group is None:
+                    await self._run_step(steps[0])
+                else:
+                    await self._run_group(steps)
+            self._step_scope = None
         self._close_cancelled()
         outcome = core.outcome
-        final: ev.Event = (
-            ev.RunCompleted(outcome.result, self.clock())
-            if isinstance(outcome, Returned)
-            else ev.RunFailed(outcome.error, self.clock())
-        )
+        final: ev.Event
+        if isinstance(outcome, Returned):
+            final = ev.RunCompleted(outcome.result, self.clock())
+        elif isinstance(outcome, Stopped):
+            final = ev.RunCancelled(outcome.reason, self.clock())
+        else:
+            final = ev.RunFailed(outcome.error, self.clock())
         await self._commit([final])
         return outcome
 
@@ -191,20 +197,24 @@ class RunExecution:
             self._committed.set()
             self._committed = trio.Event()
 
-    async def deliver(self, event: ev.SignalReceived) -> None:
-        """Record a signal that arrived for this run (called by ``Runtime.signal``)."""
+    async def deliver(self, event: ev.SignalReceived | ev.CancelRequested) -> None:
+        """Record a signal or a cancel request for this run (``Runtime.signal`` / ``cancel``)."""
         while self._committing:
             await self._committed.wait()
         if self.core.outcome is not None:
-            raise RunConflictError(
-                f"run {self.core.run_id!r} has finished; the signal {event.name!r} was not delivered"
+            what = (
+                f"the signal {event.name!r}" if isinstance(event, ev.SignalReceived) else "the cancellation"
             )
+            raise RunConflictError(f"run {self.core.run_id!r} has finished; {what} was not delivered")
+        running = set(self.core.pending)
         # Appended and applied at once (no await between), so it cannot fall between
         # another event's append and apply. Like a recorded value, it is made durable
         # before the next activity can carry it out of the process, and before this
         # call returns to the sender.
         self._append(event)
         self._unsynced_value = True
+        if self._step_scope is not None and running - set(self.core.pending):
+            self._step_scope.cancel()  # a cancel request stopped the step running inline
         self._signalled.set()
         self._signalled = trio.Event()
         if self._syncs:

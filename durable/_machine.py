@@ -55,6 +55,7 @@ from ._commands import Activity, ActivityCall, Command, Workflow, call_text
 from ._durations import format_duration
 from ._errors import (
     ActivityError,
+    Cancelled,
     DurableInternalError,
     ErrorInfo,
     NonDeterminismError,
@@ -80,7 +81,14 @@ class Raised:
     error: ErrorInfo
 
 
-Outcome = Returned | Raised
+@attrs.frozen
+class Stopped:
+    """The workflow let ``durable.Cancelled`` out: the run was cancelled."""
+
+    reason: str
+
+
+Outcome = Returned | Raised | Stopped
 
 
 @attrs.define
@@ -128,7 +136,7 @@ class Replay:
         self.run_id = started.run_id
         self.workflow = workflow
         self.outcome: Outcome | None = None
-        self.terminal: ev.RunCompleted | ev.RunFailed | None = None
+        self.terminal: ev.RunCompleted | ev.RunFailed | ev.RunCancelled | None = None
         self.pending: dict[int, Step] = {}
         #: A ``patched`` question the code asked and the journal has not answered yet.
         self.patch: Patched | None = None
@@ -230,6 +238,15 @@ class Replay:
         else:
             self._resolve(step, loads(event.value), None)
 
+    def _on_cancel_requested(self, event: ev.CancelRequested) -> None:
+        """Cancel every open step and throw ``Cancelled`` in at the current ``yield``."""
+        if self.outcome is not None:
+            return  # too late: the run already ended (its outcome is being journaled)
+        for seq in list(self.pending):
+            self.cancelled[seq] = self.pending.pop(seq)
+        self.patch = None
+        self._resume(None, Cancelled(self.run_id, event.reason))
+
     def _on_step_cancelled(self, event: ev.StepCancelled) -> None:
         raise DurableInternalError(
             f"run {self.run_id!r}: step {event.seq} is journaled as cancelled, but it lost no race"
@@ -278,13 +295,14 @@ class Replay:
         name = step.command.name if isinstance(step.command, ActivityCall) else "?"
         self._resolve(step, None, ActivityError(name, event.seq, event.error, event.attempts))
 
-    def _on_terminal(self, event: ev.RunCompleted | ev.RunFailed) -> None:
+    def _on_terminal(self, event: ev.RunCompleted | ev.RunFailed | ev.RunCancelled) -> None:
         if self.outcome is None:
-            recorded = (
-                "the run completed"
-                if isinstance(event, ev.RunCompleted)
-                else (f"the run failed with {event.error}")
-            )
+            if isinstance(event, ev.RunCompleted):
+                recorded = "the run completed"
+            elif isinstance(event, ev.RunFailed):
+                recorded = f"the run failed with {event.error}"
+            else:
+                recorded = "the run was cancelled"
             seq = min(self.pending, default=self._next_seq)
             self._diverged(seq, recorded, self._what_code_did(seq))
         self.terminal = event
@@ -307,6 +325,9 @@ class Replay:
             command = self._gen.send(value) if error is None else self._gen.throw(error)
         except StopIteration as stop:
             self.outcome = self._returned(stop.value)
+            return
+        except Cancelled as cancelled:
+            self.outcome = Stopped(cancelled.reason)
             return
         except Exception as exc:
             self.outcome = Raised(_error_info(exc))
@@ -417,7 +438,14 @@ def _recorded_call(event: ev.ActivityScheduled) -> str:
 
 #: Events that show the run went past a point: a pending ``patched`` there is answered False.
 _PAST_A_PATCH = frozenset(
-    {ev.ActivityScheduled, ev.TimerStarted, ev.SideEffectRecorded, ev.RunCompleted, ev.RunFailed}
+    {
+        ev.ActivityScheduled,
+        ev.TimerStarted,
+        ev.SideEffectRecorded,
+        ev.RunCompleted,
+        ev.RunFailed,
+        ev.RunCancelled,
+    }
 )
 
 #: The records of a step that a cancelled step may still have in the journal.
@@ -427,6 +455,8 @@ _ENDS_A_STEP = frozenset(
 
 _HANDLERS: dict[type[Any], Any] = {
     ev.StepCancelled: Replay._on_step_cancelled,
+    ev.CancelRequested: Replay._on_cancel_requested,
+    ev.RunCancelled: Replay._on_terminal,
     ev.SignalReceived: Replay._on_signal,
     ev.ActivityScheduled: Replay._on_scheduled,
     ev.TimerStarted: Replay._on_timer_started,

@@ -17,6 +17,7 @@ import trio
 from . import _events as ev
 from ._commands import Workflow, lookup_workflow
 from ._errors import (
+    Cancelled,
     RunConflictError,
     RunLockedError,
     StoreError,
@@ -26,7 +27,7 @@ from ._errors import (
 )
 from ._executor import RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
-from ._machine import Raised, Replay, Returned
+from ._machine import Outcome, Raised, Replay, Returned, Stopped
 from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore, check_run_id
 from ._values import encode_call, encode_value, loads
@@ -67,7 +68,7 @@ class RunHandle:
         self.workflow = workflow
         self.args = args
         self._done = trio.Event()
-        self._outcome: Returned | Raised | None = None
+        self._outcome: Outcome | None = None
         self._error: BaseException | None = None
 
     def __repr__(self) -> str:
@@ -75,15 +76,17 @@ class RunHandle:
 
     @property
     def status(self) -> str:
-        """``"running"``, ``"completed"``, ``"failed"`` (the workflow raised) or ``"error"``
-        (durable could not continue it: divergence, storage failure...)."""
+        """``"running"``, ``"completed"``, ``"failed"`` (the workflow raised), ``"cancelled"``
+        or ``"error"`` (durable could not continue it: divergence, storage failure...)."""
         if self._error is not None:
             return "error"
         if self._outcome is None:
             return "running"
+        if isinstance(self._outcome, Stopped):
+            return "cancelled"
         return "completed" if isinstance(self._outcome, Returned) else "failed"
 
-    def _finish(self, outcome: Returned | Raised) -> None:
+    def _finish(self, outcome: Outcome) -> None:
         self._outcome = outcome
         self._done.set()
 
@@ -96,6 +99,7 @@ class RunHandle:
 
         Raises:
             WorkflowFailed: the workflow raised (the failure is journaled).
+            Cancelled: the run was cancelled.
             NonDeterminismError, StoreError, ...: durable could not continue the run;
                 nothing was journaled after the problem, so it can resume once fixed.
         """
@@ -104,6 +108,8 @@ class RunHandle:
             raise self._error
         if isinstance(self._outcome, Raised):
             raise WorkflowFailed(self.run_id, self.workflow, self._outcome.error)
+        if isinstance(self._outcome, Stopped):
+            raise Cancelled(self.run_id, self._outcome.reason)
         assert self._outcome is not None
         return loads(self._outcome.result)
 
@@ -290,7 +296,30 @@ class Runtime:
         if not isinstance(name, str) or not name:
             raise TypeError(f"a signal name must be a non-empty str (got {name!r})")
         encoded = encode_value(payload, what=f"the payload of signal {name!r}")
-        event = ev.SignalReceived(name, encoded, clock())
+        await self._deliver(run_id, ev.SignalReceived(name, encoded, clock()), f"the signal {name!r}")
+
+    async def cancel(self, run_id: str, reason: str = "") -> None:
+        """Cancel the run ``run_id``: ``durable.Cancelled`` is thrown into it at its current
+        ``yield`` and its in-flight activities are cancelled.
+
+        The request is journaled (and durable) before this returns, so it survives a
+        crash; a run loaded nowhere is cancelled when it is recovered. The workflow
+        may catch ``Cancelled`` and yield cleanup steps; if it lets it out, the run
+        ends as cancelled.
+
+        Raises:
+            UnknownRunError: there is no run ``run_id``.
+            RunConflictError: the run has finished.
+            RunLockedError: another process runs it (cancel it through that process).
+        """
+        _, clock = self._running()
+        if not isinstance(reason, str):
+            raise TypeError(f"a cancel reason must be a str (got {reason!r})")
+        await self._deliver(run_id, ev.CancelRequested(reason, clock()), "the cancellation")
+
+    async def _deliver(self, run_id: str, event: ev.SignalReceived | ev.CancelRequested, what: str) -> None:
+        """Journal an event from outside into a run: through its execution if it runs here,
+        else straight into its journal (taken on recovery)."""
         execution = self._executions.get(run_id)
         if execution is not None:
             await execution.deliver(event)
@@ -300,7 +329,7 @@ class Runtime:
             raise UnknownRunError(run_id, self.store)
         try:
             if isinstance(opened.events[-1], ev.TERMINAL):
-                raise RunConflictError(f"run {run_id!r} has finished; the signal {name!r} was not delivered")
+                raise RunConflictError(f"run {run_id!r} has finished; {what} was not delivered")
             opened.writer.append(event)
             await opened.writer.sync()
         finally:
@@ -336,10 +365,15 @@ class Runtime:
         return handles
 
 
-def _finished(started: ev.RunStarted, last: ev.RunCompleted | ev.RunFailed) -> RunHandle:
+def _finished(started: ev.RunStarted, last: ev.RunCompleted | ev.RunFailed | ev.RunCancelled) -> RunHandle:
     """The handle of a run whose journal ends with its outcome."""
     handle = RunHandle(started.run_id, started.workflow, started.args)
-    handle._finish(Returned(last.result) if isinstance(last, ev.RunCompleted) else Raised(last.error))
+    if isinstance(last, ev.RunCompleted):
+        handle._finish(Returned(last.result))
+    elif isinstance(last, ev.RunFailed):
+        handle._finish(Raised(last.error))
+    else:
+        handle._finish(Stopped(last.reason))
     return handle
 
 

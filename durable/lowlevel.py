@@ -12,8 +12,10 @@ from ._events import (
     ActivityFailed,
     ActivityScheduled,
     AttemptFailed,
+    CancelRequested,
     Event,
     PatchRecorded,
+    RunCancelled,
     RunCompleted,
     RunFailed,
     RunResumed,
@@ -27,7 +29,7 @@ from ._events import (
 from ._executor import WallClock
 from ._fs import FileSystem, OsFileSystem
 from ._hooks import Hooks
-from ._machine import Raised, Replay, Returned, Step
+from ._machine import Raised, Replay, Returned, Step, Stopped
 from ._store import JournalWriter, Opened
 from ._values import dumps as dumps_value
 from ._values import loads as loads_value
@@ -39,6 +41,7 @@ __all__ = [
     "ActivityFailed",
     "ActivityScheduled",
     "AttemptFailed",
+    "CancelRequested",
     "Event",
     "FileSystem",
     "Hooks",
@@ -49,6 +52,7 @@ __all__ = [
     "Raised",
     "Replay",
     "Returned",
+    "RunCancelled",
     "RunCompleted",
     "RunFailed",
     "RunResumed",
@@ -58,6 +62,7 @@ __all__ = [
     "SignalReceived",
     "Step",
     "StepCancelled",
+    "Stopped",
     "TimerFired",
     "TimerStarted",
     "WallClock",

@@ -19,6 +19,7 @@ from durable.lowlevel import (
     Event,
     PatchRecorded,
     Replay,
+    RunCancelled,
     RunCompleted,
     RunFailed,
     RunResumed,
@@ -92,6 +93,8 @@ def _outcome_key(ending: Ending) -> tuple[str, Any]:
     if ending.kind == "failed":
         error = getattr(ending.error, "error", None)
         return ("failed", (error.type, error.message) if error is not None else str(ending.error))
+    if ending.kind == "cancelled":
+        return ("cancelled", str(ending.error))
     return (ending.kind, None)
 
 
@@ -174,6 +177,8 @@ def _normal(event: Event) -> tuple[Any, ...]:
         return ("side effect", event.seq, event.name, event.value, event.error and event.error.type)
     if isinstance(event, PatchRecorded):
         return ("patch", event.change_id)
+    if isinstance(event, RunCancelled):
+        return ("run cancelled", event.reason)
     if isinstance(event, StepCancelled):
         return ("cancelled", event.seq)
     return (type(event).__name__, getattr(event, "workflow", None), getattr(event, "args", None))

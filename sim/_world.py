@@ -63,8 +63,8 @@ class Execution:
 
 @attrs.define
 class Ending:
-    """How a lifetime ended: ``returned``, ``failed`` (the workflow raised), ``error``
-    (durable refused to continue: divergence...), ``crashed`` or ``hung``."""
+    """How a lifetime ended: ``returned``, ``failed`` (the workflow raised), ``cancelled``,
+    ``error`` (durable refused to continue: divergence...), ``crashed`` or ``hung``."""
 
     kind: str
     value: Any = None
@@ -73,8 +73,9 @@ class Ending:
     def result_text(self) -> str:
         if self.kind == "returned":
             return f"returned {_short(self.value)}"
-        if self.kind in ("failed", "error"):
-            return f"{'failed' if self.kind == 'failed' else 'stopped'}: {self.error}"
+        if self.kind in ("failed", "cancelled", "error"):
+            verb = {"failed": "failed", "cancelled": "was cancelled", "error": "stopped"}[self.kind]
+            return f"{verb}: {self.error}"
         return self.kind
 
 
@@ -267,6 +268,8 @@ class World:
             return Ending("returned", await handle.result())
         except durable.WorkflowFailed as exc:
             return Ending("failed", error=exc)
+        except durable.Cancelled as exc:
+            return Ending("cancelled", error=exc)
         except Exception as exc:
             return Ending("error", error=exc)
 

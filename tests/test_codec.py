@@ -31,8 +31,10 @@ from durable.lowlevel import (
     ActivityFailed,
     ActivityScheduled,
     AttemptFailed,
+    CancelRequested,
     OsFileSystem,
     PatchRecorded,
+    RunCancelled,
     RunCompleted,
     RunFailed,
     RunResumed,
@@ -71,8 +73,10 @@ V1_LAYOUT: dict[type[Any], tuple[int, tuple[str, ...]]] = {
     PatchRecorded: (18, ("change_id", "t")),
     StepCancelled: (19, ("seq", "t")),
     SignalReceived: (9, ("name", "payload", "t")),
+    CancelRequested: (12, ("reason", "t")),
+    RunCancelled: (15, ("reason", "t")),
 }
-RESERVED_CODES = (10, 11, 12, 15, 16)
+RESERVED_CODES = (10, 11, 16)
 
 # Each example scans a journal many times; fewer examples keep the file fast (CI runs 50).
 fewer = settings(max_examples=40)
@@ -99,6 +103,8 @@ EVENTS: dict[type[Any], st.SearchStrategy[Any]] = {
     PatchRecorded: st.builds(PatchRecorded, texts, times),
     StepCancelled: st.builds(StepCancelled, uints, times),
     SignalReceived: st.builds(SignalReceived, texts, blobs, times),
+    CancelRequested: st.builds(CancelRequested, texts, times),
+    RunCancelled: st.builds(RunCancelled, texts, times),
 }
 events = st.one_of(*EVENTS.values())
 

@@ -30,9 +30,11 @@ from durable.lowlevel import (
     Raised,
     Replay,
     Returned,
+    RunCancelled,
     RunCompleted,
     RunFailed,
     RunStarted,
+    Stopped,
     loads_value,
     scan,
 )
@@ -136,6 +138,9 @@ def _check_recorded_outcome(expected: dict[str, Any], outcome: Any) -> None:
         assert value == loads_value(bytes.fromhex(expected["result_cbor"]))
         if "result" in expected:
             assert value == expected["result"]
+    elif expected["outcome"] == "cancelled":
+        assert isinstance(outcome, Stopped)
+        assert outcome.reason == expected["reason"]
     else:
         assert expected["outcome"] == "failed"
         assert isinstance(outcome, Raised)
@@ -165,6 +170,8 @@ def test_replaying_the_golden_journal_gives_the_expected_outcome(run_id: str) ->
     assert core.terminal == terminal
     if isinstance(terminal, RunCompleted):
         assert loads_value(terminal.result) == loads_value(core.outcome.result)
+    elif isinstance(terminal, RunCancelled):
+        assert terminal.reason == core.outcome.reason
     else:
         assert isinstance(terminal, RunFailed)
         assert terminal.error.type == core.outcome.error.type
@@ -187,6 +194,11 @@ def test_durable_run_on_the_golden_journal(run_id: str, tmp_path: Path) -> None:
     def run() -> Any:
         return durable.run(case.workflow, *case.args, id=run_id, store=store, **case.kwargs)
 
+    if expected["outcome"] == "cancelled":
+        with pytest.raises(durable.Cancelled, match=expected["reason"]):
+            run()
+        assert sum(workflows.CALLS.values()) == 0
+        return
     if expected["outcome"] == "failed":
         with pytest.raises(durable.WorkflowFailed) as failed:
             run()

@@ -262,6 +262,7 @@ PUBLIC_API = [
     "ActivityError",
     "ActivityInfo",
     "AttemptTimeout",
+    "Cancelled",
     "Command",
     "DurableError",
     "DurableInternalError",

@@ -40,6 +40,7 @@ from durable.lowlevel import (
     ActivityCompleted,
     ActivityFailed,
     ActivityScheduled,
+    RunCancelled,
     RunCompleted,
     RunFailed,
     loads_value,
@@ -88,7 +89,7 @@ def run_case(workflows: ModuleType, case: Any, store: durable.FileStore) -> dict
     """Run (or resume) a case to its end; describe the outcome as journaled."""
     workflows.reset()
     with contextlib.suppress(durable.WorkflowFailed):
-        if getattr(case, "signals", ()):
+        if getattr(case, "signals", ()) or getattr(case, "cancel", None) is not None:
             trio.run(_run_with_signals, case, store)
         else:
             durable.run(case.workflow, *case.args, id=case.run_id, store=store, **case.kwargs)
@@ -103,7 +104,10 @@ async def _run_with_signals(case: Any, store: durable.FileStore) -> None:
         handle = await runtime.start(case.workflow, *case.args, id=case.run_id, **case.kwargs)
         for name, payload in case.signals:
             await runtime.signal(case.run_id, name, payload)
-        await handle.result()
+        if case.cancel is not None:
+            await runtime.cancel(case.run_id, case.cancel)
+        with contextlib.suppress(durable.Cancelled):
+            await handle.result()
 
 
 def describe_end(event: Any) -> dict[str, Any]:
@@ -116,6 +120,8 @@ def describe_end(event: Any) -> dict[str, Any]:
         except TypeError:
             pass
         return end
+    if isinstance(event, RunCancelled):
+        return {"outcome": "cancelled", "reason": event.reason}
     assert isinstance(event, RunFailed)
     return {"outcome": "failed", "error_type": event.error.type, "error_message": event.error.message}
 

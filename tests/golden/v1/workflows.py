@@ -228,6 +228,15 @@ def approval(order: str):  # type: ignore[no-untyped-def]
     return {"order": order, "decision": decision, "doubled": doubled}
 
 
+@durable.workflow(name="golden.v1.cancellable")
+def cancellable(x: int):  # type: ignore[no-untyped-def]
+    try:
+        yield durable.wait_signal("never", timeout="1h")
+    except durable.Cancelled:
+        yield twice(x)
+        raise
+
+
 # Sets hold only small ints: their CBOR order does not depend on the process's hash seed.
 ECHO_VALUES: dict[str, Any] = {
     "none": None,
@@ -280,6 +289,7 @@ class Case:
     cut_after_scheduled: int | None = None
     resume: bool = False
     signals: tuple[tuple[str, Any], ...] = ()
+    cancel: str | None = None
 
 
 CASES: dict[str, Case] = {
@@ -296,5 +306,6 @@ CASES: dict[str, Case] = {
         Case("primitives", primitives, ("gold",)),
         Case("fan-out", fan_out, (5,)),
         Case("approval", approval, ("o-9",), signals=(("decision", "approved"),)),
+        Case("cancelled", cancellable, (4,), cancel="golden reason"),
     ]
 }
