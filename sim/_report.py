@@ -109,7 +109,7 @@ _POINT_MEANING = {
     "at-least-once window, where the effect happened and the journal does not know it",
     "backoff": "a failed attempt is journaled and the retry backoff is running",
     "timer": "a timer's deadline is journaled and the wait is running",
-    "recovering": "the process is about to open the run's journal to recover it",
+    "recovering": "the restarted process has opened the run's journal and is about to replay it",
     "before write": "the record is about to be written",
     "after write": "the record is written but not yet fsynced: a power loss may lose or tear it",
     "before fsync": "the journal is about to be fsynced",
