@@ -95,6 +95,9 @@ from ._errors import (
 )
 from ._policy import RetryPolicy as RetryPolicy
 from ._primitives import (
+    continue_as_new as continue_as_new,
+)
+from ._primitives import (
     gather as gather,
 )
 from ._primitives import (
@@ -161,6 +164,7 @@ __all__ = [
     "WorkflowFailed",
     "activity",
     "activity_info",
+    "continue_as_new",
     "gather",
     "now",
     "patched",

@@ -41,7 +41,7 @@ from ._errors import (
     WorkflowFailed,
 )
 from ._loader import LoadError, load_module, load_workflow, parse_arg
-from ._machine import Raised, Replay, Returned, Stopped
+from ._machine import Continued, Raised, Replay, Returned, Stopped
 from ._runtime import Runtime, store_from
 from ._runtime import run as run_workflow
 from ._store import Store
@@ -553,7 +553,9 @@ def _after_replay(core: Replay, events: list[Any]) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _outcome_text(outcome: Returned | Raised | Stopped) -> str:
+def _outcome_text(outcome: Returned | Raised | Stopped | Continued) -> str:
+    if isinstance(outcome, Continued):
+        return "continues as new (a fresh journal)"
     if isinstance(outcome, Returned):
         try:
             return f"returns {tl.shorten(repr(loads(outcome.result)), 80)}"

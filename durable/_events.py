@@ -28,6 +28,12 @@ class RunStarted:
     workflow: str
     args: bytes
     t: float
+    #: 0 for a new run; n for the n-th fresh journal after ``continue_as_new``.
+    incarnation: int = 0
+    #: The step number of this journal's first step: step numbers (and so idempotency
+    #: keys) go on across ``continue_as_new``. Both fields were added within v1:
+    #: journals without them read as 0.
+    first_seq: int = 0
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
@@ -134,6 +140,14 @@ class RunCancelled:
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class RunContinuedAsNew:
+    """The run ends here and starts again with ``args`` in a fresh journal (same run id)."""
+
+    args: bytes
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class StepCancelled:
     """Step ``seq`` lost a race (or its gather failed): it was cancelled and its outcome ignored."""
 
@@ -179,14 +193,17 @@ Event = (
     | SignalReceived
     | CancelRequested
     | RunCancelled
+    | RunContinuedAsNew
     | RunResumed
     | RunCompleted
     | RunFailed
 )
 TERMINAL = (RunCompleted, RunFailed, RunCancelled)
+#: The end of one incarnation of a run that goes on in a fresh journal.
+CONTINUED = RunContinuedAsNew
 
-#: Type code of every event in journal contract v1. Codes 10, 11 and 16 are
-#: reserved for child runs and continue-as-new (see docs/journal-v1.md).
+#: Type code of every event in journal contract v1. Codes 10 and 11 are reserved
+#: for child runs (see docs/journal-v1.md).
 EVENT_TYPES: dict[type[Any], int] = {
     RunStarted: 1,
     ActivityScheduled: 2,
@@ -201,6 +218,7 @@ EVENT_TYPES: dict[type[Any], int] = {
     RunCompleted: 13,
     RunFailed: 14,
     RunCancelled: 15,
+    RunContinuedAsNew: 16,
     RunResumed: 17,
     PatchRecorded: 18,
     StepCancelled: 19,

@@ -29,7 +29,7 @@ from ._commands import ActivityCall, ActivityInfo, current_activity
 from ._durations import format_duration
 from ._errors import AttemptTimeout, DurableInternalError, ErrorInfo, RunConflictError, SerializationError
 from ._hooks import Hooks
-from ._machine import Outcome, Raised, Replay, Returned, Step, Stopped
+from ._machine import Continued, Outcome, Raised, Replay, Returned, Step, Stopped
 from ._primitives import SideEffect, Sleep, WaitSignal
 from ._store import JournalWriter
 from ._values import encode_value
@@ -123,8 +123,12 @@ class RunExecution:
             self._step_scope = None
         self._close_cancelled()
         outcome = core.outcome
+        if core.terminal is not None:  # journaled before a crash (a continuation not yet carried out)
+            return outcome
         final: ev.Event
-        if isinstance(outcome, Returned):
+        if isinstance(outcome, Continued):
+            final = ev.RunContinuedAsNew(outcome.args, self.clock())
+        elif isinstance(outcome, Returned):
             final = ev.RunCompleted(outcome.result, self.clock())
         elif isinstance(outcome, Stopped):
             final = ev.RunCancelled(outcome.reason, self.clock())

@@ -29,6 +29,14 @@ class FileSystem(Protocol):
         """Open an existing file (for appending if ``write``); FileNotFoundError if missing."""
         ...
 
+    def replace_file(self, path: str) -> int:
+        """Create or empty ``path`` (mode 0600) for reading and appending."""
+        ...
+
+    def rename(self, source: str, target: str) -> None:
+        """Rename ``source`` over ``target`` atomically (durable once the directory is fsynced)."""
+        ...
+
     def read(self, fd: int) -> bytes:
         """The whole content of an open file."""
         ...
@@ -84,6 +92,12 @@ class OsFileSystem:
 
     def open(self, path: str, *, write: bool) -> int:
         return os.open(path, os.O_RDWR | os.O_APPEND if write else os.O_RDONLY)
+
+    def replace_file(self, path: str) -> int:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+
+    def rename(self, source: str, target: str) -> None:
+        os.replace(source, target)
 
     def read(self, fd: int) -> bytes:
         chunks = []

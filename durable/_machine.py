@@ -63,7 +63,7 @@ from ._errors import (
     SignalTimeout,
     describe_value,
 )
-from ._primitives import Gather, Patched, Race, SideEffect, Sleep, WaitSignal
+from ._primitives import ContinueAsNew, Gather, Patched, Race, SideEffect, Sleep, WaitSignal
 from ._values import encode_value, loads
 
 
@@ -88,7 +88,14 @@ class Stopped:
     reason: str
 
 
-Outcome = Returned | Raised | Stopped
+@attrs.frozen
+class Continued:
+    """The workflow yielded ``continue_as_new``: the run starts over with ``args`` (CBOR)."""
+
+    args: bytes
+
+
+Outcome = Returned | Raised | Stopped | Continued
 
 
 @attrs.define
@@ -135,8 +142,9 @@ class Replay:
     def __init__(self, workflow: Workflow[..., Any], started: ev.RunStarted) -> None:
         self.run_id = started.run_id
         self.workflow = workflow
+        self.incarnation = started.incarnation
         self.outcome: Outcome | None = None
-        self.terminal: ev.RunCompleted | ev.RunFailed | ev.RunCancelled | None = None
+        self.terminal: ev.RunCompleted | ev.RunFailed | ev.RunCancelled | ev.RunContinuedAsNew | None = None
         self.pending: dict[int, Step] = {}
         #: A ``patched`` question the code asked and the journal has not answered yet.
         self.patch: Patched | None = None
@@ -145,7 +153,7 @@ class Replay:
         self.cancelled: dict[int, Step] = {}
         #: Signals that arrived and wait to be taken, by name, oldest first.
         self.inbox: dict[str, collections.deque[bytes]] = {}
-        self._next_seq = 0
+        self._next_seq = started.first_seq
         args, kwargs = loads(started.args)
         try:
             self._gen = workflow.fn(*args, **kwargs)
@@ -153,6 +161,11 @@ class Replay:
             self.outcome = Raised(_error_info(exc))
             return
         self._resume(None, None)
+
+    @property
+    def next_seq(self) -> int:
+        """The step number the next command will get."""
+        return self._next_seq
 
     # --- events in -----------------------------------------------------------
 
@@ -295,12 +308,19 @@ class Replay:
         name = step.command.name if isinstance(step.command, ActivityCall) else "?"
         self._resolve(step, None, ActivityError(name, event.seq, event.error, event.attempts))
 
-    def _on_terminal(self, event: ev.RunCompleted | ev.RunFailed | ev.RunCancelled) -> None:
+    def _on_terminal(
+        self, event: ev.RunCompleted | ev.RunFailed | ev.RunCancelled | ev.RunContinuedAsNew
+    ) -> None:
+        if self.outcome is not None and not isinstance(self.outcome, _OUTCOME_OF[type(event)]):
+            # The code ended the run another way than the journal records.
+            self._diverged(self._next_seq, _ended(event), self._what_code_did(self._next_seq))
         if self.outcome is None:
             if isinstance(event, ev.RunCompleted):
                 recorded = "the run completed"
             elif isinstance(event, ev.RunFailed):
                 recorded = f"the run failed with {event.error}"
+            elif isinstance(event, ev.RunContinuedAsNew):
+                recorded = "the run continued as new"
             else:
                 recorded = "the run was cancelled"
             seq = min(self.pending, default=self._next_seq)
@@ -336,6 +356,10 @@ class Replay:
             raise TypeError(self._not_a_command(command))
         if isinstance(command, Patched):
             self.patch = command  # answered by the next event, or live; takes no step number
+            return
+        if isinstance(command, ContinueAsNew):
+            self.outcome = Continued(command.encoded_args)
+            self._gen.close()
             return
         if isinstance(command, Gather | Race):
             self._start_group(command)
@@ -436,6 +460,24 @@ def _recorded_call(event: ev.ActivityScheduled) -> str:
     return f"activity {event.name}{call_text(tuple(args), kwargs)}"
 
 
+#: The outcome each terminal event records.
+_OUTCOME_OF: dict[type[Any], type[Any]] = {
+    ev.RunCompleted: Returned,
+    ev.RunFailed: Raised,
+    ev.RunCancelled: Stopped,
+    ev.RunContinuedAsNew: Continued,
+}
+
+
+def _ended(event: ev.Event) -> str:
+    return {
+        ev.RunCompleted: "the run completed",
+        ev.RunFailed: "the run failed",
+        ev.RunCancelled: "the run was cancelled",
+        ev.RunContinuedAsNew: "the run continued as new",
+    }.get(type(event), type(event).__name__)
+
+
 #: Events that show the run went past a point: a pending ``patched`` there is answered False.
 _PAST_A_PATCH = frozenset(
     {
@@ -445,6 +487,7 @@ _PAST_A_PATCH = frozenset(
         ev.RunCompleted,
         ev.RunFailed,
         ev.RunCancelled,
+        ev.RunContinuedAsNew,
     }
 )
 
@@ -457,6 +500,7 @@ _HANDLERS: dict[type[Any], Any] = {
     ev.StepCancelled: Replay._on_step_cancelled,
     ev.CancelRequested: Replay._on_cancel_requested,
     ev.RunCancelled: Replay._on_terminal,
+    ev.RunContinuedAsNew: Replay._on_terminal,
     ev.SignalReceived: Replay._on_signal,
     ev.ActivityScheduled: Replay._on_scheduled,
     ev.TimerStarted: Replay._on_timer_started,

@@ -165,6 +165,33 @@ def wait_signal(name: str, timeout: Duration | None = None) -> WaitSignal:
     return WaitSignal(name, seconds)
 
 
+@attrs.frozen(slots=True)
+class ContinueAsNew(Command):
+    """End this run and start it again, same id, fresh journal, with new arguments."""
+
+    kind = "continue_as_new"
+    encoded_args: bytes
+    args: tuple[Any, ...] = attrs.field(eq=False, repr=False)
+    kwargs: dict[str, Any] = attrs.field(eq=False, repr=False)
+
+    def describe(self) -> str:
+        return f"continue_as_new{call_text(self.args, self.kwargs)}"
+
+
+def continue_as_new(*args: Any, **kwargs: Any) -> ContinueAsNew:
+    """``yield durable.continue_as_new(next_state)``: start over with a fresh journal.
+
+    Ends the run and starts the same workflow again under the same run id with
+    these arguments and an empty journal, so a workflow that loops forever (a
+    subscription, a poller) keeps its journal bounded. ``handle.result()``
+    follows the chain to the result of the incarnation that finally returns.
+
+    Raises:
+        SerializationError: an argument cannot be journaled.
+    """
+    return ContinueAsNew(encode_call(args, kwargs, what="continue_as_new"), args, kwargs)
+
+
 def sleep(duration: Duration) -> Sleep:
     """A durable timer: ``yield durable.sleep("1h")`` resumes the workflow an hour later.
 

@@ -27,7 +27,7 @@ from ._errors import (
 )
 from ._executor import RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
-from ._machine import Outcome, Raised, Replay, Returned, Stopped
+from ._machine import Continued, Outcome, Raised, Replay, Returned, Stopped
 from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore, check_run_id
 from ._values import encode_call, encode_value, loads
@@ -110,7 +110,7 @@ class RunHandle:
             raise WorkflowFailed(self.run_id, self.workflow, self._outcome.error)
         if isinstance(self._outcome, Stopped):
             raise Cancelled(self.run_id, self._outcome.reason)
-        assert self._outcome is not None
+        assert isinstance(self._outcome, Returned)  # a continued run's handle follows the chain
         return loads(self._outcome.result)
 
 
@@ -204,9 +204,10 @@ class Runtime:
         started = opened.events[0]
         assert isinstance(started, ev.RunStarted)
         last = opened.events[-1]
-        if isinstance(last, ev.TERMINAL) or started.workflow != workflow.name or started.args != encoded:
+        had_args = _first_args(started, encoded)
+        if isinstance(last, ev.TERMINAL) or started.workflow != workflow.name or had_args != encoded:
             opened.writer.close()
-            _check_same(run_id, started.workflow, started.args, workflow.name, encoded)
+            _check_same(run_id, started.workflow, had_args, workflow.name, encoded)
             assert isinstance(last, ev.TERMINAL)
             return _finished(started, last)
         await self.hooks.point("recovering", run_id, None)
@@ -222,7 +223,7 @@ class Runtime:
             raise locked
         started = events[0] if events else None
         assert isinstance(started, ev.RunStarted)
-        _check_same(run_id, started.workflow, started.args, workflow.name, encoded)
+        _check_same(run_id, started.workflow, _first_args(started, encoded), workflow.name, encoded)
         return _finished(started, last)
 
     async def _resume(
@@ -264,6 +265,9 @@ class Runtime:
     async def _drive(self, handle: RunHandle, execution: RunExecution) -> None:
         try:
             outcome = await execution.drive()
+            while isinstance(outcome, Continued):  # follow the chain of fresh journals
+                execution = await self._continue(execution, outcome)
+                outcome = await execution.drive()
         except Exception as exc:
             self._finished(handle, exc)
         else:
@@ -271,6 +275,24 @@ class Runtime:
         finally:
             self._executions.pop(handle.run_id, None)
             execution.writer.close()
+
+    async def _continue(self, previous: RunExecution, outcome: Continued) -> RunExecution:
+        """Start the next incarnation of a run that continued as new, in a fresh journal."""
+        core = previous.core
+        started = ev.RunStarted(
+            core.run_id,
+            core.workflow.name,
+            outcome.args,
+            previous.clock(),
+            core.incarnation + 1,
+            core.next_seq,
+        )
+        writer = await self.store.restart(started, previous.writer)
+        execution = RunExecution(
+            Replay(core.workflow, started), writer, previous.clock, self.hooks, resumed=False
+        )
+        self._executions[core.run_id] = execution
+        return execution
 
     def _finished(self, handle: RunHandle, error: Exception) -> None:
         """Durable could not continue the run: a later start() may try again."""
@@ -375,6 +397,12 @@ def _finished(started: ev.RunStarted, last: ev.RunCompleted | ev.RunFailed | ev.
     else:
         handle._finish(Stopped(last.reason))
     return handle
+
+
+def _first_args(started: ev.RunStarted, given: bytes) -> bytes:
+    """The arguments a run was started with, as far as the journal tells: a run that
+    continued as new holds only its latest arguments, so any are taken as its own."""
+    return started.args if started.incarnation == 0 else given
 
 
 def _check_same(run_id: str, had_workflow: str, had_args: bytes, workflow: str, args: bytes) -> None:

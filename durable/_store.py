@@ -129,6 +129,16 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
+        """Replace a run's journal with a fresh one holding ``started``, durably and atomically.
+
+        ``writer`` is the old journal's writer (its holder continues the run as new);
+        it is closed, and the new journal's writer returned. A crash before the new
+        journal is in place leaves the old one, which ends with ``RunContinuedAsNew``
+        so that recovery carries the continuation out again.
+        """
+
+    @abc.abstractmethod
     async def read(self, run_id: str) -> list[ev.Event] | None:
         """The events of a run, without locking or repairing anything; None if no such run."""
 

@@ -241,6 +241,29 @@ class FileStore(Store):
             raise
         return writer
 
+    async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
+        fs = self.fs
+        path = self.journal_path(started.run_id)
+        staged = path + ".next"
+        fd = fs.replace_file(staged)
+        try:
+            self._lock(fd, staged, started.run_id)
+            fs.write(fd, encode_header())
+            fresh = _FileWriter(self, path, fd, 0)
+            fresh.append(started)
+            fs.fdatasync(fd)
+            fs.rename(staged, path)  # the old journal (ending RunContinuedAsNew) until this
+            fs.fsync_dir(self._runs)
+            fresh.synced_through(0)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                fs.close(fd)
+            raise StoreError(
+                f"starting run {started.run_id!r} over in a fresh journal failed: {exc}"
+            ) from exc
+        writer.close()
+        return fresh
+
     def _remove_unfinished_creation(self, path: str, run_id: str) -> bool:
         """Remove a file left by a crash in the middle of creating it (less than a header).
 

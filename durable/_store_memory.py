@@ -70,6 +70,13 @@ class MemoryStore(Store):
         del self.journals[run_id][found.end :]
         return Opened(found.events, _MemoryWriter(self, run_id, len(found.events)))
 
+    async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
+        writer.close()
+        del self.journals[started.run_id]
+        fresh = await self.create(started)
+        assert fresh is not None
+        return fresh
+
     async def read(self, run_id: str) -> list[ev.Event] | None:
         data = self.journals.get(run_id)
         return None if data is None else scan(bytes(data), f"memory journal {run_id!r}").events

@@ -189,6 +189,8 @@ def durable_records_kept(world: World, reference: World) -> str | None:
     final = world.final_events
     for lifetime in world.lifetimes:
         kept = lifetime.durable_at_crash
+        if kept and final and _incarnation(final[0]) > _incarnation(kept[0]):
+            continue  # the run continued as new: that journal was replaced, as it should be
         if final[: len(kept)] != kept:
             lost = next(i for i, event in enumerate(kept) if i >= len(final) or final[i] != event)
             return (
@@ -196,6 +198,10 @@ def durable_records_kept(world: World, reference: World) -> str | None:
                 f"{lifetime.number} crashed"
             )
     return None
+
+
+def _incarnation(event: Event) -> int:
+    return getattr(event, "incarnation", 0)
 
 
 def no_durable_step_ran_again(world: World, reference: World) -> str | None:

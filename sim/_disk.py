@@ -184,6 +184,32 @@ class SimDisk:
         if self.crasher.crashed is not None:
             raise SimulatedCrash(self.crasher.crashed.label)
 
+    def replace_file(self, path: str) -> int:
+        self._point("create", path)
+        self._need_dir(os.path.dirname(path))
+        old = self.files.get(path)
+        if old is not None and old.entry_durable:
+            self.removed.setdefault(path, old)
+        self.files[path] = _File()
+        self.crasher.changed()
+        return self._new_fd(path)
+
+    def rename(self, source: str, target: str) -> None:
+        self._point("before rename", target)
+        moved = self.files.pop(source)
+        old = self.files.get(target)
+        if old is not None and old.entry_durable and target not in self.removed:
+            self.removed[target] = old  # until the directory is fsynced, a crash brings it back
+        moved.entry_durable = False
+        self.files[target] = moved
+        for fd, path in self._fds.items():
+            if path == source:
+                self._fds[fd] = target
+        if self._locks.get(source) is not None:
+            self._locks[target] = self._locks.pop(source)
+        self.crasher.changed()
+        self._point("after rename", target)
+
     def open(self, path: str, *, write: bool) -> int:
         self._alive()
         if path not in self.files:
@@ -287,7 +313,7 @@ class SimDisk:
         damage = []
         for path, file in list(self.files.items()):
             if not file.entry_durable:
-                del self.files[path]  # F6: a new file needs its directory fsynced
+                del self.files[path]  # F6: a new (or renamed) file needs its directory fsynced
                 damage.append(Damage(path, 0, len(file.data), "file vanished (directory not fsynced)"))
                 continue
             survived, how_text = _survivor(file, how, rng)

@@ -36,6 +36,7 @@ from durable.lowlevel import (
     PatchRecorded,
     RunCancelled,
     RunCompleted,
+    RunContinuedAsNew,
     RunFailed,
     RunResumed,
     RunStarted,
@@ -59,7 +60,7 @@ PATH = "runs/test.journal"
 
 #: Type code and field names, in order, of every event of journal contract v1.
 V1_LAYOUT: dict[type[Any], tuple[int, tuple[str, ...]]] = {
-    RunStarted: (1, ("run_id", "workflow", "args", "t")),
+    RunStarted: (1, ("run_id", "workflow", "args", "t", "incarnation", "first_seq")),
     ActivityScheduled: (2, ("seq", "name", "args", "t")),
     AttemptFailed: (3, ("seq", "attempt", "error", "retry_at", "t")),
     ActivityCompleted: (4, ("seq", "result", "attempts", "t")),
@@ -75,8 +76,9 @@ V1_LAYOUT: dict[type[Any], tuple[int, tuple[str, ...]]] = {
     SignalReceived: (9, ("name", "payload", "t")),
     CancelRequested: (12, ("reason", "t")),
     RunCancelled: (15, ("reason", "t")),
+    RunContinuedAsNew: (16, ("args", "t")),
 }
-RESERVED_CODES = (10, 11, 16)
+RESERVED_CODES = (10, 11)
 
 # Each example scans a journal many times; fewer examples keep the file fast (CI runs 50).
 fewer = settings(max_examples=40)
@@ -89,7 +91,7 @@ texts = st.text(max_size=12)
 blobs = st.binary(max_size=24)
 errors = st.builds(ErrorInfo, texts, texts, texts)
 EVENTS: dict[type[Any], st.SearchStrategy[Any]] = {
-    RunStarted: st.builds(RunStarted, texts, texts, blobs, times),
+    RunStarted: st.builds(RunStarted, texts, texts, blobs, times, uints, uints),
     ActivityScheduled: st.builds(ActivityScheduled, uints, texts, blobs, times),
     AttemptFailed: st.builds(AttemptFailed, uints, uints, errors, times, times),
     ActivityCompleted: st.builds(ActivityCompleted, uints, blobs, uints, times),
@@ -105,6 +107,7 @@ EVENTS: dict[type[Any], st.SearchStrategy[Any]] = {
     SignalReceived: st.builds(SignalReceived, texts, blobs, times),
     CancelRequested: st.builds(CancelRequested, texts, times),
     RunCancelled: st.builds(RunCancelled, texts, times),
+    RunContinuedAsNew: st.builds(RunContinuedAsNew, blobs, times),
 }
 events = st.one_of(*EVENTS.values())
 
@@ -229,7 +232,7 @@ def test_record_framing_and_payload(event: Any) -> None:
 def test_durable_upto_minus_one_is_cbor_0x20() -> None:
     # durable_upto -1 ("nothing is durable yet") is the CBOR negative integer 0x20.
     record = encode_record(SAMPLE[0], 0, -1)
-    assert record[FRAME_SIZE : FRAME_SIZE + 4] == bytes([0x87, 0x01, 0x00, 0x20])
+    assert record[FRAME_SIZE : FRAME_SIZE + 4] == bytes([0x89, 0x01, 0x00, 0x20])  # 9 items: RunStarted
 
 
 # --- round trips -------------------------------------------------------------

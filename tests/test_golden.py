@@ -82,9 +82,15 @@ def test_every_case_has_a_golden_file_and_every_file_a_case() -> None:
     assert sorted(workflows.CASES) == RUN_IDS
 
 
+#: A RunContinuedAsNew ends a journal only while its continuation is being carried
+#: out (the fresh journal replaces it), so no finished golden run holds one; its
+#: bytes are pinned by test_codec and its recovery by test_continue.
+_NOT_IN_FINISHED_JOURNALS = {"RunContinuedAsNew"}
+
+
 def test_the_golden_set_covers_every_v1_event_type() -> None:
     seen = {name for entry in EXPECTED.values() for name in entry["events"]}
-    assert seen == {cls.__name__ for cls in durable.lowlevel.EVENT_TYPES}
+    assert seen == {cls.__name__ for cls in durable.lowlevel.EVENT_TYPES} - _NOT_IN_FINISHED_JOURNALS
 
 
 @pytest.mark.parametrize("run_id", RUN_IDS)
@@ -109,6 +115,9 @@ def test_golden_arguments_are_the_cases_arguments(run_id: str) -> None:
     # durable.run on the golden journal (below) also compares the encoded bytes.
     case = workflows.CASES[run_id]
     started = _events(run_id)[0]
+    if started.incarnation:  # a run that continued as new holds its latest arguments
+        assert started.workflow == case.workflow.name
+        return
     assert loads_value(started.args) == _as_decoded([case.args, case.kwargs])
 
 

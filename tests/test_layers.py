@@ -287,6 +287,7 @@ PUBLIC_API = [
     "WorkflowFailed",
     "activity",
     "activity_info",
+    "continue_as_new",
     "gather",
     "now",
     "patched",

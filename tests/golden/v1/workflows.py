@@ -237,6 +237,14 @@ def cancellable(x: int):  # type: ignore[no-untyped-def]
         raise
 
 
+@durable.workflow(name="golden.v1.looper")
+def looper(n: int):  # type: ignore[no-untyped-def]
+    n = yield twice(n)
+    if n < 20:
+        yield durable.continue_as_new(n)
+    return n
+
+
 # Sets hold only small ints: their CBOR order does not depend on the process's hash seed.
 ECHO_VALUES: dict[str, Any] = {
     "none": None,
@@ -307,5 +315,6 @@ CASES: dict[str, Case] = {
         Case("fan-out", fan_out, (5,)),
         Case("approval", approval, ("o-9",), signals=(("decision", "approved"),)),
         Case("cancelled", cancellable, (4,), cancel="golden reason"),
+        Case("continued", looper, (3,)),
     ]
 }
