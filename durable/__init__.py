@@ -18,6 +18,8 @@ where it stopped.
     durable.run(order, 4200, id="order-1")
 """
 
+from ._client import Client as Client
+from ._client import ClientHandle as ClientHandle
 from ._commands import (
     Activity as Activity,
 )
@@ -140,6 +142,8 @@ __all__ = [
     "ActivityInfo",
     "AttemptTimeout",
     "Cancelled",
+    "Client",
+    "ClientHandle",
     "Command",
     "DurableError",
     "DurableInternalError",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal as signal_module
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from rich.text import Text
 from . import _events as ev
 from . import _timeline as tl
 from ._commands import Workflow, lookup_workflow
+from ._durations import parse_duration
 from ._errors import (
     DurableError,
     JournalCorruptError,
@@ -141,6 +143,60 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, store: str | Non
     values = _parse_args(args)
     result = run_workflow(workflow, *values, id=run_id, store=store_from(store))
     click.echo(result if isinstance(result, str) else repr(result))
+
+
+# --- worker ------------------------------------------------------------------------------
+
+
+@main.command(
+    epilog=_epilog(
+        "Examples:",
+        "  durable worker examples/process_order.py",
+        "  durable worker myapp.workflows myapp.billing --store /var/lib/myapp/durable",
+    ),
+)
+@click.argument("modules", nargs=-1, required=True, metavar="FILE_OR_MODULE...")
+@click.option("--poll", default="200ms", show_default=True, help="How often to look for new runs.")
+@_common
+def worker(modules: tuple[str, ...], poll: str, store: str | None) -> None:
+    """Run workflows until stopped: recover every unfinished run, then take new ones.
+
+    Imports the given modules (where the workflows and activities are defined),
+    resumes every unfinished run that no other process holds, and keeps looking
+    for new runs (made by durable.Client.start) every --poll. SIGINT or SIGTERM
+    stops it cleanly: in-flight activities are cancelled, nothing journaled is
+    lost, and a restart resumes where it stopped.
+    """
+    for module in modules:
+        load_module(module)
+    interval = parse_duration(poll, what="--poll")
+    target = _open_store(store)
+    console = _console(stderr=True)
+    trio.run(_serve, target, interval, console)
+    console.print("worker stopped; unfinished runs resume at the next start")
+
+
+async def _serve(store: Store, interval: float, console: Console) -> None:
+    with trio.open_signal_receiver(signal_module.SIGINT, signal_module.SIGTERM) as stops:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_take_runs, store, interval, console)
+            async for number in stops:
+                console.print(f"worker: {signal_module.Signals(number).name} received, stopping")
+                nursery.cancel_scope.cancel()
+                return
+
+
+async def _take_runs(store: Store, interval: float, console: Console) -> None:
+    seen: set[str] = set()
+    async with Runtime(store) as runtime:
+        console.print(f"worker: serving {_store_name(store)}")
+        while True:
+            for handle in await runtime.recover():
+                if handle.run_id not in seen:
+                    seen.add(handle.run_id)
+                    state = "cannot run it" if handle.status == "error" else "running"
+                    console.print(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
+            await trio.sleep(interval)
 
 
 # --- signal ------------------------------------------------------------------------------

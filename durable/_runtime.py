@@ -346,16 +346,7 @@ class Runtime:
         if execution is not None:
             await execution.deliver(event)
             return
-        opened = await self.store.open(check_run_id(run_id))
-        if opened is None:
-            raise UnknownRunError(run_id, self.store)
-        try:
-            if isinstance(opened.events[-1], ev.TERMINAL):
-                raise RunConflictError(f"run {run_id!r} has finished; {what} was not delivered")
-            opened.writer.append(event)
-            await opened.writer.sync()
-        finally:
-            opened.writer.close()
+        await journal_into(self.store, run_id, event, what)
 
     async def recover(self) -> list[RunHandle]:
         """Resume every unfinished run in the store that no other process is running.
@@ -397,6 +388,25 @@ def _finished(started: ev.RunStarted, last: ev.RunCompleted | ev.RunFailed | ev.
     else:
         handle._finish(Stopped(last.reason))
     return handle
+
+
+async def journal_into(store: Store, run_id: str, event: ev.Event, what: str) -> None:
+    """Append an event from outside (a signal, a cancel request) to a run no process runs here.
+
+    Raises:
+        UnknownRunError: no such run. RunConflictError: it has finished.
+        RunLockedError: a process holds it open.
+    """
+    opened = await store.open(check_run_id(run_id))
+    if opened is None:
+        raise UnknownRunError(run_id, store)
+    try:
+        if isinstance(opened.events[-1], ev.TERMINAL):
+            raise RunConflictError(f"run {run_id!r} has finished; {what} was not delivered")
+        opened.writer.append(event)
+        await opened.writer.sync()
+    finally:
+        opened.writer.close()
 
 
 def _first_args(started: ev.RunStarted, given: bytes) -> bytes:

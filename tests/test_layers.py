@@ -263,6 +263,8 @@ PUBLIC_API = [
     "ActivityInfo",
     "AttemptTimeout",
     "Cancelled",
+    "Client",
+    "ClientHandle",
     "Command",
     "DurableError",
     "DurableInternalError",

@@ -1,0 +1,123 @@
+"""``durable.Client``: hand work to ``durable worker`` processes, executing nothing itself.
+
+A client creates runs (their journals hold only ``RunStarted``), journals
+signals and cancel requests into runs no process holds open, and waits for
+outcomes by reading journals. The workers, sharing the store, find the new
+runs and execute them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+import trio
+
+from . import _events as ev
+from ._commands import Workflow
+from ._errors import Cancelled, StoreError, UnknownRunError, WorkflowFailed
+from ._runtime import _check_same, _first_args, journal_into, store_from
+from ._store import Store
+from ._store_file import check_run_id
+from ._values import encode_call, encode_value, loads
+
+
+class ClientHandle:
+    """A run handed to workers; :meth:`result` waits for its journaled outcome."""
+
+    def __init__(self, client: Client, run_id: str, workflow: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.workflow = workflow
+
+    def __repr__(self) -> str:
+        return f"<ClientHandle {self.run_id!r} of {self.workflow!r}>"
+
+    async def status(self) -> str:
+        """``"running"`` (unfinished), ``"completed"``, ``"failed"`` or ``"cancelled"``."""
+        last = (await self._events())[-1]
+        return {
+            ev.RunCompleted: "completed",
+            ev.RunFailed: "failed",
+            ev.RunCancelled: "cancelled",
+        }.get(type(last), "running")
+
+    async def result(self, *, poll: float = 0.05) -> Any:
+        """Wait until a worker finishes the run; return its result.
+
+        Raises:
+            WorkflowFailed: the workflow raised.
+            Cancelled: the run was cancelled.
+        """
+        while True:
+            last = (await self._events())[-1]
+            if isinstance(last, ev.RunCompleted):
+                return loads(last.result)
+            if isinstance(last, ev.RunFailed):
+                raise WorkflowFailed(self.run_id, self.workflow, last.error)
+            if isinstance(last, ev.RunCancelled):
+                raise Cancelled(self.run_id, last.reason)
+            await trio.sleep(poll)
+
+    async def _events(self) -> list[ev.Event]:
+        events = await self.client.store.read(self.run_id)
+        if not events:
+            raise UnknownRunError(self.run_id, self.client.store)
+        return events
+
+
+class Client:
+    """Start, signal and cancel runs that ``durable worker`` processes execute.
+
+    Args:
+        store: the store the workers share (a directory for a FileStore on the same
+            machine), or None for the default (``$DURABLE_STORE`` or ``./.durable``).
+    """
+
+    def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
+        self.store = store_from(store)
+
+    async def start(
+        self, workflow: Workflow[..., Any], *args: Any, id: str | None = None, **kwargs: Any
+    ) -> ClientHandle:
+        """Create the run (or attach to run ``id``); a worker executes it.
+
+        Raises:
+            RunConflictError: run ``id`` exists with another workflow or other arguments.
+            SerializationError: an argument cannot be journaled.
+        """
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"start() needs a function decorated with @durable.workflow (got {workflow!r})")
+        run_id = check_run_id(id) if id is not None else uuid.uuid4().hex
+        encoded = encode_call(args, kwargs, what=f"workflow {workflow.name!r}")
+        writer = await self.store.create(ev.RunStarted(run_id, workflow.name, encoded, time.time()))
+        if writer is not None:
+            writer.close()
+            return ClientHandle(self, run_id, workflow.name)
+        events = await self.store.read(run_id)
+        if not events or not isinstance(events[0], ev.RunStarted):
+            raise StoreError(f"run {run_id!r} exists in {self.store!r} but cannot be read")
+        started = events[0]
+        _check_same(run_id, started.workflow, _first_args(started, encoded), workflow.name, encoded)
+        return ClientHandle(self, run_id, workflow.name)
+
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Journal the signal ``name`` into run ``run_id`` (taken when a worker runs it).
+
+        Raises:
+            RunLockedError: a worker holds the run open right now; send the signal
+                through that worker's runtime, or again later.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a signal name must be a non-empty str (got {name!r})")
+        encoded = encode_value(payload, what=f"the payload of signal {name!r}")
+        await self._journal(run_id, ev.SignalReceived(name, encoded, time.time()), f"the signal {name!r}")
+
+    async def cancel(self, run_id: str, reason: str = "") -> None:
+        """Journal a cancel request into run ``run_id`` (carried out when a worker runs it)."""
+        await self._journal(run_id, ev.CancelRequested(reason, time.time()), "the cancellation")
+
+    async def _journal(self, run_id: str, event: ev.Event, what: str) -> None:
+        await journal_into(self.store, run_id, event, what)

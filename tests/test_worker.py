@@ -1,0 +1,171 @@
+"""durable.Client and the `durable worker` verb: hand runs to a worker process, stop it, restart it."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+import durable
+
+WORKFLOWS = textwrap.dedent(
+    """
+    import os
+    import durable
+    import trio
+
+    @durable.activity
+    async def step(i):
+        await trio.sleep(float(os.environ.get("STEP_SECONDS", "0")))
+        with open(os.environ["STEPS_LOG"], "a") as log:
+            log.write(durable.activity_info().idempotency_key + "\\n")
+        return i
+
+    @durable.workflow(name="tests.worker.job")
+    def job(n):
+        total = 0
+        for i in range(n):
+            total += yield step(i)
+        return total
+
+    @durable.workflow(name="tests.worker.approval")
+    def approval():
+        return (yield durable.wait_signal("decision", timeout="1h"))
+    """
+)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "worker_wf.py").write_text(WORKFLOWS)
+    (tmp_path / "store").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("STEPS_LOG", str(tmp_path / "steps.log"))
+    return tmp_path
+
+
+def _module(workspace: Path) -> object:
+    return importlib.import_module("worker_wf")
+
+
+def _worker(workspace: Path, step_seconds: float = 0.0) -> subprocess.Popen[str]:
+    env = dict(os.environ, STEP_SECONDS=str(step_seconds), STEPS_LOG=str(workspace / "steps.log"))
+    script = Path(sys.executable).parent / "durable"
+    return subprocess.Popen(
+        [
+            str(script),
+            "worker",
+            str(workspace / "worker_wf.py"),
+            "--store",
+            str(workspace / "store"),
+            "--poll",
+            "20ms",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(worker: subprocess.Popen[str]) -> str:
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    return err
+
+
+def test_a_worker_runs_what_a_client_starts(workspace: Path) -> None:
+    wf = _module(workspace)
+    worker = _worker(workspace)
+    try:
+
+        async def main() -> int:
+            client = durable.Client(workspace / "store")
+            handle = await client.start(wf.job, 4, id="job-1")  # type: ignore[attr-defined]
+            with trio.fail_after(60):  # a hang guard, not a timing assertion
+                return int(await handle.result())
+
+        assert trio.run(main) == 6
+    finally:
+        err = _stop(worker)
+    assert "running 'job-1'" in err
+    assert "SIGTERM received, stopping" in err
+
+
+def test_a_worker_stopped_by_sigterm_mid_run_resumes_after_a_restart_and_runs_each_step_once(
+    workspace: Path,
+) -> None:
+    wf = _module(workspace)
+    log = workspace / "steps.log"
+
+    async def start() -> None:
+        await durable.Client(workspace / "store").start(wf.job, 8, id="job-2")  # type: ignore[attr-defined]
+
+    trio.run(start)
+    first = _worker(workspace, step_seconds=0.05)
+    deadline = time.monotonic() + 60
+    while not (log.exists() and len(log.read_text().split()) >= 2) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _stop(first)
+    done_before = len(log.read_text().split())
+    assert 1 <= done_before <= 8
+    second = _worker(workspace)
+    try:
+
+        async def wait() -> int:
+            handle = await durable.Client(workspace / "store").start(wf.job, 8, id="job-2")  # type: ignore[attr-defined]
+            with trio.fail_after(60):
+                return int(await handle.result())
+
+        assert trio.run(wait) == 28
+    finally:
+        _stop(second)
+    keys = log.read_text().split()
+    assert sorted(keys) == sorted(f"job-2/{i}" for i in range(8))  # each step once, none lost
+
+
+def test_a_client_signals_and_cancels_runs_no_worker_holds(workspace: Path) -> None:
+    wf = _module(workspace)
+
+    async def main() -> None:
+        client = durable.Client(workspace / "store")
+        approval = await client.start(wf.approval, id="a")  # type: ignore[attr-defined]
+        await client.signal("a", "decision", "approved")
+        other = await client.start(wf.approval, id="b")  # type: ignore[attr-defined]
+        await client.cancel("b", "not needed")
+        assert await approval.status() == "running"
+        async with durable.Runtime(workspace / "store") as runtime:
+            for handle in await runtime.recover():
+                with contextlib.suppress(durable.Cancelled):
+                    await handle.result()
+        assert await approval.result() == "approved"
+        with pytest.raises(durable.Cancelled, match="not needed"):
+            await other.result()
+        with pytest.raises(durable.RunConflictError, match="already exists"):
+            await client.start(wf.job, 3, id="a")  # type: ignore[attr-defined]
+        with pytest.raises(durable.UnknownRunError):
+            await client.signal("nope", "decision")
+
+    trio.run(main)
+
+
+def test_worker_needs_a_module_that_imports(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "durable"
+    done = subprocess.run(
+        [str(script), "worker", str(tmp_path / "missing.py"), "--store", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: no such file")
