@@ -105,21 +105,11 @@ class RunExecution:
             self._append(ev.RunResumed(self.clock(), os.getpid()))
         core = self.core
         while core.outcome is None:
-            if core.patch is not None:  # asked live: this run takes the new code path
-                self._append(ev.PatchRecorded(core.patch.change_id, self.clock()))
-                continue
-            if core.cancelled:
-                self._close_cancelled()
-                continue
-            steps = list(core.pending.values())
-            if not steps:
-                raise DurableInternalError(f"run {core.run_id!r} waits for nothing")
-            # A cancel request cancels this scope when it stops the steps running here.
+            # One cancel scope for many steps (entering one per step would cost a third
+            # of a step): a cancel request cancels it to stop the steps running, and the
+            # loop goes on in a fresh one.
             with trio.CancelScope() as self._step_scope:
-                if len(steps) == 1 and steps[0].group is None:
-                    await self._run_step(steps[0])
-                else:
-                    await self._run_group(steps)
+                await self._run_until_stopped()
             self._step_scope = None
         self._close_cancelled()
         outcome = core.outcome
@@ -136,6 +126,24 @@ class RunExecution:
             final = ev.RunFailed(outcome.error, self.clock())
         await self._commit([final])
         return outcome
+
+    async def _run_until_stopped(self) -> None:
+        """Carry out the workflow's commands until it ends (or a cancel request interrupts)."""
+        core = self.core
+        while core.outcome is None:
+            if core.patch is not None:  # asked live: this run takes the new code path
+                self._append(ev.PatchRecorded(core.patch.change_id, self.clock()))
+                continue
+            if core.cancelled:
+                self._close_cancelled()
+                continue
+            steps = list(core.pending.values())
+            if not steps:
+                raise DurableInternalError(f"run {core.run_id!r} waits for nothing")
+            if len(steps) == 1 and steps[0].group is None:
+                await self._run_step(steps[0])
+            else:
+                await self._run_group(steps)
 
     async def _run_step(self, step: Step) -> None:
         command = step.command
