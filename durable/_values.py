@@ -154,9 +154,9 @@ def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, what: str) 
     except SerializationError:
         pass
     for index, arg in enumerate(args):
-        _check(arg, f"argument {index + 1} of {what}")
+        encode_value(arg, what=f"argument {index + 1} of {what}")
     for key, arg in kwargs.items():
-        _check(arg, f"argument {key}= of {what}")
+        encode_value(arg, what=f"argument {key}= of {what}")
     raise SerializationError(f"the arguments of {what} cannot be stored in the journal")
 
 
@@ -166,13 +166,6 @@ def encode_value(value: Any, *, what: str) -> bytes:
         return cbor2.dumps(value)
     try:
         return dumps(value)
-    except SerializationError as exc:
-        raise SerializationError(f"{what} cannot be stored in the journal: {exc}") from None
-
-
-def _check(value: Any, what: str) -> None:
-    try:
-        dumps(value)
     except SerializationError as exc:
         raise SerializationError(f"{what} cannot be stored in the journal: {exc}") from None
 

@@ -228,11 +228,6 @@ def equivalent_groups(points: list[Point]) -> list[list[Point]]:
     return groups
 
 
-def distinct(points: list[Point]) -> list[Point]:
-    """The first point of each group of equivalent points (see :func:`equivalent_groups`)."""
-    return [group[0] for group in equivalent_groups(points)]
-
-
 def _labelled(recipe: Recipe, world: World) -> Recipe:
     """The recipe with each crash labelled by what was happening at its point."""
     crashes = []

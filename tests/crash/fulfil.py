@@ -5,17 +5,17 @@ on the total, then loops over parcels. Async activities sleep on trio, sync ones
 sleep in their worker thread, so a run lasts long enough for a kill sent at a
 random time to land in the middle of it.
 
-Every activity applies exactly one effect through a :class:`FakeService`: one
-fsynced JSON line per idempotency key in ``<ledger dir>/<service>.jsonl``,
-where a repeated key gets the first response back instead of a second effect
-(as ``examples/process_order.py`` does). The ledger directory comes from the
+Every activity applies exactly one effect through the ``FakeService`` of
+``examples/process_order.py``: one fsynced JSON line per idempotency key in
+``<ledger dir>/<service>.jsonl``, where a repeated key gets the first response
+back instead of a second effect. The ledger directory comes from the
 environment variable ``CRASH_LEDGERS``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -30,31 +30,17 @@ STEP_DELAY = 0.004
 PARCEL_SIZE = 3
 
 
-class FakeService:
-    """A stand-in for an external API that honours idempotency keys."""
+def _load_example_services() -> Any:
+    """The fake services of ``examples/process_order.py``, the same code the example uses."""
+    path = Path(__file__).resolve().parents[2] / "examples" / "process_order.py"
+    spec = importlib.util.spec_from_file_location("crash_fulfil_example_services", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FakeService
 
-    def __init__(self, name: str, ledger_dir: str | os.PathLike[str]) -> None:
-        self.name = name
-        self.path = Path(ledger_dir) / f"{name}.jsonl"
 
-    def effects(self) -> list[dict[str, Any]]:
-        """Every effect applied so far, in order."""
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
-
-    def apply(self, key: str, request: dict[str, Any]) -> dict[str, Any]:
-        """Apply ``request`` once per idempotency ``key``; repeat the first response after."""
-        for effect in self.effects():
-            if effect["key"] == key:
-                return dict(effect["response"])
-        response = {"id": f"{self.name[:4]}_{_digest(key)[:10]}"}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as ledger:
-            ledger.write(json.dumps({"key": key, "request": request, "response": response}) + "\n")
-            ledger.flush()
-            os.fsync(ledger.fileno())
-        return response
+FakeService = _load_example_services()
 
 
 def _digest(text: str) -> str:
