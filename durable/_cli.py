@@ -188,7 +188,7 @@ async def _serve(store: Store, interval: float, console: Console) -> None:
 
 async def _take_runs(store: Store, interval: float, console: Console) -> None:
     seen: set[str] = set()
-    async with Runtime(store) as runtime:
+    async with Runtime(store, poll=interval) as runtime:
         console.print(f"worker: serving {_store_name(store)}")
         while True:
             for handle in await runtime.recover():
@@ -196,7 +196,7 @@ async def _take_runs(store: Store, interval: float, console: Console) -> None:
                     seen.add(handle.run_id)
                     state = "cannot run it" if handle.status == "error" else "running"
                     console.print(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
-            await trio.sleep(interval)
+            await store.wait_for_change(interval)
 
 
 # --- signal ------------------------------------------------------------------------------

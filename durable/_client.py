@@ -1,8 +1,8 @@
 """``durable.Client``: hand work to ``durable worker`` processes, executing nothing itself.
 
-A client creates runs (their journals hold only ``RunStarted``), journals
-signals and cancel requests into runs no process holds open, and waits for
-outcomes by reading journals. The workers, sharing the store, find the new
+A client creates runs (their journals hold only ``RunStarted``), sends
+signals and cancel requests (through the store's inbox when a worker holds the
+run), and waits for outcomes by reading journals. The workers, sharing the store, find the new
 runs and execute them.
 """
 
@@ -18,7 +18,8 @@ import trio
 from . import _events as ev
 from ._commands import Workflow
 from ._errors import Cancelled, StoreError, UnknownRunError, WorkflowFailed
-from ._runtime import _check_same, _first_args, journal_into, store_from
+from ._inbox import send
+from ._runtime import _check_same, _first_args, store_from
 from ._store import Store
 from ._store_file import check_run_id
 from ._values import encode_call, encode_value, loads
@@ -104,20 +105,29 @@ class Client:
         return ClientHandle(self, run_id, workflow.name)
 
     async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
-        """Journal the signal ``name`` into run ``run_id`` (taken when a worker runs it).
+        """Send the signal ``name`` with ``payload`` to run ``run_id``.
+
+        It is durable when this returns: in the run's journal if no worker holds
+        the run, else in the store's inbox, from which the worker holding it
+        journals it (within its poll interval).
 
         Raises:
-            RunLockedError: a worker holds the run open right now; send the signal
-                through that worker's runtime, or again later.
+            UnknownRunError: there is no run ``run_id``.
+            RunConflictError: the run has finished.
+            SerializationError: the payload cannot be journaled.
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"a signal name must be a non-empty str (got {name!r})")
         encoded = encode_value(payload, what=f"the payload of signal {name!r}")
-        await self._journal(run_id, ev.SignalReceived(name, encoded, time.time()), f"the signal {name!r}")
+        await send(self.store, run_id, ev.SignalReceived(name, encoded, time.time()))
 
     async def cancel(self, run_id: str, reason: str = "") -> None:
-        """Journal a cancel request into run ``run_id`` (carried out when a worker runs it)."""
-        await self._journal(run_id, ev.CancelRequested(reason, time.time()), "the cancellation")
+        """Cancel run ``run_id``, durably, as :meth:`signal` delivers (see ``Runtime.cancel``).
 
-    async def _journal(self, run_id: str, event: ev.Event, what: str) -> None:
-        await journal_into(self.store, run_id, event, what)
+        Raises:
+            UnknownRunError: there is no run ``run_id``.
+            RunConflictError: the run has finished.
+        """
+        if not isinstance(reason, str):
+            raise TypeError(f"a cancel reason must be a str (got {reason!r})")
+        await send(self.store, run_id, ev.CancelRequested(reason, time.time()))

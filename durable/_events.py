@@ -121,6 +121,9 @@ class SignalReceived:
     name: str
     payload: bytes
     t: float
+    #: The id of the message that brought it (unique per signal sent): a message
+    #: journaled once is never journaled again. Added within v1; "" in older journals.
+    message_id: str = ""
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
@@ -129,6 +132,8 @@ class CancelRequested:
 
     reason: str
     t: float
+    #: As :attr:`SignalReceived.message_id`.
+    message_id: str = ""
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
@@ -199,6 +204,9 @@ Event = (
     | RunFailed
 )
 TERMINAL = (RunCompleted, RunFailed, RunCancelled)
+#: What others send a run (``Runtime.signal``, ``Runtime.cancel``): posted to its
+#: inbox, then journaled by whoever holds the run.
+Message = SignalReceived | CancelRequested
 #: The end of one incarnation of a run that goes on in a fresh journal.
 CONTINUED = RunContinuedAsNew
 

@@ -153,6 +153,8 @@ class Replay:
         self.cancelled: dict[int, Step] = {}
         #: Signals that arrived and wait to be taken, by name, oldest first.
         self.inbox: dict[str, collections.deque[bytes]] = {}
+        #: Ids of the posted messages (signals, cancel requests) this journal holds.
+        self.messages_seen: set[str] = set()
         self._next_seq = started.first_seq
         args, kwargs = loads(started.args)
         try:
@@ -231,6 +233,8 @@ class Replay:
             self._resolve(step, None, None)
 
     def _on_signal(self, event: ev.SignalReceived) -> None:
+        if event.message_id:
+            self.messages_seen.add(event.message_id)
         self.inbox.setdefault(event.name, collections.deque()).append(event.payload)
         for step in sorted(self.pending.values(), key=lambda s: s.seq):
             if isinstance(step.command, WaitSignal) and step.command.name == event.name:
@@ -253,6 +257,8 @@ class Replay:
 
     def _on_cancel_requested(self, event: ev.CancelRequested) -> None:
         """Cancel every open step and throw ``Cancelled`` in at the current ``yield``."""
+        if event.message_id:
+            self.messages_seen.add(event.message_id)
         if self.outcome is not None:
             return  # too late: the run already ended (its outcome is being journaled)
         for seq in list(self.pending):

@@ -21,12 +21,12 @@ from ._errors import (
     RunConflictError,
     RunLockedError,
     StoreError,
-    UnknownRunError,
     UnknownWorkflowError,
     WorkflowFailed,
 )
 from ._executor import RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
+from ._inbox import journal_messages, send
 from ._machine import Continued, Outcome, Raised, Replay, Returned, Stopped
 from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore, check_run_id
@@ -121,6 +121,10 @@ class Runtime:
         store: a store, a directory for a :class:`FileStore`, or None for the
             embedded default (``$DURABLE_STORE`` or ``./.durable``).
         hooks: advanced: executor hooks (:class:`durable.lowlevel.Hooks`), used by the simulator.
+        poll: how often (seconds) to look for signals and cancel requests that other
+            processes left in the store for the runs held here; None never looks (only
+            this runtime signals its runs). A store that notifies (PostgreSQL) wakes the
+            runtime sooner.
         clock_anchor: advanced: the wall-clock time (epoch seconds) that trio's clock reads as
             "now" when the runtime starts; default ``time.time()``. The simulator fixes it so
             journals are byte-identical from run to run.
@@ -135,10 +139,14 @@ class Runtime:
         store: Store | str | os.PathLike[str] | None = None,
         *,
         hooks: Hooks | None = None,
+        poll: float | None = 0.2,
         clock_anchor: float | None = None,
     ) -> None:
         self.store = store_from(store)
         self.hooks = hooks if hooks is not None else NO_HOOKS
+        if poll is not None and not poll > 0:
+            raise ValueError(f"poll must be a positive number of seconds or None (got {poll!r})")
+        self._poll = poll
         self._clock_anchor = clock_anchor
         self._handles: dict[str, RunHandle] = {}
         self._executions: dict[str, RunExecution] = {}
@@ -150,6 +158,8 @@ class Runtime:
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         self._clock = WallClock(self._clock_anchor)
+        if self._poll is not None:
+            self._nursery.start_soon(self._watch_inbox, self._poll)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -264,6 +274,8 @@ class Runtime:
 
     async def _drive(self, handle: RunHandle, execution: RunExecution) -> None:
         try:
+            if execution.resumed:  # messages left while no process held it
+                await self._take_messages(handle.run_id)
             outcome = await execution.drive()
             while isinstance(outcome, Continued):  # follow the chain of fresh journals
                 execution = await self._continue(execution, outcome)
@@ -305,48 +317,69 @@ class Runtime:
 
         The signal is journaled (and durable) before this returns; the run takes
         it at its next ``durable.wait_signal(name)``, now or after a recovery.
-        A run that is not loaded anywhere gets it in its journal, delivered when
-        it is recovered.
+        A run that another process holds (a ``durable worker``) gets it through
+        the store's inbox: it is durable there when this returns, and that
+        process journals it within its ``poll`` interval. A run loaded nowhere
+        gets it in its journal at once, delivered when it is recovered.
 
         Raises:
             UnknownRunError: there is no run ``run_id``.
             RunConflictError: the run has finished.
-            RunLockedError: another process runs it (send the signal through that process).
             SerializationError: the payload cannot be journaled.
         """
         _, clock = self._running()
         if not isinstance(name, str) or not name:
             raise TypeError(f"a signal name must be a non-empty str (got {name!r})")
         encoded = encode_value(payload, what=f"the payload of signal {name!r}")
-        await self._deliver(run_id, ev.SignalReceived(name, encoded, clock()), f"the signal {name!r}")
+        await self._deliver(run_id, ev.SignalReceived(name, encoded, clock()))
 
     async def cancel(self, run_id: str, reason: str = "") -> None:
         """Cancel the run ``run_id``: ``durable.Cancelled`` is thrown into it at its current
         ``yield`` and its in-flight activities are cancelled.
 
-        The request is journaled (and durable) before this returns, so it survives a
-        crash; a run loaded nowhere is cancelled when it is recovered. The workflow
-        may catch ``Cancelled`` and yield cleanup steps; if it lets it out, the run
-        ends as cancelled.
+        The request is durable before this returns, so it survives a crash: in the
+        journal, or, for a run another process holds, in the store's inbox until
+        that process journals it. A run loaded nowhere is cancelled when it is
+        recovered. The workflow may catch ``Cancelled`` and yield cleanup steps;
+        if it lets it out, the run ends as cancelled.
 
         Raises:
             UnknownRunError: there is no run ``run_id``.
             RunConflictError: the run has finished.
-            RunLockedError: another process runs it (cancel it through that process).
         """
         _, clock = self._running()
         if not isinstance(reason, str):
             raise TypeError(f"a cancel reason must be a str (got {reason!r})")
-        await self._deliver(run_id, ev.CancelRequested(reason, clock()), "the cancellation")
+        await self._deliver(run_id, ev.CancelRequested(reason, clock()))
 
-    async def _deliver(self, run_id: str, event: ev.SignalReceived | ev.CancelRequested, what: str) -> None:
-        """Journal an event from outside into a run: through its execution if it runs here,
-        else straight into its journal (taken on recovery)."""
+    async def _deliver(self, run_id: str, message: ev.Message) -> None:
+        """Journal a message from outside into a run: through its execution if it runs
+        here, else through the store's inbox (see :mod:`durable._inbox`)."""
         execution = self._executions.get(run_id)
         if execution is not None:
-            await execution.deliver(event)
+            await execution.deliver(message)
             return
-        await journal_into(self.store, run_id, event, what)
+        await send(self.store, run_id, message)
+
+    async def _watch_inbox(self, poll: float) -> None:
+        """Take the messages other processes leave for the runs held here."""
+        while True:
+            await self.store.wait_for_change(poll)
+            if not self._executions:
+                continue
+            for run_id in (await self.store.runs_with_messages()) & self._executions.keys():
+                await self._take_messages(run_id)
+
+    async def _take_messages(self, run_id: str) -> None:
+        execution = self._executions.get(run_id)
+        if execution is None:
+            return
+        try:
+            await journal_messages(self.store, run_id, execution.core.messages_seen, execution.deliver)
+        except RunConflictError:
+            # The run ended before it took them: nobody will.
+            left = await self.store.messages(run_id)
+            await self.store.remove_messages(run_id, [m.message_id for m in left])
 
     async def recover(self) -> list[RunHandle]:
         """Resume every unfinished run in the store that no other process is running.
@@ -357,7 +390,7 @@ class Runtime:
         """
         self._running()
         handles = []
-        for run_id in await self.store.run_ids():
+        for run_id in await self.store.unfinished():
             if run_id in self._handles:
                 continue
             events = await self.store.read(run_id)
@@ -388,25 +421,6 @@ def _finished(started: ev.RunStarted, last: ev.RunCompleted | ev.RunFailed | ev.
     else:
         handle._finish(Stopped(last.reason))
     return handle
-
-
-async def journal_into(store: Store, run_id: str, event: ev.Event, what: str) -> None:
-    """Append an event from outside (a signal, a cancel request) to a run no process runs here.
-
-    Raises:
-        UnknownRunError: no such run. RunConflictError: it has finished.
-        RunLockedError: a process holds it open.
-    """
-    opened = await store.open(check_run_id(run_id))
-    if opened is None:
-        raise UnknownRunError(run_id, store)
-    try:
-        if isinstance(opened.events[-1], ev.TERMINAL):
-            raise RunConflictError(f"run {run_id!r} has finished; {what} was not delivered")
-        opened.writer.append(event)
-        await opened.writer.sync()
-    finally:
-        opened.writer.close()
 
 
 def _first_args(started: ev.RunStarted, given: bytes) -> bytes:

@@ -10,8 +10,10 @@ before it acts on it. Every store writes the same journal contract v1 records
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection
 
 import attrs
+import trio
 
 from . import _events as ev
 from ._codec import encode_record
@@ -145,6 +147,47 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def run_ids(self) -> list[str]:
         """Every run id in the store, sorted."""
+
+    async def unfinished(self) -> list[str]:
+        """Ids of the runs that have not ended, sorted: the candidates for recovery.
+
+        A store that records run status (PostgreSQL) answers without reading
+        journals, and may leave out runs that a live holder keeps open.
+        """
+        ids = []
+        for run_id in await self.run_ids():
+            events = await self.read(run_id)
+            if events and not isinstance(events[-1], ev.TERMINAL):
+                ids.append(run_id)
+        return ids
+
+    # -- the inbox: messages for a run that someone else may hold open --------
+
+    @abc.abstractmethod
+    async def post(self, run_id: str, message: ev.Message) -> None:
+        """Leave ``message`` (with a unique ``message_id``) for the run, durably, without opening it.
+
+        The holder of the run (or whoever opens it next) journals it and then
+        removes it with :meth:`remove_messages`; a message already journaled
+        (same ``message_id``) is removed without journaling it again.
+        """
+
+    @abc.abstractmethod
+    async def messages(self, run_id: str) -> list[ev.Message]:
+        """The messages waiting for the run, in the order they were posted."""
+
+    @abc.abstractmethod
+    async def remove_messages(self, run_id: str, message_ids: Collection[str]) -> None:
+        """Forget the given messages of the run (they are journaled)."""
+
+    @abc.abstractmethod
+    async def runs_with_messages(self) -> set[str]:
+        """The ids of the runs that have messages waiting."""
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when there may be new work (a run created or released, a message
+        posted), or after ``timeout`` seconds. Stores without notifications just wait."""
+        await trio.sleep(timeout)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources held by the store."""

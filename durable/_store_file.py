@@ -1,7 +1,11 @@
 """The embedded default store: one journal file per run in a directory.
 
 Layout: ``<path>/runs/<run id>.journal``, run ids percent-encoded to stay safe
-file names. Durability follows the recovery rules of journal contract v1:
+file names; messages for runs held by another process (signals, cancel
+requests) wait in ``<path>/inbox/<run id>.<time>-<message id>.message``, each
+a small file in the journal format holding the one event.
+
+Durability follows the recovery rules of journal contract v1:
 
 * a journal is created with ``O_EXCL`` and mode 0600, its header and first
   record fsynced, then the directory fsynced, so a run that ``start`` reported
@@ -26,19 +30,22 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import trio
 
 from . import _events as ev
-from ._codec import FRAME_SIZE, HEADER_SIZE, decode_record, encode_header, scan
-from ._errors import RunLockedError, StoreError
+from ._codec import FRAME_SIZE, HEADER_SIZE, decode_record, encode_header, encode_record, scan
+from ._errors import JournalCorruptError, RunLockedError, StoreError, UnknownRunError
 from ._fs import FileSystem, OsFileSystem
 from ._store import JournalWriter, Opened, Store, check_sync_mode
 
 _SAFE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 _SUFFIX = ".journal"
+_MESSAGE = ".message"
+_STAGED = ".staged-"
 MAX_RUN_ID = 200
 _MAX_FILE_NAME = 255
 _MIN_JOURNAL = HEADER_SIZE + FRAME_SIZE
@@ -193,6 +200,7 @@ class FileStore(Store):
         self.sync = check_sync_mode(sync)
         self.fs: FileSystem = fs if fs is not None else OsFileSystem()
         self._runs = os.path.join(self.path, "runs")
+        self._inbox = os.path.join(self.path, "inbox")
         self._group = _GroupCommit(self.fs)
         self._ready = False
 
@@ -370,3 +378,89 @@ class FileStore(Store):
         except ValueError:
             return None
         return first.run_id if isinstance(first, ev.RunStarted) else None
+
+    # --- the inbox -----------------------------------------------------------------
+
+    async def post(self, run_id: str, message: ev.Message) -> None:
+        self._prepare()
+        fs = self.fs
+        if fs.size(self.journal_path(run_id)) <= _MIN_JOURNAL:
+            raise UnknownRunError(run_id, self)
+        if any(message.message_id == found for found, _ in self._message_files(run_id)):
+            return
+        fs.makedirs(self._inbox)
+        stem = _file_name(run_id)[: -len(_SUFFIX)]
+        name = f"{stem}.{time.time_ns():020d}-{message.message_id}{_MESSAGE}"
+        staged = os.path.join(self._inbox, _STAGED + message.message_id)
+        try:
+            fd = fs.replace_file(staged)
+            try:
+                fs.write(fd, encode_header() + encode_record(message, 0, -1))
+                fs.fdatasync(fd)
+            finally:
+                fs.close(fd)
+            fs.rename(staged, os.path.join(self._inbox, name))
+            fs.fsync_dir(self._inbox)
+        except OSError as exc:
+            raise StoreError(f"leaving a message for run {run_id!r} in {self._inbox} failed: {exc}") from exc
+
+    async def messages(self, run_id: str) -> list[ev.Message]:
+        found = []
+        for _, name in self._message_files(run_id):
+            path = os.path.join(self._inbox, name)
+            try:
+                fd = self.fs.open(path, write=False)
+            except FileNotFoundError:
+                continue  # taken meanwhile
+            try:
+                events = scan(self.fs.read(fd), path).events
+            finally:
+                self.fs.close(fd)
+            if len(events) != 1 or not isinstance(events[0], ev.Message):
+                raise JournalCorruptError(path, 0, "a message file must hold one signal or cancel request")
+            found.append(events[0])
+        return found
+
+    async def remove_messages(self, run_id: str, message_ids: Collection[str]) -> None:
+        # No directory fsync: a removal that a crash undoes makes the message be
+        # found again, and skipped, since its id is in the journal.
+        gone = set(message_ids)
+        for message_id, name in self._message_files(run_id):
+            if message_id in gone:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.unlink(os.path.join(self._inbox, name))
+
+    async def runs_with_messages(self) -> set[str]:
+        stems = {name.rpartition(".")[0] for name in self._message_names()}
+        ids = set()
+        for stem in stems:
+            if _is_hashed(stem):
+                run_id = self._first_run_id(os.path.join(self._runs, stem + _SUFFIX))
+            else:
+                run_id = urllib.parse.unquote(stem)
+            if run_id is not None:
+                ids.add(run_id)
+        return ids
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Wait ``timeout`` seconds of real time: other processes change the files
+        behind trio's back, so a test's virtual clock says nothing about them."""
+        if isinstance(self.fs, OsFileSystem):
+            await trio.to_thread.run_sync(time.sleep, timeout, abandon_on_cancel=True)
+        else:
+            await trio.sleep(timeout)
+
+    def _message_names(self) -> list[str]:
+        """The inbox's message files, oldest first (without the suffix)."""
+        names = self.fs.listdir(self._inbox)
+        return sorted(n[: -len(_MESSAGE)] for n in names if n.endswith(_MESSAGE))
+
+    def _message_files(self, run_id: str) -> list[tuple[str, str]]:
+        """``(message id, file name)`` of each message waiting for the run, oldest first."""
+        stem = _file_name(check_run_id(run_id))[: -len(_SUFFIX)]
+        found = []
+        for name in self._message_names():
+            owner, _, stamp = name.rpartition(".")
+            if owner == stem:
+                found.append((stamp.partition("-")[2], name + _MESSAGE))
+        return found

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
+import trio
+
 from . import _events as ev
 from ._codec import encode_header, scan
-from ._errors import RunLockedError
+from ._errors import RunLockedError, UnknownRunError
 from ._store import JournalWriter, Opened, Store
 
 
@@ -39,6 +43,8 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self.journals: dict[str, bytearray] = {}
         self._open: set[str] = set()
+        self.inboxes: dict[str, list[ev.Message]] = {}
+        self._changed = trio.Event()
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self.journals)} runs)"
@@ -56,6 +62,7 @@ class MemoryStore(Store):
         writer = _MemoryWriter(self, started.run_id, 0)
         writer.append(started)
         writer.synced_through(0)
+        self._notify()
         return writer
 
     async def open(self, run_id: str) -> Opened | None:
@@ -83,3 +90,34 @@ class MemoryStore(Store):
 
     async def run_ids(self) -> list[str]:
         return sorted(self.journals)
+
+    async def post(self, run_id: str, message: ev.Message) -> None:
+        if run_id not in self.journals:
+            raise UnknownRunError(run_id, self)
+        inbox = self.inboxes.setdefault(run_id, [])
+        if all(m.message_id != message.message_id for m in inbox):
+            inbox.append(message)
+        self._notify()
+
+    async def messages(self, run_id: str) -> list[ev.Message]:
+        return list(self.inboxes.get(run_id, ()))
+
+    async def remove_messages(self, run_id: str, message_ids: Collection[str]) -> None:
+        gone = set(message_ids)
+        kept = [m for m in self.inboxes.get(run_id, ()) if m.message_id not in gone]
+        if kept:
+            self.inboxes[run_id] = kept
+        else:
+            self.inboxes.pop(run_id, None)
+
+    async def runs_with_messages(self) -> set[str]:
+        return set(self.inboxes)
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Wait until a run is created or a message posted: this store sees every change
+        itself, so it needs no timeout to find one (and ignores ``timeout``)."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()

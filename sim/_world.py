@@ -240,7 +240,7 @@ class World:
             crasher.on_crash = lambda: crash_time.__setitem__(0, trio.current_time())
             store = durable.FileStore(ROOT, sync=self.sync, fs=self.disk)
             with trio.move_on_after(TIME_LIMIT) as scope:
-                async with durable.Runtime(store, hooks=hooks, clock_anchor=start_wall) as runtime:
+                async with durable.Runtime(store, hooks=hooks, poll=None, clock_anchor=start_wall) as runtime:
                     lifetime.ending = await self._start_and_wait(runtime)
             if scope.cancelled_caught:
                 lifetime.ending = Ending("hung")

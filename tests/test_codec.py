@@ -73,8 +73,8 @@ V1_LAYOUT: dict[type[Any], tuple[int, tuple[str, ...]]] = {
     RunResumed: (17, ("t", "pid")),
     PatchRecorded: (18, ("change_id", "t")),
     StepCancelled: (19, ("seq", "t")),
-    SignalReceived: (9, ("name", "payload", "t")),
-    CancelRequested: (12, ("reason", "t")),
+    SignalReceived: (9, ("name", "payload", "t", "message_id")),
+    CancelRequested: (12, ("reason", "t", "message_id")),
     RunCancelled: (15, ("reason", "t")),
     RunContinuedAsNew: (16, ("args", "t")),
 }
@@ -104,8 +104,8 @@ EVENTS: dict[type[Any], st.SearchStrategy[Any]] = {
     SideEffectRecorded: st.builds(SideEffectRecorded, uints, texts, blobs, st.none() | errors, times),
     PatchRecorded: st.builds(PatchRecorded, texts, times),
     StepCancelled: st.builds(StepCancelled, uints, times),
-    SignalReceived: st.builds(SignalReceived, texts, blobs, times),
-    CancelRequested: st.builds(CancelRequested, texts, times),
+    SignalReceived: st.builds(SignalReceived, texts, blobs, times, texts),
+    CancelRequested: st.builds(CancelRequested, texts, times, texts),
     RunCancelled: st.builds(RunCancelled, texts, times),
     RunContinuedAsNew: st.builds(RunContinuedAsNew, blobs, times),
 }

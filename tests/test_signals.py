@@ -100,6 +100,50 @@ async def test_a_run_loaded_nowhere_gets_the_signal_in_its_journal_and_on_recove
     assert DONE == ["approved later"]
 
 
+async def test_a_runtime_takes_the_messages_another_runtime_leaves_for_a_run_it_holds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Two runtimes on one store stand for two processes: the sender cannot take
+    # the run, so its signal and cancel request wait in the store's inbox.
+    store = durable.MemoryStore()
+    async with durable.Runtime(store) as holder, durable.Runtime(store) as sender:
+        approved = await holder.start(approval, "o-7", id="a")
+        other = await holder.start(two_votes, id="v")
+        await trio.sleep(60)
+        await sender.signal("a", "decision", "approved elsewhere")
+        await sender.cancel("v", "from elsewhere")
+        assert await approved.result() == "approved elsewhere"
+        with pytest.raises(durable.Cancelled, match="from elsewhere"):
+            await other.result()
+    assert store.inboxes == {}
+
+
+async def test_a_message_journaled_before_a_crash_removed_it_is_not_journaled_again(
+    autojump_clock: trio.testing.MockClock, tmp_path: Any
+) -> None:
+    async with durable.Runtime(durable.FileStore(tmp_path)) as runtime:
+        await runtime.start(two_votes, id="v")
+        await trio.sleep(60)
+    store = durable.FileStore(tmp_path)
+    message = SignalReceived("vote", durable.lowlevel.dumps_value("yes"), 1.0, "m-1")
+    await store.post("v", message)
+    await store.post("v", message)  # posting the same message again is a no-op
+    assert [m.message_id for m in await store.messages("v")] == ["m-1"]
+    opened = await store.open("v")
+    assert opened is not None
+    opened.writer.append(message)  # the holder journaled it, then crashed before removing it
+    await opened.writer.sync()
+    opened.writer.close()
+    assert await store.runs_with_messages() == {"v"}
+    async with durable.Runtime(durable.FileStore(tmp_path)) as runtime:
+        handle = await runtime.start(two_votes, id="v")
+        await runtime.signal("v", "vote", "no")
+        assert await handle.result() == ["yes", "no"]
+    events = await store.read("v") or []
+    assert [e.message_id for e in events if isinstance(e, SignalReceived)] == ["m-1", ""]
+    assert await store.runs_with_messages() == set()
+
+
 async def test_a_restart_during_a_timed_wait_waits_only_what_is_left(
     autojump_clock: trio.testing.MockClock, tmp_path: Any
 ) -> None:

@@ -159,6 +159,54 @@ def test_a_client_signals_and_cancels_runs_no_worker_holds(workspace: Path) -> N
     trio.run(main)
 
 
+def _held(workspace: Path, run_id: str) -> None:
+    """Wait until a worker has taken the run (its journal shows the wait's timer)."""
+
+    async def look() -> bool:
+        events = await durable.FileStore(workspace / "store").read(run_id)
+        return bool(events) and any(type(e).__name__ == "TimerStarted" for e in events or [])
+
+    deadline = time.monotonic() + 60
+    while not trio.run(look):
+        assert time.monotonic() < deadline, f"no worker took {run_id!r}"
+        time.sleep(0.02)
+
+
+def test_a_client_signals_and_cancels_runs_a_worker_holds(workspace: Path) -> None:
+    wf = _module(workspace)
+    worker = _worker(workspace)
+    try:
+
+        async def start(run_id: str) -> durable.ClientHandle:
+            return await durable.Client(workspace / "store").start(wf.approval, id=run_id)  # type: ignore[attr-defined]
+
+        approval, other = trio.run(start, "held-a"), trio.run(start, "held-b")
+        _held(workspace, "held-a")
+        _held(workspace, "held-b")
+
+        async def main() -> None:
+            client = durable.Client(workspace / "store")
+            await client.signal("held-a", "decision", {"by": "carol"})
+            await client.cancel("held-b", "not needed")
+            with trio.fail_after(60):  # a hang guard, not a timing assertion
+                assert await approval.result() == {"by": "carol"}
+                with pytest.raises(durable.Cancelled, match="not needed"):
+                    await other.result()
+            with pytest.raises(durable.RunConflictError, match="has finished"):
+                await client.signal("held-a", "decision", "again")
+
+        trio.run(main)
+    finally:
+        _stop(worker)
+    assert os.listdir(workspace / "store" / "inbox") == []  # every message taken
+
+    async def journal() -> list[object]:
+        return list(await durable.FileStore(workspace / "store").read("held-a") or [])
+
+    signals = [e for e in trio.run(journal) if type(e).__name__ == "SignalReceived"]
+    assert len(signals) == 1 and signals[0].message_id  # type: ignore[attr-defined]
+
+
 def test_worker_needs_a_module_that_imports(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "durable"
     done = subprocess.run(
