@@ -30,6 +30,9 @@ from ._commands import (
     ActivityInfo as ActivityInfo,
 )
 from ._commands import (
+    ChildCall as ChildCall,
+)
+from ._commands import (
     Command as Command,
 )
 from ._commands import (
@@ -52,6 +55,9 @@ from ._errors import (
 )
 from ._errors import (
     Cancelled as Cancelled,
+)
+from ._errors import (
+    ChildWorkflowError as ChildWorkflowError,
 )
 from ._errors import (
     DurableError as DurableError,
@@ -142,6 +148,8 @@ __all__ = [
     "ActivityInfo",
     "AttemptTimeout",
     "Cancelled",
+    "ChildCall",
+    "ChildWorkflowError",
     "Client",
     "ClientHandle",
     "Command",

@@ -19,7 +19,7 @@ from . import _events as ev
 from ._commands import Workflow
 from ._errors import Cancelled, StoreError, UnknownRunError, WorkflowFailed
 from ._inbox import send
-from ._runtime import _check_same, _first_args, store_from
+from ._runtime import _check_same, _first_args, check_workflow, store_from
 from ._store import Store
 from ._store_file import check_run_id
 from ._values import encode_call, encode_value, loads
@@ -89,8 +89,7 @@ class Client:
             RunConflictError: run ``id`` exists with another workflow or other arguments.
             SerializationError: an argument cannot be journaled.
         """
-        if not isinstance(workflow, Workflow):
-            raise TypeError(f"start() needs a function decorated with @durable.workflow (got {workflow!r})")
+        check_workflow(workflow, "start")
         run_id = check_run_id(id) if id is not None else uuid.uuid4().hex
         encoded = encode_call(args, kwargs, what=f"workflow {workflow.name!r}")
         writer = await self.store.create(ev.RunStarted(run_id, workflow.name, encoded, time.time()))

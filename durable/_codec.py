@@ -212,7 +212,8 @@ def scan(data: bytes, path: str) -> Scan:
         if MAGIC.startswith(data[: len(MAGIC)]) or not data.strip(b"\0"):
             return Scan(events=[], end=0, torn=bool(data), exists=False)
         raise JournalCorruptError(path, 0, "not a durable journal (bad magic bytes)")
-    read_header(data, path)
+    if not _header_or_unfinished(data, path):
+        return Scan(events=[], end=0, torn=True, exists=False)
     events: list[ev.Event] = []
     append = events.append
     unpack, crc32, loads, decoders = _FRAME.unpack_from, zlib.crc32, loads_value, _DECODERS
@@ -260,6 +261,36 @@ def _stop(data: bytes, pos: int, events: list[ev.Event], path: str) -> Scan:
         reason = f"record index {fields[1]} out of sequence"
     _check_tail(data, pos, len(events), path, reason)
     return Scan(events=events, end=pos, torn=True, exists=bool(events))
+
+
+def _header_or_unfinished(data: bytes, path: str) -> bool:
+    """Check the header: True if it is sound, False for a creation that never finished.
+
+    The creator fsyncs the header with the first record: a damaged header in front
+    of no valid record at all is a creation that a crash tore (its bytes were never
+    synced), not a journal anyone was told about (found by sim).
+    """
+    try:
+        read_header(data, path)
+    except JournalVersionError:
+        raise
+    except JournalCorruptError:
+        if _holds_a_record(data):
+            raise
+        return False
+    return True
+
+
+def _holds_a_record(data: bytes) -> bool:
+    probe = data.find(MARKER, HEADER_SIZE)
+    while probe != -1:
+        try:
+            _read_frame(data, probe)
+        except _BadRecord:
+            probe = data.find(MARKER, probe + 1)
+        else:
+            return True
+    return False
 
 
 def _check_tail(data: bytes, bad_at: int, index: int, path: str, reason: str) -> None:

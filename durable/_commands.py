@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import hashlib
 import inspect
 from collections.abc import Callable, Generator
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -206,15 +207,51 @@ class Workflow(Generic[P, R]):
         self.name = name
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
-        raise TypeError(
-            f"workflow {self.name!r} was called directly; start it with "
-            f"durable.run({self.name}, ...) or Runtime.start (child workflows come with a later "
-            "release)"
-        )
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ChildCall:
+        """A command that runs this workflow as a child of the workflow that yields it."""
+        encoded = encode_call(args, kwargs, what=f"workflow {self.name!r}")
+        return ChildCall(self, encoded, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<durable workflow {self.name!r}>"
+
+
+@attrs.frozen(slots=True)
+class ChildCall(Command):
+    """A call of another workflow, as yielded by a workflow: it runs as a child run.
+
+    The child run's id is the parent's id and the step's sequence number
+    (``"<parent id>/<seq>"``), so a recovering parent finds its child again.
+
+    Attributes:
+        workflow: the child's :class:`Workflow`.
+        encoded_args: the call's arguments, encoded for the journal (CBOR of ``[args, kwargs]``).
+    """
+
+    kind = "child"
+    workflow: Workflow[..., Any]
+    encoded_args: bytes
+    call_args: tuple[Any, ...] = attrs.field(eq=False, repr=False)
+    call_kwargs: dict[str, Any] = attrs.field(eq=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.workflow.name
+
+    def describe(self) -> str:
+        return f"child workflow {self.name}{call_text(self.call_args, self.call_kwargs)}"
+
+
+def child_run_id(parent: str, seq: int) -> str:
+    """The id of the child run that step ``seq`` of run ``parent`` starts.
+
+    ``"<parent>/<seq>"``; a parent id too long for that is replaced by its digest,
+    so ids stay within the 200 characters a run id may have.
+    """
+    child = f"{parent}/{seq}"
+    if len(child) <= 200:
+        return child
+    return f"{hashlib.sha256(parent.encode()).hexdigest()[:40]}/{seq}"
 
 
 @overload

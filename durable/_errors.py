@@ -76,6 +76,31 @@ class ActivityError(DurableError):
         super().__init__(f"activity {activity!r} failed after {attempts} {plural}: {error}")
 
 
+class ChildWorkflowError(DurableError):
+    """A child workflow failed or was cancelled.
+
+    Raised inside the parent workflow at the ``yield`` of the child's call, where
+    the parent may catch it.
+
+    Attributes:
+        workflow: the child's workflow name.
+        run_id: the child run's id.
+        seq: the step's sequence number in the parent.
+        type_name: the type name of what the child raised (``"Cancelled"`` if it was cancelled).
+        message: its message.
+    """
+
+    def __init__(self, workflow: str, run_id: str, seq: int, error: ErrorInfo) -> None:
+        self.workflow = workflow
+        self.run_id = run_id
+        self.seq = seq
+        self.error = error
+        self.type_name = error.type
+        self.message = error.message
+        what = "was cancelled" if error.type == "Cancelled" else "failed"
+        super().__init__(f"child workflow {workflow!r} (run {run_id!r}) {what}: {error}")
+
+
 class AttemptTimeout(DurableError, TimeoutError):
     """An activity attempt ran past its ``timeout`` (or past what was left of its
     ``total_timeout``); it counts as a failed attempt and is retried like any other.

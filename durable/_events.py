@@ -107,6 +107,28 @@ class SideEffectRecorded:
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class ChildStarted:
+    """Step ``seq`` is a child run ``run_id`` of ``workflow`` with ``args`` (CBOR ``[args, kwargs]``)."""
+
+    seq: int
+    workflow: str
+    args: bytes
+    run_id: str
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class ChildCompleted:
+    """The child run of step ``seq`` ended: it returned ``result`` (CBOR), or ``error`` is
+    what it raised (type ``Cancelled`` when it was cancelled)."""
+
+    seq: int
+    result: bytes
+    error: ErrorInfo | None
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class PatchRecorded:
     """The run reached ``durable.patched(change_id)`` live, so it takes the new code path."""
 
@@ -193,6 +215,8 @@ Event = (
     | TimerStarted
     | TimerFired
     | SideEffectRecorded
+    | ChildStarted
+    | ChildCompleted
     | PatchRecorded
     | StepCancelled
     | SignalReceived
@@ -210,8 +234,7 @@ Message = SignalReceived | CancelRequested
 #: The end of one incarnation of a run that goes on in a fresh journal.
 CONTINUED = RunContinuedAsNew
 
-#: Type code of every event in journal contract v1. Codes 10 and 11 are reserved
-#: for child runs (see docs/journal-v1.md).
+#: Type code of every event in journal contract v1 (see docs/journal-v1.md).
 EVENT_TYPES: dict[type[Any], int] = {
     RunStarted: 1,
     ActivityScheduled: 2,
@@ -222,6 +245,8 @@ EVENT_TYPES: dict[type[Any], int] = {
     TimerFired: 7,
     SideEffectRecorded: 8,
     SignalReceived: 9,
+    ChildStarted: 10,
+    ChildCompleted: 11,
     CancelRequested: 12,
     RunCompleted: 13,
     RunFailed: 14,

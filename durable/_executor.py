@@ -20,12 +20,12 @@ import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from . import _events as ev
-from ._commands import ActivityCall, ActivityInfo, current_activity
+from ._commands import ActivityCall, ActivityInfo, ChildCall, child_run_id, current_activity
 from ._durations import format_duration
 from ._errors import AttemptTimeout, DurableInternalError, ErrorInfo, RunConflictError, SerializationError
 from ._hooks import Hooks
@@ -68,17 +68,35 @@ def _error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo.from_exception(exc, traceback="".join(traceback.format_exception(exc)))
 
 
+class ChildRunner(Protocol):
+    """What runs child workflows for an execution (the :class:`~durable.Runtime`)."""
+
+    async def child_outcome(self, child_id: str, call: ChildCall) -> tuple[bytes, ErrorInfo | None]:
+        """Start (or attach to) the child run and wait for its end: ``(result, error)``."""
+
+    async def cancel_child(self, child_id: str, reason: str) -> None:
+        """Ask the child run to stop (durably); nothing if it has ended."""
+
+
 class RunExecution:
     """Drive one run to its end: replay, then execute and journal live."""
 
     def __init__(
-        self, core: Replay, writer: JournalWriter, clock: WallClock, hooks: Hooks, *, resumed: bool
+        self,
+        core: Replay,
+        writer: JournalWriter,
+        clock: WallClock,
+        hooks: Hooks,
+        *,
+        resumed: bool,
+        children: ChildRunner | None = None,
     ) -> None:
         self.core = core
         self.writer = writer
         self.clock = clock
         self.hooks = hooks
         self.resumed = resumed
+        self.children = children
         # The hot path skips what does nothing: hooks nobody overrides, syncs of a
         # store that never syncs.
         self._plain_hooks = type(hooks) is Hooks
@@ -111,7 +129,7 @@ class RunExecution:
             with trio.CancelScope() as self._step_scope:
                 await self._run_until_stopped()
             self._step_scope = None
-        self._close_cancelled()
+        await self._close_cancelled()
         outcome = core.outcome
         if core.terminal is not None:  # journaled before a crash (a continuation not yet carried out)
             return outcome
@@ -135,7 +153,7 @@ class RunExecution:
                 self._append(ev.PatchRecorded(core.patch.change_id, self.clock()))
                 continue
             if core.cancelled:
-                self._close_cancelled()
+                await self._close_cancelled()
                 continue
             steps = list(core.pending.values())
             if not steps:
@@ -155,6 +173,9 @@ class RunExecution:
             return
         if isinstance(command, WaitSignal):
             await self._wait_signal(step, command)
+            return
+        if isinstance(command, ChildCall):
+            await self._run_child_workflow(step, command)
             return
         if not isinstance(command, ActivityCall):
             raise TypeError(f"{command.describe()} is not supported by this version of durable")
@@ -180,10 +201,36 @@ class RunExecution:
                 self._committed = trio.Event()
         self.core.apply(result)
 
-    def _close_cancelled(self) -> None:
-        """Journal the losers of a race and the rest of a failed gather as cancelled."""
-        for seq in sorted(self.core.cancelled):
+    async def _close_cancelled(self) -> None:
+        """Journal the losers of a race, the rest of a failed gather and the steps a cancel
+        request stopped as cancelled; a child run among them is cancelled first."""
+        for seq, step in sorted(self.core.cancelled.items()):
+            if isinstance(step.command, ChildCall) and step.child_id is not None:
+                assert self.children is not None
+                reason = f"its parent run {self.core.run_id!r} cancelled step {seq}"
+                await self.children.cancel_child(step.child_id, reason)
             self._append(ev.StepCancelled(seq, self.clock()))
+
+    def _journal_child_start(self, step: Step, command: ChildCall) -> None:
+        if step.scheduled_at is None:
+            child_id = child_run_id(self.core.run_id, step.seq)
+            now = self.clock()
+            self._append(ev.ChildStarted(step.seq, command.name, command.encoded_args, child_id, now))
+
+    async def _run_child_workflow(self, step: Step, command: ChildCall) -> None:
+        self._journal_child_start(step, command)
+        # Durable before the child exists: its arguments may carry recorded values.
+        if self._syncs:
+            await self.writer.sync()
+        self._unsynced_value = False
+        await self._record_durably(await self._child_outcome(step, command))
+
+    async def _child_outcome(self, step: Step, command: ChildCall) -> ev.ChildCompleted:
+        if self.children is None:
+            raise TypeError(f"{command.describe()} needs a durable.Runtime to run child workflows")
+        assert step.child_id is not None
+        result, error = await self.children.child_outcome(step.child_id, command)
+        return ev.ChildCompleted(step.seq, result, error, self.clock())
 
     async def _record_durably(self, event: ev.Event) -> None:
         """Append, make durable, then let the workflow see it (write-ahead)."""
@@ -279,7 +326,7 @@ class RunExecution:
 
     async def _start_children(self, steps: list[Step]) -> None:
         """Journal each child's first record, in step order; side effects resolve at once."""
-        started_timers = False
+        must_sync = False
         for step in steps:
             command = step.command
             if isinstance(command, ActivityCall) and step.scheduled_at is None:
@@ -287,10 +334,13 @@ class RunExecution:
             elif isinstance(command, Sleep) and step.fire_at is None:
                 now = self.clock()
                 self._append(ev.TimerStarted(step.seq, command.seconds, now + command.seconds, now))
-                started_timers = True
+                must_sync = True
+            elif isinstance(command, ChildCall):
+                self._journal_child_start(step, command)
+                must_sync = True
             elif isinstance(command, SideEffect) and step.seq in self.core.pending:
                 self._run_side_effect(step, command)
-        if (started_timers or self._unsynced_value) and self._syncs:
+        if (must_sync or self._unsynced_value) and self._syncs:
             await self.writer.sync()
         self._unsynced_value = False
 
@@ -304,6 +354,9 @@ class RunExecution:
             assert step.fire_at is not None
             await self.clock.sleep_until(step.fire_at)
             await send.send((ev.TimerFired(step.seq, self.clock()), None))
+            return
+        if isinstance(command, ChildCall):
+            await send.send((await self._child_outcome(step, command), None))
             return
         assert isinstance(command, ActivityCall)
 
@@ -422,4 +475,4 @@ def _call(
     return inline
 
 
-__all__ = ["Raised", "Returned", "RunExecution", "WallClock"]
+__all__ = ["ChildRunner", "Raised", "Returned", "RunExecution", "WallClock"]

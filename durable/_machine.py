@@ -13,11 +13,11 @@ makes a resumed run behave exactly like one that never stopped.
 * ``ActivityScheduled`` claims the pending step with its ``seq``; the command the
   code yielded must match the journal's kind, name and encoded arguments, or the
   core raises :class:`NonDeterminismError` (and the executor writes nothing).
-  ``TimerStarted`` and ``SideEffectRecorded`` claim timers and recorded values
-  the same way.
+  ``TimerStarted``, ``SideEffectRecorded`` and ``ChildStarted`` claim timers,
+  recorded values and child runs the same way.
 * ``AttemptFailed`` updates the step's retry state.
 * ``ActivityCompleted`` / ``ActivityFailed`` / ``TimerFired`` /
-  ``SideEffectRecorded`` resolve the step: the recorded result is decoded from
+  ``SideEffectRecorded`` / ``ChildCompleted`` resolve the step: the recorded result is decoded from
   the journal's bytes and sent into the generator, or an
   :class:`ActivityError` is thrown in at the ``yield``.
 * A ``gather`` or ``race`` gives each child its own step, in argument order,
@@ -51,11 +51,12 @@ from typing import Any, NoReturn
 import attrs
 
 from . import _events as ev
-from ._commands import Activity, ActivityCall, Command, Workflow, call_text
+from ._commands import Activity, ActivityCall, ChildCall, Command, Workflow, call_text
 from ._durations import format_duration
 from ._errors import (
     ActivityError,
     Cancelled,
+    ChildWorkflowError,
     DurableInternalError,
     ErrorInfo,
     NonDeterminismError,
@@ -119,6 +120,8 @@ class Step:
     retry_at: float | None = None
     fire_at: float | None = None
     group: Group | None = None
+    #: The id of the child run a child-workflow step started, once journaled.
+    child_id: str | None = None
 
 
 @attrs.define
@@ -211,6 +214,23 @@ class Replay:
             lambda c: isinstance(c, ActivityCall) and c.name == event.name and c.encoded_args == event.args,
         )
         step.scheduled_at = event.t
+
+    def _on_child_started(self, event: ev.ChildStarted) -> None:
+        step = self._claim(
+            event.seq,
+            event,
+            lambda c: isinstance(c, ChildCall) and c.name == event.workflow and c.encoded_args == event.args,
+        )
+        step.scheduled_at = event.t
+        step.child_id = event.run_id
+
+    def _on_child_completed(self, event: ev.ChildCompleted) -> None:
+        step = self._scheduled_step(event.seq, event)
+        if event.error is None:
+            self._resolve(step, loads(event.result), None)
+            return
+        assert isinstance(step.command, ChildCall) and step.child_id is not None
+        self._resolve(step, None, ChildWorkflowError(step.command.name, step.child_id, step.seq, event.error))
 
     def _on_timer_started(self, event: ev.TimerStarted) -> None:
         step = self._claim(
@@ -448,22 +468,24 @@ def _error_info(exc: BaseException) -> ErrorInfo:
 def _recorded(event: ev.Event) -> str:
     """What a journal event says the code yielded, for divergence messages."""
     if isinstance(event, ev.ActivityScheduled):
-        return _recorded_call(event)
+        return _recorded_call(event, "activity", event.name)
     if isinstance(event, ev.TimerStarted):
         return f"sleep {format_duration(event.seconds)}"
     if isinstance(event, ev.SideEffectRecorded):
         return f"side effect {event.name}"
     if isinstance(event, ev.PatchRecorded):
         return f"patched({event.change_id!r}) (answered True)"
+    if isinstance(event, ev.ChildStarted):
+        return _recorded_call(event, "child workflow", event.workflow)
     return type(event).__name__
 
 
-def _recorded_call(event: ev.ActivityScheduled) -> str:
+def _recorded_call(event: ev.ActivityScheduled | ev.ChildStarted, kind: str, name: str) -> str:
     try:
         args, kwargs = loads(event.args)
     except Exception:  # a description must never hide the divergence itself
-        return f"activity {event.name}(<undecodable arguments>)"
-    return f"activity {event.name}{call_text(tuple(args), kwargs)}"
+        return f"{kind} {name}(<undecodable arguments>)"
+    return f"{kind} {name}{call_text(tuple(args), kwargs)}"
 
 
 #: The outcome each terminal event records.
@@ -490,6 +512,7 @@ _PAST_A_PATCH = frozenset(
         ev.ActivityScheduled,
         ev.TimerStarted,
         ev.SideEffectRecorded,
+        ev.ChildStarted,
         ev.RunCompleted,
         ev.RunFailed,
         ev.RunCancelled,
@@ -499,7 +522,14 @@ _PAST_A_PATCH = frozenset(
 
 #: The records of a step that a cancelled step may still have in the journal.
 _ENDS_A_STEP = frozenset(
-    {ev.AttemptFailed, ev.ActivityCompleted, ev.ActivityFailed, ev.TimerFired, ev.StepCancelled}
+    {
+        ev.AttemptFailed,
+        ev.ActivityCompleted,
+        ev.ActivityFailed,
+        ev.TimerFired,
+        ev.ChildCompleted,
+        ev.StepCancelled,
+    }
 )
 
 _HANDLERS: dict[type[Any], Any] = {
@@ -512,6 +542,8 @@ _HANDLERS: dict[type[Any], Any] = {
     ev.TimerStarted: Replay._on_timer_started,
     ev.TimerFired: Replay._on_timer_fired,
     ev.SideEffectRecorded: Replay._on_side_effect,
+    ev.ChildStarted: Replay._on_child_started,
+    ev.ChildCompleted: Replay._on_child_completed,
     ev.PatchRecorded: Replay._on_patch,
     ev.AttemptFailed: Replay._on_attempt_failed,
     ev.ActivityCompleted: Replay._on_completed,

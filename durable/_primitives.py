@@ -70,7 +70,7 @@ class Patched(Command):
 
 
 #: Commands that may run side by side in a gather or a race.
-_CONCURRENT = ("activity", "sleep", "side_effect")
+_CONCURRENT = ("activity", "sleep", "side_effect", "child")
 
 
 @attrs.frozen(slots=True)
@@ -105,7 +105,7 @@ def _children(what: str, commands: tuple[Any, ...]) -> tuple[Command, ...]:
             )
         if command.kind not in _CONCURRENT:
             raise TypeError(
-                f"{what}() runs activities, timers and side effects side by side; argument "
+                f"{what}() runs activities, timers, side effects and child workflows side by side; argument "
                 f"{index + 1} is {command.describe()}, which cannot run in a {what}"
             )
     return tuple(commands)

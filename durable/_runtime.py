@@ -7,6 +7,7 @@ a run id that exists attaches to it (resuming it if it is unfinished), so
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Sequence
@@ -15,12 +16,14 @@ from typing import Any, TypeVar
 import trio
 
 from . import _events as ev
-from ._commands import Workflow, lookup_workflow
+from ._commands import ChildCall, Workflow, lookup_workflow
 from ._errors import (
     Cancelled,
+    ErrorInfo,
     RunConflictError,
     RunLockedError,
     StoreError,
+    UnknownRunError,
     UnknownWorkflowError,
     WorkflowFailed,
 )
@@ -187,8 +190,7 @@ class Runtime:
             SerializationError: an argument cannot be stored in the journal.
         """
         _, clock = self._running()
-        if not isinstance(workflow, Workflow):
-            raise TypeError(f"start() needs a function decorated with @durable.workflow (got {workflow!r})")
+        check_workflow(workflow, "start")
         run_id = check_run_id(id) if id is not None else uuid.uuid4().hex
         encoded = encode_call(args, kwargs, what=f"workflow {workflow.name!r}")
         handle = self._handles.get(run_id)
@@ -267,7 +269,7 @@ class Runtime:
             writer.close()
             self._finished(handle, exc)
             return handle
-        execution = RunExecution(core, writer, clock, self.hooks, resumed=resumed)
+        execution = RunExecution(core, writer, clock, self.hooks, resumed=resumed, children=self)
         self._executions[handle.run_id] = execution
         nursery.start_soon(self._drive, handle, execution)
         return handle
@@ -301,7 +303,7 @@ class Runtime:
         )
         writer = await self.store.restart(started, previous.writer)
         execution = RunExecution(
-            Replay(core.workflow, started), writer, previous.clock, self.hooks, resumed=False
+            Replay(core.workflow, started), writer, previous.clock, self.hooks, resumed=False, children=self
         )
         self._executions[core.run_id] = execution
         return execution
@@ -381,6 +383,39 @@ class Runtime:
             left = await self.store.messages(run_id)
             await self.store.remove_messages(run_id, [m.message_id for m in left])
 
+    # --- child runs (the executor's ChildRunner) -------------------------------------
+
+    async def child_outcome(self, child_id: str, call: ChildCall) -> tuple[bytes, ErrorInfo | None]:
+        """Start (or attach to) a child run here and wait for its end: ``(result, error)``.
+
+        A child that another process holds is waited for by reading its journal.
+        """
+        try:
+            handle = await self.start(call.workflow, *call.call_args, id=child_id, **call.call_kwargs)
+        except RunLockedError:
+            return await self._outcome_elsewhere(child_id)
+        await handle._done.wait()
+        if handle._error is not None:
+            raise handle._error  # durable cannot continue the child, so not the parent either
+        assert handle._outcome is not None
+        return _child_outcome(handle._outcome)
+
+    async def _outcome_elsewhere(self, run_id: str) -> tuple[bytes, ErrorInfo | None]:
+        while True:
+            events = await self.store.read(run_id)
+            if events and isinstance(events[-1], ev.TERMINAL):
+                started = events[0]
+                assert isinstance(started, ev.RunStarted)
+                handle = _finished(started, events[-1])
+                assert handle._outcome is not None
+                return _child_outcome(handle._outcome)
+            await self.store.wait_for_change(self._poll or 0.2)
+
+    async def cancel_child(self, child_id: str, reason: str) -> None:
+        """Cancel a child run whose parent gave its step up; nothing if it has ended."""
+        with contextlib.suppress(RunConflictError, UnknownRunError):
+            await self.cancel(child_id, reason)
+
     async def recover(self) -> list[RunHandle]:
         """Resume every unfinished run in the store that no other process is running.
 
@@ -409,6 +444,32 @@ class Runtime:
             except RunLockedError:
                 continue  # another process is running it
         return handles
+
+
+_NONE = encode_value(None, what="None")
+
+
+def _child_outcome(outcome: Outcome) -> tuple[bytes, ErrorInfo | None]:
+    """A child run's outcome as its parent journals it (``ChildCompleted``)."""
+    if isinstance(outcome, Returned):
+        return outcome.result, None
+    if isinstance(outcome, Raised):
+        return _NONE, outcome.error
+    assert isinstance(outcome, Stopped)  # a handle follows continue_as_new to the end
+    return _NONE, ErrorInfo("Cancelled", outcome.reason)
+
+
+def check_workflow(workflow: object, verb: str) -> None:
+    """Refuse anything but a workflow, with a hint for a call of one."""
+    if isinstance(workflow, ChildCall):
+        name = workflow.workflow.fn.__name__
+        raise TypeError(
+            f"{verb}() takes the workflow and its arguments separately: "
+            f"{verb}({name}, ...), not {verb}({name}(...)) (calling a workflow "
+            "makes a child-workflow command, for use inside another workflow)"
+        )
+    if not isinstance(workflow, Workflow):
+        raise TypeError(f"{verb}() needs a function decorated with @durable.workflow (got {workflow!r})")
 
 
 def _finished(started: ev.RunStarted, last: ev.RunCompleted | ev.RunFailed | ev.RunCancelled) -> RunHandle:
@@ -464,6 +525,8 @@ def run(
     Raises:
         WorkflowFailed: the workflow raised.
     """
+
+    check_workflow(workflow, "durable.run")
 
     async def main() -> Any:
         async with Runtime(store) as runtime:

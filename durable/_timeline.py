@@ -43,8 +43,8 @@ JSON_VERSION = 1
 
 # Events this version does not write but knows by name: journal-v1.md reserves them.
 _RUN_ENDS_BY_NAME = {"RunCancelled": "cancelled", "RunContinuedAsNew": "continued"}
-_STEP_ENDS_BY_NAME = {"StepCancelled": "cancelled", "ChildCompleted": "completed"}
-_KIND_BY_NAME = {"ChildStarted": "child"}
+_STEP_ENDS_BY_NAME = {"StepCancelled": "cancelled"}
+_KIND_BY_NAME: dict[str, str] = {}
 
 
 @attrs.define
@@ -305,6 +305,20 @@ class _Builder:
         else:
             step.status, step.result = "completed", _value_text(event.value)
 
+    def child_started(self, event: ev.ChildStarted) -> None:
+        step = self._step(event.seq, "child", event.t)
+        step.kind, step.name, step.args = "child", event.workflow, _call_text(event.args)
+        step.scheduled = event.t
+        step.notes.append(Note("ChildStarted", event.t, {"run_id": event.run_id}))
+
+    def child_completed(self, event: ev.ChildCompleted) -> None:
+        step = self._step(event.seq, "child", event.t)
+        step.ended = event.t
+        if event.error is not None:
+            step.status, step.error = "failed", event.error
+        else:
+            step.status, step.result = "completed", _value_text(event.result)
+
     def run_resumed(self, event: ev.RunResumed) -> None:
         replayed, in_flight = [], []
         for step in sorted(self.timeline.steps, key=lambda s: s.seq):
@@ -360,6 +374,8 @@ _HANDLERS: dict[type[Any], Callable[[_Builder, Any], None]] = {
     ev.TimerStarted: _Builder.timer_started,
     ev.TimerFired: _Builder.timer_fired,
     ev.SideEffectRecorded: _Builder.side_effect,
+    ev.ChildStarted: _Builder.child_started,
+    ev.ChildCompleted: _Builder.child_completed,
     ev.RunResumed: _Builder.run_resumed,
     ev.RunCompleted: _Builder.run_completed,
     ev.RunFailed: _Builder.run_failed,

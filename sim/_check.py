@@ -11,11 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 import durable
+from durable import ErrorInfo
 from durable.lowlevel import (
     ActivityCompleted,
     ActivityFailed,
     ActivityScheduled,
     AttemptFailed,
+    ChildCompleted,
+    ChildStarted,
     Event,
     PatchRecorded,
     Replay,
@@ -31,7 +34,7 @@ from durable.lowlevel import (
     loads_value,
 )
 
-from ._world import Ending, World, perturbed
+from ._world import Ending, Lifetime, World, perturbed
 
 LIKELY_CAUSES = (
     "Likely cause: the workflow's code does something that is not the same on replay: it reads "
@@ -157,46 +160,60 @@ def _history(events: list[Event]) -> list[tuple[Any, ...]]:
 
 def _normal(event: Event) -> tuple[Any, ...]:
     """An event without what may legitimately differ: times, tracebacks."""
-    if isinstance(event, ActivityScheduled):
-        return ("scheduled", event.seq, event.name, event.args)
-    if isinstance(event, ActivityCompleted):
-        return ("completed", event.seq, event.result, event.attempts)
-    if isinstance(event, ActivityFailed):
-        return ("failed", event.seq, event.error.type, event.error.message, event.attempts)
-    if isinstance(event, AttemptFailed):
-        return ("attempt failed", event.seq, event.attempt, event.error.type, event.error.message)
-    if isinstance(event, RunCompleted):
-        return ("run completed", event.result)
-    if isinstance(event, RunFailed):
-        return ("run failed", event.error.type, event.error.message)
-    if isinstance(event, TimerStarted):
-        return ("timer started", event.seq, event.seconds)
-    if isinstance(event, TimerFired):
-        return ("timer fired", event.seq)
-    if isinstance(event, SideEffectRecorded):
-        return ("side effect", event.seq, event.name, event.value, event.error and event.error.type)
-    if isinstance(event, PatchRecorded):
-        return ("patch", event.change_id)
-    if isinstance(event, RunCancelled):
-        return ("run cancelled", event.reason)
-    if isinstance(event, StepCancelled):
-        return ("cancelled", event.seq)
+    normal = _NORMALS.get(type(event))
+    if normal is not None:
+        return normal(event)
     return (type(event).__name__, getattr(event, "workflow", None), getattr(event, "args", None))
 
 
+def _error_type(event: Any) -> str | None:
+    error: ErrorInfo | None = event.error
+    return None if error is None else error.type
+
+
+_NORMALS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {
+    ActivityScheduled: lambda e: ("scheduled", e.seq, e.name, e.args),
+    ActivityCompleted: lambda e: ("completed", e.seq, e.result, e.attempts),
+    ActivityFailed: lambda e: ("failed", e.seq, e.error.type, e.error.message, e.attempts),
+    AttemptFailed: lambda e: ("attempt failed", e.seq, e.attempt, e.error.type, e.error.message),
+    RunCompleted: lambda e: ("run completed", e.result),
+    RunFailed: lambda e: ("run failed", e.error.type, e.error.message),
+    TimerStarted: lambda e: ("timer started", e.seq, e.seconds),
+    TimerFired: lambda e: ("timer fired", e.seq),
+    SideEffectRecorded: lambda e: ("side effect", e.seq, e.name, e.value, _error_type(e)),
+    PatchRecorded: lambda e: ("patch", e.change_id),
+    ChildStarted: lambda e: ("child started", e.seq, e.workflow, e.args, e.run_id),
+    ChildCompleted: lambda e: ("child completed", e.seq, e.result, _error_type(e)),
+    RunCancelled: lambda e: ("run cancelled", e.reason),
+    StepCancelled: lambda e: ("cancelled", e.seq),
+}
+
+
 def durable_records_kept(world: World, reference: World) -> str | None:
-    """I3/I5: every record that was durable at a crash is still in the final journal."""
-    final = world.final_events
+    """I3/I5: every record that was durable at a crash is still in the final journal
+    (the run's, and each child run's)."""
+    final_runs = world.final_runs()
     for lifetime in world.lifetimes:
-        kept = lifetime.durable_at_crash
-        if kept and final and _incarnation(final[0]) > _incarnation(kept[0]):
-            continue  # the run continued as new: that journal was replaced, as it should be
-        if final[: len(kept)] != kept:
-            lost = next(i for i, event in enumerate(kept) if i >= len(final) or final[i] != event)
-            return (
-                f"the journal lost record {lost} ({kept[lost]!r}), which was durable when process "
-                f"{lifetime.number} crashed"
-            )
+        problem = _kept(lifetime.durable_at_crash, world.final_events, lifetime)
+        if problem:
+            return problem
+        for run_id, kept in lifetime.durable_runs_at_crash.items():
+            if run_id != world.run_id:
+                problem = _kept(kept, final_runs.get(run_id, []), lifetime)
+                if problem:
+                    return f"child run {run_id!r}: {problem}"
+    return None
+
+
+def _kept(kept: list[Event], final: list[Event], lifetime: Lifetime) -> str | None:
+    if kept and final and _incarnation(final[0]) > _incarnation(kept[0]):
+        return None  # the run continued as new: that journal was replaced, as it should be
+    if final[: len(kept)] != kept:
+        lost = next(i for i, event in enumerate(kept) if i >= len(final) or final[i] != event)
+        return (
+            f"the journal lost record {lost} ({kept[lost]!r}), which was durable when process "
+            f"{lifetime.number} crashed"
+        )
     return None
 
 
@@ -207,31 +224,40 @@ def _incarnation(event: Event) -> int:
 def no_durable_step_ran_again(world: World, reference: World) -> str | None:
     """I3: no activity whose completion was durable is executed again."""
     for before, after in zip(world.lifetimes, world.lifetimes[1:], strict=False):
-        done = {e.seq for e in before.surviving if isinstance(e, ActivityCompleted | ActivityFailed)}
+        done = {
+            (run_id, e.seq)
+            for run_id, events in (before.surviving_runs or {world.run_id: before.surviving}).items()
+            for e in events
+            if isinstance(e, ActivityCompleted | ActivityFailed)
+        }
         for execution in world.executions:
-            if execution.lifetime == after.number and execution.seq in done:
+            if execution.lifetime == after.number and (execution.run_id, execution.seq) in done:
                 return (
-                    f"step {execution.seq} ({execution.activity}) ran again in process {after.number} "
-                    f"although its completion survived the crash of process {before.number} in the journal"
+                    f"step {execution.seq} ({execution.activity}){_of_run(world, execution.run_id)} ran "
+                    f"again in process {after.number} although its completion survived the crash of "
+                    f"process {before.number} in the journal"
                 )
     return None
+
+
+def _of_run(world: World, run_id: str) -> str:
+    return "" if run_id == world.run_id else f" of child run {run_id!r}"
 
 
 def attempts_within_policy(world: World, reference: World) -> str | None:
     """I4: attempt numbers within the retry policy; each re-run of an attempt explained by a crash."""
     crashes = sum(1 for lifetime in world.lifetimes if lifetime.crashed_at is not None)
-    runs = Counter((e.seq, e.attempt) for e in world.executions)
+    runs = Counter((e.run_id, e.seq, e.attempt) for e in world.executions)
     for execution in world.executions:
+        step = f"step {execution.seq} ({execution.activity}){_of_run(world, execution.run_id)}"
         if execution.attempt > execution.max_attempts:
             return (
-                f"step {execution.seq} ({execution.activity}) ran attempt {execution.attempt}, more "
-                f"than its retry policy's {execution.max_attempts}"
+                f"{step} ran attempt {execution.attempt}, more than its retry policy's "
+                f"{execution.max_attempts}"
             )
-        if runs[execution.seq, execution.attempt] > 1 + crashes:
-            return (
-                f"step {execution.seq} ({execution.activity}) attempt {execution.attempt} ran "
-                f"{runs[execution.seq, execution.attempt]} times with only {crashes} crash(es)"
-            )
+        times = runs[execution.run_id, execution.seq, execution.attempt]
+        if times > 1 + crashes:
+            return f"{step} attempt {execution.attempt} ran {times} times with only {crashes} crash(es)"
     return None
 
 

@@ -158,13 +158,18 @@ def _narrate_lifetime(world: World, lifetime: Lifetime) -> list[str]:
         if execution.lifetime != lifetime.number:
             continue
         again = any(
-            e.seq == execution.seq and e.attempt == execution.attempt and e.lifetime < lifetime.number
+            e.run_id == execution.run_id
+            and e.seq == execution.seq
+            and e.attempt == execution.attempt
+            and e.lifetime < lifetime.number
             for e in world.executions
         )
         note = " (again, with the same idempotency key)" if again else ""
+        child = "" if execution.run_id == world.run_id else f" of child run {execution.run_id!r}"
         lines.append(
-            f"  step {execution.seq}: runs activity {execution.activity}, attempt {execution.attempt}, "
-            f"idempotency key {world.run_id}/{execution.seq}{note}: {execution.outcome}"
+            f"  step {execution.seq}{child}: runs activity {execution.activity}, "
+            f"attempt {execution.attempt}, idempotency key {execution.run_id}/{execution.seq}{note}: "
+            f"{execution.outcome}"
         )
     if lifetime.crashed_at is not None and lifetime.crash is not None:
         point = lifetime.crashed_at

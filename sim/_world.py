@@ -59,6 +59,8 @@ class Execution:
     activity: str
     max_attempts: int
     outcome: str = "did not return (crash)"
+    #: The run the step belongs to (a child run's id for its activities).
+    run_id: str = RUN_ID
 
 
 @attrs.define
@@ -91,6 +93,10 @@ class Lifetime:
     ending: Ending = attrs.Factory(lambda: Ending("crashed"))
     durable_at_crash: list[Event] = attrs.Factory(list)
     surviving: list[Event] = attrs.Factory(list)
+    #: Every run's journal (the run's and its child runs') as durable at the crash,
+    #: and as the next process found it, by run id.
+    durable_runs_at_crash: dict[str, list[Event]] = attrs.Factory(dict)
+    surviving_runs: dict[str, list[Event]] = attrs.Factory(dict)
     damage: list[Damage] = attrs.Factory(list)
     #: The fsync that failed with EIO (opt-in fault), after which the process was restarted.
     failed_fsync: Point | None = None
@@ -109,7 +115,9 @@ class SimHooks(Hooks):
         self.crasher = crasher
 
     async def run_attempt(self, info: durable.ActivityInfo, call: Callable[[], Awaitable[Any]]) -> Any:
-        execution = Execution(self.lifetime, info.seq, info.attempt, info.activity, info.max_attempts)
+        execution = Execution(
+            self.lifetime, info.seq, info.attempt, info.activity, info.max_attempts, run_id=info.run_id
+        )
         self.world.executions.append(execution)
         self.crasher.changed()
         fault = _matching_fault(self.world.recipe.faults, info)
@@ -279,9 +287,30 @@ class World:
         file = self.disk.files.get(self._journal)
         if file is not None:
             lifetime.durable_at_crash = scan(bytes(file.synced), self._journal).events
+        lifetime.durable_runs_at_crash = self._journals(synced=True)
         rng = random.Random(f"{self.recipe.seed}/{lifetime.number}/{crash.at}/{crash.disk}")
         lifetime.damage = self.disk.crash("drop" if crash.disk == "eio" else crash.disk, rng)
         lifetime.surviving = self.journal_events()
+        lifetime.surviving_runs = self._journals(synced=False)
+
+    def final_runs(self) -> dict[str, list[Event]]:
+        """Every run's journal once the schedule is played (the run's and its child runs')."""
+        return self._journals(synced=False)
+
+    def _journals(self, *, synced: bool) -> dict[str, list[Event]]:
+        """Every readable journal on the disk (the run's and its child runs'), by run id."""
+        found = {}
+        for path, file in sorted(self.disk.files.items()):
+            if not path.endswith(".journal"):
+                continue
+            try:
+                events = scan(bytes(file.synced if synced else file.data), path).events
+            except durable.JournalCorruptError:
+                continue
+            first = events[0] if events else None
+            if isinstance(first, durable.lowlevel.RunStarted):
+                found[first.run_id] = events
+        return found
 
 
 def _is_crash(exc: BaseException) -> bool:

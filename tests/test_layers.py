@@ -263,6 +263,8 @@ PUBLIC_API = [
     "ActivityInfo",
     "AttemptTimeout",
     "Cancelled",
+    "ChildCall",
+    "ChildWorkflowError",
     "Client",
     "ClientHandle",
     "Command",

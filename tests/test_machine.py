@@ -562,9 +562,12 @@ def test_an_async_function_cannot_be_a_workflow() -> None:
         durable.workflow(name="x")(coroutine)
 
 
-def test_calling_a_workflow_directly_says_how_to_start_it() -> None:
-    with pytest.raises(TypeError, match=r"called directly; start it with durable\.run"):
-        process_order("alice", 1, "tok")
+def test_starting_a_call_of_a_workflow_says_how_to_start_it() -> None:
+    # Calling a workflow makes a child-workflow command; it runs nothing by itself.
+    call = process_order("alice", 1, "tok")
+    expected = r"durable\.run\(process_order, \.\.\.\), not durable\.run\(process_order\(\.\.\.\)\)"
+    with pytest.raises(TypeError, match=expected):
+        durable.run(call, store=durable.MemoryStore())  # type: ignore[call-overload]
 
 
 def test_the_undecorated_functions_stay_reachable() -> None:

@@ -245,6 +245,16 @@ def looper(n: int):  # type: ignore[no-untyped-def]
     return n
 
 
+@durable.workflow(name="golden.v1.family")
+def family(x: int):  # type: ignore[no-untyped-def]
+    doubled = yield fan_out(x)
+    try:
+        yield validate_order("nobody", x * 1000)
+    except durable.ChildWorkflowError as error:
+        return [doubled, error.type_name]
+    return [doubled, None]
+
+
 # Sets hold only small ints: their CBOR order does not depend on the process's hash seed.
 ECHO_VALUES: dict[str, Any] = {
     "none": None,
@@ -316,5 +326,6 @@ CASES: dict[str, Case] = {
         Case("approval", approval, ("o-9",), signals=(("decision", "approved"),)),
         Case("cancelled", cancellable, (4,), cancel="golden reason"),
         Case("continued", looper, (3,)),
+        Case("family", family, (4,)),
     ]
 }
