@@ -177,8 +177,17 @@ async def test_a_parent_that_changed_its_child_call_is_a_divergence(tmp_path: Pa
             core.apply(event)
 
 
-def test_a_workflow_with_children_is_crash_safe(tmp_path: Any) -> None:
-    report = sim.explore(order, ["a", "b"], max_crashes=1)
+@pytest.mark.parametrize(
+    ("workflow", "args", "result"),
+    [
+        (order, (["a", "b"],), ["PACKED A", "PACKED B"]),
+        (compensating, ("x",), "ValueError: no stock for x (run sim/0)"),
+        (racing, (), [1, None]),
+    ],
+    ids=["gather-of-children", "failed-child", "child-loses-a-race"],
+)
+def test_workflows_with_children_are_crash_safe(workflow: Any, args: tuple[Any, ...], result: Any) -> None:
+    report = sim.explore(workflow, *args, max_crashes=1)
     assert report.ok, report.explain()
-    assert report.result == ["PACKED A", "PACKED B"]
+    assert report.result == result
     assert report.schedules > 10

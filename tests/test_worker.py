@@ -207,6 +207,36 @@ def test_a_client_signals_and_cancels_runs_a_worker_holds(workspace: Path) -> No
     assert len(signals) == 1 and signals[0].message_id  # type: ignore[attr-defined]
 
 
+def test_durable_signal_and_cancel_reach_runs_a_worker_holds(workspace: Path) -> None:
+    wf = _module(workspace)
+    script = str(Path(sys.executable).parent / "durable")
+    store = str(workspace / "store")
+    worker = _worker(workspace)
+    try:
+
+        async def start(run_id: str) -> durable.ClientHandle:
+            return await durable.Client(store).start(wf.approval, id=run_id)  # type: ignore[attr-defined]
+
+        approval, other = trio.run(start, "cli-a"), trio.run(start, "cli-b")
+        _held(workspace, "cli-a")
+        _held(workspace, "cli-b")
+        for verb in (["signal", "cli-a", "decision", "{'ok': True}"], ["cancel", "cli-b", "--reason", "no"]):
+            done = subprocess.run(
+                [script, *verb, "--store", store], capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stderr
+
+        async def results() -> None:
+            with trio.fail_after(60):  # a hang guard, not a timing assertion
+                assert await approval.result() == {"ok": True}
+                with pytest.raises(durable.Cancelled, match="no"):
+                    await other.result()
+
+        trio.run(results)
+    finally:
+        _stop(worker)
+
+
 def test_worker_needs_a_module_that_imports(tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "durable"
     done = subprocess.run(
