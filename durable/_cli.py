@@ -36,6 +36,7 @@ from . import _timeline as tl
 from ._commands import Workflow, lookup_workflow
 from ._durations import parse_duration
 from ._errors import (
+    Cancelled,
     DurableError,
     JournalCorruptError,
     NonDeterminismError,
@@ -44,7 +45,7 @@ from ._errors import (
 )
 from ._loader import LoadError, load_module, load_workflow, parse_arg
 from ._machine import Continued, Raised, Replay, Returned, Stopped
-from ._runtime import Runtime, store_from
+from ._runtime import RunHandle, Runtime, store_from
 from ._runtime import run as run_workflow
 from ._store import Store
 from ._store_file import FileStore
@@ -156,9 +157,21 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, store: str | Non
     ),
 )
 @click.argument("modules", nargs=-1, required=True, metavar="FILE_OR_MODULE...")
-@click.option("--poll", default="200ms", show_default=True, help="How often to look for new runs.")
+@click.option(
+    "--poll",
+    default="200ms",
+    show_default=True,
+    help="How often to look for new runs and messages (a PostgreSQL store also wakes the worker).",
+)
+@click.option(
+    "--concurrency",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="The most runs this worker executes at once; it takes more as they finish.",
+)
 @_common
-def worker(modules: tuple[str, ...], poll: str, store: str | None) -> None:
+def worker(modules: tuple[str, ...], poll: str, concurrency: int, store: str | None) -> None:
     """Run workflows until stopped: recover every unfinished run, then take new ones.
 
     Imports the given modules (where the workflows and activities are defined),
@@ -172,31 +185,47 @@ def worker(modules: tuple[str, ...], poll: str, store: str | None) -> None:
     interval = parse_duration(poll, what="--poll")
     target = _open_store(store)
     console = _console(stderr=True)
-    trio.run(_serve, target, interval, console)
+    trio.run(_serve, target, interval, concurrency, console)
     console.print("worker stopped; unfinished runs resume at the next start")
 
 
-async def _serve(store: Store, interval: float, console: Console) -> None:
+async def _serve(store: Store, interval: float, concurrency: int, console: Console) -> None:
     with trio.open_signal_receiver(signal_module.SIGINT, signal_module.SIGTERM) as stops:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_take_runs, store, interval, console)
+            nursery.start_soon(_take_runs, store, interval, concurrency, console)
             async for number in stops:
                 console.print(f"worker: {signal_module.Signals(number).name} received, stopping")
                 nursery.cancel_scope.cancel()
                 return
 
 
-async def _take_runs(store: Store, interval: float, console: Console) -> None:
+async def _take_runs(store: Store, interval: float, concurrency: int, console: Console) -> None:
     seen: set[str] = set()
     async with Runtime(store, poll=interval) as runtime:
         console.print(f"worker: serving {_store_name(store)}")
-        while True:
-            for handle in await runtime.recover():
-                if handle.run_id not in seen:
-                    seen.add(handle.run_id)
-                    state = "cannot run it" if handle.status == "error" else "running"
-                    console.print(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
-            await store.wait_for_change(interval)
+        async with trio.open_nursery() as watchers:
+            while True:
+                free = concurrency - runtime.running
+                for handle in await runtime.recover(limit=free) if free > 0 else []:
+                    if handle.run_id not in seen:
+                        seen.add(handle.run_id)
+                        state = "cannot run it" if handle.status == "error" else "running"
+                        console.print(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
+                        watchers.start_soon(_report_end, handle, seen, console)
+                await store.wait_for_change(interval)
+
+
+async def _report_end(handle: RunHandle, seen: set[str], console: Console) -> None:
+    """Say how a run this worker ran ended; one it gave up may be taken again later."""
+    try:
+        await handle.result()
+    except (WorkflowFailed, Cancelled):
+        pass
+    except Exception as exc:
+        seen.discard(handle.run_id)
+        console.print(f"worker: gave up {handle.run_id!r}: {str(exc).splitlines()[0]}")
+        return
+    console.print(f"worker: {handle.status} {handle.run_id!r}")
 
 
 # --- signal ------------------------------------------------------------------------------
@@ -219,8 +248,8 @@ def signal(run_id: str, name: str, payload: str | None, store: str | None) -> No
     PAYLOAD is parsed as a Python literal, else taken as a string; without it the
     payload is None. The signal is journaled, and durable, before this returns; the
     run takes it at its next `durable.wait_signal(NAME)`, now or when it is next
-    recovered. A run that another process holds open must be signalled through
-    that process.
+    recovered. A run that a worker holds gets it through the store's inbox: it is
+    durable there when this returns, and the worker journals it within its --poll.
     """
     value = None if payload is None else parse_arg(payload)
     target = _open_store(store)
@@ -250,8 +279,8 @@ def cancel(run_id: str, reason: str, store: str | None) -> None:
 
     The request is journaled, and durable, before this returns; a run that no
     process runs right now is cancelled when it is next recovered. The workflow
-    may catch durable.Cancelled and run cleanup steps. A run that another
-    process holds open must be cancelled through that process.
+    may catch durable.Cancelled and run cleanup steps. A run that a worker holds
+    gets the request through the store's inbox, as for `durable signal`.
     """
     target = _open_store(store)
 

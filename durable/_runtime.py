@@ -53,9 +53,20 @@ def store_from(store: Store | str | os.PathLike[str] | None) -> Store:
     if isinstance(store, str | os.PathLike):
         text = os.fspath(store)
         if text.startswith(("postgresql://", "postgres://")):
-            raise StoreError("PostgreSQL stores are not available in this version of durable")
+            return _postgres_store(text)
         return FileStore(text)
     raise TypeError(f"store must be a durable store or a directory path (got {store!r})")
+
+
+def _postgres_store(dsn: str) -> Store:
+    try:
+        from ._store_postgres import PostgresStore  # noqa: PLC0415 - psycopg is optional
+    except ImportError as exc:
+        raise StoreError(
+            f"a PostgreSQL store needs psycopg ({exc}); install it with: "
+            "pip install 'durable-yield[postgres]'"
+        ) from None
+    return PostgresStore(dsn)
 
 
 class RunHandle:
@@ -416,16 +427,27 @@ class Runtime:
         with contextlib.suppress(RunConflictError, UnknownRunError):
             await self.cancel(child_id, reason)
 
-    async def recover(self) -> list[RunHandle]:
+    @property
+    def running(self) -> int:
+        """How many runs this runtime is executing now."""
+        return len(self._executions)
+
+    async def recover(self, *, limit: int | None = None) -> list[RunHandle]:
         """Resume every unfinished run in the store that no other process is running.
 
         Returns the handles of the runs resumed. A run whose workflow is not
         defined in this process gets a handle whose ``result()`` raises
         :class:`UnknownWorkflowError`.
+
+        Args:
+            limit: resume at most this many runs (a worker's free capacity), so
+                that workers sharing a store share its runs.
         """
         self._running()
-        handles = []
+        handles: list[RunHandle] = []
         for run_id in await self.store.unfinished():
+            if limit is not None and len(handles) >= limit:
+                break
             if run_id in self._handles:
                 continue
             events = await self.store.read(run_id)
