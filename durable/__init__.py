@@ -138,6 +138,7 @@ from ._runtime import run as run
 from ._store import Store as Store
 from ._store_file import FileStore as FileStore
 from ._store_memory import MemoryStore as MemoryStore
+from ._store_postgres import PostgresStore as PostgresStore
 
 __version__ = "0.1.0"
 
@@ -161,6 +162,7 @@ __all__ = [
     "JournalVersionError",
     "MemoryStore",
     "NonDeterminismError",
+    "PostgresStore",
     "RetryPolicy",
     "RunConflictError",
     "RunHandle",

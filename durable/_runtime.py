@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import trio
@@ -22,7 +21,6 @@ from ._errors import (
     ErrorInfo,
     RunConflictError,
     RunLockedError,
-    StoreError,
     UnknownRunError,
     UnknownWorkflowError,
     WorkflowFailed,
@@ -33,6 +31,7 @@ from ._inbox import journal_messages, send
 from ._machine import Continued, Outcome, Raised, Replay, Returned, Stopped
 from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore, check_run_id
+from ._store_postgres import PostgresStore
 from ._values import encode_call, encode_value, loads
 
 R = TypeVar("R")
@@ -53,20 +52,9 @@ def store_from(store: Store | str | os.PathLike[str] | None) -> Store:
     if isinstance(store, str | os.PathLike):
         text = os.fspath(store)
         if text.startswith(("postgresql://", "postgres://")):
-            return _postgres_store(text)
+            return PostgresStore(text)
         return FileStore(text)
     raise TypeError(f"store must be a durable store or a directory path (got {store!r})")
-
-
-def _postgres_store(dsn: str) -> Store:
-    try:
-        from ._store_postgres import PostgresStore  # noqa: PLC0415 - psycopg is optional
-    except ImportError as exc:
-        raise StoreError(
-            f"a PostgreSQL store needs psycopg ({exc}); install it with: "
-            "pip install 'durable-yield[postgres]'"
-        ) from None
-    return PostgresStore(dsn)
 
 
 class RunHandle:
@@ -249,20 +237,6 @@ class Runtime:
         _check_same(run_id, started.workflow, _first_args(started, encoded), workflow.name, encoded)
         return _finished(started, last)
 
-    async def _resume(
-        self, run_id: str, workflow: Workflow[..., Any], events: Sequence[ev.Event]
-    ) -> RunHandle:
-        started = events[0]
-        assert isinstance(started, ev.RunStarted)
-        last = events[-1]
-        if isinstance(last, ev.TERMINAL):
-            return _finished(started, last)
-        await self.hooks.point("recovering", run_id, None)
-        opened = await self.store.open(run_id)
-        if opened is None:
-            raise StoreError(f"run {run_id!r} disappeared from {self.store!r} while opening it")
-        return self._launch(workflow, opened.events, opened.writer, resumed=True)
-
     def _launch(
         self, workflow: Workflow[..., Any], events: list[ev.Event], writer: JournalWriter, *, resumed: bool
     ) -> RunHandle:
@@ -444,28 +418,38 @@ class Runtime:
                 that workers sharing a store share its runs.
         """
         self._running()
+        ids = [run_id for run_id in await self.store.unfinished() if run_id not in self._handles]
+        if limit is not None:
+            ids = ids[:limit]
         handles: list[RunHandle] = []
-        for run_id in await self.store.unfinished():
-            if limit is not None and len(handles) >= limit:
-                break
-            if run_id in self._handles:
-                continue
-            events = await self.store.read(run_id)
-            if not events or isinstance(events[-1], ev.TERMINAL):
-                continue
-            started = events[0]
-            assert isinstance(started, ev.RunStarted)
-            workflow = lookup_workflow(started.workflow)
-            if workflow is None:
-                handle = RunHandle(run_id, started.workflow, started.args)
-                handle._abort(UnknownWorkflowError(started.workflow, run_id))
+        for run_id, opened in zip(ids, await self.store.open_many(ids), strict=True):
+            if isinstance(opened, RunLockedError) or opened is None:
+                continue  # another process is running it, or it vanished meanwhile
+            if isinstance(opened, Exception):
+                handle = RunHandle(run_id, "?", b"")
+                handle._abort(opened)  # a damaged journal: durable cannot continue it
                 handles.append(handle)
                 continue
-            try:
-                handles.append(await self._resume(run_id, workflow, events))
-            except RunLockedError:
-                continue  # another process is running it
+            handle_or_none = await self._recovered(run_id, opened)
+            if handle_or_none is not None:
+                handles.append(handle_or_none)
         return handles
+
+    async def _recovered(self, run_id: str, opened: Opened) -> RunHandle | None:
+        """Launch a run that recovery opened (None if it had finished meanwhile)."""
+        started = opened.events[0]
+        assert isinstance(started, ev.RunStarted)
+        if isinstance(opened.events[-1], ev.TERMINAL):
+            opened.writer.close()
+            return None
+        workflow = lookup_workflow(started.workflow)
+        if workflow is None:
+            opened.writer.close()
+            handle = RunHandle(run_id, started.workflow, started.args)
+            handle._abort(UnknownWorkflowError(started.workflow, run_id))
+            return handle
+        await self.hooks.point("recovering", run_id, None)
+        return self._launch(workflow, opened.events, opened.writer, resumed=True)
 
 
 _NONE = encode_value(None, what="None")

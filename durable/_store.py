@@ -10,14 +10,14 @@ before it acts on it. Every store writes the same journal contract v1 records
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import attrs
 import trio
 
 from . import _events as ev
 from ._codec import encode_record
-from ._errors import StoreError
+from ._errors import DurableError, StoreError
 
 SYNC_MODES = ("always", "batch", "none")
 
@@ -129,6 +129,18 @@ class Store(abc.ABC):
             RunLockedError: another process or runtime has it open.
             JournalCorruptError: the journal is damaged before its tail.
         """
+
+    async def open_many(self, run_ids: Sequence[str]) -> list[Opened | DurableError | None]:
+        """:meth:`open` each run, for recovery: an error opening one run (locked,
+        damaged) is returned in its place instead of raised. A store may make the
+        opened journals durable together (FileStore: one parallel round of fsyncs)."""
+        results: list[Opened | DurableError | None] = []
+        for run_id in run_ids:
+            try:
+                results.append(await self.open(run_id))
+            except StoreError as exc:
+                results.append(exc)
+        return results
 
     @abc.abstractmethod
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:

@@ -32,13 +32,13 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 import trio
 
 from . import _events as ev
 from ._codec import FRAME_SIZE, HEADER_SIZE, decode_record, encode_header, encode_record, scan
-from ._errors import JournalCorruptError, RunLockedError, StoreError, UnknownRunError
+from ._errors import DurableError, JournalCorruptError, RunLockedError, StoreError, UnknownRunError
 from ._fs import FileSystem, OsFileSystem
 from ._store import JournalWriter, Opened, Store, check_sync_mode
 
@@ -69,6 +69,12 @@ def _file_name(run_id: str) -> str:
         digest = hashlib.sha256(run_id.encode()).hexdigest()[:32]
         encoded = f"{encoded[:160].rpartition('%')[0]}~{digest}"
     return encoded + _SUFFIX
+
+
+def _fd(opened: Opened) -> int:
+    writer = opened.writer
+    assert isinstance(writer, _FileWriter)
+    return writer.fd
 
 
 def _is_hashed(file_name: str) -> bool:
@@ -298,6 +304,46 @@ class FileStore(Store):
             )
 
     async def open(self, run_id: str) -> Opened | None:
+        opened = self._open_unsynced(run_id)
+        if opened is not None:
+            try:
+                self.fs.fdatasync(_fd(opened))
+                self.fs.fsync_dir(self._runs)
+            except OSError as exc:
+                opened.writer.close()
+                raise StoreError(f"recovering run {run_id!r} failed: {exc}") from exc
+        return opened
+
+    async def open_many(self, run_ids: Sequence[str]) -> list[Opened | DurableError | None]:
+        """Open runs for recovery, then make them durable in one parallel round of
+        fdatasyncs and one directory fsync (instead of two fsyncs per run)."""
+        results: list[Opened | DurableError | None] = []
+        for run_id in run_ids:
+            try:
+                results.append(self._open_unsynced(run_id))
+            except StoreError as exc:
+                results.append(exc)
+        opened = [r for r in results if isinstance(r, Opened)]
+        if not opened:
+            return results
+        try:
+            await self.fs.fdatasync_many(_fd(r) for r in opened)
+            self.fs.fsync_dir(self._runs)
+        except OSError as exc:
+            for r in opened:
+                r.writer.close()
+            failed = StoreError(f"recovering {len(opened)} runs from {self.path!r} failed: {exc}")
+            return [failed if isinstance(r, Opened) else r for r in results]
+        return results
+
+    def _open_unsynced(self, run_id: str) -> Opened | None:
+        """Lock and scan a journal, truncating a torn tail; the caller fsyncs it.
+
+        Before building on a journal, what a killed process left in the page cache
+        must be made durable, and a truncation too, before the first new append.
+        The creator may also have died before fsyncing the directory: until it is,
+        a power loss can make the whole journal vanish (found by sim).
+        """
         self._prepare()
         fs = self.fs
         path = self.journal_path(run_id)
@@ -313,12 +359,6 @@ class FileStore(Store):
                 return None
             if found.torn:
                 fs.truncate(fd, found.end)
-            # Make what a killed process left in the page cache durable before
-            # building on it, and make any truncation durable before appending.
-            # The creator may have died before fsyncing the directory: until it
-            # is, a power loss can make the whole journal vanish (found by sim).
-            fs.fdatasync(fd)
-            fs.fsync_dir(self._runs)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 fs.close(fd)

@@ -1,0 +1,712 @@
+"""What only the PostgreSQL store promises: tables made on first use, leases and fencing,
+group commit, notifications, and clear errors. The Store contract itself is in test_stores.py.
+
+Two store instances on one schema stand for two worker processes.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import cbor2
+import pgutil
+import psycopg
+import pytest
+import trio
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+import durable
+from durable import _codec
+from durable import _events as ev
+from durable._store import JournalWriter
+from durable._store_postgres import SCHEMA_VERSION, PostgresStore, _Job, _PgWriter
+
+postgres = pytest.mark.postgres
+
+
+def started(run_id: str = "run-1", workflow: str = "wf") -> ev.RunStarted:
+    return ev.RunStarted(run_id, workflow, cbor2.dumps([[run_id], {}]), 1.0)
+
+
+def step(seq: int) -> ev.ActivityScheduled:
+    return ev.ActivityScheduled(seq, "act", cbor2.dumps([[seq], {}]), float(seq))
+
+
+def signal(message_id: str) -> ev.SignalReceived:
+    return ev.SignalReceived("decision", cbor2.dumps("yes"), 1.0, message_id)
+
+
+def table(store: PostgresStore, name: str) -> sql.Composable:
+    return sql.Identifier(store.schema, name)
+
+
+def run_row(store: PostgresStore, run_id: str) -> dict[str, Any]:
+    rows = pgutil.execute(
+        sql.SQL("SELECT status, owner, epoch, next_index FROM {} WHERE run_id = %s").format(
+            table(store, "durable_runs")
+        ),
+        [run_id],
+    )
+    status, owner, epoch, next_index = rows[0]
+    return {"status": status, "owner": owner, "epoch": epoch, "next_index": next_index}
+
+
+def expire_lease(store: PostgresStore, run_id: str) -> None:
+    """The holder stalled past its lease (without its renewals running meanwhile)."""
+    pgutil.execute(
+        sql.SQL("UPDATE {} SET lease_expires = now() - interval '1 second' WHERE run_id = %s").format(
+            table(store, "durable_runs")
+        ),
+        [run_id],
+    )
+
+
+def indexes(store: PostgresStore, run_id: str) -> list[int]:
+    rows = pgutil.execute(
+        sql.SQL("SELECT idx FROM {} WHERE run_id = %s ORDER BY idx").format(table(store, "durable_records")),
+        [run_id],
+    )
+    return [row[0] for row in rows]
+
+
+async def create(store: PostgresStore, run_id: str = "run-1") -> JournalWriter:
+    writer = await store.create(started(run_id))
+    assert writer is not None
+    return writer
+
+
+@pytest.fixture(autouse=True)
+def _needs_postgres(request: pytest.FixtureRequest) -> None:
+    # Checked here, in a sync fixture: a skip raised inside a trio fixture loses its reason.
+    if request.node.get_closest_marker("postgres") is not None:
+        pgutil.require()
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[PostgresStore]:
+    made = pgutil.fresh_store()
+    yield made
+    await made.aclose()
+
+
+@pytest.fixture
+async def other(store: PostgresStore) -> AsyncIterator[PostgresStore]:
+    """A second worker on the same tables."""
+    made = pgutil.store_on(store.schema)
+    yield made
+    await made.aclose()
+
+
+# -- the tables ---------------------------------------------------------------------
+
+
+@postgres
+async def test_the_tables_are_made_on_first_use_and_again_is_harmless(store: PostgresStore) -> None:
+    assert await store.run_ids() == []  # creates the schema and tables
+    (await create(store)).close()
+    again = pgutil.store_on(store.schema)
+    try:
+        assert await again.run_ids() == ["run-1"]  # runs the same DDL: changes nothing
+        assert await again.read("run-1") == [started()]
+    finally:
+        await again.aclose()
+    versions = pgutil.execute(
+        sql.SQL("SELECT version FROM {}").format(table(store, "durable_schema_version"))
+    )
+    assert versions == [(SCHEMA_VERSION,)]
+
+
+@postgres
+def test_workers_starting_at_once_on_a_fresh_schema_all_get_the_tables() -> None:
+    pgutil.require()
+    schema = pgutil.fresh_schema()
+    stores = [pgutil.store_on(schema) for _ in range(6)]
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def first_use(store: PostgresStore) -> None:
+        barrier.wait()
+        try:
+            store._prepare()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        versions = pgutil.execute(
+            sql.SQL("SELECT version FROM {}").format(sql.Identifier(schema, "durable_schema_version"))
+        )
+        assert versions == [(SCHEMA_VERSION,)]
+    finally:
+        for store in stores:
+            trio.run(store.aclose)
+        pgutil.drop_schema(schema)
+
+
+@postgres
+async def test_tables_of_a_newer_version_are_refused(store: PostgresStore) -> None:
+    await store.run_ids()
+    pgutil.execute(
+        sql.SQL("UPDATE {} SET version = %s").format(table(store, "durable_schema_version")),
+        [SCHEMA_VERSION + 1],
+    )
+    newer = pgutil.store_on(store.schema)
+    try:
+        with pytest.raises(durable.StoreError, match=r"newer than this durable uses.*upgrade durable"):
+            await newer.run_ids()
+    finally:
+        await newer.aclose()
+
+
+@postgres
+async def test_a_role_that_may_not_create_tables_works_with_existing_ones(store: PostgresStore) -> None:
+    await store.run_ids()  # the tables exist
+    role = f"durable_test_role_{uuid.uuid4().hex[:12]}"
+    schema = sql.Identifier(store.schema)
+    pgutil.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    limited = None
+    try:
+        for grant in (
+            "GRANT USAGE ON SCHEMA {schema} TO {role}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+        ):
+            pgutil.execute(sql.SQL(grant).format(schema=schema, role=sql.Identifier(role)))
+        limited = PostgresStore(make_conninfo(pgutil.dsn(), user=role), schema=store.schema)
+        writer = await create(limited)
+        writer.append(step(1))
+        await writer.sync()
+        writer.close()
+        await limited.post("run-1", signal("m-1"))
+        assert await store.read("run-1") == [started(), step(1)]
+        assert await store.messages("run-1") == [signal("m-1")]
+    finally:
+        if limited is not None:
+            await limited.aclose()
+        pgutil.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        pgutil.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+# -- leases and fencing ---------------------------------------------------------------
+
+
+@postgres
+async def test_a_run_held_by_another_worker_is_locked_and_not_listed_as_unfinished(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    writer = await create(store)
+    (await create(store, "free")).close()
+    with pytest.raises(durable.RunLockedError, match=r"run 'run-1' is held by another worker .* until"):
+        await other.open("run-1")
+    assert await other.create(started()) is None
+    assert await other.read("run-1") == [started()]  # reading takes no lease
+    assert await other.unfinished() == ["free"]
+    assert await store.unfinished() == ["free", "run-1"]  # its own runs stay candidates
+    writer.close()  # releases the lease at once
+    assert await other.unfinished() == ["free", "run-1"]
+    opened = await other.open("run-1")
+    assert opened is not None
+    assert opened.events == [started()]
+    opened.writer.close()
+
+
+@postgres
+async def test_a_worker_whose_lease_was_taken_over_is_fenced_off(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    stalled = await create(store)
+    stalled.append(step(1))
+    await stalled.sync()
+    expire_lease(store, "run-1")  # it stalled: its lease ran out unrenewed
+
+    opened = await other.open("run-1")  # another worker takes the run over
+    assert opened is not None
+    assert opened.events == [started(), step(1)]
+
+    stalled.append(step(2))  # buffered: appending does no I/O
+    with pytest.raises(durable.StoreError, match=r"moved to another worker.*must give the run up"):
+        await stalled.sync()
+    with pytest.raises(durable.StoreError, match="can no longer be written"):
+        stalled.append(step(3))
+    stalled.close()  # must not release the new holder's lease
+    with pytest.raises(durable.RunLockedError):
+        await store.open("run-1")
+
+    opened.writer.append(step(20))
+    await opened.writer.sync()
+    opened.writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(20)]  # nothing of the stalled one
+    assert indexes(store, "run-1") == [0, 1, 2]  # no duplicate, no gap
+
+
+@postgres
+async def test_a_fenced_run_does_not_fail_the_others_in_its_group_commit(store: PostgresStore) -> None:
+    fenced, fine = await create(store, "fenced"), await create(store, "fine")
+    assert isinstance(fenced, _PgWriter)
+    assert isinstance(fine, _PgWriter)
+    pgutil.execute(  # another worker took "fenced" over
+        sql.SQL("UPDATE {} SET epoch = epoch + 1, owner = 'thief' WHERE run_id = 'fenced'").format(
+            table(store, "durable_runs")
+        )
+    )
+    jobs = []
+    for writer in (fenced, fine):
+        writer.append(step(1))
+        first, records, ended = writer.take()
+        jobs.append(_Job(writer, first, records, ended, release=False))
+    # Both in one batch, committed in one transaction.
+    await trio.to_thread.run_sync(store._run_batch, jobs, [])
+    assert jobs[0].error is not None
+    assert "moved to another worker" in jobs[0].error
+    assert jobs[1].error is None
+    assert await store.read("fine") == [started("fine"), step(1)]
+    assert await store.read("fenced") == [started("fenced")]
+    fenced.close()
+    fine.close()
+
+
+@postgres
+async def test_a_stored_record_is_never_overwritten(store: PostgresStore) -> None:
+    writer = await create(store)
+    foreign = _codec.encode_record(step(99), 1, 0)
+    pgutil.execute(  # record 1 appears behind the writer's back (the run row unchanged)
+        sql.SQL("INSERT INTO {} (run_id, idx, record) VALUES ('run-1', 1, %s)").format(
+            table(store, "durable_records")
+        ),
+        [foreign],
+    )
+    writer.append(step(1))
+    with pytest.raises(durable.StoreError, match="duplicate key"):
+        await writer.sync()
+    writer.close()
+    rows = pgutil.execute(
+        sql.SQL("SELECT record FROM {} WHERE run_id = 'run-1' AND idx = 1").format(
+            table(store, "durable_records")
+        )
+    )
+    assert rows == [(foreign,)]
+
+
+@postgres
+async def test_a_writer_behind_the_stored_journal_writes_nothing(store: PostgresStore) -> None:
+    writer = await create(store)
+    pgutil.execute(
+        sql.SQL("UPDATE {} SET next_index = 5 WHERE run_id = 'run-1'").format(table(store, "durable_runs"))
+    )
+    writer.append(step(1))
+    with pytest.raises(durable.StoreError, match="holds 5 records, but this writer's next record is 1"):
+        await writer.sync()
+    writer.close()
+    assert indexes(store, "run-1") == [0]
+
+
+@postgres
+async def test_leases_are_renewed_while_the_writer_is_open() -> None:
+    holder = pgutil.fresh_store(lease_ttl=0.5)
+    other = pgutil.store_on(holder.schema)
+    try:
+        writer = await create(holder)
+        await trio.sleep(1.6)  # three lease lifetimes
+        with pytest.raises(durable.RunLockedError):
+            await other.open("run-1")
+        writer.append(step(1))
+        await writer.sync()
+        writer.close()
+        assert await other.read("run-1") == [started(), step(1)]
+    finally:
+        await other.aclose()
+        await holder.aclose()
+
+
+@postgres
+async def test_a_lease_found_lost_by_renewal_fails_the_writer() -> None:
+    holder = pgutil.fresh_store(lease_ttl=0.3)
+    try:
+        writer = await create(holder)
+        assert isinstance(writer, _PgWriter)
+        pgutil.execute(
+            sql.SQL("UPDATE {} SET epoch = epoch + 1, owner = 'thief' WHERE run_id = 'run-1'").format(
+                table(holder, "durable_runs")
+            )
+        )
+        with trio.fail_after(30):  # a hang guard, not a timing assertion
+            while not writer.failed:
+                await trio.sleep(0.05)
+        with pytest.raises(durable.StoreError, match="moved to another worker"):
+            writer.append(step(1))
+        writer.close()
+        assert indexes(holder, "run-1") == [0]
+        assert run_row(holder, "run-1")["owner"] == "thief"
+    finally:
+        await holder.aclose()
+
+
+@postgres
+async def test_an_ended_run_is_marked_and_its_release_noticed(store: PostgresStore) -> None:
+    writer = await create(store)
+    assert run_row(store, "run-1")["status"] == "open"
+    writer.append(ev.RunCompleted(cbor2.dumps(1), 2.0))
+    await writer.sync()
+    assert run_row(store, "run-1")["status"] == "ended"
+    assert run_row(store, "run-1")["owner"] == store.owner
+    writer.close()
+    assert run_row(store, "run-1")["owner"] is None
+    assert await store.unfinished() == []
+
+
+@postgres
+async def test_restart_swaps_the_journal_and_keeps_the_lease(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    writer.append(ev.RunContinuedAsNew(cbor2.dumps([[1], {}]), 2.0))
+    await writer.sync()
+    fresh = await store.restart(started(workflow="wf2"), writer)
+    assert fresh.next_index == 1
+    writer.close()  # idempotent, and releases nothing of the fresh journal's lease
+    with pytest.raises(durable.RunLockedError):
+        await other.open("run-1")
+    with pytest.raises(durable.StoreError):
+        writer.append(step(2))
+    fresh.append(step(5))
+    await fresh.sync()
+    assert await other.read("run-1") == [started(workflow="wf2"), step(5)]
+    assert indexes(store, "run-1") == [0, 1]
+    fresh.close()
+
+
+@postgres
+async def test_aclose_releases_leases_and_later_use_is_a_clear_error(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    second = pgutil.store_on(store.schema)
+    writer = await create(second)
+    writer.append(step(1))
+    await second.aclose()
+    assert run_row(store, "run-1")["owner"] is None
+    assert await store.read("run-1") == [started(), step(1)]  # what was appended is kept, not synced
+    with pytest.raises(durable.StoreError, match="is closed"):
+        await second.run_ids()
+    with pytest.raises(durable.StoreError):
+        await writer.sync()
+    await second.aclose()  # idempotent
+    opened = await other.open("run-1")
+    assert opened is not None
+    opened.writer.close()
+
+
+@postgres
+async def test_a_database_error_fails_the_writers_of_the_batch_and_is_not_retried(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    calls = []
+
+    def broken(*args: Any) -> Any:
+        calls.append(args)
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(store, "_transaction", broken)
+    with pytest.raises(durable.StoreError, match=r"server closed the connection.*instead of retrying"):
+        await writer.sync()
+    monkeypatch.undo()
+    with pytest.raises(durable.StoreError):
+        writer.append(step(2))
+    with pytest.raises(durable.StoreError):
+        await writer.sync()
+    assert len(calls) == 1
+    writer.close()
+    # The store goes on: the run resumes from what was committed.
+    opened = await store.open("run-1")
+    assert opened is not None
+    assert opened.events == [started()]
+    opened.writer.close()
+
+
+@postgres
+async def test_a_sync_cancelled_while_committing_is_waited_for_by_the_next(store: PostgresStore) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await writer.sync()  # cancelled at once: its records may be in flight
+    await writer.sync()
+    writer.append(step(2))
+    await writer.sync()
+    writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(2)]
+
+
+# -- group commit -------------------------------------------------------------------
+
+
+@postgres
+async def test_group_commit_serves_many_concurrent_writers_in_fewer_transactions(
+    store: PostgresStore,
+) -> None:
+    writers = [await create(store, f"run-{i:02}") for i in range(50)]
+    before = store.commit_transactions
+    sync_calls = 0
+
+    async def steps(writer: JournalWriter, task: int) -> None:
+        nonlocal sync_calls
+        for i in range(3):
+            writer.append(step(100 * task + i))
+            sync_calls += 1
+            await writer.sync()
+
+    async with trio.open_nursery() as nursery:
+        for writer in writers:
+            for task in (1, 2):
+                nursery.start_soon(steps, writer, task)
+
+    transactions = store.commit_transactions - before
+    assert sync_calls == 300
+    assert 0 < transactions < sync_calls
+    for i, writer in enumerate(writers):
+        assert writer.next_index == 7
+        writer.close()
+        events = await store.read(f"run-{i:02}")
+        assert events is not None
+        assert len(events) == 7
+        assert sorted(e.seq for e in events[1:]) == [100, 101, 102, 200, 201, 202]  # type: ignore[union-attr]
+        assert indexes(store, f"run-{i:02}") == list(range(7))
+
+
+# -- the inbox and notifications ------------------------------------------------------
+
+
+@postgres
+async def test_messages_posted_by_another_worker_wait_for_the_holder(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    writer = await create(store)
+    await other.post("run-1", signal("m-1"))
+    await other.post("run-1", signal("m-1"))  # the same message again: no duplicate
+    await other.post("run-1", signal("m-2"))
+    assert await store.messages("run-1") == [signal("m-1"), signal("m-2")]
+    assert await store.runs_with_messages() == {"run-1"}
+    await store.remove_messages("run-1", ["m-1", "m-2"])
+    assert await other.messages("run-1") == []
+    assert await other.runs_with_messages() == set()
+    with pytest.raises(durable.UnknownRunError, match="nope"):
+        await other.post("nope", signal("m-3"))
+    writer.close()
+
+
+async def _wait_for_change(store: PostgresStore, woke: trio.Event) -> None:
+    await store.wait_for_change(3600)
+    woke.set()
+
+
+async def _listening(store: PostgresStore, waiters: int = 1) -> None:
+    """Until ``store`` listens and its waiters wait (so nothing that follows can be missed)."""
+    with trio.fail_after(60):
+        while not (store._listening.is_set() and len(store._waiters) >= waiters):
+            await trio.sleep(0.01)
+
+
+@postgres
+@pytest.mark.parametrize("change", ["post", "create", "release"])
+async def test_wait_for_change_wakes_up_for_a_change_made_by_another_worker(
+    store: PostgresStore, other: PostgresStore, change: str
+) -> None:
+    held = await create(other, "held")
+    await store.run_ids()
+    woke = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_wait_for_change, store, woke)
+        await _listening(store)
+        if change == "post":
+            await other.post("held", signal("m-1"))
+        elif change == "create":
+            (await create(other, "new")).close()
+        else:
+            await trio.to_thread.run_sync(held.close)
+        with trio.fail_after(60):  # a hang guard, not a timing assertion
+            await woke.wait()
+    held.close()
+
+
+@postgres
+async def test_wait_for_change_times_out_and_is_cancellable(store: PostgresStore) -> None:
+    await store.wait_for_change(0.05)
+    with trio.move_on_after(0.05) as scope:
+        await store.wait_for_change(3600)
+    assert scope.cancelled_caught
+    assert store._waiters == []
+
+
+@postgres
+async def test_stores_on_other_schemas_do_not_wake_each_other(store: PostgresStore) -> None:
+    elsewhere = pgutil.fresh_store()
+    try:
+        (await create(elsewhere)).close()
+        woke = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_wait_for_change, store, woke)
+            await _listening(store)
+            await elsewhere.post("run-1", signal("m-1"))
+            await trio.sleep(0.2)  # a wrong wake-up would come within it
+            assert not woke.is_set()
+            nursery.cancel_scope.cancel()
+    finally:
+        await elsewhere.aclose()
+
+
+# -- damage ---------------------------------------------------------------------------
+
+
+def _flip(store: PostgresStore, run_id: str, idx: int, at: int = 12) -> None:
+    """Flip the bits of one byte of a stored record (``at`` 12 is inside the payload)."""
+    pgutil.execute(
+        sql.SQL(
+            "UPDATE {} SET record = set_byte(record, %s, get_byte(record, %s) # 255)"
+            " WHERE run_id = %s AND idx = %s"
+        ).format(table(store, "durable_records")),
+        [at, at, run_id, idx],
+    )
+
+
+@postgres
+@pytest.mark.parametrize("idx", [0, 1, 2], ids=["first", "middle", "last"])
+async def test_a_damaged_record_is_corruption_never_a_torn_tail(
+    store: PostgresStore, other: PostgresStore, idx: int
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    writer.append(step(2))
+    await writer.sync()
+    writer.close()
+    _flip(store, "run-1", idx)
+    for call in (store.read, other.read):
+        with pytest.raises(durable.JournalCorruptError, match=rf"run 'run-1'.*record {idx}") as info:
+            await call("run-1")
+        assert info.value.record == idx
+    epoch = run_row(store, "run-1")["epoch"]
+    with pytest.raises(durable.JournalCorruptError):
+        await other.open("run-1")
+    assert run_row(store, "run-1")["epoch"] == epoch  # the refused open took no lease
+    assert run_row(store, "run-1")["owner"] is None
+
+
+@postgres
+@pytest.mark.parametrize("missing", [1, 2], ids=["middle", "last"])
+async def test_a_missing_record_is_corruption(store: PostgresStore, missing: int) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    writer.append(step(2))
+    await writer.sync()
+    writer.close()
+    pgutil.execute(
+        sql.SQL("DELETE FROM {} WHERE run_id = 'run-1' AND idx = %s").format(table(store, "durable_records")),
+        [missing],
+    )
+    with pytest.raises(durable.JournalCorruptError, match=f"record {missing}") as info:
+        await store.read("run-1")
+    assert info.value.record == missing
+    with pytest.raises(durable.JournalCorruptError):
+        await store.open("run-1")
+
+
+# -- errors and naming (no server needed) ----------------------------------------------
+
+
+async def test_an_unreachable_server_is_a_clear_store_error() -> None:
+    store = PostgresStore("postgresql://someone:s3cret@127.0.0.1:1/nowhere", connect_timeout=2)
+    try:
+        with pytest.raises(durable.StoreError) as info:
+            await store.run_ids()
+        message = str(info.value)
+        assert "cannot connect to PostgreSQL at 127.0.0.1:1" in message
+        assert "\n" not in message
+        assert "s3cret" not in message
+        assert info.value.__cause__ is None
+    finally:
+        await store.aclose()
+
+
+def test_a_bad_dsn_is_a_clear_store_error() -> None:
+    with pytest.raises(durable.StoreError, match="invalid PostgreSQL connection string"):
+        PostgresStore("this is not a dsn")
+
+
+def test_bad_options_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="lease_ttl"):
+        PostgresStore(pgutil.DEFAULT_DSN, lease_ttl="soon")
+    with pytest.raises(ValueError, match="lease_ttl must be positive"):
+        PostgresStore(pgutil.DEFAULT_DSN, lease_ttl=0)
+    with pytest.raises(ValueError, match="pool_size"):
+        PostgresStore(pgutil.DEFAULT_DSN, pool_size=0)
+    with pytest.raises(ValueError, match="schema"):
+        PostgresStore(pgutil.DEFAULT_DSN, schema="")
+    assert PostgresStore(pgutil.DEFAULT_DSN, lease_ttl="2m").lease_ttl == 120
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://alice:s3cret@db.example:5433/app", "postgresql://alice:***@db.example:5433/app"),
+        ("postgresql://alice@db.example/app?password=s3cret", "password=***"),
+        ("host=db.example user=alice password=s3cret dbname=app", "password=***"),
+        ("postgresql://db.example/app", "postgresql://db.example/app"),
+    ],
+)
+def test_repr_shows_the_dsn_without_the_password(dsn: str, shown: str) -> None:
+    text = repr(PostgresStore(dsn, schema="jobs"))
+    assert "s3cret" not in text
+    assert shown in text
+    assert text.startswith("PostgresStore(") and "schema='jobs'" in text
+
+
+# -- the runtime on PostgreSQL --------------------------------------------------------
+
+STEPS: list[str] = []
+
+
+@durable.activity
+async def _note(label: str) -> str:
+    STEPS.append(durable.activity_info().idempotency_key)
+    return label
+
+
+@durable.workflow(name="tests.postgres.chain")
+def _chain(n: int):  # type: ignore[no-untyped-def]
+    done = yield _note(f"step {n}")
+    if n < 2:
+        yield durable.continue_as_new(n + 1)
+    decision = yield durable.wait_signal("decision")
+    return [done, decision]
+
+
+@postgres
+async def test_a_workflow_runs_on_postgres_and_takes_a_signal_sent_by_another_worker(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    STEPS.clear()
+    async with durable.Runtime(store, poll=0.05) as holder, durable.Runtime(other, poll=0.05) as sender:
+        handle = await holder.start(_chain, 0, id="chain")
+        with trio.fail_after(60):  # a hang guard
+            while not STEPS or len(STEPS) < 3:
+                await trio.sleep(0.02)
+            with pytest.raises(durable.RunLockedError):
+                await other.open("chain")
+            await sender.signal("chain", "decision", "yes")
+            assert await handle.result() == ["step 2", "yes"]
+    assert STEPS == ["chain/0", "chain/1", "chain/2"]
+    assert await store.unfinished() == []
+    assert await other.runs_with_messages() == set()
+    events = await other.read("chain")
+    assert events is not None
+    assert isinstance(events[-1], ev.RunCompleted)
