@@ -41,6 +41,7 @@ from ._errors import (
     JournalCorruptError,
     NonDeterminismError,
     SerializationError,
+    StoreError,
     WorkflowFailed,
 )
 from ._loader import LoadError, load_module, load_workflow, parse_arg
@@ -185,6 +186,7 @@ def worker(modules: tuple[str, ...], poll: str, concurrency: int, store: str | N
     interval = parse_duration(poll, what="--poll")
     target = _open_store(store)
     console = _console(stderr=True)
+    trio.run(target.unfinished)  # a store that cannot be reached at the start: one line, exit 2
     trio.run(_serve, target, interval, concurrency, console)
     console.print("worker stopped; unfinished runs resume at the next start")
 
@@ -205,14 +207,18 @@ async def _take_runs(store: Store, interval: float, concurrency: int, console: C
         console.print(f"worker: serving {_store_name(store)}")
         async with trio.open_nursery() as watchers:
             while True:
-                free = concurrency - runtime.running
-                for handle in await runtime.recover(limit=free) if free > 0 else []:
-                    if handle.run_id not in seen:
-                        seen.add(handle.run_id)
-                        state = "cannot run it" if handle.status == "error" else "running"
-                        console.print(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
-                        watchers.start_soon(_report_end, handle, seen, console)
-                await store.wait_for_change(interval)
+                try:
+                    free = concurrency - runtime.running
+                    for handle in await runtime.recover(limit=free) if free > 0 else []:
+                        if handle.run_id not in seen:
+                            seen.add(handle.run_id)
+                            state = "cannot run it" if handle.status == "error" else "running"
+                            console.print(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
+                            watchers.start_soon(_report_end, handle, seen, console)
+                    await store.wait_for_change(interval)
+                except StoreError as exc:  # e.g. the database restarts: try again later
+                    console.print(f"worker: the store failed ({str(exc).splitlines()[0]}); trying again")
+                    await trio.sleep(max(interval, 1.0))
 
 
 async def _report_end(handle: RunHandle, seen: set[str], console: Console) -> None:

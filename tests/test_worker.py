@@ -247,3 +247,24 @@ def test_worker_needs_a_module_that_imports(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.startswith("error: no such file")
+
+
+def test_a_worker_whose_store_cannot_be_reached_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "wf.py").write_text("import durable\n")
+    script = Path(sys.executable).parent / "durable"
+    done = subprocess.run(
+        [
+            str(script),
+            "worker",
+            str(tmp_path / "wf.py"),
+            "--store",
+            "postgresql://nobody:secret@127.0.0.1:1/none?connect_timeout=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: cannot connect to PostgreSQL at 127.0.0.1:1/none")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "secret" not in done.stderr
