@@ -8,6 +8,7 @@ a run id that exists attaches to it (resuming it if it is unfinished), so
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import urllib.parse
 import uuid
@@ -22,6 +23,7 @@ from ._errors import (
     ErrorInfo,
     RunConflictError,
     RunLockedError,
+    StoreError,
     UnknownRunError,
     UnknownWorkflowError,
     WorkflowFailed,
@@ -36,6 +38,7 @@ from ._store_postgres import PostgresStore
 from ._values import encode_call, encode_value, loads
 
 R = TypeVar("R")
+_log = logging.getLogger("durable")
 DEFAULT_STORE_PATH = ".durable"
 
 
@@ -371,11 +374,17 @@ class Runtime:
     async def _watch_inbox(self, poll: float) -> None:
         """Take the messages other processes leave for the runs held here."""
         while True:
-            await self.store.wait_for_change(poll)
-            if not self._executions:
-                continue
-            for run_id in (await self.store.runs_with_messages()) & self._executions.keys():
-                await self._take_messages(run_id)
+            try:
+                await self.store.wait_for_change(poll)
+                if not self._executions:
+                    continue
+                for run_id in (await self.store.runs_with_messages()) & self._executions.keys():
+                    await self._take_messages(run_id)
+            except StoreError as exc:
+                # The store is unavailable for now (a database restart...): the
+                # messages wait, durably, until it answers again.
+                _log.warning("durable: cannot look for messages (%s); trying again", exc)
+                await trio.sleep(max(poll, 1.0))
 
     async def _take_messages(self, run_id: str) -> None:
         execution = self._executions.get(run_id)

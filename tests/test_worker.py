@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pgutil
 import pytest
 import trio
 
@@ -57,7 +58,7 @@ def _module(workspace: Path) -> object:
     return importlib.import_module("worker_wf")
 
 
-def _worker(workspace: Path, step_seconds: float = 0.0) -> subprocess.Popen[str]:
+def _worker(workspace: Path, step_seconds: float = 0.0, store: str | None = None) -> subprocess.Popen[str]:
     env = dict(os.environ, STEP_SECONDS=str(step_seconds), STEPS_LOG=str(workspace / "steps.log"))
     script = Path(sys.executable).parent / "durable"
     return subprocess.Popen(
@@ -66,7 +67,7 @@ def _worker(workspace: Path, step_seconds: float = 0.0) -> subprocess.Popen[str]
             "worker",
             str(workspace / "worker_wf.py"),
             "--store",
-            str(workspace / "store"),
+            store or str(workspace / "store"),
             "--poll",
             "20ms",
         ],
@@ -268,3 +269,40 @@ def test_a_worker_whose_store_cannot_be_reached_says_so_in_one_line(tmp_path: Pa
     assert done.stderr.startswith("error: cannot connect to PostgreSQL at 127.0.0.1:1/none")
     assert len(done.stderr.strip().splitlines()) == 1
     assert "secret" not in done.stderr
+
+
+@pytest.mark.postgres
+def test_a_worker_rides_out_its_database_connections_being_killed(workspace: Path) -> None:
+    # The database restarting looks like this to a worker: every connection dropped.
+    # Only this test's connections are killed (its own application_name).
+    pgutil.require()
+    schema, app = pgutil.fresh_schema(), f"durable-test-{os.getpid()}-{time.monotonic_ns()}"
+    dsn = f"{pgutil.dsn()}?schema={schema}&lease_ttl=2s"
+    wf = _module(workspace)
+    log = workspace / "steps.log"
+    worker = _worker(workspace, step_seconds=0.2, store=f"{dsn}&application_name={app}")
+    try:
+
+        async def start() -> durable.ClientHandle:
+            return await durable.Client(dsn).start(wf.job, 10, id="job-pg")  # type: ignore[attr-defined]
+
+        handle = trio.run(start)
+        deadline = time.monotonic() + 60
+        while not (log.exists() and len(log.read_text().split()) >= 2):
+            assert time.monotonic() < deadline, "the worker never started the run"
+            time.sleep(0.02)
+        pgutil.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", [app]
+        )
+
+        async def result() -> int:
+            with trio.fail_after(120):  # a hang guard, not a timing assertion
+                return int(await handle.result())
+
+        assert trio.run(result) == 45
+    finally:
+        err = _stop(worker)
+        pgutil.drop_schema(schema)
+    assert "Traceback" not in err
+    keys = log.read_text().split()
+    assert set(keys) == {f"job-pg/{i}" for i in range(10)}  # every step ran; some maybe twice
