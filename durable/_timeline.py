@@ -560,7 +560,7 @@ def _step_row_of(timeline: Timeline, step: Step) -> Row:
         text=step.call,
         status=step.status,
         step=str(step.seq),
-        took=duration_text(step.duration) if step.attempts or step.kind == "timer" else "",
+        took=duration_text(step.duration) if step.attempts or step.kind in ("timer", "child") else "",
         outcome=outcome,
         details=tuple(details),
         seq=step.seq,
