@@ -3,7 +3,7 @@
 A workflow is a generator that yields commands; durable carries out each
 command, journals its outcome (CBOR, checksummed, fsynced), and after a crash
 replays the generator from its journal so it resumes at the exact ``yield``
-where it stopped.
+where it stopped. For example::
 
     import durable
 

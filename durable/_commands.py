@@ -42,7 +42,7 @@ class ActivityCall(Command):
 
     Attributes:
         activity: the :class:`Activity` to call.
-        args: the call's arguments, already encoded for the journal (CBOR of ``[args, kwargs]``).
+        encoded_args: the call's arguments, encoded for the journal (CBOR of ``[args, kwargs]``).
         policy: the retry policy for this call.
     """
 

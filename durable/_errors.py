@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 
+from ._durations import format_duration
+
 
 @attrs.frozen
 class ErrorInfo:
@@ -137,7 +139,7 @@ class SignalTimeout(DurableError, TimeoutError):
     def __init__(self, name: str, timeout: float) -> None:
         self.name = name
         self.timeout = timeout
-        super().__init__(f"no signal {name!r} arrived within {timeout:g}s")
+        super().__init__(f"no signal {name!r} arrived within {format_duration(timeout)}")
 
 
 class WorkflowFailed(DurableError):

@@ -178,6 +178,7 @@ class Runtime:
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
         self._clock: WallClock | None = None
+        self._children = _Children(self)
 
     async def __aenter__(self) -> Runtime:
         self._nursery_cm = trio.open_nursery()
@@ -277,7 +278,7 @@ class Runtime:
             writer.close()
             self._finished(handle, exc)
             return handle
-        execution = RunExecution(core, writer, clock, self.hooks, resumed=resumed, children=self)
+        execution = RunExecution(core, writer, clock, self.hooks, resumed=resumed, children=self._children)
         self._executions[handle.run_id] = execution
         nursery.start_soon(self._drive, handle, execution)
         return handle
@@ -311,7 +312,12 @@ class Runtime:
         )
         writer = await self.store.restart(started, previous.writer)
         execution = RunExecution(
-            Replay(core.workflow, started), writer, previous.clock, self.hooks, resumed=False, children=self
+            Replay(core.workflow, started),
+            writer,
+            previous.clock,
+            self.hooks,
+            resumed=False,
+            children=self._children,
         )
         self._executions[core.run_id] = execution
         return execution
@@ -397,39 +403,6 @@ class Runtime:
             left = await self.store.messages(run_id)
             await self.store.remove_messages(run_id, [m.message_id for m in left])
 
-    # --- child runs (the executor's ChildRunner) -------------------------------------
-
-    async def child_outcome(self, child_id: str, call: ChildCall) -> tuple[bytes, ErrorInfo | None]:
-        """Start (or attach to) a child run here and wait for its end: ``(result, error)``.
-
-        A child that another process holds is waited for by reading its journal.
-        """
-        try:
-            handle = await self.start(call.workflow, *call.call_args, id=child_id, **call.call_kwargs)
-        except RunLockedError:
-            return await self._outcome_elsewhere(child_id)
-        await handle._done.wait()
-        if handle._error is not None:
-            raise handle._error  # durable cannot continue the child, so not the parent either
-        assert handle._outcome is not None
-        return _child_outcome(handle._outcome)
-
-    async def _outcome_elsewhere(self, run_id: str) -> tuple[bytes, ErrorInfo | None]:
-        while True:
-            events = await self.store.read(run_id)
-            if events and isinstance(events[-1], ev.TERMINAL):
-                started = events[0]
-                assert isinstance(started, ev.RunStarted)
-                handle = _finished(started, events[-1])
-                assert handle._outcome is not None
-                return _child_outcome(handle._outcome)
-            await self.store.wait_for_change(self._poll or 0.2)
-
-    async def cancel_child(self, child_id: str, reason: str) -> None:
-        """Cancel a child run whose parent gave its step up; nothing if it has ended."""
-        with contextlib.suppress(RunConflictError, UnknownRunError):
-            await self.cancel(child_id, reason)
-
     @property
     def running(self) -> int:
         """How many runs this runtime is executing now."""
@@ -479,6 +452,45 @@ class Runtime:
             return handle
         await self.hooks.point("recovering", run_id, None)
         return self._launch(workflow, opened.events, opened.writer, resumed=True)
+
+
+class _Children:
+    """Runs the child workflows of a runtime's runs (the executor's ChildRunner)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def child_outcome(self, child_id: str, call: ChildCall) -> tuple[bytes, ErrorInfo | None]:
+        """Start (or attach to) a child run here and wait for its end: ``(result, error)``.
+
+        A child that another process holds is waited for by reading its journal.
+        """
+        try:
+            handle = await self.runtime.start(call.workflow, *call.call_args, id=child_id, **call.call_kwargs)
+        except RunLockedError:
+            return await self._outcome_elsewhere(child_id)
+        await handle._done.wait()
+        if handle._error is not None:
+            raise handle._error  # durable cannot continue the child, so not the parent either
+        assert handle._outcome is not None
+        return _child_outcome(handle._outcome)
+
+    async def _outcome_elsewhere(self, run_id: str) -> tuple[bytes, ErrorInfo | None]:
+        store = self.runtime.store
+        while True:
+            events = await store.read(run_id)
+            if events and isinstance(events[-1], ev.TERMINAL):
+                started = events[0]
+                assert isinstance(started, ev.RunStarted)
+                handle = _finished(started, events[-1])
+                assert handle._outcome is not None
+                return _child_outcome(handle._outcome)
+            await store.wait_for_change(self.runtime._poll or 0.2)
+
+    async def cancel_child(self, child_id: str, reason: str) -> None:
+        """Cancel a child run whose parent gave its step up; nothing if it has ended."""
+        with contextlib.suppress(RunConflictError, UnknownRunError):
+            await self.runtime.cancel(child_id, reason)
 
 
 _NONE = encode_value(None, what="None")

@@ -218,6 +218,11 @@ class FileStore(Store):
             return
         try:
             self.fs.makedirs(self._runs)
+        except FileExistsError:
+            raise StoreError(
+                f"cannot use {self.path!r} as a durable store: it (or a part of the path) is a "
+                "file, not a directory"
+            ) from None
         except OSError as exc:
             raise StoreError(f"cannot use {self.path!r} as a durable store: {exc}") from None
         self._ready = True

@@ -127,6 +127,13 @@ loads: Callable[[bytes], Any] = functools.partial(
     cbor2.loads, semantic_decoders=_SEMANTIC_DECODERS, tag_hook=_unknown_tag
 )
 
+
+def loads_value(data: bytes) -> Any:
+    """Decode a journal value (CBOR that :func:`dumps` produced), accepting only the
+    tags journal contract v1 defines. Raises ``cbor2.CBORDecodeError`` on bad data."""
+    return loads(data)
+
+
 #: Values of these exact types always encode, and decode back, without a tag.
 _SCALARS = frozenset({int, str, bytes, float, bool, type(None)})
 

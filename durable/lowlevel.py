@@ -35,7 +35,7 @@ from ._hooks import Hooks
 from ._machine import Raised, Replay, Returned, Step, Stopped
 from ._store import JournalWriter, Opened
 from ._values import dumps as dumps_value
-from ._values import loads as loads_value
+from ._values import loads_value
 
 __all__ = [
     "EVENT_TYPES",

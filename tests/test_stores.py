@@ -685,4 +685,6 @@ async def test_an_unusable_store_path_is_a_store_error(
     message = str(info.value)
     assert "\n" not in message
     assert "not-a-directory" in message
+    if operation in ("create", "open") and not under_file:
+        assert "is a file, not a directory" in message
     assert regular.read_text() == "hello"
