@@ -278,14 +278,17 @@ class Runtime:
             writer.close()
             self._finished(handle, exc)
             return handle
-        execution = RunExecution(core, writer, clock, self.hooks, resumed=resumed, children=self._children)
+        # A run that a Client created, and that nothing has executed yet, starts
+        # here for the first time: not a recovery (no RunResumed on its timeline).
+        recovery = resumed and any(not isinstance(e, ev.Message) for e in events[1:])
+        execution = RunExecution(core, writer, clock, self.hooks, resumed=recovery, children=self._children)
         self._executions[handle.run_id] = execution
-        nursery.start_soon(self._drive, handle, execution)
+        nursery.start_soon(self._drive, handle, execution, resumed)
         return handle
 
-    async def _drive(self, handle: RunHandle, execution: RunExecution) -> None:
+    async def _drive(self, handle: RunHandle, execution: RunExecution, opened: bool) -> None:
         try:
-            if execution.resumed:  # messages left while no process held it
+            if opened:  # messages left while no process held it
                 await self._take_messages(handle.run_id)
             outcome = await execution.drive()
             while isinstance(outcome, Continued):  # follow the chain of fresh journals
