@@ -191,3 +191,26 @@ def test_workflows_with_children_are_crash_safe(workflow: Any, args: tuple[Any, 
     assert report.ok, report.explain()
     assert report.result == result
     assert report.schedules > 10
+
+
+@pytest.mark.postgres
+async def test_a_parent_waits_for_a_child_that_another_worker_holds() -> None:
+    # Two PostgresStore instances on one schema stand for two worker processes.
+    import pgutil  # noqa: PLC0415 - only this test needs the PostgreSQL test helpers
+
+    first = pgutil.fresh_store(lease_ttl="30s")
+    second = pgutil.store_on(first.schema)
+    try:
+        async with durable.Runtime(first, poll=0.05) as a, durable.Runtime(second, poll=0.05) as b:
+            child = await b.start(waiting, id="p/0")  # worker B holds the child run
+            parent = await a.start(parent_of_waiting, id="p")  # A cannot take it: it reads its journal
+            await trio.sleep(0.3)
+            assert child.status == "running" and parent.status == "running"
+            await a.signal("p/0", "go", "from B")  # through the inbox, to the worker that holds it
+            with trio.fail_after(60):  # a hang guard, not a timing assertion
+                assert await parent.result() == "from B"
+        events = await second.read("p") or []
+        assert [e.run_id for e in events if isinstance(e, ChildStarted)] == ["p/0"]
+    finally:
+        await second.aclose()
+        await first.aclose()
