@@ -183,6 +183,8 @@ class RunExecution:
             self._append(ev.ActivityScheduled(step.seq, command.name, command.encoded_args, self.clock()))
         if self._unsynced_value and self._syncs:
             await self.writer.sync()
+        else:
+            self.writer.flush()
         self._unsynced_value = False
         result = await self._run_activity(step, command)
         if not self._plain_hooks:
@@ -342,6 +344,8 @@ class RunExecution:
                 self._run_side_effect(step, command)
         if (must_sync or self._unsynced_value) and self._syncs:
             await self.writer.sync()
+        else:
+            self.writer.flush()
         self._unsynced_value = False
 
     async def _run_child(

@@ -86,6 +86,12 @@ class JournalWriter(abc.ABC):
             ) from exc
         self._synced = max(self._synced, upto)
 
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Start writing what was appended where other processes can read it, without
+        waiting (for a store that buffers appends until :meth:`sync`). The executor
+        calls it before running an activity, so that ``durable show`` and a crash's
+        timeline see the step in flight. An error surfaces at the next sync."""
+
     def synced_through(self, index: int) -> None:
         """Note that records up to ``index`` are durable (the store made them so itself)."""
         self._synced = max(self._synced, index)

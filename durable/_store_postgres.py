@@ -312,6 +312,15 @@ class _PgWriter(JournalWriter):
         if self._failure is None:
             self._failure = message
 
+    def flush(self) -> None:
+        """Hand the buffered records to the committer without waiting for the commit."""
+        if self._buffer and self.live:
+            first, records, ended = self.take()
+            try:
+                self._last = self._store._enqueue(self, first, records, ended, release=False)
+            except StoreError as exc:
+                self._fail(str(exc))
+
     async def _sync(self) -> None:
         if self._buffer:
             first, records, ended = self.take()

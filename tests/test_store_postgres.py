@@ -723,3 +723,44 @@ def test_a_dsn_with_store_options_configures_the_store_everywhere_a_store_is_nam
     assert f"test?connect_timeout=5', schema='{schema}'" in repr(store)
     with pytest.raises(ValueError, match="lease_ttl"):
         durable._runtime.store_from(f"{pgutil.dsn()}?lease_ttl=soon")
+
+
+@durable.activity(name="tests.pg.blocker")
+async def _blocker(gate: str) -> str:
+    await _GATES[gate].wait()
+    return gate
+
+
+_GATES: dict[str, trio.Event] = {}
+
+
+@durable.workflow(name="tests.pg.blocked")
+def _blocked(gate: str):  # type: ignore[no-untyped-def]
+    return (yield _blocker(gate))
+
+
+async def _events(store: PostgresStore, run_id: str) -> list[ev.Event]:
+    return await store.read(run_id) or []
+
+
+@postgres
+async def test_a_step_in_flight_is_visible_to_other_processes_before_it_completes() -> None:
+    # So that `durable show` from elsewhere, and the timeline after a SIGKILL, see it.
+    store = pgutil.fresh_store()
+    reader = pgutil.store_on(store.schema)
+    gate = uuid.uuid4().hex
+    _GATES[gate] = trio.Event()
+    try:
+        async with durable.Runtime(store, poll=None) as runtime:
+            handle = await runtime.start(_blocked, gate, id="in-flight")
+            with trio.fail_after(30):  # a hang guard, not a timing assertion
+                while not any(
+                    isinstance(e, ev.ActivityScheduled) for e in await reader.read("in-flight") or []
+                ):
+                    await trio.sleep(0.01)
+            _GATES[gate].set()
+            assert await handle.result() == gate
+    finally:
+        del _GATES[gate]
+        await reader.aclose()
+        await store.aclose()
