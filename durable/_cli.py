@@ -188,7 +188,9 @@ def worker(modules: tuple[str, ...], poll: str, concurrency: int, store: str | N
     console = _console(stderr=True)
     trio.run(target.unfinished)  # a store that cannot be reached at the start: one line, exit 2
     trio.run(_serve, target, interval, concurrency, console)
-    console.print("worker stopped; unfinished runs resume at the next start")
+    console.print(
+        "worker stopped; its unfinished runs resume when a worker takes them (this one when it restarts)"
+    )
 
 
 async def _serve(store: Store, interval: float, concurrency: int, console: Console) -> None:
@@ -479,7 +481,7 @@ def show(run_id: str, as_json: bool, html_file: str | None, store: str | None) -
 
     Each step shows its sequence number, kind, call, how long it took from
     scheduled to done, every failed attempt with its error and backoff, and
-    each recovery (a process restarted and replayed the journal).
+    each recovery (a process resumed the run and replayed the journal).
     """
     opened = _open_store(store)
     timeline = trio.run(_read_one, opened, run_id).timeline()

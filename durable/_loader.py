@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,9 +19,12 @@ class LoadError(Exception):
 
 
 def load_module(target: str) -> ModuleType:
-    """Import a module by dotted name or from a ``.py`` file path."""
+    """Import a module by dotted name (from the current directory too, as ``python -m``
+    does) or from a ``.py`` file path."""
     if target.endswith(".py") or "/" in target or "\\" in target:
         return _load_file(Path(target))
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:

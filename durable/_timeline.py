@@ -5,7 +5,7 @@ Theory of operation
 :func:`build` folds a run's events, in journal order, into a :class:`Timeline`:
 one :class:`Step` per sequence number (an activity with its attempts, each
 failed one followed by its backoff; a timer; a recorded side effect), the
-recoveries (``RunResumed``: a process restarted and replayed the journal up to
+recoveries (``RunResumed``: a process resumed the run and replayed the journal up to
 there), and the outcome. :func:`rows` lays the timeline out in time order, the
 way the ``durable show`` text and the HTML page's table both print it;
 :func:`to_json` is the stable ``--json`` document; ``_timeline_html.to_html``
@@ -132,7 +132,7 @@ class Step:
 
 @attrs.define
 class Recovery:
-    """A process restarted and replayed the journal up to here (``RunResumed``).
+    """A process resumed the run and replayed the journal up to here (``RunResumed``).
 
     Attributes:
         replayed: steps whose recorded outcome replay fed back instead of running them.
@@ -156,7 +156,7 @@ class Recovery:
             if self.in_flight
             else ""
         )
-        return f"process {self.pid} restarted and replayed here: {fed}{again}"
+        return f"process {self.pid} resumed the run and replayed it here: {fed}{again}"
 
 
 @attrs.define
@@ -489,7 +489,7 @@ def attempt_text(attempt: Attempt) -> str:
     began = attempt.started
     text = f"attempt {attempt.number}"
     if attempt.resumed is not None:
-        text += " was cut short by a crash, ran again after the restart, and"
+        text += " was cut short (its process stopped), ran again when the run resumed, and"
         began = attempt.resumed
     text += f" {attempt.status}"
     if attempt.ended is not None and attempt.ended >= began:

@@ -84,7 +84,7 @@ _LEGEND = (
     ("ok", "attempt that returned"),
     ("bad", "failed attempt"),
     ("wait", "retry backoff"),
-    ("lost", "cut short by a crash"),
+    ("lost", "cut short (its process stopped)"),
     ("run", "in flight when the journal ends"),
     ("timer", "timer"),
     ("cancelled", "cancelled"),
@@ -319,7 +319,7 @@ def _legend() -> str:
         _tag(
             "span",
             _tag("svg", _tag("g", line, class_="key recovery"), width=14, height=14)
-            + "process restarted, journal replayed",
+            + "run resumed, journal replayed",
         )
     )
     return _tag("div", "".join(items), class_="legend")

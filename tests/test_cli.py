@@ -296,3 +296,20 @@ def test_an_unknown_option_is_a_usage_error(workdir: Path) -> None:
     outcome = run_runner("run", ORDER, "--no-such-option")
     assert outcome.code == 2
     assert "Traceback" not in outcome.stderr
+
+
+def test_a_module_in_the_current_directory_is_found_by_its_name(tmp_path: Path) -> None:
+    # As `python -m` does: `durable worker orders` beside orders.py.
+    (tmp_path / "cli_here_orders.py").write_text(
+        "import durable\n\n@durable.workflow\ndef hello(name):\n    return 'hello ' + name\n    yield\n"
+    )
+    script = Path(sys.executable).parent / "durable"
+    done = subprocess.run(
+        [str(script), "run", "cli_here_orders:hello", "bob", "--store", "s"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "hello bob"

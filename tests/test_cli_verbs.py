@@ -378,9 +378,9 @@ def test_show_prints_steps_attempts_recoveries_and_the_outcome(store: Path) -> N
     assert "attempt 2 failed after 490ms: TimeoutError: no answer; retry after 1.00s" in text
     recovery = next(line for line in lines if "recovery" in line)
     assert recovery.split()[:3] == ["+4.00s", "⟲", "recovery"]
-    assert "process 4242 restarted and replayed here: 1 finished step fed from the journal" in recovery
+    assert "process 4242 resumed the run and replayed it here: 1 finished step fed from the" in recovery
     assert "step 1 in flight, run again" in recovery
-    assert "cut short by a crash" in text  # step 1's attempt spans the restart
+    assert "cut short (its process stopped)" in text  # step 1's attempt spans the restart
     # Time order: step 1 (+2.30s), then the recovery (+4.00s), then the outcome.
     where = {
         key: next(i for i, line in enumerate(lines) if key in line)
@@ -540,7 +540,7 @@ def test_show_html_draws_steps_attempts_backoffs_and_recoveries(store: Path) -> 
     titles = "\n".join(page.titles)
     assert "attempt 1 failed after 0.0ms: ConnectionError: card service down" in titles
     assert "backoff of 1.00s before attempt 3" in titles
-    assert "process 4242 restarted and replayed here" in titles
+    assert "process 4242 resumed the run and replayed it here" in titles
     # The table under the chart lists the same, one row per step, attempt and recovery.
     assert [r["data-seq"] for r in page.having("step", "tr")] == ["0", "1"]
     assert len(page.having("detail", "tr")) == 4
@@ -617,7 +617,7 @@ def test_show_after_a_real_crash(workdir: Path) -> None:
     assert again.stdout.strip() == "50"
     text = process("show", "c-1", "--store", "s")
     assert text.code == 0, text
-    assert "restarted and replayed here: 1 finished step fed from the journal" in text.stdout
+    assert "resumed the run and replayed it here: 1 finished step fed from the journal" in text.stdout
     assert process("show", "c-1", "--html", "c-1.html", "--store", "s").code == 0
     page = parse_html(workdir / "c-1.html")
     assert [s["data-seq"] for s in page.having("step", "g")] == ["0", "1"]
