@@ -95,7 +95,7 @@ class Explorer:
             self.workflow, self.reference.journal_bytes(), seeds, sim_seed=self.seed
         )
         failures = [
-            Failure(Recipe(self.seed, (), self.faults, hash_seed=seed), divergence)
+            Failure(Recipe(self.seed, (), self.faults, hash_seed=seed), divergence, self._replayer())
             for seed, divergence in found.items()
         ]
         return failures, note
@@ -136,7 +136,13 @@ class Explorer:
             problem = self._external_problem()
             if problem is not None:
                 divergence = f"after_each found a problem in the outside world: {problem}{_reruns(world)}"
-        return world, (None if divergence is None else Failure(_labelled(recipe, world), divergence))
+        if divergence is None:
+            return world, None
+        return world, Failure(_labelled(recipe, world), divergence, self._replayer())
+
+    def _replayer(self) -> str:
+        """How a failure is replayed: a Simulator with options is needed to see it again."""
+        return "sim" if self.simulator == Simulator(on_schedule=self.simulator.on_schedule) else "simulator"
 
     def crash(self, point_number: int, label: str, salt: str) -> Crash:
         """A crash at a point, its disk damage drawn from the seed (fsync errors are not

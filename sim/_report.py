@@ -26,9 +26,15 @@ class Failure:
 
     recipe: Recipe
     divergence: str
+    #: What replays it: ``"sim"``, or ``"simulator"`` when the exploration had options
+    #: (faults, checks of the outside world...) that a replay needs too.
+    replayer: str = "sim"
 
     def __str__(self) -> str:
-        return f"{self.divergence}\nReproduce with:\n  sim.replay_recipe(wf, ..., recipe={self.recipe!r})"
+        return (
+            f"{self.divergence}\nReproduce with:\n"
+            f"  {self.replayer}.replay_recipe(wf, ..., recipe={self.recipe!r})"
+        )
 
 
 @attrs.define
@@ -66,8 +72,9 @@ class Report:
 
     def __str__(self) -> str:
         verdict = "all matched the crash-free run" if self.ok else f"{len(self.failures)} failed"
+        schedules = "schedule" if self.schedules == 1 else "schedules"
         return (
-            f"sim: {self.workflow}: {self.schedules} schedules over {self.crash_points} crash "
+            f"sim: {self.workflow}: {self.schedules} {schedules} over {self.crash_points} crash "
             f"points in {self.seconds:.2f}s: {verdict}"
         )
 
