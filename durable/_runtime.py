@@ -424,10 +424,8 @@ class Runtime:
         """
         self._running()
         ids = [run_id for run_id in await self.store.unfinished() if run_id not in self._handles]
-        if limit is not None:
-            ids = ids[:limit]
         handles: list[RunHandle] = []
-        for run_id, opened in zip(ids, await self.store.open_many(ids), strict=True):
+        for run_id, opened in zip(ids, await self.store.open_many(ids, limit=limit), strict=True):
             if isinstance(opened, RunLockedError) or opened is None:
                 continue  # another process is running it, or it vanished meanwhile
             if isinstance(opened, Exception):

@@ -136,16 +136,30 @@ class Store(abc.ABC):
             JournalCorruptError: the journal is damaged before its tail.
         """
 
-    async def open_many(self, run_ids: Sequence[str]) -> list[Opened | DurableError | None]:
+    async def open_many(
+        self, run_ids: Sequence[str], *, limit: int | None = None
+    ) -> list[Opened | DurableError | None]:
         """:meth:`open` each run, for recovery: an error opening one run (locked,
         damaged) is returned in its place instead of raised. A store may make the
-        opened journals durable together (FileStore: one parallel round of fsyncs)."""
+        opened journals durable together (FileStore: one parallel round of fsyncs).
+
+        Args:
+            limit: open at most this many; the runs after that are left alone (None
+                in their place). A shared store may pick which of the runs it opens.
+        """
         results: list[Opened | DurableError | None] = []
+        opened = 0
         for run_id in run_ids:
+            if limit is not None and opened >= limit:
+                results.append(None)
+                continue
             try:
-                results.append(await self.open(run_id))
+                result = await self.open(run_id)
             except StoreError as exc:
                 results.append(exc)
+                continue
+            results.append(result)
+            opened += result is not None
         return results
 
     @abc.abstractmethod

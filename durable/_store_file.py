@@ -319,15 +319,24 @@ class FileStore(Store):
                 raise StoreError(f"recovering run {run_id!r} failed: {exc}") from exc
         return opened
 
-    async def open_many(self, run_ids: Sequence[str]) -> list[Opened | DurableError | None]:
+    async def open_many(
+        self, run_ids: Sequence[str], *, limit: int | None = None
+    ) -> list[Opened | DurableError | None]:
         """Open runs for recovery, then make them durable in one parallel round of
         fdatasyncs and one directory fsync (instead of two fsyncs per run)."""
         results: list[Opened | DurableError | None] = []
+        taken = 0
         for run_id in run_ids:
+            if limit is not None and taken >= limit:
+                results.append(None)
+                continue
             try:
-                results.append(self._open_unsynced(run_id))
+                result = self._open_unsynced(run_id)
             except StoreError as exc:
                 results.append(exc)
+                continue
+            results.append(result)
+            taken += result is not None
         opened = [r for r in results if isinstance(r, Opened)]
         if not opened:
             return results

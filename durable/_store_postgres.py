@@ -90,7 +90,7 @@ import trio
 from . import _events as ev
 from ._codec import HEADER_SIZE, decode_record, encode_header, encode_record, scan
 from ._durations import Duration, parse_duration
-from ._errors import JournalCorruptError, RunLockedError, StoreError, UnknownRunError
+from ._errors import DurableError, JournalCorruptError, RunLockedError, StoreError, UnknownRunError
 from ._store import JournalWriter, Opened, Store
 from ._store_file import check_run_id
 
@@ -271,6 +271,8 @@ class _PgWriter(JournalWriter):
         self._buffer: list[bytes] = []
         self._ended = False
         self._last: _Job | None = None
+        #: The run's outcome was appended: once committed, its lease no longer matters.
+        self.terminal = False
         self.closed = False
         #: Replaced by a fresh journal (``restart``): its lease went to the new writer.
         self.superseded = False
@@ -279,6 +281,7 @@ class _PgWriter(JournalWriter):
         super().append(event)
         if isinstance(event, ev.TERMINAL):
             self._ended = True
+            self.terminal = True
 
     def _write(self, data: bytes) -> None:
         self._buffer.append(data)  # no I/O here: append() is synchronous
@@ -340,7 +343,8 @@ class _PgWriter(JournalWriter):
     def close(self) -> None:
         """Commit what is still buffered (not claimed durable), release the lease. Idempotent.
 
-        Blocks until the committer has done it (one transaction), or at most ``lease_ttl``.
+        Blocks until the committer has done it (one transaction), or at most ``lease_ttl``;
+        a run whose outcome is committed is released without waiting.
         """
         if self.closed:
             return
@@ -761,6 +765,127 @@ class PostgresStore(Store):
         self._register(writer)
         return Opened(events, writer)
 
+    async def open_many(
+        self, run_ids: Sequence[str], *, limit: int | None = None
+    ) -> list[Opened | DurableError | None]:
+        """Claim many runs for recovery in one transaction.
+
+        The rows are locked with ``FOR UPDATE SKIP LOCKED``: a run that another
+        worker is claiming at this moment, or whose lease is live, is skipped
+        (``RunLockedError`` in its place) instead of waited for, so workers that
+        look at the same runs at once share them rather than queue on them. With a
+        ``limit``, the oldest free runs up to it are taken (the others get None). The
+        journals are read and checked in the same transaction, and only runs whose
+        journal reads get their lease taken.
+        """
+        ids = [check_run_id(run_id) for run_id in run_ids]
+        self._check_open()
+        results: dict[str, Opened | DurableError | None] = {}
+        mine: list[str] = []
+        for run_id in ids:
+            try:
+                self._claim(run_id)
+            except RunLockedError as exc:
+                results[run_id] = exc
+            else:
+                mine.append(run_id)
+
+        def take(
+            conn: Conn,
+        ) -> tuple[dict[str, int], dict[str, list[ev.Event] | JournalCorruptError], set[str]]:
+            with conn.transaction():
+                free = [
+                    row[0]
+                    for row in conn.execute(
+                        self._q(
+                            "SELECT run_id FROM {runs} WHERE run_id = ANY(%s) AND (owner IS NULL"
+                            " OR owner = %s OR lease_expires IS NULL OR lease_expires <= now())"
+                            " ORDER BY created_at, run_id LIMIT %s FOR UPDATE SKIP LOCKED"
+                        ),
+                        [mine, self.owner, limit],
+                    ).fetchall()
+                ]
+                if limit is not None and len(free) >= limit:
+                    skipped: list[str] = []  # the rest were left alone: None, not locked
+                else:
+                    skipped = [run_id for run_id in mine if run_id not in set(free)]
+                exist = (
+                    {
+                        row[0]
+                        for row in conn.execute(
+                            self._q("SELECT run_id FROM {runs} WHERE run_id = ANY(%s)"), [skipped]
+                        ).fetchall()
+                    }
+                    if skipped
+                    else set()
+                )
+                journals = self._journals(conn, free)
+                readable = [run_id for run_id, found in journals.items() if isinstance(found, list)]
+                epochs: dict[str, int] = dict(
+                    conn.execute(
+                        self._q(
+                            "UPDATE {runs} SET owner = %s, epoch = epoch + 1, lease_expires = now() + %s"
+                            " WHERE run_id = ANY(%s) RETURNING run_id, epoch"
+                        ),
+                        [self.owner, self._ttl, readable],
+                    ).fetchall()
+                )
+            return epochs, journals, exist
+
+        try:
+            epochs, journals, exist = (
+                await self._run(f"opening {len(mine)} runs", take) if mine else ({}, {}, set())
+            )
+        except BaseException:
+            for run_id in mine:
+                self._unclaim(run_id)
+            raise
+        for run_id in mine:
+            found = journals.get(run_id)
+            if isinstance(found, list) and run_id in epochs:
+                writer = _PgWriter(self, run_id, int(epochs[run_id]), len(found))
+                self._register(writer)
+                results[run_id] = Opened(found, writer)
+                continue
+            self._unclaim(run_id)
+            if found is None and (run_id not in exist or (limit is not None and len(epochs) >= limit)):
+                results[run_id] = None  # no such run
+                continue
+            results[run_id] = (
+                found
+                if isinstance(found, JournalCorruptError)
+                else RunLockedError(
+                    f"run {run_id!r} is held, or being taken, by another worker; durable never lets "
+                    "two writers append to one run"
+                )
+            )
+        return [results[run_id] for run_id in ids]
+
+    def _journals(
+        self, conn: Conn, run_ids: Sequence[str]
+    ) -> dict[str, list[ev.Event] | JournalCorruptError]:
+        """Read and check the journals of many runs in one statement (rows locked by the caller)."""
+        rows = conn.execute(
+            self._q(
+                "SELECT r.run_id, r.next_index, j.idx, j.record FROM {runs} AS r"
+                " LEFT JOIN {records} AS j ON j.run_id = r.run_id"
+                " WHERE r.run_id = ANY(%s) ORDER BY r.run_id, j.idx"
+            ),
+            [list(run_ids)],
+        ).fetchall()
+        by_run: dict[str, tuple[int, list[tuple[Any, ...]]]] = {}
+        for run_id, count, idx, record in rows:
+            entry = by_run.setdefault(run_id, (count, []))
+            if idx is not None:
+                entry[1].append((idx, record))
+        found: dict[str, list[ev.Event] | JournalCorruptError] = {}
+        for run_id, (count, records) in by_run.items():
+            try:
+                found[run_id] = self._decode(run_id, count, records)
+            except JournalCorruptError as exc:
+                found[run_id] = exc
+        return found
+
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
         run_id = check_run_id(started.run_id)
         if not isinstance(writer, _PgWriter) or writer._store is not self or writer.run_id != run_id:
@@ -972,7 +1097,12 @@ class PostgresStore(Store):
         return job
 
     def _close_writer(self, writer: _PgWriter) -> None:
+        # A run whose outcome is committed has nothing left to write: its release
+        # goes to the committer without blocking the event loop for a round trip.
+        finished = writer.terminal and not writer._buffer and writer._last is not None
         job = self._release(writer)
+        if finished:
+            return
         if job is not None and not job.wait_blocking(max(self._lease_ttl, 1.0)):
             _log.warning("durable: releasing run %r timed out; its lease runs out by itself", writer.run_id)
 

@@ -358,8 +358,10 @@ async def test_an_ended_run_is_marked_and_its_release_noticed(store: PostgresSto
     await writer.sync()
     assert run_row(store, "run-1")["status"] == "ended"
     assert run_row(store, "run-1")["owner"] == store.owner
-    writer.close()
-    assert run_row(store, "run-1")["owner"] is None
+    writer.close()  # the outcome is committed: the release goes out without waiting for it
+    with trio.fail_after(30):  # a hang guard, not a timing assertion
+        while run_row(store, "run-1")["owner"] is not None:
+            await trio.sleep(0.01)
     assert await store.unfinished() == []
 
 
@@ -764,3 +766,25 @@ async def test_a_step_in_flight_is_visible_to_other_processes_before_it_complete
         del _GATES[gate]
         await reader.aclose()
         await store.aclose()
+
+
+@postgres
+async def test_open_many_claims_free_runs_in_one_go_and_skips_held_ones(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    for run_id in ("a", "b", "c"):
+        (await create(store, run_id)).close()
+    held = await other.open("b")
+    assert held is not None
+    opened = await store.open_many(["a", "b", "c", "nope"])
+    assert isinstance(opened[0], durable.lowlevel.Opened) and opened[0].events == [started("a")]
+    assert isinstance(opened[1], durable.RunLockedError)
+    assert isinstance(opened[2], durable.lowlevel.Opened)
+    assert opened[3] is None  # no such run
+    for result in (opened[0], opened[2]):
+        assert isinstance(result, durable.lowlevel.Opened)
+        result.writer.append(step(1))
+        await result.writer.sync()
+        result.writer.close()
+    held.writer.close()
+    assert await store.read("a") == [started("a"), step(1)]

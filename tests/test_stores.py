@@ -29,7 +29,7 @@ import durable
 import sim
 from durable import _codec
 from durable import _events as ev
-from durable._store import JournalWriter, Store
+from durable._store import JournalWriter, Opened, Store
 
 # "file-on-simdisk" is the FileStore the crash simulator runs: the same code on
 # sim's simulated disk, which must behave like a real one when nothing crashes.
@@ -221,6 +221,30 @@ async def test_wait_for_change_wakes_up_for_a_posted_message(store: Store) -> No
         await store.post("run-1", signal("m-1"))
         with trio.fail_after(60):  # a hang guard, not a timing assertion
             await woke.wait()
+
+
+async def test_open_many_opens_runs_for_recovery_and_reports_each(store: Store) -> None:
+    for run_id in ("a", "b", "c", "d"):
+        (await create(store, run_id)).close()
+    held = await store.open("b")
+    assert held is not None
+    results = await store.open_many(["a", "b", "c", "missing"])
+    assert isinstance(results[1], durable.RunLockedError)
+    assert results[3] is None
+    for index, run_id in ((0, "a"), (2, "c")):
+        opened = results[index]
+        assert isinstance(opened, Opened) and opened.events == [started(run_id)]
+        opened.writer.append(step(1))
+        await opened.writer.sync()
+        opened.writer.close()
+    held.writer.close()
+    assert await store.read("c") == [started("c"), step(1)]
+    limited = await store.open_many(["a", "b", "c", "d"], limit=2)
+    assert sum(isinstance(r, Opened) for r in limited) == 2
+    assert sum(r is None for r in limited) == 2
+    for result in limited:
+        if isinstance(result, Opened):
+            result.writer.close()
 
 
 async def test_a_run_has_one_writer_at_a_time(store: Store) -> None:
