@@ -210,6 +210,7 @@ async def _take_runs(store: Store, interval: float, concurrency: int, console: C
         async with trio.open_nursery() as watchers:
             while True:
                 try:
+                    token = store.change_token()
                     free = concurrency - runtime.running
                     for handle in await runtime.recover(limit=free) if free > 0 else []:
                         if handle.run_id not in seen:
@@ -217,7 +218,7 @@ async def _take_runs(store: Store, interval: float, concurrency: int, console: C
                             state = "cannot run it" if handle.status == "error" else "running"
                             console.print(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
                             watchers.start_soon(_report_end, handle, seen, console)
-                    await store.wait_for_change(interval)
+                    await store.wait_for_change(interval, since=token)
                 except StoreError as exc:  # e.g. the database restarts: try again later
                     console.print(f"worker: the store failed ({str(exc).splitlines()[0]}); trying again")
                     await trio.sleep(max(interval, 1.0))

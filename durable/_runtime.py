@@ -384,11 +384,11 @@ class Runtime:
         """Take the messages other processes leave for the runs held here."""
         while True:
             try:
-                await self.store.wait_for_change(poll)
-                if not self._executions:
-                    continue
-                for run_id in (await self.store.runs_with_messages()) & self._executions.keys():
-                    await self._take_messages(run_id)
+                token = self.store.change_token()
+                if self._executions:
+                    for run_id in (await self.store.runs_with_messages()) & self._executions.keys():
+                        await self._take_messages(run_id)
+                await self.store.wait_for_change(poll, since=token)
             except StoreError as exc:
                 # The store is unavailable for now (a database restart...): the
                 # messages wait, durably, until it answers again.

@@ -216,9 +216,15 @@ class Store(abc.ABC):
     async def runs_with_messages(self) -> set[str]:
         """The ids of the runs that have messages waiting."""
 
-    async def wait_for_change(self, timeout: float) -> None:
+    def change_token(self) -> int:
+        """A token to pass to :meth:`wait_for_change` as ``since``: take it before
+        looking at the store, so that a change made while looking is not missed."""
+        return 0
+
+    async def wait_for_change(self, timeout: float, *, since: int | None = None) -> None:
         """Return when there may be new work (a run created or released, a message
-        posted), or after ``timeout`` seconds. Stores without notifications just wait."""
+        posted) since ``since`` (a :meth:`change_token`; default: since this call),
+        or after ``timeout`` seconds. Stores without notifications just wait."""
         await trio.sleep(timeout)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook

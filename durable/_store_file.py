@@ -496,7 +496,7 @@ class FileStore(Store):
                 ids.add(run_id)
         return ids
 
-    async def wait_for_change(self, timeout: float) -> None:
+    async def wait_for_change(self, timeout: float, *, since: int | None = None) -> None:
         """Wait ``timeout`` seconds of real time: other processes change the files
         behind trio's back, so a test's virtual clock says nothing about them."""
         if isinstance(self.fs, OsFileSystem):

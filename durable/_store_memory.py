@@ -45,6 +45,7 @@ class MemoryStore(Store):
         self._open: set[str] = set()
         self.inboxes: dict[str, list[ev.Message]] = {}
         self._changed = trio.Event()
+        self._generation = 0
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self.journals)} runs)"
@@ -113,11 +114,17 @@ class MemoryStore(Store):
     async def runs_with_messages(self) -> set[str]:
         return set(self.inboxes)
 
-    async def wait_for_change(self, timeout: float) -> None:
+    def change_token(self) -> int:
+        return self._generation
+
+    async def wait_for_change(self, timeout: float, *, since: int | None = None) -> None:
         """Wait until a run is created or a message posted: this store sees every change
         itself, so it needs no timeout to find one (and ignores ``timeout``)."""
+        if since is not None and since != self._generation:
+            return
         await self._changed.wait()
 
     def _notify(self) -> None:
+        self._generation += 1
         self._changed.set()
         self._changed = trio.Event()

@@ -434,7 +434,9 @@ class PostgresStore(Store):
         self.committed_jobs = 0
         # Change notifications: the LISTEN thread and the trio tasks waiting.
         self._generation = 0
-        self._waiters: list[tuple[trio.lowlevel.TrioToken, trio.Event]] = []
+        #: Tasks in wait_for_change: their trio token, the event that wakes them, and
+        #: whether they wait "since a token" (and so must hear of changes LISTEN missed).
+        self._waiters: list[tuple[trio.lowlevel.TrioToken, trio.Event, bool]] = []
         self._listener: threading.Thread | None = None
         self._listening = threading.Event()
         self._stop_listener = threading.Event()
@@ -500,6 +502,13 @@ class PostgresStore(Store):
             self._queries[template] = query
         return query
 
+    def _configure(self, conn: Conn) -> None:
+        """A new pool connection: a process frozen inside a transaction (SIGSTOP, a VM
+        pause) must not keep its row locks past its lease, or it would stall the workers
+        that take its runs over; the server ends such a session after ``lease_ttl``."""
+        timeout_ms = max(1000, int(self._lease_ttl * 1000))
+        conn.execute(sql.SQL("SET idle_in_transaction_session_timeout = {}").format(sql.Literal(timeout_ms)))
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"{self!r} is closed (aclose() was called); make a new store to go on")
@@ -534,6 +543,7 @@ class PostgresStore(Store):
                 open=False,
                 kwargs={"autocommit": True, "connect_timeout": timeout},
                 name=f"durable-{self.owner}",
+                configure=self._configure,
             )
             try:
                 pool.open(wait=True, timeout=self._connect_timeout)
@@ -722,13 +732,21 @@ class PostgresStore(Store):
 
         def take(conn: Conn) -> tuple[int, list[ev.Event]] | None:
             with conn.transaction():
-                row = conn.execute(
-                    self._q(
-                        "SELECT owner, lease_expires, lease_expires > now()"
-                        " FROM {runs} WHERE run_id = %s FOR UPDATE"
-                    ),
-                    [run_id],
-                ).fetchone()
+                try:
+                    row = conn.execute(
+                        self._q(
+                            "SELECT owner, lease_expires, lease_expires > now()"
+                            " FROM {runs} WHERE run_id = %s FOR UPDATE NOWAIT"
+                        ),
+                        [run_id],
+                    ).fetchone()
+                except psycopg.errors.LockNotAvailable:
+                    # Another worker is in a transaction on this run (taking it, renewing
+                    # its lease): skip it rather than wait behind a worker that may be frozen.
+                    raise RunLockedError(
+                        f"run {run_id!r} is being taken or renewed by another worker right now; "
+                        "durable never lets two writers append to one run"
+                    ) from None
                 if row is None:
                     return None
                 owner, expires, live = row
@@ -1011,21 +1029,26 @@ class PostgresStore(Store):
 
     # -- change notifications ------------------------------------------------------
 
-    def _changed(self) -> None:
-        """Something changed (a notification came, or this store changed something): wake waiters."""
+    def _changed(self, *, only_since: bool = False) -> None:
+        """Something changed (a notification came, or this store changed something): wake
+        waiters (``only_since``: only those waiting since a token, for changes that LISTEN
+        may have missed before it was set up; the others began waiting after it)."""
         with self._cond:
             self._generation += 1
-            waiters = list(self._waiters)
+            waiters = [(token, event) for token, event, since in self._waiters if since or not only_since]
         for token, event in waiters:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(event.set)
 
-    async def wait_for_change(self, timeout: float) -> None:
+    def change_token(self) -> int:
+        with self._cond:
+            return self._generation
+
+    async def wait_for_change(self, timeout: float, *, since: int | None = None) -> None:
         """Return when a run was created, released or ended, or a message posted (by any
-        process using this database and schema), or after ``timeout`` seconds."""
+        process using this database and schema) since ``since``, or after ``timeout`` seconds."""
         self._check_open()
         with self._cond:
-            seen = self._generation
             if self._listener is None:
                 self._listener = threading.Thread(
                     target=self._listener_main, name=f"durable-listener {self.owner}", daemon=True
@@ -1036,9 +1059,12 @@ class PostgresStore(Store):
                 await trio.to_thread.run_sync(
                     self._listening.wait, self._connect_timeout + 1, abandon_on_cancel=True
                 )
-            entry = (trio.lowlevel.current_trio_token(), trio.Event())
+            entry = (trio.lowlevel.current_trio_token(), trio.Event(), since is not None)
             with self._cond:
-                if self._generation != seen:
+                # Without a token, changes count from now (the store listens by now);
+                # with one, a change since it (a first LISTEN counts as one: what was
+                # looked at before it may have changed unnoticed) returns at once.
+                if since is not None and self._generation != since:
                     return
                 self._waiters.append(entry)
             try:
@@ -1067,8 +1093,9 @@ class PostgresStore(Store):
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     delay = 0.5
                     self._listening.set()
-                    if reconnect:
-                        self._changed()  # what happened while not listening is not known
+                    # What happened before LISTEN (or while the connection was lost) was
+                    # not notified here: waiters holding an older token look again.
+                    self._changed(only_since=not reconnect)
                     while not self._stop_listener.is_set():
                         for _ in conn.notifies(timeout=0.25):
                             self._changed()

@@ -788,3 +788,48 @@ async def test_open_many_claims_free_runs_in_one_go_and_skips_held_ones(
         result.writer.close()
     held.writer.close()
     assert await store.read("a") == [started("a"), step(1)]
+
+
+@postgres
+async def test_a_change_made_between_looking_and_waiting_is_not_missed(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    await store.wait_for_change(0.01)  # the listener runs from here on
+    token = store.change_token()  # a worker takes the token, then looks: nothing to do
+    assert await store.unfinished() == []
+    (await create(other, "late")).close()  # a run is created before the worker waits
+    with trio.fail_after(30):  # a hang guard: without the token this waits out its hour
+        await store.wait_for_change(3600, since=token)
+    assert await store.unfinished() == ["late"]
+
+
+@postgres
+async def test_a_worker_frozen_in_a_transaction_on_a_run_does_not_stall_others(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    (await create(store, "frozen")).close()
+    runs = sql.Identifier(store.schema, "durable_runs")
+    frozen = psycopg.connect(pgutil.dsn())  # a worker stopped halfway through renewing its lease
+    try:
+        frozen.execute(sql.SQL("UPDATE {} SET epoch = epoch WHERE run_id = 'frozen'").format(runs))
+        with trio.fail_after(30):  # a hang guard: without NOWAIT/SKIP LOCKED this waits for ever
+            with pytest.raises(durable.RunLockedError, match="frozen"):
+                await other.open("frozen")
+            [skipped] = await other.open_many(["frozen"])
+            assert isinstance(skipped, durable.RunLockedError)
+    finally:
+        frozen.rollback()
+        frozen.close()
+    opened = await other.open("frozen")
+    assert opened is not None
+    opened.writer.close()
+
+
+@postgres
+async def test_the_store_s_sessions_end_a_transaction_left_idle_past_the_lease(store: PostgresStore) -> None:
+    await store.run_ids()
+    setting = await store._run(
+        "reading a setting",
+        lambda conn: conn.execute("SHOW idle_in_transaction_session_timeout").fetchone(),
+    )
+    assert setting is not None and setting[0] in ("30s", "30000ms")
