@@ -331,11 +331,21 @@ class _Builder:
                 attempt.resumed = event.t  # it was running when the process stopped
         self.timeline.recoveries.append(Recovery(event.t, event.pid, replayed, in_flight))
 
+    def _close_open_timers(self, t: float) -> None:
+        """At the run's end, a timer that neither fired nor was cancelled was the timeout
+        of a ``wait_signal`` that a signal answered first."""
+        for step in self.timeline.steps:
+            if step.kind == "timer" and step.status == "running":
+                step.name, step.status, step.ended = "wait_signal timeout", "completed", t
+                step.result = "a signal came first"
+
     def run_completed(self, event: ev.RunCompleted) -> None:
+        self._close_open_timers(event.t)
         timeline = self.timeline
         timeline.status, timeline.ended, timeline.result = "completed", event.t, _value_text(event.result)
 
     def run_failed(self, event: ev.RunFailed) -> None:
+        self._close_open_timers(event.t)
         timeline = self.timeline
         timeline.status, timeline.ended, timeline.error = "failed", event.t, event.error
 
@@ -344,6 +354,8 @@ class _Builder:
         note = describe(event)
         if note.type in _RUN_ENDS_BY_NAME:
             self.timeline.status, self.timeline.ended = _RUN_ENDS_BY_NAME[note.type], note.t
+            if note.t is not None:
+                self._close_open_timers(note.t)
         seq = getattr(event, "seq", None)
         if not isinstance(seq, int) or isinstance(seq, bool):
             self.timeline.notes.append(note)

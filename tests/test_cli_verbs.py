@@ -851,3 +851,16 @@ def test_top_level_help_lists_the_verbs(workdir: Path) -> None:
     outcome = cli("--help")
     for verb in ("run", "ls", "show", "replay", "sim"):
         assert f"  {verb} " in outcome.stdout
+
+
+def test_the_timeout_of_a_wait_that_a_signal_answered_is_not_drawn_in_flight() -> None:
+    events = [
+        durable.lowlevel.RunStarted("pa", "approval", durable.lowlevel.dumps_value([[], {}]), 100.0),
+        durable.lowlevel.TimerStarted(0, 3600.0, 3700.0, 100.0),
+        durable.lowlevel.SignalReceived("decision", durable.lowlevel.dumps_value("yes"), 100.1, ""),
+        durable.lowlevel.RunCompleted(durable.lowlevel.dumps_value("yes"), 100.2),
+    ]
+    timeline = _timeline.build("pa", events)
+    [step] = timeline.steps
+    assert (step.status, step.name) == ("completed", "wait_signal timeout")
+    assert step.result == "a signal came first"
