@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import urllib.parse
 import uuid
 from typing import Any, TypeVar
 
@@ -58,26 +57,9 @@ def store_from(store: Store | str | os.PathLike[str] | None) -> Store:
     if isinstance(store, str | os.PathLike):
         text = os.fspath(store)
         if text.startswith(("postgresql://", "postgres://")):
-            return _postgres_store(text)
+            return PostgresStore(text)
         return FileStore(text)
     raise TypeError(f"store must be a durable store or a directory path (got {store!r})")
-
-
-#: Query parameters of a PostgreSQL DSN that configure the store rather than the connection.
-_STORE_OPTIONS = ("schema", "lease_ttl")
-
-
-def _postgres_store(dsn: str) -> PostgresStore:
-    """A PostgresStore from a DSN; ``?schema=...&lease_ttl=...`` set the store's options."""
-    parts = urllib.parse.urlsplit(dsn)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    options = dict(query)
-    rest = urllib.parse.urlencode([(name, value) for name, value in query if name not in _STORE_OPTIONS])
-    return PostgresStore(
-        urllib.parse.urlunsplit(parts._replace(query=rest)),
-        schema=options.get("schema", "public"),
-        lease_ttl=options.get("lease_ttl", "30s"),
-    )
 
 
 class RunHandle:

@@ -177,6 +177,21 @@ def _one_line(exc: BaseException) -> str:
     return text[0].strip() if text else type(exc).__name__
 
 
+#: Query parameters of a DSN URI that configure the store rather than the connection.
+_STORE_OPTIONS = ("schema", "lease_ttl")
+
+
+def _store_options(dsn: str) -> tuple[str, dict[str, str]]:
+    """A DSN URI without the store's own options (``?schema=...&lease_ttl=...``), and those."""
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        return dsn, {}
+    parts = urllib.parse.urlsplit(dsn)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    options = {name: value for name, value in query if name in _STORE_OPTIONS}
+    rest = urllib.parse.urlencode([(name, value) for name, value in query if name not in _STORE_OPTIONS])
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), options
+
+
 def _lease_moved(run_id: str) -> str:
     return (
         f"the lease on run {run_id!r} moved to another worker (it opened the run after this "
@@ -361,10 +376,12 @@ class PostgresStore(Store):
     run over) is fenced off and writes nothing more.
 
     Args:
-        dsn: a libpq connection string or URL, e.g. ``"postgresql://user@host:5432/db"``.
-        schema: the schema of durable's tables (created if missing).
-        lease_ttl: how long a lease lasts without renewal (``"30s"``, a number of seconds
-            or a timedelta); a crashed worker's runs can be taken over after this.
+        dsn: a libpq connection string or URL, e.g. ``"postgresql://user@host:5432/db"``;
+            a URL may carry the two options below as ``?schema=...&lease_ttl=...`` (so
+            that ``--store`` and ``DURABLE_STORE`` can name a configured store).
+        schema: the schema of durable's tables (created if missing; default ``public``).
+        lease_ttl: how long a lease lasts without renewal (``"30s"``, the default, a number
+            of seconds or a timedelta); a crashed worker's runs can be taken over after this.
         pool_size: the most connections the store's pool opens (besides one for LISTEN).
         connect_timeout: how long to wait for the server when connecting.
 
@@ -377,8 +394,8 @@ class PostgresStore(Store):
         self,
         dsn: str,
         *,
-        schema: str = "public",
-        lease_ttl: Duration = "30s",
+        schema: str | None = None,
+        lease_ttl: Duration | None = None,
         pool_size: int = 10,
         connect_timeout: Duration = "10s",
     ) -> None:
@@ -389,6 +406,9 @@ class PostgresStore(Store):
             ) from _IMPORT_ERROR
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a str (got {type(dsn).__name__})")
+        dsn, options = _store_options(dsn)
+        schema = schema if schema is not None else options.get("schema", "public")
+        lease_ttl = lease_ttl if lease_ttl is not None else options.get("lease_ttl", "30s")
         if not isinstance(schema, str) or not schema or len(schema.encode()) > 63:
             raise ValueError(f"schema must be a non-empty name of at most 63 bytes (got {schema!r})")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:

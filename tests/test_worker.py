@@ -38,6 +38,11 @@ WORKFLOWS = textwrap.dedent(
             total += yield step(i)
         return total
 
+    @durable.workflow(name="tests.worker.nap")
+    def nap(seconds):
+        yield durable.sleep(seconds)
+        return "rested"
+
     @durable.workflow(name="tests.worker.approval")
     def approval():
         return (yield durable.wait_signal("decision", timeout="1h"))
@@ -306,3 +311,47 @@ def test_a_worker_rides_out_its_database_connections_being_killed(workspace: Pat
     assert "Traceback" not in err
     keys = log.read_text().split()
     assert set(keys) == {f"job-pg/{i}" for i in range(10)}  # every step ran; some maybe twice
+
+
+@pytest.mark.postgres
+def test_a_timer_that_fell_due_while_no_worker_held_its_run_fires_on_the_worker_that_takes_it(
+    workspace: Path,
+) -> None:
+    pgutil.require()
+    schema = pgutil.fresh_schema()
+    dsn = f"{pgutil.dsn()}?schema={schema}&lease_ttl=2s"
+    wf = _module(workspace)
+    try:
+
+        async def sleep_then_stop() -> None:
+            # A process starts the run, which journals its timer's deadline, and stops.
+            async with durable.Runtime(dsn) as runtime:
+                await runtime.start(wf.nap, 1.0, id="nap-1")  # type: ignore[attr-defined]
+                await trio.sleep(0.2)
+
+        trio.run(sleep_then_stop)
+        time.sleep(1.5)  # the deadline passes while no process holds the run
+        worker = _worker(workspace, store=dsn)
+        try:
+
+            async def result() -> str:
+                handle = await durable.Client(dsn).start(wf.nap, 1.0, id="nap-1")  # type: ignore[attr-defined]
+                with trio.fail_after(60):  # a hang guard, not a timing assertion
+                    return str(await handle.result())
+
+            assert trio.run(result) == "rested"
+        finally:
+            err = _stop(worker)
+        assert "running 'nap-1'" in err
+
+        async def events() -> list[object]:
+            store = durable.PostgresStore(dsn)
+            try:
+                return list(await store.read("nap-1") or [])
+            finally:
+                await store.aclose()
+
+        names = [type(e).__name__ for e in trio.run(events)]
+        assert names.count("TimerStarted") == 1 and names.count("TimerFired") == 1
+    finally:
+        pgutil.drop_schema(schema)
