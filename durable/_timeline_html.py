@@ -2,7 +2,8 @@
 
 Activities are bars from scheduled to completed, each attempt its own segment
 (failed ones red, backoffs hatched), crash and recovery marks are vertical
-lines at each restart, and every shape has a hover title with the details.
+lines where the run resumed (a restart, or another worker taking it over),
+and every shape has a hover title with the details.
 The model comes from :mod:`durable._timeline`.
 """
 
@@ -155,7 +156,7 @@ def _attempt_bars(scale: _Scale, step: Step, attempt: Attempt, y: float, chart_e
     if attempt.resumed is not None and start < attempt.resumed <= end:
         lost = (
             f"{head}attempt {attempt.number} was in flight when the process stopped; "
-            "it ran again after the restart"
+            "it ran again when the run resumed"
         )
         bars.append(_bar(scale, "lost", start, attempt.resumed, y, lost, data_attempt=attempt.number))
         start = attempt.resumed
@@ -264,7 +265,7 @@ def _svg(timeline: Timeline) -> str:
     scale = _Scale(start, end)
     marks = [
         _Mark(
-            r.t, "recovery", f"⟲ restart (pid {r.pid})", f"{local_time(r.t, precise=True)}: {r.text()}", r.pid
+            r.t, "recovery", f"⟲ resumed (pid {r.pid})", f"{local_time(r.t, precise=True)}: {r.text()}", r.pid
         )
         for r in timeline.recoveries
     ]
