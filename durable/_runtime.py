@@ -57,7 +57,10 @@ def store_from(store: Store | str | os.PathLike[str] | None) -> Store:
     if isinstance(store, str | os.PathLike):
         text = os.fspath(store)
         if text.startswith(("postgresql://", "postgres://")):
-            return PostgresStore(text)
+            try:
+                return PostgresStore(text)
+            except ImportError as exc:  # psycopg is an optional dependency
+                raise StoreError(str(exc)) from None
         return FileStore(text)
     raise TypeError(f"store must be a durable store or a directory path (got {store!r})")
 

@@ -401,8 +401,8 @@ class PostgresStore(Store):
     ) -> None:
         if _IMPORT_ERROR is not None:
             raise ImportError(
-                "durable.PostgresStore needs psycopg 3 and psycopg_pool: "
-                "pip install 'durable-yield[postgres]'"
+                "durable.PostgresStore needs psycopg 3 and psycopg_pool: install durable with its "
+                "postgres extra (pip install 'durable-yield[postgres]', or '.[postgres]' in a clone)"
             ) from _IMPORT_ERROR
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a str (got {type(dsn).__name__})")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import subprocess
 import sys
 from functools import cache
@@ -335,3 +336,21 @@ def test_no_private_name_leaks_into_the_root() -> None:
     # Submodules show up as attributes once imported; everything else must be in __all__.
     extra = {n for n in public - set(durable.__all__) if not inspect.ismodule(getattr(durable, n))}
     assert not extra, f"public-looking names outside __all__: {sorted(extra)}"
+
+
+def test_without_psycopg_durable_imports_and_a_postgres_store_is_a_clear_error(tmp_path: Path) -> None:
+    # psycopg is an optional dependency: hide it, as on a machine without the extra.
+    (tmp_path / "psycopg.py").write_text("raise ImportError('no psycopg here')\n")
+    code = (
+        "import durable\n"
+        "from durable._runtime import store_from\n"
+        "try:\n"
+        "    store_from('postgresql://x@127.0.0.1/test')\n"
+        "except durable.StoreError as error:\n"
+        "    print(error)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True, env=env
+    )
+    assert "needs psycopg 3" in done.stdout and "postgres extra" in done.stdout
