@@ -401,7 +401,8 @@ class Runtime:
 
         Returns the handles of the runs resumed. A run whose workflow is not
         defined in this process gets a handle whose ``result()`` raises
-        :class:`UnknownWorkflowError`.
+        :class:`UnknownWorkflowError`; a run whose journal is damaged, one that
+        raises :class:`JournalCorruptError` (the other runs are resumed all the same).
 
         Args:
             limit: resume at most this many runs (a worker's free capacity), so
