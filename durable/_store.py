@@ -17,7 +17,7 @@ import trio
 
 from . import _events as ev
 from ._codec import encode_record
-from ._errors import DurableError, StoreError
+from ._errors import DurableError, JournalCorruptError, JournalVersionError, StoreError
 
 SYNC_MODES = ("always", "batch", "none")
 
@@ -184,11 +184,16 @@ class Store(abc.ABC):
         """Ids of the runs that have not ended, sorted: the candidates for recovery.
 
         A store that records run status (PostgreSQL) answers without reading
-        journals, and may leave out runs that a live holder keeps open.
+        journals, and may leave out runs that a live holder keeps open. A journal
+        that cannot be read counts as unfinished: opening it reports the damage.
         """
         ids = []
         for run_id in await self.run_ids():
-            events = await self.read(run_id)
+            try:
+                events = await self.read(run_id)
+            except (JournalCorruptError, JournalVersionError):
+                ids.append(run_id)  # recovery reports it, and goes on with the others
+                continue
             if events and not isinstance(events[-1], ev.TERMINAL):
                 ids.append(run_id)
         return ids

@@ -339,6 +339,28 @@ async def test_recover_leaves_finished_runs_alone(store: durable.Store) -> None:
     assert journal_bytes(store, "done") == before
 
 
+async def test_a_damaged_journal_does_not_keep_recover_from_resuming_the_others(tmp_path: Path) -> None:
+    store = durable.FileStore(tmp_path)
+    for run_id in ("damaged", "sound"):
+        started = ev.RunStarted(run_id, pipeline.name, encode_call((2,), {}, what="test"), 0.0)
+        writer = await store.create(started)
+        assert writer is not None
+        writer.append(ev.RunResumed(1.0, 1))
+        writer.append(ev.RunResumed(2.0, 1))
+        await writer.sync()
+        writer.close()
+    path = store.journal_path("damaged")
+    data = bytearray(Path(path).read_bytes())
+    data[40] ^= 0xFF  # inside record 0: the later records prove it was durable
+    Path(path).write_bytes(bytes(data))
+    async with durable.Runtime(durable.FileStore(tmp_path)) as rt:
+        handles = {handle.run_id: handle for handle in await rt.recover()}
+        assert set(handles) == {"damaged", "sound"}
+        with pytest.raises(durable.JournalCorruptError, match="damaged"):
+            await handles["damaged"].result()
+        assert await handles["sound"].result() == [4, "hello world"]
+
+
 async def test_recovering_a_run_of_an_unknown_workflow_names_the_workflow(store: durable.Store) -> None:
     started = ev.RunStarted("orphan", "billing.retired_workflow", encode_call((1,), {}, what="test"), 0.0)
     writer = await store.create(started)
