@@ -39,9 +39,11 @@ from ._errors import (
     Cancelled,
     DurableError,
     JournalCorruptError,
+    JournalVersionError,
     NonDeterminismError,
     SerializationError,
     StoreError,
+    UnknownWorkflowError,
     WorkflowFailed,
 )
 from ._loader import LoadError, load_module, load_workflow, parse_arg
@@ -224,6 +226,11 @@ async def _take_runs(store: Store, interval: float, concurrency: int, console: C
                     await trio.sleep(max(interval, 1.0))
 
 
+#: Why a run cannot go on until someone acts (fix the code, restore the journal): the
+#: worker says so once, not at every poll.
+_NEEDS_A_PERSON = (JournalCorruptError, JournalVersionError, NonDeterminismError, UnknownWorkflowError)
+
+
 async def _report_end(handle: RunHandle, seen: set[str], console: Console) -> None:
     """Say how a run this worker ran ended; one it gave up may be taken again later."""
     try:
@@ -231,7 +238,8 @@ async def _report_end(handle: RunHandle, seen: set[str], console: Console) -> No
     except (WorkflowFailed, Cancelled):
         pass
     except Exception as exc:
-        seen.discard(handle.run_id)
+        if not isinstance(exc, _NEEDS_A_PERSON):
+            seen.discard(handle.run_id)  # e.g. its lease moved: it may come back to this worker
         console.print(f"worker: gave up {handle.run_id!r}: {str(exc).splitlines()[0]}")
         return
     console.print(f"worker: {handle.status} {handle.run_id!r}")

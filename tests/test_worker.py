@@ -355,3 +355,38 @@ def test_a_timer_that_fell_due_while_no_worker_held_its_run_fires_on_the_worker_
         assert names.count("TimerStarted") == 1 and names.count("TimerFired") == 1
     finally:
         pgutil.drop_schema(schema)
+
+
+def test_a_worker_reports_a_damaged_journal_once_and_runs_the_others(workspace: Path) -> None:
+    wf = _module(workspace)
+
+    async def start() -> None:
+        await durable.Client(workspace / "store").start(wf.job, 2, id="fine")  # type: ignore[attr-defined]
+        store = durable.FileStore(workspace / "store")
+        call = durable.lowlevel.dumps_value([[2], {}])
+        writer = await store.create(durable.lowlevel.RunStarted("broken", "tests.worker.job", call, 1.0))
+        assert writer is not None
+        writer.append(durable.lowlevel.RunResumed(2.0, 1))  # a later record: record 0 was durable
+        await writer.sync()
+        writer.close()
+
+    trio.run(start)
+    path = Path(durable.FileStore(workspace / "store").journal_path("broken"))
+    data = bytearray(path.read_bytes())
+    data[30] ^= 0xFF  # damage inside record 0
+    path.write_bytes(bytes(data))
+    worker = _worker(workspace)
+    try:
+
+        async def wait() -> int:
+            handle = await durable.Client(workspace / "store").start(wf.job, 2, id="fine")  # type: ignore[attr-defined]
+            with trio.fail_after(60):  # a hang guard, not a timing assertion
+                return int(await handle.result())
+
+        assert trio.run(wait) == 1
+        time.sleep(0.5)  # some more polls
+    finally:
+        err = _stop(worker)
+    lines = [line for line in err.splitlines() if "'broken'" in line]
+    assert len(lines) == 2, err  # "cannot run it", then "gave up ... damaged": once each
+    assert "cannot run it" in lines[0] and "damaged" in lines[1]
