@@ -55,9 +55,12 @@ async def send(store: Store, run_id: str, message: ev.Message) -> None:
     if opened is None:
         return
     try:
+        if isinstance(opened.events[-1], ev.TERMINAL):
+            # It ended meanwhile: nobody will take its messages.
+            await store.remove_messages(run_id, [m.message_id for m in await store.messages(run_id)])
+            return
         seen = {m.message_id for m in opened.events if isinstance(m, ev.Message) and m.message_id}
-        if not isinstance(opened.events[-1], ev.TERMINAL):
-            await journal_messages(store, run_id, seen, _appender(opened.writer))
+        await journal_messages(store, run_id, seen, _appender(opened.writer))
     finally:
         opened.writer.close()
 
