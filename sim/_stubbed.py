@@ -91,7 +91,11 @@ def run_stubbed(
         step = next(iter(core.pending.values()))
         command = step.command
         if not isinstance(command, durable.ActivityCall):
-            raise TypeError(f"run_stubbed cannot answer {command.describe()}")
+            raise TypeError(
+                f"run_stubbed cannot answer {command.describe()}: it stubs activity calls only; "
+                "test a workflow with timers, signals, recorded values or children on a "
+                "durable.Runtime in virtual time (trio.testing.MockClock), or with sim.explore"
+            )
         calls.append(Call(command.name, command.call_args, command.call_kwargs))
         core.apply(ActivityScheduled(step.seq, command.name, command.encoded_args, 0.0))
         core.apply(_answer(step.seq, command, stubs))

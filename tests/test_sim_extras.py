@@ -129,3 +129,13 @@ def test_a_missing_stub_names_the_activity_and_the_stubs_given() -> None:
 def test_run_stubbed_needs_a_workflow() -> None:
     with pytest.raises(TypeError, match=r"durable\.workflow"):
         sim.run_stubbed(charge, stubs={})  # type: ignore[arg-type]
+
+
+@durable.workflow(name="tests.sim_extras.napper")
+def napper():  # type: ignore[no-untyped-def]
+    yield durable.sleep("1h")
+
+
+def test_run_stubbed_says_what_to_use_for_a_command_it_cannot_answer() -> None:
+    with pytest.raises(TypeError, match=r"cannot answer sleep 1h.*MockClock.*sim\.explore"):
+        sim.run_stubbed(napper)
