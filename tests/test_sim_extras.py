@@ -138,4 +138,4 @@ def napper():  # type: ignore[no-untyped-def]
 
 def test_run_stubbed_says_what_to_use_for_a_command_it_cannot_answer() -> None:
     with pytest.raises(TypeError, match=r"cannot answer sleep 1h.*MockClock.*sim\.explore"):
-        sim.run_stubbed(napper)
+        sim.run_stubbed(napper, stubs={})
