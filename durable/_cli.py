@@ -82,7 +82,8 @@ def _common(fn: F) -> F:
         "store",
         metavar="PATH_OR_DSN",
         default=None,
-        help="The store: a directory (default: $DURABLE_STORE or ./.durable).",
+        help="The store: a directory, or a PostgreSQL DSN postgresql://... (default: $DURABLE_STORE "
+        "or ./.durable).",
     )
     @click.option("--debug", is_flag=True, help="Show tracebacks.")
     @functools.wraps(fn)
@@ -157,6 +158,7 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, store: str | Non
         "Examples:",
         "  durable worker examples/process_order.py",
         "  durable worker myapp.workflows myapp.billing --store /var/lib/myapp/durable",
+        "  durable worker myapp.workflows --store 'postgresql://durable@db/app?schema=durable'",
     ),
 )
 @click.argument("modules", nargs=-1, required=True, metavar="FILE_OR_MODULE...")
