@@ -6,6 +6,7 @@ readily than the root API.
 """
 
 from ._codec import HEADER_SIZE, Scan, decode_record, encode_header, encode_record, scan
+from ._commands import current_activity
 from ._events import (
     EVENT_TYPES,
     ActivityCompleted,
@@ -72,6 +73,7 @@ __all__ = [
     "TimerFired",
     "TimerStarted",
     "WallClock",
+    "current_activity",
     "decode_record",
     "dumps_value",
     "encode_header",

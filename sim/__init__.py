@@ -19,7 +19,7 @@ from ._disk import DISK_FAULTS, OPT_IN_FAULTS, SimDisk, SimulatedCrash
 from ._explore import Simulator, assert_crash_safe, explore, replay_recipe
 from ._plan import ActivityFault, Crash, InjectedFault, Recipe
 from ._report import Failure, Report
-from ._stubbed import Call, StubbedRun, run_stubbed
+from ._stubbed import Call, StubbedRun, in_activity, run_stubbed
 
 __all__ = [
     "DISK_FAULTS",
@@ -37,6 +37,7 @@ __all__ = [
     "StubbedRun",
     "assert_crash_safe",
     "explore",
+    "in_activity",
     "replay_recipe",
     "run_stubbed",
 ]

@@ -7,8 +7,9 @@ journal's encoding, so the workflow sees exactly what it would see for real.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -22,6 +23,7 @@ from durable.lowlevel import (
     Replay,
     Returned,
     RunStarted,
+    current_activity,
     dumps_value,
     loads_value,
 )
@@ -132,3 +134,23 @@ def _is_exception(value: object) -> bool:
 
 def _call_stub(stub: Callable[..., Any], command: durable.ActivityCall) -> Any:
     return stub(*command.call_args, **command.call_kwargs)
+
+
+@contextlib.contextmanager
+def in_activity(
+    run_id: str = "test-run", seq: int = 0, attempt: int = 1, activity: str = "test", max_attempts: int = 1
+) -> Iterator[durable.ActivityInfo]:
+    """Call an activity's ``.fn`` as durable would: ``durable.activity_info()`` answers
+    inside the block (its ``idempotency_key`` is ``"<run_id>/<seq>"``).
+
+    ::
+
+        with sim.in_activity(run_id="order-1", seq=0, attempt=2):
+            assert charge_payment.fn(4200, "tok_visa") == "pay-1"
+    """
+    info = durable.ActivityInfo(run_id, seq, attempt, activity, max_attempts)
+    token = current_activity.set(info)
+    try:
+        yield info
+    finally:
+        current_activity.reset(token)

@@ -139,3 +139,17 @@ def napper():  # type: ignore[no-untyped-def]
 def test_run_stubbed_says_what_to_use_for_a_command_it_cannot_answer() -> None:
     with pytest.raises(TypeError, match=r"cannot answer sleep 1h.*MockClock.*sim\.explore"):
         sim.run_stubbed(napper, stubs={})
+
+
+@durable.activity(name="tests.sim_extras.tagged")
+def tagged(label: str) -> str:
+    info = durable.activity_info()
+    return f"{label} {info.idempotency_key} {info.attempt}"
+
+
+def test_in_activity_lets_an_activity_s_own_code_read_activity_info() -> None:
+    with sim.in_activity(run_id="order-1", seq=2, attempt=3) as info:
+        assert tagged.fn("charge") == "charge order-1/2 3"
+        assert info.idempotency_key == "order-1/2"
+    with pytest.raises(RuntimeError, match="outside an activity"):
+        tagged.fn("charge")
