@@ -231,6 +231,13 @@ TERMINAL = (RunCompleted, RunFailed, RunCancelled)
 #: What others send a run (``Runtime.signal``, ``Runtime.cancel``): posted to its
 #: inbox, then journaled by whoever holds the run.
 Message = SignalReceived | CancelRequested
+
+
+def message_text(message: Message) -> str:
+    """``the signal 'name'`` or ``the cancellation``, for error messages."""
+    return f"the signal {message.name!r}" if isinstance(message, SignalReceived) else "the cancellation"
+
+
 #: The end of one incarnation of a run that goes on in a fresh journal.
 CONTINUED = RunContinuedAsNew
 

@@ -263,10 +263,9 @@ class RunExecution:
         while self._committing:
             await self._committed.wait()
         if self.core.outcome is not None:
-            what = (
-                f"the signal {event.name!r}" if isinstance(event, ev.SignalReceived) else "the cancellation"
+            raise RunConflictError(
+                f"run {self.core.run_id!r} has finished; {ev.message_text(event)} was not delivered"
             )
-            raise RunConflictError(f"run {self.core.run_id!r} has finished; {what} was not delivered")
         running = set(self.core.pending)
         # Appended and applied at once (no await between), so it cannot fall between
         # another event's append and apply. Like a recorded value, it is made durable

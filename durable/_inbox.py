@@ -1,10 +1,11 @@
 """Messages for runs held elsewhere: signals and cancel requests sent through the store.
 
 A run has one writer at a time (a lock, or a lease). A sender that does not
-hold the run posts its message to the run's inbox in the store, durably, then
-tries to take the run itself: if nobody holds it, the sender journals the
-waiting messages and lets it go again; if a process holds it, that process's
-runtime finds the message (it watches the inbox) and journals it.
+hold the run first tries to take it: if nobody holds it, the sender journals
+the messages waiting in its inbox and its own, and lets it go again; if a
+process holds it, the sender posts its message to the run's inbox in the
+store, durably, and that process's runtime finds it (it watches the inbox) and
+journals it.
 
 Either way a message is journaled before it leaves the inbox, and it carries
 an id that the journal keeps, so a crash between the two can only make it be
@@ -29,11 +30,6 @@ def with_id(message: ev.Message) -> ev.Message:
     return attrs.evolve(message, message_id=uuid.uuid4().hex)
 
 
-def describe(message: ev.Message) -> str:
-    """``the signal 'name'`` or ``the cancellation``, for error messages."""
-    return f"the signal {message.name!r}" if isinstance(message, ev.SignalReceived) else "the cancellation"
-
-
 async def send(store: Store, run_id: str, message: ev.Message) -> None:
     """Deliver ``message`` to a run that this process does not run.
 
@@ -42,27 +38,46 @@ async def send(store: Store, run_id: str, message: ev.Message) -> None:
         RunConflictError: the run has finished.
     """
     run_id = check_run_id(run_id)
+    message = with_id(message)
+    try:
+        opened = await store.open(run_id)
+    except RunLockedError:
+        await _post(store, run_id, message)  # its holder takes it from the inbox
+        return
+    if opened is None:
+        raise UnknownRunError(run_id, store)
+    try:
+        if isinstance(opened.events[-1], ev.TERMINAL):
+            await drop_messages(store, run_id)  # nobody will take them now
+            raise _finished(run_id, message)
+        # Nobody holds it: journal what waits in its inbox, then this message.
+        seen = {m.message_id for m in opened.events if isinstance(m, ev.Message) and m.message_id}
+        append = _appender(opened.writer)
+        await journal_messages(store, run_id, seen, append)
+        await append(message)
+    finally:
+        opened.writer.close()
+
+
+async def _post(store: Store, run_id: str, message: ev.Message) -> None:
+    """Leave a message for a run that another process holds, if it can still take it."""
     events = await store.read(run_id)
     if not events:
         raise UnknownRunError(run_id, store)
     if isinstance(events[-1], ev.TERMINAL):
-        raise RunConflictError(f"run {run_id!r} has finished; {describe(message)} was not delivered")
-    await store.post(run_id, with_id(message))
-    try:
-        opened = await store.open(run_id)
-    except RunLockedError:
-        return  # its holder takes the message from the inbox
-    if opened is None:
-        return
-    try:
-        if isinstance(opened.events[-1], ev.TERMINAL):
-            # It ended meanwhile: nobody will take its messages.
-            await store.remove_messages(run_id, [m.message_id for m in await store.messages(run_id)])
-            return
-        seen = {m.message_id for m in opened.events if isinstance(m, ev.Message) and m.message_id}
-        await journal_messages(store, run_id, seen, _appender(opened.writer))
-    finally:
-        opened.writer.close()
+        raise _finished(run_id, message)
+    await store.post(run_id, message)
+
+
+def _finished(run_id: str, message: ev.Message) -> RunConflictError:
+    return RunConflictError(f"run {run_id!r} has finished; {ev.message_text(message)} was not delivered")
+
+
+async def drop_messages(store: Store, run_id: str) -> None:
+    """Forget the messages waiting for a run that has ended: nobody will take them."""
+    waiting = await store.messages(run_id)
+    if waiting:
+        await store.remove_messages(run_id, [m.message_id for m in waiting])
 
 
 def _appender(writer: JournalWriter) -> Callable[[ev.Message], Awaitable[None]]:
@@ -79,16 +94,12 @@ async def journal_messages(
     run_id: str,
     seen: Collection[str],
     journal: Callable[[ev.Message], Awaitable[None]],
-) -> int:
+) -> None:
     """Journal the run's waiting messages (skipping those ``seen`` in its journal), then
-    remove them from the inbox. Returns how many were journaled."""
+    remove them from the inbox."""
     waiting = await store.messages(run_id)
-    if not waiting:
-        return 0
-    taken = 0
     for message in waiting:
         if message.message_id not in seen:
             await journal(message)  # durable when this returns
-            taken += 1
-    await store.remove_messages(run_id, [m.message_id for m in waiting])
-    return taken
+    if waiting:
+        await store.remove_messages(run_id, [m.message_id for m in waiting])

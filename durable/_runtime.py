@@ -29,7 +29,7 @@ from ._errors import (
 )
 from ._executor import RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
-from ._inbox import journal_messages, send
+from ._inbox import drop_messages, journal_messages, send
 from ._machine import Continued, Outcome, Raised, Replay, Returned, Stopped
 from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore, check_run_id
@@ -386,10 +386,8 @@ class Runtime:
             return
         try:
             await journal_messages(self.store, run_id, execution.core.messages_seen, execution.deliver)
-        except RunConflictError:
-            # The run ended before it took them: nobody will.
-            left = await self.store.messages(run_id)
-            await self.store.remove_messages(run_id, [m.message_id for m in left])
+        except RunConflictError:  # the run ended before it took them
+            await drop_messages(self.store, run_id)
 
     @property
     def running(self) -> int:
