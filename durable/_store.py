@@ -10,7 +10,7 @@ before it acts on it. Every store writes the same journal contract v1 records
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import attrs
 import trio
@@ -115,6 +115,26 @@ class JournalWriter(abc.ABC):
         """Release the journal (and its lock). Idempotent."""
 
 
+async def open_each(
+    run_ids: Sequence[str], limit: int | None, open_one: Callable[[str], Awaitable[Opened | None]]
+) -> list[Opened | DurableError | None]:
+    """``open_one`` each run until ``limit`` are open; a store error in its run's place."""
+    results: list[Opened | DurableError | None] = []
+    opened = 0
+    for run_id in run_ids:
+        if limit is not None and opened >= limit:
+            results.append(None)
+            continue
+        try:
+            result = await open_one(run_id)
+        except StoreError as exc:
+            results.append(exc)
+            continue
+        results.append(result)
+        opened += result is not None
+    return results
+
+
 class Store(abc.ABC):
     """Where journals live. See :class:`~durable.FileStore` and :class:`~durable.MemoryStore`."""
 
@@ -147,20 +167,7 @@ class Store(abc.ABC):
             limit: open at most this many; the runs after that are left alone (None
                 in their place). A shared store may pick which of the runs it opens.
         """
-        results: list[Opened | DurableError | None] = []
-        opened = 0
-        for run_id in run_ids:
-            if limit is not None and opened >= limit:
-                results.append(None)
-                continue
-            try:
-                result = await self.open(run_id)
-            except StoreError as exc:
-                results.append(exc)
-                continue
-            results.append(result)
-            opened += result is not None
-        return results
+        return await open_each(run_ids, limit, self.open)
 
     @abc.abstractmethod
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:

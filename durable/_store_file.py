@@ -40,7 +40,7 @@ from . import _events as ev
 from ._codec import FRAME_SIZE, HEADER_SIZE, decode_record, encode_header, encode_record, scan
 from ._errors import DurableError, JournalCorruptError, RunLockedError, StoreError, UnknownRunError
 from ._fs import FileSystem, OsFileSystem
-from ._store import JournalWriter, Opened, Store, check_sync_mode
+from ._store import JournalWriter, Opened, Store, check_sync_mode, open_each
 
 _SAFE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 _SUFFIX = ".journal"
@@ -324,19 +324,11 @@ class FileStore(Store):
     ) -> list[Opened | DurableError | None]:
         """Open runs for recovery, then make them durable in one parallel round of
         fdatasyncs and one directory fsync (instead of two fsyncs per run)."""
-        results: list[Opened | DurableError | None] = []
-        taken = 0
-        for run_id in run_ids:
-            if limit is not None and taken >= limit:
-                results.append(None)
-                continue
-            try:
-                result = self._open_unsynced(run_id)
-            except StoreError as exc:
-                results.append(exc)
-                continue
-            results.append(result)
-            taken += result is not None
+
+        async def unsynced(run_id: str) -> Opened | None:
+            return self._open_unsynced(run_id)
+
+        results = await open_each(run_ids, limit, unsynced)
         opened = [r for r in results if isinstance(r, Opened)]
         if not opened:
             return results
