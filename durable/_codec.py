@@ -37,7 +37,8 @@ import attrs
 import cbor2
 
 from . import _events as ev
-from ._errors import ErrorInfo, JournalCorruptError, JournalVersionError
+from ._errors import ErrorInfo, JournalCorruptError, JournalVersionError, SerializationError
+from ._values import MAX_RECORD
 from ._values import loads as loads_value
 
 MAGIC = b"\x89DUR\r\n\x1a\n"
@@ -48,7 +49,6 @@ MARKER = b"\xd5J"
 _FRAME = struct.Struct("<2sII")
 FRAME_SIZE = _FRAME.size
 _LENGTH = struct.Struct("<I")
-MAX_RECORD = 64 * 1024 * 1024
 
 
 def encode_header(flags: int = 0) -> bytes:
@@ -75,24 +75,97 @@ def _encoder(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
     return fields
 
 
+# What a decoded field may hold, by its annotation in _events. A record whose
+# checksum is right but whose fields have other types (a foreign writer, a bug)
+# must be that run's JournalCorruptError, not a TypeError somewhere far away.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "bytes": (bytes,),
+    "int": (int,),
+    "float": (float, int),
+    "ErrorInfo": (list,),
+    "ErrorInfo | None": (list, type(None)),
+}
+#: Times and durations in a journal lie within this many seconds of the epoch
+#: (about 3,000 years): anything else is not a time durable wrote.
+_MAX_SECONDS = 1e11
+
+
 def _decoder(cls: type[Any]) -> Callable[[list[Any], str, int, int], Any]:
     """A function from a record's payload fields to its event (raising JournalCorruptError)."""
-    names = [f.name for f in attrs.fields(cls)]
+    fields_ = attrs.fields(cls)
+    names = [f.name for f in fields_]
     count = len(names)
-    error_at = names.index("error") + 3 if "error" in names else None
+    required = sum(f.default is attrs.NOTHING for f in fields_)
+    allowed = [_FIELD_TYPES[str(f.type)] for f in fields_]
+    # The exact types a record written by durable has, for a fast check of the common case.
+    expected = tuple(kinds[0] for kinds in allowed)
+    floats = [i for i, kinds in enumerate(allowed) if kinds[0] is float]
+    error_at = names.index("error") if "error" in names else None
 
-    def decode(fields: list[Any], path: str, offset: int, index: int) -> Any:
-        # Fields added later within v1 are appended; a v1 reader ignores extras.
-        values = fields[3 : 3 + count]
-        try:
-            if error_at is not None and fields[error_at] is not None:
-                values[error_at - 3] = ErrorInfo(*fields[error_at])
-            return cls(*values)
-        except TypeError as exc:
-            problem = "has too few fields" if len(values) < count else f"is malformed: {exc}"
-            raise JournalCorruptError(path, offset, f"{cls.__name__} {problem}", index) from None
+    def check(values: list[Any], path: str, offset: int, index: int) -> list[Any]:
+        """Check each field's type and range; build the ErrorInfo. The slow, thorough path."""
+        if len(values) < required:
+            raise JournalCorruptError(path, offset, f"{cls.__name__} has too few fields", index)
+        for at, value in enumerate(values):
+            if type(value) not in allowed[at]:
+                raise JournalCorruptError(
+                    path,
+                    offset,
+                    f"{cls.__name__}.{names[at]} holds a {type(value).__name__} where "
+                    f"{' or '.join(t.__name__ for t in allowed[at])} belongs",
+                    index,
+                )
+            if at in floats and not -_MAX_SECONDS < value < _MAX_SECONDS:
+                raise JournalCorruptError(
+                    path, offset, f"{cls.__name__}.{names[at]} holds the impossible time {value!r}", index
+                )
+        if error_at is not None and error_at < len(values) and values[error_at] is not None:
+            values[error_at] = _error_info(values[error_at], path, offset, index)
+        return values
 
+    if error_at is not None:  # failures are rare: the thorough path is fast enough
+
+        def decode(fields: list[Any], path: str, offset: int, index: int) -> Any:
+            # Fields added later within v1 are appended; a v1 reader ignores extras.
+            return cls(*check(fields[3 : 3 + count], path, offset, index))
+
+        return decode
+    return _fast_decoder(cls, expected, floats, check)
+
+
+def _fast_decoder(
+    cls: type[Any], expected: tuple[type, ...], floats: list[int], check: Callable[..., list[Any]]
+) -> Callable[[list[Any], str, int, int], Any]:
+    """The decoder of an event without an error field, generated as straight-line code.
+
+    Replay decodes two events per activity, so the check that each field has the
+    exact type durable writes is unrolled, as attrs generates its ``__init__``:
+    ``type(v0) is int and type(v1) is str and -1e11 < v3 < 1e11 ...``. Anything
+    else (an older record with fewer fields, an int time) takes ``check``.
+    """
+    names = [f"v{at}" for at in range(len(expected))]
+    tests = [f"type({name}) is {kind.__name__}" for name, kind in zip(names, expected, strict=True)]
+    tests += [f"{-_MAX_SECONDS!r} < v{at} < {_MAX_SECONDS!r}" for at in floats]
+    source = (
+        "def decode(fields, path, offset, index):\n"
+        f"    values = fields[3:{3 + len(names)}]\n"
+        f"    if len(values) == {len(names)}:\n"
+        f"        {', '.join(names)}, = values\n"
+        f"        if {' and '.join(tests)}:\n"
+        f"            return cls({', '.join(names)})\n"
+        "    return cls(*check(values, path, offset, index))\n"
+    )
+    scope: dict[str, Any] = {"cls": cls, "check": check}
+    exec(compile(source, f"<durable decoder of {cls.__name__}>", "exec"), scope)
+    decode: Callable[[list[Any], str, int, int], Any] = scope["decode"]
     return decode
+
+
+def _error_info(fields: list[Any], path: str, offset: int, index: int) -> ErrorInfo:
+    if 2 <= len(fields) <= 3 and all(type(text) is str for text in fields):
+        return ErrorInfo(*fields)
+    raise JournalCorruptError(path, offset, "an error is not [type, message, traceback] text", index)
 
 
 _ENCODERS = {cls: (code, _encoder(cls)) for cls, code in ev.EVENT_TYPES.items()}
@@ -104,6 +177,15 @@ def encode_record(event: ev.Event, index: int, durable_upto: int) -> bytes:
     code, fields = _ENCODERS[type(event)]
     payload = cbor2.dumps([code, index, durable_upto, *fields(event)])
     size = len(payload)
+    if size > MAX_RECORD:
+        # Values are refused long before this (MAX_VALUE); this is the last guard that
+        # no store ever acknowledges a record that every reader would refuse.
+        raise SerializationError(
+            f"a {type(event).__name__} record of {size:,} bytes is over the journal's limit of "
+            f"{MAX_RECORD:,} bytes (64 MiB); nothing was written",
+            size=size,
+            limit=MAX_RECORD,
+        )
     crc = zlib.crc32(payload, zlib.crc32(_LENGTH.pack(size)))
     return _FRAME.pack(MARKER, size, crc) + payload
 

@@ -15,13 +15,18 @@ Duration = str | int | float | datetime.timedelta
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PATTERN = re.compile(r"^\s*(-?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h|d)\s*$")
 _EXAMPLES = "'500ms', '30s', '2m', '1h', '1d', a number of seconds or a datetime.timedelta"
+#: The longest duration durable accepts: 100 years. A longer one is a mistake (a
+#: timestamp passed as a duration, milliseconds as seconds), and its deadline
+#: could not be shown as a date.
+MAX_DURATION = 100 * 365.25 * 86400
 
 
 def parse_duration(value: object, *, what: str = "duration") -> float:
     """Return ``value`` as a non-negative number of seconds.
 
     Raises:
-        ValueError: the text is not a duration, or the duration is negative or not finite.
+        ValueError: the text is not a duration, or the duration is negative, not finite,
+            or longer than :data:`MAX_DURATION` (100 years).
         TypeError: the value has a type that cannot be a duration.
     """
     if isinstance(value, bool):
@@ -41,6 +46,11 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
         )
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"{what} must be a finite, non-negative duration (got {value!r})")
+    if seconds > MAX_DURATION:
+        raise ValueError(
+            f"{what} {value!r} is {seconds:.3g} seconds, longer than the 100 years durable accepts; "
+            "was a timestamp or a number of milliseconds passed where seconds belong?"
+        )
     return seconds
 
 

@@ -14,6 +14,26 @@ import attrs
 
 from ._durations import format_duration
 
+#: How much of an error's message and traceback the journal keeps (characters).
+MAX_ERROR_MESSAGE = 16 * 1024
+MAX_ERROR_TRACEBACK = 64 * 1024
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    keep = (limit - 40) // 2
+    return f"{text[:keep]}\n... ({len(text) - 2 * keep:,} characters cut) ...\n{text[-keep:]}"
+
+
+def _utf8_safe(text: str) -> str:
+    """``text`` with lone surrogates replaced, so that the journal (UTF-8) can hold it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
 
 @attrs.frozen
 class ErrorInfo:
@@ -30,11 +50,21 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException, *, traceback: str = "") -> ErrorInfo:
+        """Describe ``exc``; a message or traceback too long for a journal record is cut
+        in its middle (its start and its end, where the cause is, are kept)."""
         kind = type(exc)
         name = (
             kind.__qualname__ if kind.__module__ == "builtins" else (f"{kind.__module__}.{kind.__qualname__}")
         )
-        return cls(type=name, message=str(exc), traceback=traceback)
+        try:
+            message = str(exc)
+        except Exception as failure:  # a __str__ that raises must not lose the error itself
+            message = f"<str() of the exception failed: {type(failure).__name__}>"
+        return cls(
+            type=_cut(_utf8_safe(name), 1024),
+            message=_cut(_utf8_safe(message), MAX_ERROR_MESSAGE),
+            traceback=_cut(_utf8_safe(traceback), MAX_ERROR_TRACEBACK),
+        )
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type
@@ -199,7 +229,17 @@ class NonDeterminismError(DurableError):
 
 
 class SerializationError(DurableError, TypeError):
-    """A value cannot be stored in the journal (it is not CBOR-encodable, or not allowed)."""
+    """A value cannot be stored in the journal (it is not CBOR-encodable, or not allowed).
+
+    Attributes:
+        size: the encoded size in bytes, when the value is too large (else None).
+        limit: the journal's limit for one value in bytes, when the value is too large.
+    """
+
+    def __init__(self, message: str, *, size: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 class UnknownWorkflowError(DurableError, LookupError):

@@ -25,6 +25,19 @@ import cbor2
 
 from ._errors import SerializationError
 
+#: The largest journal record, in bytes (the frame's length field allows no more;
+#: journal contract v1). Readers refuse a longer frame, so writers must never make one.
+MAX_RECORD = 64 * 1024 * 1024
+#: The largest encoded value (a call's arguments, a result, a payload): a record
+#: holds one value and small fields (names, ids, numbers, an error capped by
+#: ErrorInfo), so this leaves them a mebibyte.
+MAX_VALUE = MAX_RECORD - 1024 * 1024
+#: How deeply lists, dicts and sets may nest in a value: cbor2 refuses to decode
+#: deeper data, so a deeper value would be acknowledged and then unreadable.
+MAX_DEPTH = 400
+# Encodings this short cannot nest deeper than MAX_DEPTH (a level takes a byte at least).
+_SHALLOW = MAX_DEPTH - 2
+
 #: CBOR tags a journal may contain, and the Python types they stand for.
 ALLOWED_TAGS = {
     0: "datetime (text)",
@@ -41,7 +54,7 @@ SUPPORTED = (
     "None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset, "
     "datetime.datetime (timezone-aware), datetime.date, decimal.Decimal, uuid.UUID"
 )
-_PLAIN = (type(None), bool, int, float, str, bytes, bytearray)
+_PLAIN = (type(None), bool, int, float, str, bytes, bytearray, memoryview)
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 _TAGGED = (datetime.datetime, datetime.date, decimal.Decimal, uuid.UUID)
 
@@ -78,6 +91,11 @@ def _encode_set(encoder: Any, value: set[Any] | frozenset[Any]) -> None:
     encoder.encode(sorted(value, key=lambda item: cbor2.dumps(item, encoders=_ENCODERS)))
 
 
+def _encode_memoryview(encoder: Any, value: memoryview) -> None:
+    # cbor2 would write a memoryview as a list of ints; it is bytes, like bytearray.
+    encoder.encode(value.tobytes())
+
+
 def _encode_decimal(encoder: Any, value: decimal.Decimal) -> None:
     if not value.is_finite():
         raise SerializationError(f"Decimal({str(value)!r}) is not finite, which a journal cannot hold")
@@ -95,6 +113,7 @@ _ENCODERS: dict[type, Callable[[Any, Any], None]] = {
     set: _encode_set,
     frozenset: _encode_set,
     decimal.Decimal: _encode_decimal,
+    memoryview: _encode_memoryview,
     cbor2.CBORTag: _refuse_encoding,
     cbor2.CBORSimpleValue: _refuse_encoding,
     type(cbor2.undefined): _refuse_encoding,
@@ -110,16 +129,35 @@ _MAY_HOLD_TAGS = re.compile(b"[\xc0-\xdb]").search
 def dumps(value: Any) -> bytes:
     """Encode a journal-safe value; raise :class:`SerializationError` otherwise.
 
-    Every encoding is decoded once more before it is used, so the journal can
-    never hold a value that replay would fail to read.
+    Every encoding that could fail to decode (it holds a tag, or it is long enough
+    to nest too deeply) is decoded once more before it is used, so the journal can
+    never hold a value that replay would fail to read. An encoding over
+    :data:`MAX_VALUE` bytes is refused: its record could not be read back.
     """
     try:
         data = cbor2.dumps(value, encoders=_ENCODERS)
-        if _MAY_HOLD_TAGS(data):
+        if len(data) > _SHALLOW or _MAY_HOLD_TAGS(data):
+            check_size(len(data))
             loads(data)
-    except Exception as exc:
+    except SerializationError as exc:
+        if exc.size is not None:
+            raise
+        raise _explain(value, exc) from None
+    except Exception as exc:  # cbor2's errors, UnicodeEncodeError, RecursionError...
         raise _explain(value, exc) from None
     return data
+
+
+def check_size(size: int) -> None:
+    """Refuse an encoded value of ``size`` bytes if it is over :data:`MAX_VALUE`."""
+    if size > MAX_VALUE:
+        raise SerializationError(
+            f"it encodes to {size:,} bytes, over the journal's limit of {MAX_VALUE:,} bytes for one "
+            f"value (a record holds at most {MAX_RECORD // (1024 * 1024)} MiB); keep large data "
+            "outside the journal (a file, a bucket, a database row) and pass a reference to it",
+            size=size,
+            limit=MAX_VALUE,
+        )
 
 
 #: Decode bytes that :func:`dumps` produced. Raises ``cbor2.CBORDecodeError`` on bad data.
@@ -149,7 +187,11 @@ def encode_plain_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes
     for arg in args:
         if type(arg) not in _SCALARS or (type(arg) is int and not -(2**64) <= arg < 2**64):
             return None
-    return b"\x82" + bytes((0x80 | len(args),)) + b"".join(map(cbor2.dumps, args)) + b"\xa0"
+    try:
+        data = b"\x82" + bytes((0x80 | len(args),)) + b"".join(map(cbor2.dumps, args)) + b"\xa0"
+    except Exception:  # a str with a lone surrogate: the general path names it
+        return None
+    return data if len(data) <= MAX_VALUE else None
 
 
 def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, what: str) -> bytes:
@@ -158,46 +200,78 @@ def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, what: str) 
         kwargs = dict(sorted(kwargs.items()))  # the same call encodes the same, however written
     try:
         return dumps([args, kwargs])
-    except SerializationError:
-        pass
+    except SerializationError as exc:
+        too_large = exc
+    # Name the argument at fault (encoding each one alone, on the error path only).
     for index, arg in enumerate(args):
         encode_value(arg, what=f"argument {index + 1} of {what}")
     for key, arg in kwargs.items():
         encode_value(arg, what=f"argument {key}= of {what}")
+    if too_large.size is not None:  # every one fits, but not all together
+        raise SerializationError(
+            f"the arguments of {what} cannot be stored in the journal together: {too_large}",
+            size=too_large.size,
+            limit=too_large.limit,
+        )
     raise SerializationError(f"the arguments of {what} cannot be stored in the journal")
 
 
 def encode_value(value: Any, *, what: str) -> bytes:
     """Encode one value (a result, a payload), naming ``what`` it is on failure."""
-    if type(value) in _SCALARS and (type(value) is not int or -(2**64) <= value < 2**64):
-        return cbor2.dumps(value)
     try:
+        if type(value) in _SCALARS and (type(value) is not int or -(2**64) <= value < 2**64):
+            data: bytes = cbor2.dumps(value)
+            if len(data) > MAX_VALUE:
+                check_size(len(data))
+            return data
         return dumps(value)
     except SerializationError as exc:
-        raise SerializationError(f"{what} cannot be stored in the journal: {exc}") from None
+        raise SerializationError(
+            f"{what} cannot be stored in the journal: {exc}", size=exc.size, limit=exc.limit
+        ) from None
+    except Exception as exc:  # a scalar cbor2 refuses: a str holding a lone surrogate
+        raise SerializationError(f"{what} cannot be stored in the journal: {_explain(value, exc)}") from None
 
 
 def _explain(value: Any, exc: Exception) -> SerializationError:
     path, bad, why = _find_unencodable(value, "value")
     if bad is None:
         return SerializationError(f"it cannot be encoded in CBOR ({exc})")
-    return SerializationError(f"{path} {why} (allowed: {SUPPORTED})")
+    allowed = f" (allowed: {SUPPORTED})" if why.endswith("not a journal type") else ""
+    if len(path) > 160:  # a deep path: its start and its end say where
+        path = f"{path[:80]}...{path[-60:]}"
+    return SerializationError(f"{path} {why}{allowed}")
 
 
-def _find_unencodable(value: Any, path: str) -> tuple[str, Any, str]:
-    """Walk ``value`` to the first part the journal cannot hold (only on the error path)."""
+def _find_unencodable(
+    value: Any, path: str, depth: int = 0, inside: frozenset[int] = frozenset()
+) -> tuple[str, Any, str]:
+    """Walk ``value`` to the first part the journal cannot hold (only on the error path).
+
+    ``inside`` holds the ids of the containers on the way down, so a container
+    that holds itself is named instead of walked forever; ``depth`` stops the walk
+    where the decoder would stop.
+    """
     problem = _problem(value)
     if problem is not None:
         return path, value, problem
+    if not isinstance(value, _CONTAINERS):
+        return path, None, ""
+    if id(value) in inside:
+        return path, value, "is a container that holds itself (a cycle), which the journal cannot hold"
+    if depth >= MAX_DEPTH - 2:  # the call's [args, kwargs] takes two levels
+        deep = MAX_DEPTH - 2
+        return path, value, f"nests containers more than {deep} levels deep, which a journal cannot read back"
+    inside = inside | {id(value)}
     if isinstance(value, dict):
         for key, item in value.items():
             for sub_path, sub in ((f"{path} key {key!r}", key), (f"{path}[{key!r}]", item)):
-                found = _find_unencodable(sub, sub_path)
+                found = _find_unencodable(sub, sub_path, depth + 1, inside)
                 if found[1] is not None:
                     return found
-    elif isinstance(value, _CONTAINERS):
+    else:
         for index, item in enumerate(value):
-            found = _find_unencodable(item, f"{path}[{index}]")
+            found = _find_unencodable(item, f"{path}[{index}]", depth + 1, inside)
             if found[1] is not None:
                 return found
     return path, None, ""
@@ -217,6 +291,15 @@ def _problem(value: Any) -> str | None:
         return None
     if isinstance(value, decimal.Decimal) and not value.is_finite():
         return f"is the non-finite Decimal({str(value)!r}), which the journal cannot hold"
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            return (
+                f"is a str holding a lone surrogate ({value[exc.start]!r} at index {exc.start}), which "
+                "UTF-8, and so the journal, cannot hold (decode the bytes it came from with "
+                "errors='replace', or keep them as bytes)"
+            )
     if isinstance(value, _PLAIN + _TAGGED + _CONTAINERS):
         return None
     return f"has type {type(value).__qualname__}, which is not a journal type"

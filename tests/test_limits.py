@@ -1,0 +1,329 @@
+"""What the journal cannot hold is refused before anything is written, and stays local.
+
+SPEC §4, guarantees 6 and 7: a value over the record size limit, a value cbor2
+cannot encode (a lone surrogate, a cycle, nesting too deep to decode) and an
+absurd duration are refused at ``start`` / at the yield, or fail the attempt as
+a non-retryable ``SerializationError`` journaled as the step's failure, so no
+store ever acknowledges a record it cannot read back and no activity re-runs in
+a loop. Records with valid checksums but fields of the wrong types are that
+run's ``JournalCorruptError``.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+import trio
+import trio.testing
+
+import durable
+from durable._codec import FRAME_SIZE, HEADER_SIZE, encode_header, encode_record, scan
+from durable._errors import ErrorInfo
+from durable._values import MAX_RECORD, MAX_VALUE, encode_call, encode_value
+from durable.lowlevel import ActivityCompleted, ActivityFailed, ActivityScheduled, RunStarted
+
+TOO_BIG = MAX_VALUE + 1024  # over the limit for one value, under the record's frame limit too
+HUGE = 70 * 1024 * 1024  # the review's 70 MB: over the frame limit itself
+
+CALLS: list[str] = []
+
+
+def _cyclic() -> list[Any]:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    return cycle
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+POISON = {
+    "huge bytes": lambda: b"x" * HUGE,
+    "just over the value limit": lambda: b"x" * TOO_BIG,
+    "a lone surrogate": lambda: "caf\udce9",
+    "a lone surrogate inside a dict": lambda: {"name": "caf\udce9"},
+    "a cycle": _cyclic,
+    "nesting too deep to decode": lambda: _nested(1000),
+}
+
+
+@durable.activity(retries=3, initial_backoff="1s")
+async def poisoned(kind: str) -> Any:
+    CALLS.append(kind)
+    return POISON[kind]()
+
+
+@durable.workflow(name="tests.limits.returns_poison")
+def returns_poison(kind: str):  # type: ignore[no-untyped-def]
+    try:
+        yield poisoned(kind)
+    except durable.ActivityError as exc:
+        return [exc.type_name, exc.attempts, exc.message]
+    return "unreachable"
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    CALLS.clear()
+
+
+@pytest.mark.parametrize("kind", list(POISON))
+async def test_a_result_the_journal_cannot_hold_fails_the_step_once_and_for_good(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, kind: str
+) -> None:
+    store = durable.FileStore(tmp_path)
+    async with durable.Runtime(store) as runtime:
+        type_name, attempts, message = await (await runtime.start(returns_poison, kind, id="p")).result()
+    assert (type_name, attempts) == ("durable.SerializationError", 1)  # never retried
+    assert "result of activity" in message
+    events = await store.read("p")
+    assert events is not None
+    assert any(isinstance(e, ActivityFailed) for e in events)  # journaled as the step's failure
+    # Attaching to the finished run, and a recovery, never run the activity again.
+    async with durable.Runtime(durable.FileStore(tmp_path)) as runtime:
+        again = await (await runtime.start(returns_poison, kind, id="p")).result()
+        assert await runtime.recover() == []
+    assert again[:2] == ["durable.SerializationError", 1]
+    assert [kind] == CALLS
+
+
+async def test_a_too_large_result_names_the_limit_and_the_size(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with durable.Runtime(durable.MemoryStore()) as runtime:
+        _, _, message = await (await runtime.start(returns_poison, "huge bytes", id="p")).result()
+    assert f"{HUGE + 5:,} bytes" in message  # the encoded size: 5 bytes of CBOR header
+    assert f"limit of {MAX_VALUE:,} bytes" in message
+
+
+@durable.workflow(name="tests.limits.echo")
+def echo(value: Any):  # type: ignore[no-untyped-def]
+    yield durable.sleep(0)
+    return "ran"
+
+
+@pytest.mark.parametrize("kind", ["huge bytes", "a lone surrogate", "a cycle", "nesting too deep to decode"])
+async def test_an_argument_the_journal_cannot_hold_is_refused_at_start(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, kind: str
+) -> None:
+    store = durable.FileStore(tmp_path)
+    async with durable.Runtime(store) as runtime:
+        with pytest.raises(durable.SerializationError, match="argument 1 of workflow"):
+            await runtime.start(echo, POISON[kind](), id="big")
+    assert await store.run_ids() == []  # nothing was created: the run did not vanish, it never was
+    with pytest.raises(durable.SerializationError):
+        await durable.Client(store).start(echo, POISON[kind](), id="big")
+    assert await store.run_ids() == []
+
+
+def test_durable_run_refuses_a_too_large_argument_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(durable.SerializationError) as caught:
+        durable.run(echo, b"x" * HUGE, id="big", store=durable.FileStore(tmp_path))
+    assert caught.value.size == HUGE + 5  # the argument's own encoding: 5 bytes of header
+    assert caught.value.limit == MAX_VALUE
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+@durable.activity
+async def takes(value: Any) -> str:
+    CALLS.append("takes")
+    return "took"
+
+
+@durable.workflow(name="tests.limits.passes_big")
+def passes_big():  # type: ignore[no-untyped-def]
+    try:
+        yield takes("y" * HUGE)
+    except durable.SerializationError as exc:
+        return f"refused at the yield: {exc.size}"
+    return "unreachable"
+
+
+async def test_an_activity_argument_over_the_limit_is_refused_at_the_yield(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = durable.MemoryStore()
+    async with durable.Runtime(store) as runtime:
+        assert await (await runtime.start(passes_big, id="y")).result() == f"refused at the yield: {HUGE + 5}"
+    events = await store.read("y")
+    assert events is not None
+    assert not any(isinstance(e, ActivityScheduled) for e in events)
+    assert CALLS == []
+
+
+@durable.workflow(name="tests.limits.waits")
+def waits():  # type: ignore[no-untyped-def]
+    return (yield durable.wait_signal("data", timeout="1h"))
+
+
+async def test_a_signal_payload_over_the_limit_is_refused_to_its_sender(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with durable.Runtime(durable.MemoryStore()) as runtime:
+        handle = await runtime.start(waits, id="w")
+        with pytest.raises(durable.SerializationError, match="payload of signal 'data'"):
+            await runtime.signal("w", "data", b"z" * HUGE)
+        await runtime.signal("w", "data", "small")
+        assert await handle.result() == "small"
+
+
+@durable.workflow(name="tests.limits.returns_big")
+def returns_big():  # type: ignore[no-untyped-def]
+    yield durable.sleep(0)
+    return b"r" * HUGE
+
+
+async def test_a_workflow_result_over_the_limit_fails_the_run_readably(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with durable.Runtime(durable.FileStore(tmp_path)) as runtime:
+        handle = await runtime.start(returns_big, id="r")
+        with pytest.raises(durable.WorkflowFailed, match="over the journal's limit"):
+            await handle.result()
+    events = await durable.FileStore(tmp_path).read("r")  # and the journal reads back
+    assert events is not None
+
+
+def test_the_record_encoder_refuses_a_record_over_the_frame_limit() -> None:
+    started = RunStarted("r", "wf", b"\x00" * MAX_RECORD, 1.0)
+    with pytest.raises(durable.SerializationError, match="over the journal's limit") as caught:
+        encode_record(started, 0, -1)
+    assert caught.value.limit == MAX_RECORD
+
+
+def test_the_writer_writes_nothing_for_a_record_over_the_limit(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = durable.FileStore(tmp_path)
+        writer = await store.create(RunStarted("r", "wf", b"\x82\x80\xa0", 1.0))
+        assert writer is not None
+        with pytest.raises(durable.SerializationError):
+            writer.append(ActivityCompleted(0, b"\x00" * MAX_RECORD, 1, 2.0))
+        writer.append(ActivityCompleted(0, b"\xf6", 1, 2.0))  # the journal goes on
+        await writer.sync()
+        writer.close()
+        events = await store.read("r")
+        assert events is not None and len(events) == 2
+
+    trio.run(main)
+
+
+def test_a_value_just_under_the_limit_is_journaled_and_reads_back() -> None:
+    value = b"v" * (MAX_VALUE - 16)
+    encoded = encode_value(value, what="x")
+    record = encode_record(ActivityCompleted(0, encoded, 1, 1.0), 1, 0)
+    assert len(record) <= FRAME_SIZE + MAX_RECORD
+    found = scan(
+        encode_header() + encode_record(RunStarted("r", "wf", b"\x82\x80\xa0", 1.0), 0, -1) + record, "j"
+    )
+    assert found.events[1].result == encoded
+
+
+def test_error_messages_and_tracebacks_are_cut_to_fit_a_record() -> None:
+    info = ErrorInfo.from_exception(ValueError("m" * HUGE), traceback="t" * HUGE)
+    assert len(info.message) < 20_000 and len(info.traceback) < 70_000
+    assert "characters cut" in info.message
+    surrogate = ErrorInfo.from_exception(ValueError("bad \udce9 byte"))
+    surrogate.message.encode()  # journalable
+
+
+def test_memoryview_is_journaled_as_bytes() -> None:
+    assert cbor2.loads(encode_value(memoryview(b"ab"), what="x")) == b"ab"
+    assert encode_value(memoryview(b"ab"), what="x") == encode_value(b"ab", what="x")
+    assert cbor2.loads(encode_call((memoryview(b"ab"),), {}, what="x")) == [[b"ab"], {}]
+
+
+def test_nesting_at_the_decoders_depth_is_refused_with_its_path() -> None:
+    encode_value(_nested(390), what="x")  # deep, but readable
+    with pytest.raises(durable.SerializationError, match="levels deep"):
+        encode_value(_nested(401), what="x")
+
+
+def test_an_absurd_duration_is_refused_at_the_call() -> None:
+    with pytest.raises(ValueError, match="100 years"):
+        durable.sleep(1e12)
+    with pytest.raises(ValueError, match="100 years"):
+        durable.wait_signal("x", timeout=1e12)
+    with pytest.raises(ValueError, match="100 years"):
+        durable.activity(timeout="999999999h")(lambda: None)
+    durable.sleep("36500d")  # 100 years is still a duration
+
+
+# --- records with right checksums and wrong field types ------------------------------
+
+
+def _journal_with(payload: list[Any]) -> bytes:
+    """A journal holding RunStarted and one record framed around ``payload`` (any CBOR)."""
+    first = encode_record(RunStarted("r", "wf", b"\x82\x80\xa0", 1.0), 0, -1)
+    body = cbor2.dumps(payload)
+    length = struct.pack("<I", len(body))
+    frame = b"\xd5J" + length + struct.pack("<I", zlib.crc32(length + body)) + body
+    return encode_header() + first + frame
+
+
+WRONG = {
+    "text where a step number belongs": [4, 1, 0, "zero", b"\xf6", 1, 2.0],
+    "a list as a name": [2, 1, 0, 0, ["n"], b"\x82\x80\xa0", 2.0],
+    "a NaN time": [4, 1, 0, 0, b"\xf6", 1, math.nan],
+    "an infinite time": [6, 1, 0, 0, 5.0, math.inf, 2.0],
+    "a time in year 33715": [6, 1, 0, 0, 1e12, 1e12, 2.0],
+    "a bool as attempts": [4, 1, 0, 0, b"\xf6", True, 2.0],
+    "text as a result": [4, 1, 0, 0, "not bytes", 1, 2.0],
+    "an error that is not text": [5, 1, 0, 0, [1, 2, 3], 1, 2.0],
+    "an error of the wrong length": [5, 1, 0, 0, ["a"], 1, 2.0],
+    "too few fields": [4, 1, 0, 0, b"\xf6"],
+}
+
+
+@pytest.mark.parametrize("payload", list(WRONG.values()), ids=list(WRONG))
+def test_a_record_with_fields_of_the_wrong_types_is_corrupt(payload: list[Any]) -> None:
+    data = _journal_with(payload)
+    with pytest.raises(durable.JournalCorruptError) as caught:
+        scan(data, "runs/r.journal")
+    assert caught.value.offset == HEADER_SIZE + len(
+        encode_record(RunStarted("r", "wf", b"\x82\x80\xa0", 1.0), 0, -1)
+    )
+
+
+def test_older_records_without_trailing_fields_and_int_times_still_read() -> None:
+    # RunStarted before incarnation/first_seq, SignalReceived before message_id, an int time.
+    data = encode_header()
+    for index, fields in enumerate([[1, 0, -1, "r", "wf", b"\x82\x80\xa0", 7], [9, 1, 0, "s", b"\xf6", 8]]):
+        body = cbor2.dumps(fields)
+        length = struct.pack("<I", len(body))
+        data += b"\xd5J" + length + struct.pack("<I", zlib.crc32(length + body)) + body
+        assert index == fields[1]
+    started, signal = scan(data, "j").events
+    assert (started.t, started.incarnation, signal.message_id) == (7, 0, "")
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_too_large_result_fails_the_step_and_the_run_reads_back() -> None:
+    import pgutil  # noqa: PLC0415 - only where PostgreSQL is wanted
+
+    pgutil.require()
+
+    async def main() -> None:
+        store = pgutil.fresh_store()
+        other = pgutil.store_on(store.schema)  # another process, re-attaching
+        try:
+            async with durable.Runtime(store) as runtime:
+                first = await (await runtime.start(returns_poison, "huge bytes", id="p")).result()
+            async with durable.Runtime(other) as runtime:
+                again = await (await runtime.start(returns_poison, "huge bytes", id="p")).result()
+        finally:
+            await other.aclose()
+            await store.aclose()
+        assert first[:2] == again[:2] == ["durable.SerializationError", 1]
+
+    trio.run(main)
+    assert CALLS == ["huge bytes"]
