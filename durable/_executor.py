@@ -112,6 +112,9 @@ class RunExecution:
         self._committed = trio.Event()
         self._signalled = trio.Event()
         self._step_scope: trio.CancelScope | None = None
+        #: Set when this execution is over: its run ended, or it continued as new and
+        #: the next incarnation's execution took its place (messages then go there).
+        self.replaced = trio.Event()
 
     def _append(self, event: ev.Event) -> None:
         self.writer.append(event)
@@ -258,10 +261,16 @@ class RunExecution:
             self._committed.set()
             self._committed = trio.Event()
 
-    async def deliver(self, event: ev.SignalReceived | ev.CancelRequested) -> None:
-        """Record a signal or a cancel request for this run (``Runtime.signal`` / ``cancel``)."""
+    async def deliver(self, event: ev.SignalReceived | ev.CancelRequested) -> bool:
+        """Record a signal or a cancel request for this run (``Runtime.signal`` / ``cancel``).
+
+        Returns False, recording nothing, when the run has just continued as new:
+        the message belongs to its next incarnation (wait for :attr:`replaced`).
+        """
         while self._committing:
             await self._committed.wait()
+        if isinstance(self.core.outcome, Continued):
+            return False
         if self.core.outcome is not None:
             raise RunConflictError(
                 f"run {self.core.run_id!r} has finished; {ev.message_text(event)} was not delivered"
@@ -279,6 +288,7 @@ class RunExecution:
         self._signalled = trio.Event()
         if self._syncs:
             await self.writer.sync()
+        return True
 
     async def _wait_signal(self, step: Step, command: WaitSignal) -> None:
         if command.timeout is not None and step.fire_at is None:

@@ -154,8 +154,13 @@ class Replay:
         #: Steps of a finished race or failed gather, to be cancelled: their
         #: later records are ignored, and a StepCancelled closes them.
         self.cancelled: dict[int, Step] = {}
-        #: Signals that arrived and wait to be taken, by name, oldest first.
-        self.inbox: dict[str, collections.deque[bytes]] = {}
+        #: Signals that arrived and wait to be taken, by name, oldest first (with
+        #: their order of arrival in the journal).
+        self.inbox: dict[str, collections.deque[tuple[int, ev.SignalReceived]]] = {}
+        self._arrivals = 0
+        #: A cancel request that arrived after the run decided to continue as new:
+        #: the next incarnation takes it.
+        self._late_cancel: ev.CancelRequested | None = None
         #: Ids of the posted messages (signals, cancel requests) this journal holds.
         self.messages_seen: set[str] = set()
         self._next_seq = started.first_seq
@@ -255,7 +260,8 @@ class Replay:
     def _on_signal(self, event: ev.SignalReceived) -> None:
         if event.message_id:
             self.messages_seen.add(event.message_id)
-        self.inbox.setdefault(event.name, collections.deque()).append(event.payload)
+        self._arrivals += 1
+        self.inbox.setdefault(event.name, collections.deque()).append((self._arrivals, event))
         for step in sorted(self.pending.values(), key=lambda s: s.seq):
             if isinstance(step.command, WaitSignal) and step.command.name == event.name:
                 self._take_signal(step)
@@ -266,7 +272,7 @@ class Replay:
         assert isinstance(step.command, WaitSignal)
         queue = self.inbox.get(step.command.name)
         if queue:
-            self._resolve(step, loads(queue.popleft()), None)
+            self._resolve(step, loads(queue.popleft()[1].payload), None)
 
     def _on_side_effect(self, event: ev.SideEffectRecorded) -> None:
         step = self._claim(event.seq, event, lambda c: isinstance(c, SideEffect) and c.name == event.name)
@@ -280,7 +286,9 @@ class Replay:
         if event.message_id:
             self.messages_seen.add(event.message_id)
         if self.outcome is not None:
-            return  # too late: the run already ended (its outcome is being journaled)
+            if isinstance(self.outcome, Continued):
+                self._late_cancel = event  # the next incarnation is cancelled
+            return  # too late for this run: it already ended (its outcome is being journaled)
         for seq in list(self.pending):
             self.cancelled[seq] = self.pending.pop(seq)
         self.patch = None
@@ -412,6 +420,18 @@ class Replay:
             return Returned(encode_value(value, what=f"the result of workflow {self.workflow.name!r}"))
         except SerializationError as exc:
             return Raised(_error_info(exc))
+
+    def unconsumed_messages(self) -> list[ev.SignalReceived | ev.CancelRequested]:
+        """The signals no ``wait_signal`` took, in journal order, then a cancel request
+        that came too late for this incarnation: what a run that continues as new
+        carries over to its next one (SPEC: a signal sent early is never lost)."""
+        waiting = sorted(
+            (arrival for queue in self.inbox.values() for arrival in queue), key=lambda pair: pair[0]
+        )
+        carried: list[ev.SignalReceived | ev.CancelRequested] = [event for _, event in waiting]
+        if self._late_cancel is not None:
+            carried.append(self._late_cancel)
+        return carried
 
     # --- messages ------------------------------------------------------------
 

@@ -8,11 +8,13 @@ a run id that exists attaches to it (resuming it if it is unfinished), so
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import uuid
 from typing import Any, TypeVar
 
+import attrs
 import trio
 
 from . import _events as ev
@@ -284,20 +286,37 @@ class Runtime:
         else:
             handle._finish(outcome)
         finally:
-            self._executions.pop(handle.run_id, None)
-            execution.writer.close()
+            current = self._executions.pop(handle.run_id, None)
+            for ended in {execution, current} - {None}:
+                assert ended is not None
+                ended.writer.close()
+                ended.replaced.set()
 
     async def _continue(self, previous: RunExecution, outcome: Continued) -> RunExecution:
-        """Start the next incarnation of a run that continued as new, in a fresh journal."""
+        """Start the next incarnation of a run that continued as new, in a fresh journal.
+
+        The messages the old incarnation holds and never took (signals no
+        ``wait_signal`` took, a cancel request that came as it ended) carry over,
+        exactly once: they are posted to the run's inbox with their ids, durably,
+        before the fresh journal replaces the old one, then journaled first thing in
+        the new incarnation. A crash before the replacement replays the old journal
+        and posts them again (a post of a message id already waiting is a no-op); a
+        crash after it finds them in the inbox.
+        """
         core = previous.core
+        run_id = core.run_id
         started = ev.RunStarted(
-            core.run_id,
+            run_id,
             core.workflow.name,
             outcome.args,
             previous.clock(),
             core.incarnation + 1,
             core.next_seq,
         )
+        carried = _carried_messages(core)
+        await self._forget_journaled(run_id, core.messages_seen)
+        for message in carried:
+            await self.store.post(run_id, message)
         writer = await self.store.restart(started, previous.writer)
         execution = RunExecution(
             Replay(core.workflow, started),
@@ -307,8 +326,24 @@ class Runtime:
             resumed=False,
             children=self._children,
         )
-        self._executions[core.run_id] = execution
+        self._executions[run_id] = execution
+        previous.replaced.set()
+        try:
+            for message in carried:  # first: they are older than what waits in the inbox
+                if not await execution.deliver(message):
+                    break  # it continued as new at once: they wait in the inbox for the next
+            await self._take_messages(run_id)  # removes the carried ones, journals any newer
+        except RunConflictError:  # the new incarnation ended at once: nobody will take them
+            await drop_messages(self.store, run_id)
         return execution
+
+    async def _forget_journaled(self, run_id: str, seen: set[str]) -> None:
+        """Remove from the run's inbox the messages its journal already holds (a crash
+        between journaling and removing them leaves them): a fresh journal would not
+        know to skip them."""
+        stale = [m.message_id for m in await self.store.messages(run_id) if m.message_id in seen]
+        if stale:
+            await self.store.remove_messages(run_id, stale)
 
     def _finished(self, handle: RunHandle, error: Exception) -> None:
         """Durable could not continue the run: a later start() may try again."""
@@ -359,10 +394,10 @@ class Runtime:
     async def _deliver(self, run_id: str, message: ev.Message) -> None:
         """Journal a message from outside into a run: through its execution if it runs
         here, else through the store's inbox (see :mod:`durable._inbox`)."""
-        execution = self._executions.get(run_id)
-        if execution is not None:
-            await execution.deliver(message)
-            return
+        while (execution := self._executions.get(run_id)) is not None:
+            if await execution.deliver(message):
+                return
+            await execution.replaced.wait()  # it continued as new: the next incarnation takes it
         await send(self.store, run_id, message)
 
     async def _watch_inbox(self, poll: float) -> None:
@@ -384,8 +419,15 @@ class Runtime:
         execution = self._executions.get(run_id)
         if execution is None:
             return
+
+        async def journal(message: ev.Message) -> None:
+            if not await execution.deliver(message):
+                raise _Continuing
+
         try:
-            await journal_messages(self.store, run_id, execution.core.messages_seen, execution.deliver)
+            await journal_messages(self.store, run_id, execution.core.messages_seen, journal)
+        except _Continuing:
+            pass  # they stay in the inbox, for the next incarnation (see _continue)
         except RunConflictError:  # the run ended before it took them
             await drop_messages(self.store, run_id)
 
@@ -479,6 +521,23 @@ class _Children:
 
 
 _NONE = encode_value(None, what="None")
+
+
+class _Continuing(Exception):
+    """The run continued as new while its messages were being journaled."""
+
+
+def _carried_messages(core: Replay) -> list[ev.Message]:
+    """What the old incarnation never took, each with a message id: one it came with,
+    or one derived from its place in the journal, the same at every recovery."""
+    carried: list[ev.Message] = []
+    for index, message in enumerate(core.unconsumed_messages()):
+        if message.message_id:
+            carried.append(message)
+            continue
+        key = f"{core.run_id}\0{core.incarnation}\0{index}".encode()
+        carried.append(attrs.evolve(message, message_id="carried-" + hashlib.sha256(key).hexdigest()[:32]))
+    return carried
 
 
 def _child_outcome(outcome: Outcome) -> tuple[bytes, ErrorInfo | None]:

@@ -108,3 +108,114 @@ def test_continue_as_new_survives_every_crash_including_the_journal_swap() -> No
     assert report.result == 9
     labels = [p.label for p in report.reference.lifetimes[0].points]
     assert any(label.startswith("before rename") for label in labels)
+
+
+# --- messages the old incarnation never took carry over, exactly once -----------
+
+GATE: dict[str, trio.Event] = {}
+
+
+@durable.activity
+async def wait_for_gate(name: str) -> None:
+    await GATE[name].wait()
+
+
+@durable.workflow(name="tests.continue.late_reader")
+def late_reader(incarnation: int):  # type: ignore[no-untyped-def]
+    """Incarnation 0 is busy while the signal comes; incarnation 1 waits for it."""
+    if incarnation == 0:
+        yield wait_for_gate("busy")
+        yield durable.continue_as_new(1)
+    first = yield durable.wait_signal("note", timeout="1h")
+    second = yield durable.wait_signal("note", timeout="1h")
+    return [first, second]
+
+
+async def test_signals_sent_before_continue_as_new_are_delivered_after_it(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    GATE["busy"] = trio.Event()
+    store = durable.FileStore(tmp_path)
+    async with durable.Runtime(store) as runtime:
+        handle = await runtime.start(late_reader, 0, id="r")
+        await runtime.signal("r", "note", "one")
+        await runtime.signal("r", "note", "two")
+        GATE["busy"].set()
+        assert await handle.result() == ["one", "two"]  # not SignalTimeout, in order
+    events = await store.read("r")
+    assert events is not None
+    payloads = [e.payload for e in events if isinstance(e, durable.lowlevel.SignalReceived)]
+    assert len(payloads) == 2  # each journaled once in the new incarnation
+    assert not list((tmp_path / "inbox").glob("*.message"))
+
+
+@durable.workflow(name="tests.continue.hands_over")
+def hands_over(incarnation: int):  # type: ignore[no-untyped-def]
+    if incarnation == 0:
+        yield durable.continue_as_new(1)
+    return (yield durable.wait_signal("note", timeout="1h"))
+
+
+async def _journal_ending_in_continue_as_new(tmp_path: Path) -> None:
+    """A run whose old incarnation is journaled up to RunContinuedAsNew, then the process
+    died before the fresh journal was in place."""
+    async with durable.Runtime(_CrashesBeforeTheSwap(tmp_path)) as runtime:
+        handle = await runtime.start(hands_over, 0, id="h")
+        with pytest.raises(durable.StoreError):
+            await handle.result()
+
+
+async def test_a_signal_journaled_after_continue_as_new_survives_the_crash_before_the_swap(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    await _journal_ending_in_continue_as_new(tmp_path)
+    client = durable.Client(durable.FileStore(tmp_path))
+    await client.signal("h", "note", "kept")  # nobody holds it: journaled in the old journal
+    events = await durable.FileStore(tmp_path).read("h")
+    assert events is not None and isinstance(events[-1], durable.lowlevel.SignalReceived)
+    async with durable.Runtime(durable.FileStore(tmp_path)) as runtime:
+        [handle] = await runtime.recover()
+        assert await handle.result() == "kept"
+
+
+async def test_a_cancel_request_after_continue_as_new_cancels_the_next_incarnation(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    await _journal_ending_in_continue_as_new(tmp_path)
+    await durable.Client(durable.FileStore(tmp_path)).cancel("h", "stop it")
+    async with durable.Runtime(durable.FileStore(tmp_path)) as runtime:
+        [handle] = await runtime.recover()
+        with pytest.raises(durable.Cancelled, match="stop it"):
+            await handle.result()
+
+
+class _CrashesAfterPosting(durable.FileStore):
+    """Dies (once) after the carried messages are in the inbox, before the swap."""
+
+    crashed = False
+
+    async def restart(self, started: RunStarted, writer: durable.lowlevel.JournalWriter) -> Any:
+        if not _CrashesAfterPosting.crashed:
+            _CrashesAfterPosting.crashed = True
+            raise durable.StoreError("the process died before the fresh journal was in place")
+        return await super().restart(started, writer)
+
+
+async def test_carried_messages_are_journaled_once_across_a_crash_after_posting_them(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    await _journal_ending_in_continue_as_new(tmp_path)
+    await durable.Client(durable.FileStore(tmp_path)).signal("h", "note", "once")
+    _CrashesAfterPosting.crashed = False
+    async with durable.Runtime(_CrashesAfterPosting(tmp_path)) as runtime:
+        [handle] = await runtime.recover()  # posts the carried signal, then dies
+        with pytest.raises(durable.StoreError):
+            await handle.result()
+    assert list((tmp_path / "inbox").glob("*.message"))
+    async with durable.Runtime(durable.FileStore(tmp_path)) as runtime:
+        [handle] = await runtime.recover()  # posts it again (a no-op), swaps, journals it once
+        assert await handle.result() == "once"
+    events = await durable.FileStore(tmp_path).read("h")
+    assert events is not None
+    assert sum(isinstance(e, durable.lowlevel.SignalReceived) for e in events) == 1
+    assert not list((tmp_path / "inbox").glob("*.message"))
