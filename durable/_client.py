@@ -22,7 +22,7 @@ from ._inbox import send
 from ._runtime import _check_same, _first_args, check_workflow, store_from
 from ._store import Store
 from ._store_file import check_run_id
-from ._values import encode_call, encode_value, loads
+from ._values import encode_call, encode_value, load_stored
 
 
 class ClientHandle:
@@ -55,7 +55,7 @@ class ClientHandle:
         while True:
             last = (await self._events())[-1]
             if isinstance(last, ev.RunCompleted):
-                return loads(last.result)
+                return load_stored(last.result, run_id=self.run_id, what="the run's result")
             if isinstance(last, ev.RunFailed):
                 raise WorkflowFailed(self.run_id, self.workflow, last.error)
             if isinstance(last, ev.RunCancelled):

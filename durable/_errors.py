@@ -279,22 +279,26 @@ class JournalCorruptError(StoreError):
     """A journal is damaged before its tail: durable refuses to guess.
 
     Attributes:
-        path: the journal (file path or store-specific name).
-        offset: byte offset of the damaged record.
+        path: the journal (file path or store-specific name), or the run.
+        offset: byte offset of the damaged record; None for a value inside a record
+            that only fails when it is decoded (its bytes passed the checksum).
         record: the index of the damaged record (0 is the first after the header), if known.
         reason: what check failed.
     """
 
     def __init__(
-        self, path: str, offset: int, reason: str, record: int | None = None, *, proven: bool = False
+        self, path: str, offset: int | None, reason: str, record: int | None = None, *, proven: bool = False
     ) -> None:
         self.path = path
         self.offset = offset
         self.record = record
         self.reason = reason
-        where = (
-            f"{path}: record {record} at byte {offset}" if record is not None else f"{path}: byte {offset}"
-        )
+        if offset is None:  # a value inside a sound record, found when it was decoded
+            where = path
+        elif record is not None:
+            where = f"{path}: record {record} at byte {offset}"
+        else:
+            where = f"{path}: byte {offset}"
         why = (
             "; a later record proves it was durable, so this is not a torn tail and durable will "
             "not truncate it"

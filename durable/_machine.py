@@ -65,7 +65,7 @@ from ._errors import (
     describe_value,
 )
 from ._primitives import ContinueAsNew, Gather, Patched, Race, SideEffect, Sleep, WaitSignal
-from ._values import encode_value, loads
+from ._values import encode_value, load_call, load_stored, loads
 
 
 @attrs.frozen
@@ -164,7 +164,7 @@ class Replay:
         #: Ids of the posted messages (signals, cancel requests) this journal holds.
         self.messages_seen: set[str] = set()
         self._next_seq = started.first_seq
-        args, kwargs = loads(started.args)
+        args, kwargs = load_call(started.args, run_id=self.run_id, what="the run's arguments")
         try:
             self._gen = workflow.fn(*args, **kwargs)
         except Exception as exc:  # e.g. the arguments do not fit the signature
@@ -232,7 +232,7 @@ class Replay:
     def _on_child_completed(self, event: ev.ChildCompleted) -> None:
         step = self._scheduled_step(event.seq, event)
         if event.error is None:
-            self._resolve(step, loads(event.result), None)
+            self._resolve(step, self._load(event.result, "the result of step", event.seq), None)
             return
         assert isinstance(step.command, ChildCall) and step.child_id is not None
         self._resolve(step, None, ChildWorkflowError(step.command.name, step.child_id, step.seq, event.error))
@@ -272,14 +272,15 @@ class Replay:
         assert isinstance(step.command, WaitSignal)
         queue = self.inbox.get(step.command.name)
         if queue:
-            self._resolve(step, loads(queue.popleft()[1].payload), None)
+            signal = queue.popleft()[1]
+            self._resolve(step, self._load(signal.payload, "the payload of signal", signal.name), None)
 
     def _on_side_effect(self, event: ev.SideEffectRecorded) -> None:
         step = self._claim(event.seq, event, lambda c: isinstance(c, SideEffect) and c.name == event.name)
         if event.error is not None:
             self._resolve(step, None, ActivityError(event.name, event.seq, event.error, 1))
         else:
-            self._resolve(step, loads(event.value), None)
+            self._resolve(step, self._load(event.value, "the value of step", event.seq), None)
 
     def _on_cancel_requested(self, event: ev.CancelRequested) -> None:
         """Cancel every open step and throw ``Cancelled`` in at the current ``yield``."""
@@ -298,6 +299,13 @@ class Replay:
         raise DurableInternalError(
             f"run {self.run_id!r}: step {event.seq} is journaled as cancelled, but it lost no race"
         )
+
+    def _load(self, data: bytes, what: str, key: object) -> Any:
+        """Decode a recorded value (the message is made only if it fails: replay's hot path)."""
+        try:
+            return loads(data)
+        except Exception:
+            return load_stored(data, run_id=self.run_id, what=f"{what} {key!r}")  # raises, with the facts
 
     def _resolve(self, step: Step, value: Any, error: BaseException | None) -> None:
         """A step finished: resume the workflow, or record it in its gather or race."""
@@ -335,7 +343,7 @@ class Replay:
 
     def _on_completed(self, event: ev.ActivityCompleted) -> None:
         step = self._scheduled_step(event.seq, event)
-        self._resolve(step, loads(event.result), None)
+        self._resolve(step, self._load(event.result, "the result of step", event.seq), None)
 
     def _on_failed(self, event: ev.ActivityFailed) -> None:
         step = self._scheduled_step(event.seq, event)

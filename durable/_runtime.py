@@ -36,7 +36,7 @@ from ._machine import Continued, Outcome, Raised, Replay, Returned, Stopped
 from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore, check_run_id
 from ._store_postgres import PostgresStore
-from ._values import encode_call, encode_value, loads
+from ._values import encode_call, encode_value, load_stored, loads
 
 R = TypeVar("R")
 _log = logging.getLogger("durable")
@@ -123,7 +123,7 @@ class RunHandle:
         if isinstance(self._outcome, Stopped):
             raise Cancelled(self.run_id, self._outcome.reason)
         assert isinstance(self._outcome, Returned)  # a continued run's handle follows the chain
-        return loads(self._outcome.result)
+        return load_stored(self._outcome.result, run_id=self.run_id, what="the run's result")
 
 
 class Runtime:
@@ -588,7 +588,7 @@ def _check_same(run_id: str, had_workflow: str, had_args: bytes, workflow: str, 
             f"be started again as {workflow!r} (choose another id)"
         )
     if had_args != args:
-        had, now = loads(had_args), loads(args)
+        had, now = load_stored(had_args, run_id=run_id, what="the run's arguments"), loads(args)
         raise RunConflictError(
             f"run {run_id!r} of workflow {workflow!r} already exists with arguments "
             f"{_show_call(had)}, not {_show_call(now)}; a run id names one run (choose another id)"

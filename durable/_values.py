@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import cbor2
 
-from ._errors import SerializationError
+from ._errors import JournalCorruptError, SerializationError
 
 #: The largest journal record, in bytes (the frame's length field allows no more;
 #: journal contract v1). Readers refuse a longer frame, so writers must never make one.
@@ -170,6 +170,28 @@ def loads_value(data: bytes) -> Any:
     """Decode a journal value (CBOR that :func:`dumps` produced), accepting only the
     tags journal contract v1 defines. Raises ``cbor2.CBORDecodeError`` on bad data."""
     return loads(data)
+
+
+def load_stored(data: bytes, *, run_id: str, what: str) -> Any:
+    """Decode a value the journal of ``run_id`` holds (``what`` it is, for the error).
+
+    Its record passed the checksum, so a value that does not decode (a tag the
+    journal does not allow, nesting too deep, bytes that are not CBOR) was
+    written by something other than durable: that run's ``JournalCorruptError``,
+    never a raw decoder error.
+    """
+    try:
+        return loads(data)
+    except Exception as exc:
+        raise JournalCorruptError(f"run {run_id!r}", None, f"{what} does not decode: {exc}") from None
+
+
+def load_call(data: bytes, *, run_id: str, what: str) -> tuple[list[Any], dict[str, Any]]:
+    """Decode a call's ``[args, kwargs]`` the journal of ``run_id`` holds."""
+    call = load_stored(data, run_id=run_id, what=what)
+    if type(call) is not list or len(call) != 2 or type(call[0]) is not list or type(call[1]) is not dict:
+        raise JournalCorruptError(f"run {run_id!r}", None, f"{what} are not [arguments, keyword arguments]")
+    return call[0], call[1]
 
 
 #: Values of these exact types always encode, and decode back, without a tag.

@@ -327,3 +327,67 @@ def test_on_postgresql_a_too_large_result_fails_the_step_and_the_run_reads_back(
 
     trio.run(main)
     assert CALLS == ["huge bytes"]
+
+
+# --- values inside sound records that do not decode -------------------------------------
+
+
+async def _write_journal(store: durable.FileStore, events: list[Any]) -> None:
+    writer = await store.create(events[0])
+    assert writer is not None
+    for event in events[1:]:
+        writer.append(event)
+    await writer.sync()
+    writer.close()
+
+
+FOREIGN_TAG = cbor2.dumps(cbor2.CBORTag(9999, 1))  # a tag the journal does not allow
+
+
+async def test_a_finished_run_whose_result_does_not_decode_is_that_runs_journal_corrupt_error(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    store = durable.FileStore(tmp_path)
+    await _write_journal(
+        store,
+        [
+            RunStarted("bad", "tests.limits.echo", encode_call((1,), {}, what="x"), 1.0),
+            durable.lowlevel.RunCompleted(FOREIGN_TAG, 2.0),
+        ],
+    )
+    async with durable.Runtime(store) as runtime:
+        handle = await runtime.start(echo, 1, id="bad")
+        with pytest.raises(durable.JournalCorruptError, match=r"run 'bad'.*result does not decode.*9999"):
+            await handle.result()
+    with pytest.raises(durable.JournalCorruptError, match="run 'bad'"):
+        await (await durable.Client(store).start(echo, 1, id="bad")).result()
+
+
+@durable.workflow(name="tests.limits.one_step")
+def one_step():  # type: ignore[no-untyped-def]
+    return (yield takes(1))
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [
+            RunStarted("v", "tests.limits.one_step", b"\x82\x80\xa0", 1.0),
+            ActivityScheduled(0, "takes", b"\x82\x81\x01\xa0", 1.0),
+            ActivityCompleted(0, FOREIGN_TAG, 1, 2.0),
+        ],
+        [RunStarted("v", "tests.limits.one_step", FOREIGN_TAG, 1.0)],
+        [RunStarted("v", "tests.limits.one_step", cbor2.dumps({"not": "a call"}), 1.0)],
+    ],
+    ids=["a step's result", "the run's arguments", "arguments that are not a call"],
+)
+async def test_replaying_a_value_that_does_not_decode_stops_with_journal_corrupt_error(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, events: list[Any]
+) -> None:
+    store = durable.FileStore(tmp_path)
+    await _write_journal(store, events)
+    async with durable.Runtime(store) as runtime:
+        [handle] = await runtime.recover()
+        with pytest.raises(durable.JournalCorruptError, match="run 'v'"):
+            await handle.result()
+    assert CALLS == []  # nothing was executed
