@@ -17,7 +17,13 @@ one has no rule for. Such an event is never an error here: it becomes a
 carries a ``seq`` (a new step if there is none yet) and to the run otherwise.
 Nor does a journal that breaks the ordering rules stop it: the timeline of a
 damaged run is still a timeline, and :func:`salvage` reads the valid records
-in front of the damage.
+in front of the damage. A record whose fields have the wrong types (text where
+a number belongs) ends the timeline there, as damage; a time that is no date
+(NaN, or beyond the calendar: a timer of 10**12 seconds) is drawn as such.
+
+Everything here is text a person reads, and journals hold text anyone could
+have written (run ids, names, error messages): :func:`printable` is what every
+viewer applies before putting such text on a terminal.
 
 No I/O and no terminal code here: events and bytes in, values and text out.
 """
@@ -25,6 +31,7 @@ No I/O and no terminal code here: events and bytes in, values and text out.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -224,14 +231,48 @@ def build(
             ``"unreadable"`` (a newer format, no permission...).
     """
     builder = _Builder(Timeline(run_id))
-    for event in events:
-        builder.add(event)
+    for index, event in enumerate(events):
+        try:
+            _check_fields(event)
+            builder.add(event)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            # The journal passed its checksums but a record holds what no durable writes.
+            journal_error = f"record {index} ({type(event).__name__}) is malformed: {exc}"
+            corrupt = True
+            break
     timeline = builder.timeline
     timeline.steps.sort(key=lambda step: step.seq)
     if journal_error is not None:
         timeline.journal_error = journal_error
         timeline.status = "corrupt" if corrupt else "unreadable"
     return timeline
+
+
+#: What each field type of the journal's events must hold (``bool`` is no number here).
+_FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "bytes": lambda v: isinstance(v, bytes),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "ErrorInfo": lambda v: isinstance(v, ErrorInfo) and _error_ok(v),
+    "ErrorInfo | None": lambda v: v is None or (isinstance(v, ErrorInfo) and _error_ok(v)),
+}
+
+
+def _error_ok(error: ErrorInfo) -> bool:
+    return all(isinstance(getattr(error, name, None), str) for name in ("type", "message", "traceback"))
+
+
+def _check_fields(event: Any) -> None:
+    """Refuse an event of a known type whose fields do not have their types (TypeError)."""
+    cls = type(event)
+    if cls not in _HANDLERS:
+        return  # shown by class name and fields, whatever they hold
+    for field in attrs.fields(cls):
+        check = _FIELD_CHECKS.get(str(field.type))
+        value = getattr(event, field.name)
+        if check is not None and not check(value):
+            raise TypeError(f"its field {field.name!r} holds {_plain(value)[:80]}, not a {field.type}")
 
 
 class _Builder:
@@ -459,14 +500,28 @@ def shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def printable(text: str, *, keep: str = "") -> str:
+    """``text`` safe to put on a terminal: every character that is not printable (C0 and C1
+    controls such as ESC and CR, bidi overrides such as U+202E, lone surrogates) as its
+    Python escape (``\\x1b``, ``\\u202e``, ``\\udcff``), except those in ``keep`` (``"\\n"``).
+
+    Journals hold text anyone could have written: printed raw, an escape sequence in a run
+    id could clear the screen or fake a line of output."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def duration_text(seconds: float | None) -> str:
-    """``"0.4ms"``, ``"512ms"``, ``"1.52s"``, ``"2m03s"``, ``"1h02m"``."""
+    """``"0.4ms"``, ``"512ms"``, ``"1.52s"``, ``"2m03s"``, ``"1h02m"`` (``"inf s"``, ``"nan s"``)."""
     if seconds is None:
         return ""
+    if not math.isfinite(seconds):
+        return f"{seconds} s"
     if seconds < 0.001:
         return f"{seconds * 1000:.1f}ms"
     if seconds < 1:
@@ -479,19 +534,44 @@ def duration_text(seconds: float | None) -> str:
     return f"{whole // 3600}h{whole // 60 % 60:02d}m"
 
 
+def _moment(t: float) -> datetime.datetime | None:
+    """Wall-clock seconds as a local datetime; None for a time that is no date (NaN, beyond
+    the calendar: a journal may hold a timer of 10**12 seconds)."""
+    try:
+        return datetime.datetime.fromtimestamp(t).astimezone()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _no_date(t: float) -> str:
+    if math.isnan(t):
+        return "no time (NaN)"
+    return f"{'far future' if t > 0 else 'far past'} ({t:.6g}s from 1970)"
+
+
 def local_time(t: float | None, *, precise: bool = False) -> str:
-    """Wall-clock seconds as local time: ``2026-11-25 10:00:03`` (``.123`` when ``precise``)."""
+    """Wall-clock seconds as local time: ``2026-11-25 10:00:03`` (``.123`` when ``precise``);
+    a time that is no date as ``far future (1e+12s from 1970)`` or ``no time (NaN)``."""
     if t is None:
         return ""
-    moment = datetime.datetime.fromtimestamp(t)
-    return moment.isoformat(" ", timespec="milliseconds" if precise else "seconds")
+    moment = _moment(t)
+    if moment is None:
+        return _no_date(t)
+    return moment.replace(tzinfo=None).isoformat(" ", timespec="milliseconds" if precise else "seconds")
 
 
 def iso_time(t: float | None) -> str | None:
-    """Wall-clock seconds as ISO 8601 local time with its UTC offset (the ``--json`` form)."""
+    """Wall-clock seconds as ISO 8601 local time with its UTC offset (the ``--json`` form);
+    None for a time that is no date."""
     if t is None:
         return None
-    return datetime.datetime.fromtimestamp(t).astimezone().isoformat(timespec="microseconds")
+    moment = _moment(t)
+    return None if moment is None else moment.isoformat(timespec="microseconds")
+
+
+def _finite(seconds: float | None) -> float | None:
+    """A number for JSON (which has no NaN or infinity): None if it is not finite."""
+    return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
 def attempt_text(attempt: Attempt) -> str:
@@ -653,7 +733,7 @@ def _step_json(step: Step) -> dict[str, Any]:
         "status": step.status,
         "scheduled": iso_time(step.scheduled),
         "ended": iso_time(step.ended),
-        "duration": step.duration,
+        "duration": _finite(step.duration),
         "result": step.result,
         "error": _error_json(step.error),
         "until": iso_time(step.until),
@@ -673,7 +753,7 @@ def to_json(timeline: Timeline) -> dict[str, Any]:
         "started": iso_time(timeline.started),
         "ended": iso_time(timeline.ended),
         "last_event": iso_time(timeline.last_event),
-        "duration": timeline.duration,
+        "duration": _finite(timeline.duration),
         "result": timeline.result,
         "error": _error_json(timeline.error),
         "journal_error": timeline.journal_error,

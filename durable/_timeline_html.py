@@ -21,6 +21,7 @@ from ._timeline import (
     attempt_text,
     duration_text,
     local_time,
+    printable,
     rows,
     shorten,
 )
@@ -94,7 +95,9 @@ _BAR_CLASS = {"completed": "ok", "failed": "bad", "running": "run", "cancelled":
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """Text for the page: HTML-escaped, and with control characters, bidi overrides and lone
+    surrogates (which no UTF-8 file can hold) written as escapes, as on a terminal."""
+    return html.escape(printable(str(text), keep="\n"), quote=True)
 
 
 def _tag(name: str, content: str = "", **attributes: object) -> str:
@@ -123,6 +126,8 @@ class _Scale:
         self.span = max(end - start, 1e-3)
 
     def x(self, t: float) -> float:
+        if not math.isfinite(t):  # a time that is no date: at the chart's end (or start, NaN)
+            t = self.start + self.span if t > 0 else self.start
         return _LABEL_W + (t - self.start) / self.span * _CHART_W
 
     def ticks(self) -> list[float]:
@@ -224,12 +229,16 @@ def _step_row(scale: _Scale, step: Step, top: float, chart_end: float) -> str:
 
 
 def _chart_span(timeline: Timeline) -> tuple[float, float]:
-    start = timeline.started if timeline.started is not None else (timeline.last_event or 0.0)
+    """The chart's first and last time; times that are not finite (a damaged journal) are
+    left out, and drawn at an edge."""
+    start = next(
+        (t for t in (timeline.started, timeline.last_event) if t is not None and math.isfinite(t)), 0.0
+    )
     ends = [start, timeline.last_event or start]
     for step in timeline.steps:
         ends += [a.retry_at for a in step.attempts if a.retry_at is not None]
         ends += [step.until] if step.until is not None else []
-    end = max(ends)
+    end = max(t for t in ends if math.isfinite(t))
     if timeline.ended is None:  # room to show what was still in flight
         end += max((end - start) * 0.06, 1e-3)
     return start, end
