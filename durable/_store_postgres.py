@@ -3,9 +3,12 @@
 Tables
 ------
 All in one schema (``schema=``, default ``public``), every name prefixed
-``durable_``, created and migrated on first use (idempotently, under a
-transaction-scoped advisory lock, so two processes starting at once do not
-trip over each other), versioned in ``durable_schema_version``:
+``durable_``, created and migrated by the first write, i.e. the first run
+created (idempotently, under a transaction-scoped advisory lock, so two
+processes starting at once do not trip over each other), versioned in
+``durable_schema_version``. Reading never creates anything: a schema without
+the tables reads as a store without runs (:meth:`PostgresStore.has_tables`
+tells the two apart, for ``durable ls`` on a mistyped schema):
 
 ``durable_runs``
     one row per run: ``run_id`` (primary key), ``workflow``, ``status``
@@ -76,6 +79,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -177,19 +181,69 @@ def _one_line(exc: BaseException) -> str:
     return text[0].strip() if text else type(exc).__name__
 
 
-#: Query parameters of a DSN URI that configure the store rather than the connection.
+#: Query parameters of a DSN URI (or pairs of a key=value string) that configure the
+#: store rather than the connection.
 _STORE_OPTIONS = ("schema", "lease_ttl")
+
+#: The keywords of libpq's key=value connection strings (PostgreSQL 17).
+_LIBPQ_KEYWORDS = frozenset(
+    (  # noqa: SIM905 - a list of words reads best as words
+        "host hostaddr port dbname user password passfile require_auth channel_binding "
+        "connect_timeout client_encoding options application_name fallback_application_name "
+        "keepalives keepalives_idle keepalives_interval keepalives_count tcp_user_timeout "
+        "replication gssencmode sslmode sslnegotiation requiressl sslcompression sslcert sslkey "
+        "sslkeylogfile sslpassword sslcertmode sslrootcert sslcrl sslcrldir sslsni requirepeer "
+        "ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation "
+        "service target_session_attrs load_balance_hosts"
+    ).split()
+)
+_FIRST_KEY = re.compile(r"\s*([A-Za-z_]+)\s*=")
+#: One ``key = value`` pair of a key=value string; a value is quoted '...' (with \\ escapes) or a word.
+_PAIR = re.compile(r"(?:^|\s)([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']\S*|)")
+
+
+def looks_like_dsn(text: str) -> bool:
+    """Whether ``--store`` text names a PostgreSQL store rather than a directory: a
+    ``postgresql://`` (or ``postgres://``) URL, or a libpq key=value string whose first
+    key is one of libpq's (``host=db dbname=app``) or the store's (``schema=...``).
+
+    A directory whose name starts like that can still be given as ``./host=x``.
+    """
+    if text.startswith(("postgresql://", "postgres://")):
+        return True
+    first = _FIRST_KEY.match(text)
+    return first is not None and (first.group(1) in _LIBPQ_KEYWORDS or first.group(1) in _STORE_OPTIONS)
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
 
 
 def _store_options(dsn: str) -> tuple[str, dict[str, str]]:
-    """A DSN URI without the store's own options (``?schema=...&lease_ttl=...``), and those."""
+    """A DSN without the store's own options (``?schema=...&lease_ttl=...`` of a URL, or
+    ``schema=... lease_ttl=...`` pairs of a key=value string), and those."""
     if not dsn.startswith(("postgresql://", "postgres://")):
-        return dsn, {}
+        options: dict[str, str] = {}
+
+        def take(match: re.Match[str]) -> str:
+            if match.group(1) not in _STORE_OPTIONS:
+                return match.group(0)
+            options[match.group(1)] = _unquote(match.group(2))
+            return ""
+
+        return _PAIR.sub(take, dsn).strip(), options
     parts = urllib.parse.urlsplit(dsn)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     options = {name: value for name, value in query if name in _STORE_OPTIONS}
     rest = urllib.parse.urlencode([(name, value) for name, value in query if name not in _STORE_OPTIONS])
     return urllib.parse.urlunsplit(parts._replace(query=rest)), options
+
+
+#: What ``open_many`` takes in its transaction: the epochs of the runs it took, their
+#: journals (or the damage found), and which of the runs it skipped exist.
+_Taken: TypeAlias = tuple[dict[str, int], dict[str, "list[ev.Event] | JournalCorruptError"], set[str]]
 
 
 def _lease_moved(run_id: str) -> str:
@@ -420,7 +474,13 @@ class PostgresStore(Store):
         try:
             self._params = conninfo_to_dict(dsn)
         except psycopg.Error as exc:
-            raise StoreError(f"invalid PostgreSQL connection string: {_one_line(exc)}") from None
+            # libpq quotes the text it stumbled on, which may be part of a password.
+            why = "(not shown: it holds a password)" if "password" in dsn else f"({_one_line(exc)})"
+            raise StoreError(
+                f"invalid PostgreSQL connection string {why}: write a URL "
+                "postgresql://user@host:port/dbname or libpq key=value pairs (host=... dbname=...; "
+                "quote a value with spaces: password='a b')"
+            ) from None
         self._dsn = dsn
         self._schema = schema
         self._pool_size = pool_size
@@ -441,6 +501,8 @@ class PostgresStore(Store):
 
         self._init_lock = threading.Lock()
         self._pool: psycopg_pool.ConnectionPool[Conn] | None = None
+        #: The tables exist (this version): found by a read, or made by the first write.
+        self._tables = False
         self._closed = False
         # The committer thread: its queue, the writers whose leases it renews.
         self._cond = threading.Condition()
@@ -536,7 +598,10 @@ class PostgresStore(Store):
     # -- connecting, tables --------------------------------------------------------
 
     def _prepare(self) -> psycopg_pool.ConnectionPool[Conn]:
-        """Connect, create or check the tables, open the pool: once, on first use."""
+        """Connect, check the tables' version (if they exist), open the pool: once, on first use.
+
+        Nothing is created here: the first write makes the tables (:meth:`_make_tables`).
+        """
         pool = self._pool
         if pool is not None:
             return pool
@@ -553,9 +618,9 @@ class PostgresStore(Store):
                 ) from None
             try:
                 with conn:
-                    self._migrate(conn)
+                    self._tables = self._version(conn) == SCHEMA_VERSION
             except psycopg.Error as exc:
-                raise self._db_error(f"setting up durable's tables in schema {self._schema!r}", exc) from exc
+                raise self._db_error(f"looking for durable's tables in schema {self._schema!r}", exc) from exc
             pool = psycopg_pool.ConnectionPool(
                 self._dsn,
                 min_size=1,
@@ -572,6 +637,18 @@ class PostgresStore(Store):
                 raise self._db_error("opening a connection pool", exc) from None
             self._pool = pool
             return pool
+
+    def _make_tables(self) -> None:
+        """Make sure the tables exist (the first write makes them): once per store."""
+        if self._tables:
+            return
+        pool = self._prepare()
+        try:
+            with pool.connection() as conn:
+                self._migrate(conn)
+        except psycopg.Error as exc:
+            raise self._db_error(f"setting up durable's tables in schema {self._schema!r}", exc) from exc
+        self._tables = True
 
     def _migrate(self, conn: Conn) -> None:
         """Create the tables if they are missing; refuse tables of a newer version.
@@ -605,17 +682,31 @@ class PostgresStore(Store):
             )
         return version
 
-    def _call(self, what: str, fn: Callable[[Conn], T]) -> T:
+    def _call(self, what: str, fn: Callable[[Conn], T], missing: T) -> T:
         pool = self._prepare()
         try:
             with pool.connection() as conn:
+                if not self._tables:  # another process may have made them since
+                    if self._version(conn) != SCHEMA_VERSION:
+                        return missing
+                    self._tables = True
                 return fn(conn)
         except psycopg.Error as exc:
             raise self._db_error(what, exc) from exc
 
-    async def _run(self, what: str, fn: Callable[[Conn], T]) -> T:
+    async def _run(self, what: str, fn: Callable[[Conn], T], *, missing: T) -> T:
+        """Run ``fn`` on a pool connection in a thread; ``missing`` is its answer when the
+        tables do not exist (reading never creates them)."""
         self._check_open()
-        return await trio.to_thread.run_sync(self._call, what, fn)
+        return await trio.to_thread.run_sync(self._call, what, fn, missing)
+
+    async def has_tables(self) -> bool:
+        """Whether durable's tables exist in the store's schema (a first write makes them).
+
+        Raises:
+            StoreError: the server cannot be reached, or its tables are of a newer version.
+        """
+        return await self._run("looking for durable's tables", lambda conn: True, missing=False)
 
     # -- reading journals ----------------------------------------------------------
 
@@ -734,7 +825,8 @@ class PostgresStore(Store):
         except RunLockedError:
             return None  # this store holds it: it exists
         try:
-            made = await self._run(f"creating run {run_id!r}", insert)
+            await trio.to_thread.run_sync(self._make_tables)
+            made = await self._run(f"creating run {run_id!r}", insert, missing=False)
         except BaseException:
             self._unclaim(run_id)
             raise
@@ -791,7 +883,7 @@ class PostgresStore(Store):
 
         self._claim(run_id)
         try:
-            taken = await self._run(f"opening run {run_id!r}", take)
+            taken = await self._run(f"opening run {run_id!r}", take, missing=None)
         except BaseException:
             self._unclaim(run_id)
             raise
@@ -828,9 +920,9 @@ class PostgresStore(Store):
             else:
                 mine.append(run_id)
 
-        def take(
-            conn: Conn,
-        ) -> tuple[dict[str, int], dict[str, list[ev.Event] | JournalCorruptError], set[str]]:
+        nothing: _Taken = ({}, {}, set())  # no tables: no runs
+
+        def take(conn: Conn) -> _Taken:
             with conn.transaction():
                 free = [
                     row[0]
@@ -870,9 +962,12 @@ class PostgresStore(Store):
                 )
             return epochs, journals, exist
 
+        epochs: dict[str, int]
+        journals: dict[str, list[ev.Event] | JournalCorruptError]
+        exist: set[str]
         try:
             epochs, journals, exist = (
-                await self._run(f"opening {len(mine)} runs", take) if mine else ({}, {}, set())
+                await self._run(f"opening {len(mine)} runs", take, missing=nothing) if mine else nothing
             )
         except BaseException:
             for run_id in mine:
@@ -952,7 +1047,7 @@ class PostgresStore(Store):
                 )
                 return int(row[0])
 
-        epoch = await self._run(f"starting run {run_id!r} over in a fresh journal", swap)
+        epoch = await self._run(f"starting run {run_id!r} over in a fresh journal", swap, missing=None)
         if epoch is None:
             message = _lease_moved(run_id)
             writer.lose(message)
@@ -967,11 +1062,15 @@ class PostgresStore(Store):
 
     async def read(self, run_id: str) -> list[ev.Event] | None:
         run_id = check_run_id(run_id)
-        return await self._run(f"reading run {run_id!r}", lambda conn: self._journal(conn, run_id))
+        return await self._run(
+            f"reading run {run_id!r}", lambda conn: self._journal(conn, run_id), missing=None
+        )
 
     async def run_ids(self) -> list[str]:
-        rows = await self._run(
-            "listing runs", lambda conn: conn.execute(self._q("SELECT run_id FROM {runs}")).fetchall()
+        rows: list[tuple[Any, ...]] = await self._run(
+            "listing runs",
+            lambda conn: conn.execute(self._q("SELECT run_id FROM {runs}")).fetchall(),
+            missing=[],
         )
         return sorted(row[0] for row in rows)
 
@@ -981,8 +1080,8 @@ class PostgresStore(Store):
             "SELECT run_id FROM {runs} WHERE status = 'open' AND (owner IS NULL OR owner = %s"
             " OR lease_expires IS NULL OR lease_expires <= now())"
         )
-        rows = await self._run(
-            "listing unfinished runs", lambda conn: conn.execute(query, [self.owner]).fetchall()
+        rows: list[tuple[Any, ...]] = await self._run(
+            "listing unfinished runs", lambda conn: conn.execute(query, [self.owner]).fetchall(), missing=[]
         )
         return sorted(row[0] for row in rows)
 
@@ -1011,15 +1110,17 @@ class PostgresStore(Store):
                 conn.execute("SELECT pg_notify(%s, %s)", [self._channel, run_id])
             return True
 
-        if not await self._run(f"leaving a message for run {run_id!r}", insert):
+        if not await self._run(f"leaving a message for run {run_id!r}", insert, missing=False):
             raise UnknownRunError(run_id, self)
         self._changed()
 
     async def messages(self, run_id: str) -> list[ev.Message]:
         run_id = check_run_id(run_id)
         query = self._q("SELECT id, record FROM {inbox} WHERE run_id = %s ORDER BY id")
-        rows = await self._run(
-            f"reading the messages of run {run_id!r}", lambda conn: conn.execute(query, [run_id]).fetchall()
+        rows: list[tuple[Any, ...]] = await self._run(
+            f"reading the messages of run {run_id!r}",
+            lambda conn: conn.execute(query, [run_id]).fetchall(),
+            missing=[],
         )
         found = []
         for row_id, record in rows:
@@ -1039,12 +1140,16 @@ class PostgresStore(Store):
             return
         query = self._q("DELETE FROM {inbox} WHERE run_id = %s AND message_id = ANY(%s)")
         await self._run(
-            f"removing messages of run {run_id!r}", lambda conn: conn.execute(query, [run_id, ids]).rowcount
+            f"removing messages of run {run_id!r}",
+            lambda conn: conn.execute(query, [run_id, ids]).rowcount,
+            missing=0,
         )
 
     async def runs_with_messages(self) -> set[str]:
         query = self._q("SELECT DISTINCT run_id FROM {inbox}")
-        rows = await self._run("listing runs with messages", lambda conn: conn.execute(query).fetchall())
+        rows: list[tuple[Any, ...]] = await self._run(
+            "listing runs with messages", lambda conn: conn.execute(query).fetchall(), missing=[]
+        )
         return {row[0] for row in rows}
 
     # -- change notifications ------------------------------------------------------
@@ -1102,7 +1207,9 @@ class PostgresStore(Store):
                     self._dsn, autocommit=True, connect_timeout=max(2, math.ceil(self._connect_timeout))
                 )
             except psycopg.Error as exc:
-                _log.warning("durable: cannot LISTEN at %s (retrying): %s", self.where, self._scrub(str(exc)))
+                _log.warning(
+                    "durable: cannot LISTEN at %s (retrying): %s", self.where, self._scrub(_one_line(exc))
+                )
                 self._listening.set()  # waiters fall back to their timeout
                 reconnect = True
                 self._stop_listener.wait(delay)
@@ -1125,7 +1232,7 @@ class PostgresStore(Store):
                 _log.warning(
                     "durable: LISTEN connection to %s lost (reconnecting): %s",
                     self.where,
-                    self._scrub(str(exc)),
+                    self._scrub(_one_line(exc)),
                 )
                 reconnect = True
                 self._stop_listener.wait(delay)

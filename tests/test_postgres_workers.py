@@ -511,6 +511,7 @@ CREATE_TABLES = textwrap.dedent(
 
     async def main():
         try:
+            await trio.to_thread.run_sync(store._make_tables)  # what a first write does
             print(await store.run_ids(), flush=True)
         finally:
             await store.aclose()
@@ -588,15 +589,29 @@ def test_two_processes_creating_the_tables_at_once_both_succeed_and_a_third_star
             )
             assert third.returncode == 0, third.stderr
             assert "no runs in" in third.stdout
-            # Whereas a first start (a fresh schema) waits for that lock to create its tables.
-            first = subprocess.Popen(
+            # Reading a fresh schema creates nothing, so it takes no lock either.
+            reader = subprocess.run(
                 [SCRIPT, "ls", "--store", store_dsn(fresh, "30s")],
+                capture_output=True,
+                text=True,
+                timeout=GUARD,
+            )
+            assert reader.returncode == 2, reader.stderr
+            assert f"no durable store in schema '{fresh}'" in reader.stderr
+            # Whereas a first write (a fresh schema) waits for that lock to create its tables.
+            first = subprocess.Popen(
+                [sys.executable, "-c", CREATE_TABLES, pgutil.dsn(), fresh],
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             try:
-                wait_until(lambda: _advisory_waiters(fresh_key) == 1, "the first start to wait for the lock")
+                assert first.stdout is not None and first.stdin is not None
+                assert first.stdout.readline() == "ready\n"
+                first.stdin.write("go\n")
+                first.stdin.flush()
+                wait_until(lambda: _advisory_waiters(fresh_key) == 1, "the first write to wait for the lock")
                 assert first.poll() is None
                 holder.execute("SELECT pg_advisory_unlock_all()")
                 out, err = first.communicate(timeout=GUARD)
@@ -605,7 +620,7 @@ def test_two_processes_creating_the_tables_at_once_both_succeed_and_a_third_star
                     first.kill()
                     first.communicate(timeout=60)
             assert first.returncode == 0, err
-            assert "no runs in" in out
+            assert out == "[]\n"
     finally:
         pgutil.drop_schema(fresh)
 

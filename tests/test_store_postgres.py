@@ -1,4 +1,4 @@
-"""What only the PostgreSQL store promises: tables made on first use, leases and fencing,
+"""What only the PostgreSQL store promises: tables made by the first write, leases and fencing,
 group commit, notifications, and clear errors. The Store contract itself is in test_stores.py.
 
 Two store instances on one schema stand for two worker processes.
@@ -105,9 +105,10 @@ async def other(store: PostgresStore) -> AsyncIterator[PostgresStore]:
 
 
 @postgres
-async def test_the_tables_are_made_on_first_use_and_again_is_harmless(store: PostgresStore) -> None:
-    assert await store.run_ids() == []  # creates the schema and tables
-    (await create(store)).close()
+async def test_the_tables_are_made_by_the_first_write_and_again_is_harmless(store: PostgresStore) -> None:
+    assert await store.run_ids() == []  # reading creates nothing
+    assert not pgutil.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [store.schema])
+    (await create(store)).close()  # creates the schema and tables
     again = pgutil.store_on(store.schema)
     try:
         assert await again.run_ids() == ["run-1"]  # runs the same DDL: changes nothing
@@ -131,7 +132,7 @@ def test_workers_starting_at_once_on_a_fresh_schema_all_get_the_tables() -> None
     def first_use(store: PostgresStore) -> None:
         barrier.wait()
         try:
-            store._prepare()
+            store._make_tables()
         except BaseException as exc:
             errors.append(exc)
 
@@ -154,7 +155,7 @@ def test_workers_starting_at_once_on_a_fresh_schema_all_get_the_tables() -> None
 
 @postgres
 async def test_tables_of_a_newer_version_are_refused(store: PostgresStore) -> None:
-    await store.run_ids()
+    (await create(store)).close()
     pgutil.execute(
         sql.SQL("UPDATE {} SET version = %s").format(table(store, "durable_schema_version")),
         [SCHEMA_VERSION + 1],
@@ -169,7 +170,7 @@ async def test_tables_of_a_newer_version_are_refused(store: PostgresStore) -> No
 
 @postgres
 async def test_a_role_that_may_not_create_tables_works_with_existing_ones(store: PostgresStore) -> None:
-    await store.run_ids()  # the tables exist
+    (await create(store, "run-0")).close()  # the tables exist
     role = f"durable_test_role_{uuid.uuid4().hex[:12]}"
     schema = sql.Identifier(store.schema)
     pgutil.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
@@ -827,9 +828,10 @@ async def test_a_worker_frozen_in_a_transaction_on_a_run_does_not_stall_others(
 
 @postgres
 async def test_the_store_s_sessions_end_a_transaction_left_idle_past_the_lease(store: PostgresStore) -> None:
-    await store.run_ids()
+    (await create(store)).close()  # the tables exist
     setting = await store._run(
         "reading a setting",
         lambda conn: conn.execute("SHOW idle_in_transaction_session_timeout").fetchone(),
+        missing=None,
     )
     assert setting is not None and setting[0] in ("30s", "30000ms")
