@@ -9,20 +9,29 @@ with the simulator). The reference, with sample output, is docs/cli.md.
 Exit codes: 0 success, 1 a workflow failed or diverged (or the simulator found a
 failing schedule), 2 a usage error (one line on stderr; a traceback only with
 ``--debug``).
+
+Everything printed that came from a journal or a user (run ids, names, error
+messages, results) goes through ``_timeline.printable`` first: a control
+character, a bidi override or a lone surrogate is printed as its escape, never
+raw; rich prints without markup, so ``[bold]`` in a name is text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import signal as signal_module
+import stat
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import attrs
+import cbor2
 import click
 import trio
 from rich import box
@@ -48,10 +57,11 @@ from ._errors import (
 )
 from ._loader import LoadError, load_module, load_workflow, parse_arg
 from ._machine import Continued, Raised, Replay, Returned, Stopped
-from ._runtime import RunHandle, Runtime, store_from
+from ._runtime import DEFAULT_STORE_PATH, RunHandle, Runtime, store_from
 from ._runtime import run as run_workflow
 from ._store import Store
-from ._store_file import FileStore
+from ._store_file import FileStore, check_run_id
+from ._store_postgres import PostgresStore, looks_like_dsn
 from ._timeline_html import to_html
 from ._values import loads
 
@@ -70,8 +80,32 @@ class CliFailure(Exception):
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {tl.printable(message, keep=chr(10))}", err=True)
     sys.exit(code)
+
+
+#: Arguments that become text in a journal or a message (ids, names, payloads): a lone
+#: surrogate in them (bytes that are not UTF-8 in argv) is a usage error up front.
+_TEXT_PARAMS = {
+    "run_id": "the run id",
+    "run_ids": "the run id",
+    "name": "the signal name",
+    "payload": "the payload",
+    "reason": "--reason",
+    "args": "the workflow argument",
+    "workflows": "--workflow",
+}
+
+
+def _check_text(params: dict[str, Any]) -> None:
+    for param, what in _TEXT_PARAMS.items():
+        value = params.get(param)
+        for text in value if isinstance(value, tuple) else (value,):
+            if isinstance(text, str) and any("\ud800" <= c <= "\udfff" for c in text):
+                raise CliUsageError(
+                    f"{what} {text!r} is not valid text: it holds bytes that are not UTF-8 (shown as "
+                    "\\udcXX); durable keeps ids, names and payloads as UTF-8: pass it in UTF-8"
+                )
 
 
 def _common(fn: F) -> F:
@@ -89,15 +123,20 @@ def _common(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, debug: bool, **kwargs: Any) -> Any:
         try:
+            _check_text(kwargs)
             return fn(*args, **kwargs)
         except (WorkflowFailed, NonDeterminismError, CliFailure) as exc:
             if debug:
                 raise
             _fail(str(exc), EXIT_FAILED)
+        except cbor2.CBORDecodeError as exc:  # not a ValueError since cbor2 6
+            if debug:
+                raise
+            _fail(f"a journal holds a value that cannot be decoded: {exc}", EXIT_USAGE)
         except (CliUsageError, LoadError, DurableError, TypeError, ValueError, OSError) as exc:
             if debug:
                 raise
-            _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, EXIT_USAGE)
+            _fail(str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__, EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
 
@@ -107,7 +146,25 @@ def _epilog(*lines: str) -> str:
     return "\b\n" + "\n".join(lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Click's own errors quote what was typed (``No such option: ...``): escaped like the rest."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as exc:
+            setattr(exc, "message", tl.printable(exc.message))  # noqa: B010 - click types it Final
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            setattr(exc, "message", tl.printable(exc.message))  # noqa: B010 - click types it Final
+            raise
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="durable-yield", prog_name="durable")
 def main() -> None:
     """durable: durable execution for Python workflows."""
@@ -146,8 +203,18 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, store: str | Non
     """
     workflow = load_workflow(target)
     values = _parse_args(args)
-    result = run_workflow(workflow, *values, id=run_id, store=store_from(store))
-    click.echo(result if isinstance(result, str) else repr(result))
+    opened = _store_from(store)
+    try:
+        result = run_workflow(workflow, *values, id=run_id, store=opened)
+    except cbor2.CBORDecodeError as exc:  # not a ValueError since cbor2 6
+        which = f"run {run_id!r}" if run_id is not None else "the run"
+        raise CliUsageError(
+            f"the journal of {which} in {_store_name(opened)} holds a value that cannot be decoded "
+            f"({exc}): it is damaged, or was written by other software; `durable show` shows what "
+            "it holds"
+        ) from exc
+    # A str result prints as it is (lines and tabs kept), but never a control character raw.
+    click.echo(tl.printable(result, keep="\n\t") if isinstance(result, str) else tl.printable(repr(result)))
 
 
 # --- worker ------------------------------------------------------------------------------
@@ -188,7 +255,7 @@ def worker(modules: tuple[str, ...], poll: str, concurrency: int, store: str | N
     for module in modules:
         load_module(module)
     interval = parse_duration(poll, what="--poll")
-    target = _open_store(store)
+    target = _open_store(store, tables=False)
     console = _console(stderr=True)
     trio.run(target.unfinished)  # a store that cannot be reached at the start: one line, exit 2
     trio.run(_serve, target, interval, concurrency, console)
@@ -210,7 +277,7 @@ async def _serve(store: Store, interval: float, concurrency: int, console: Conso
 async def _take_runs(store: Store, interval: float, concurrency: int, console: Console) -> None:
     seen: set[str] = set()
     async with Runtime(store, poll=interval) as runtime:
-        console.print(f"worker: serving {_store_name(store)}")
+        console.print(tl.printable(f"worker: serving {_store_name(store)}"))
         async with trio.open_nursery() as watchers:
             while True:
                 try:
@@ -220,11 +287,14 @@ async def _take_runs(store: Store, interval: float, concurrency: int, console: C
                         if handle.run_id not in seen:
                             seen.add(handle.run_id)
                             state = "cannot run it" if handle.status == "error" else "running"
-                            console.print(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
+                            console.print(
+                                tl.printable(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
+                            )
                             watchers.start_soon(_report_end, handle, seen, console)
                     await store.wait_for_change(interval, since=token)
                 except StoreError as exc:  # e.g. the database restarts: try again later
-                    console.print(f"worker: the store failed ({str(exc).splitlines()[0]}); trying again")
+                    line = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    console.print(tl.printable(f"worker: the store failed ({line}); trying again"))
                     await trio.sleep(max(interval, 1.0))
 
 
@@ -242,9 +312,10 @@ async def _report_end(handle: RunHandle, seen: set[str], console: Console) -> No
     except Exception as exc:
         if not isinstance(exc, _NEEDS_A_PERSON):
             seen.discard(handle.run_id)  # e.g. its lease moved: it may come back to this worker
-        console.print(f"worker: gave up {handle.run_id!r}: {str(exc).splitlines()[0]}")
+        line = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        console.print(tl.printable(f"worker: gave up {handle.run_id!r}: {line}"))
         return
-    console.print(f"worker: {handle.status} {handle.run_id!r}")
+    console.print(tl.printable(f"worker: {handle.status} {handle.run_id!r}"))
 
 
 # --- signal ------------------------------------------------------------------------------
@@ -278,7 +349,7 @@ def signal(run_id: str, name: str, payload: str | None, store: str | None) -> No
             await runtime.signal(run_id, name, value)
 
     trio.run(send)
-    click.echo(f"signal {name!r} sent to run {run_id!r}")
+    click.echo(tl.printable(f"signal {name!r} sent to run {run_id!r}"))
 
 
 # --- cancel ------------------------------------------------------------------------------
@@ -308,7 +379,7 @@ def cancel(run_id: str, reason: str, store: str | None) -> None:
             await runtime.cancel(run_id, reason)
 
     trio.run(send)
-    click.echo(f"cancellation of run {run_id!r} requested")
+    click.echo(tl.printable(f"cancellation of run {run_id!r} requested"))
 
 
 # --- reading stores ----------------------------------------------------------------------
@@ -316,15 +387,36 @@ def cancel(run_id: str, reason: str, store: str | None) -> None:
 
 def _console(*, stderr: bool = False) -> Console:
     """A rich console; piped output gets wide lines (rows stay whole for grep) unless COLUMNS is set."""
-    console = Console(stderr=stderr, highlight=False, emoji=False, soft_wrap=True)
+    # markup=False: a run named "[bold]x" prints as written (every string printed here is text).
+    options: dict[str, Any] = {"highlight": False, "emoji": False, "markup": False, "soft_wrap": True}
+    console = Console(stderr=stderr, **options)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(stderr=stderr, highlight=False, emoji=False, soft_wrap=True, width=160)
+        console = Console(stderr=stderr, width=160, **options)
     return console
 
 
-def _open_store(path: str | None) -> Store:
-    """The store to read; a directory that does not exist is a usage error, not an empty store."""
-    store = store_from(path)
+def _store_from(path: str | None) -> Store:
+    """The store that ``--store`` (else ``$DURABLE_STORE``, else ``./.durable``) names.
+
+    A libpq ``key=value`` connection string (``host=db dbname=app``) is a PostgreSQL
+    store, like a ``postgresql://`` URL, never a directory name (which would put its
+    password into a path)."""
+    text = path if path is not None else os.environ.get("DURABLE_STORE") or DEFAULT_STORE_PATH
+    if looks_like_dsn(text):
+        try:
+            return PostgresStore(text)
+        except ImportError as exc:  # psycopg is an optional dependency
+            raise StoreError(str(exc)) from None
+    return store_from(text)
+
+
+def _open_store(path: str | None, *, tables: bool = True) -> Store:
+    """The store a verb uses; one that does not exist is a usage error, not an empty store.
+
+    Nothing is created here: a directory that does not exist, or (``tables``) a
+    PostgreSQL schema without durable's tables, is a usage error (a typo in --store
+    must not look like "no runs", nor make a store)."""
+    store = _store_from(path)
     if isinstance(store, FileStore):
         if not os.path.exists(store.path):
             raise CliUsageError(
@@ -333,7 +425,16 @@ def _open_store(path: str | None) -> Store:
             )
         if not os.path.isdir(store.path):
             raise CliUsageError(f"{store.path!r} is not a durable store: it is not a directory")
+    if isinstance(store, PostgresStore) and tables and not trio.run(store.has_tables):
+        raise CliUsageError(
+            f"no durable store in schema {store.schema!r} of PostgreSQL at {store.where} (durable's "
+            "tables are not there: no run was ever started in it); check the ?schema= of --store"
+        )
     return store
+
+
+#: The most of a damaged journal that ``_salvage`` reads to show what is in front of the damage.
+_SALVAGE_LIMIT = 256 * 1024 * 1024
 
 
 @attrs.frozen
@@ -345,33 +446,63 @@ class _Journal:
     error: Exception | None = None
 
     def timeline(self) -> tl.Timeline:
-        return tl.build(
-            self.run_id,
-            self.events,
-            journal_error=None if self.error is None else str(self.error),
-            corrupt=isinstance(self.error, JournalCorruptError),
-        )
+        error = self.error
+        why = None
+        if error is not None:
+            why = str(error) if isinstance(error, DurableError) else f"{type(error).__name__}: {error}"
+        try:
+            return tl.build(self.run_id, self.events, journal_error=why, corrupt=_is_damage(error))
+        except Exception as exc:  # the timeline must show what it can, never stop a listing
+            return tl.build(self.run_id, [], journal_error=f"cannot be shown: {type(exc).__name__}: {exc}")
+
+
+def _is_damage(error: Exception | None) -> bool:
+    """Whether a journal's read error is damage ("corrupt"), rather than a journal that could
+    not be read at all ("unreadable": a newer format, no permission...)."""
+    return not isinstance(error, JournalVersionError) and (
+        isinstance(error, JournalCorruptError) or not isinstance(error, StoreError)
+    )
 
 
 async def _read(store: Store, run_id: str) -> _Journal | None:
-    """A run's journal, or None if the store has no such run. Never raises for a damaged one."""
+    """A run's journal, or None if the store has no such run.
+
+    Never raises for a damaged or unreadable journal (it is that run's problem: the others
+    are listed), but does for a store that fails (PostgreSQL unreachable): one line, exit 2.
+    """
     try:
         events = await store.read(run_id)
-    except (TypeError, ValueError):
-        raise  # an invalid run id: a usage error
-    except Exception as exc:
+    except (JournalCorruptError, JournalVersionError) as exc:
+        return _Journal(run_id, _salvage(store, run_id), exc)
+    except StoreError as exc:
+        if not isinstance(store, FileStore):
+            raise  # the database failed, not this run's journal
+        return _Journal(run_id, _salvage(store, run_id), exc)  # e.g. a journal it may not read
+    except Exception as exc:  # a record holding what no durable writes (wrong field types...)
         return _Journal(run_id, _salvage(store, run_id), exc)
     return None if events is None else _Journal(run_id, events)
 
 
 def _salvage(store: Store, run_id: str) -> list[Any]:
-    """The valid records in front of the damage, where the store lets us read its bytes."""
+    """The valid records in front of the damage, where the store lets us read its bytes
+    (only a regular file, and a bounded read: a FIFO or /dev/zero there must not hang us)."""
     if not isinstance(store, FileStore):
         return []
     try:
-        return tl.salvage(Path(store.journal_path(run_id)).read_bytes())
-    except OSError:
+        fd = os.open(store.journal_path(run_id), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except (OSError, ValueError):
         return []
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return []
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(min(info.st_size, _SALVAGE_LIMIT))
+        return tl.salvage(data)
+    except Exception:
+        return []
+    finally:
+        os.close(fd)
 
 
 async def _read_all(store: Store) -> list[_Journal]:
@@ -386,6 +517,7 @@ async def _read_all(store: Store) -> list[_Journal]:
 
 
 async def _read_one(store: Store, run_id: str) -> _Journal:
+    check_run_id(run_id)  # an invalid id is a usage error, not a damaged journal
     journal = await _read(store, run_id)
     if journal is None:
         raise CliUsageError(f"no run {run_id!r} in {_store_name(store)} (`durable ls` lists its runs)")
@@ -393,6 +525,7 @@ async def _read_one(store: Store, run_id: str) -> _Journal:
 
 
 def _store_name(store: Store) -> str:
+    """How messages name a store (a PostgreSQL DSN without its password)."""
     return f"the store {store.path!r}" if isinstance(store, FileStore) else repr(store)
 
 
@@ -445,7 +578,7 @@ def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, sto
     console = _console()
     if not rows:
         what = "matching runs" if statuses or workflows else "runs"
-        console.print(Text(f"no {what} in {_store_name(opened)}"))
+        console.print(Text(tl.printable(f"no {what} in {_store_name(opened)}")))
         return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name in ("id", "workflow", "status", "started", "last event"):
@@ -453,8 +586,8 @@ def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, sto
     table.add_column("steps", justify="right")
     for t in rows:
         table.add_row(
-            Text(t.run_id),
-            Text(t.workflow or "?"),
+            Text(tl.printable(t.run_id)),
+            Text(tl.printable(t.workflow or "?")),
             Text(t.status, style=_STATUS_STYLE.get(t.status, "")),
             Text(tl.local_time(t.started)),
             Text(tl.local_time(t.last_event)),
@@ -463,7 +596,7 @@ def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, sto
     console.print(table)
     for t in rows:
         if t.journal_error:
-            console.print(Text(f"{t.run_id}: {t.journal_error}", style="yellow"))
+            console.print(Text(tl.printable(f"{t.run_id}: {t.journal_error}"), style="yellow"))
 
 
 # --- show ----------------------------------------------------------------------------
@@ -498,14 +631,30 @@ def show(run_id: str, as_json: bool, html_file: str | None, store: str | None) -
     timeline = trio.run(_read_one, opened, run_id).timeline()
     if html_file is not None:
         try:
-            Path(html_file).write_text(to_html(timeline), encoding="utf-8")
+            _write_private(html_file, to_html(timeline))
         except OSError as exc:
             raise CliUsageError(f"cannot write {html_file!r}: {exc.strerror or exc}") from exc
-        click.echo(f"wrote the timeline of run {run_id!r} to {html_file}", err=as_json)
+        click.echo(tl.printable(f"wrote the timeline of run {run_id!r} to {html_file}"), err=as_json)
     if as_json:
         click.echo(json.dumps(tl.to_json(timeline), indent=2))
     elif html_file is None:
         _print_timeline(_console(), timeline)
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600, like the journals: a
+    timeline holds arguments and results), and never through a symlink at ``path``: a
+    temporary file beside it, renamed over it (which replaces a symlink, not its target)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 _ROW_STYLE = {
@@ -521,8 +670,8 @@ _ROW_STYLE = {
 def _print_timeline(console: Console, timeline: tl.Timeline) -> None:
     head = Text()
     head.append("run ", style="bold")
-    head.append(timeline.run_id, style="bold cyan")
-    head.append(f" · {timeline.workflow or '?'} · ")
+    head.append(tl.printable(timeline.run_id), style="bold cyan")
+    head.append(f" · {tl.printable(timeline.workflow or '?')} · ")
     head.append(timeline.status, style=_STATUS_STYLE.get(timeline.status, "bold"))
     facts = [("arguments", tl.shorten(timeline.args, 200), "")]
     facts.append(("started", f"{tl.local_time(timeline.started, precise=True)} (local time)", ""))
@@ -537,7 +686,7 @@ def _print_timeline(console: Console, timeline: tl.Timeline) -> None:
     lines = [head]
     for name, value, style in facts:
         line = Text(f"  {name:<10} ", style="dim")
-        line.append(value, style=style)
+        line.append(tl.printable(value), style=style)
         lines.append(line)
     lines.append(Text())
     lines += _timeline_lines(timeline)
@@ -562,17 +711,20 @@ def _timeline_lines(timeline: tl.Timeline) -> list[Text]:
         columns = f"  {row.at:>{at_w}}  {row.step:>{step_w}}  {row.what:<{what_w}}  {row.took:>{took_w}}  "
         line = Text(columns, style=style)
         line.append(
-            tl.shorten(row.text, 100 if row.kind == "step" else 200),
+            tl.printable(tl.shorten(row.text, 100 if row.kind == "step" else 200)),
             style="bold" if row.kind == "outcome" else style,
         )
         if row.outcome:
             line.append(" → ")
-            line.append(tl.shorten(row.outcome, 100), style=_ROW_STYLE.get(row.status, ""))
+            line.append(tl.printable(tl.shorten(row.outcome, 100)), style=_ROW_STYLE.get(row.status, ""))
         lines.append(line)
         for status, text in row.details:
             mark = {"failed": "✗ ", "completed": "✓ ", "running": "… "}.get(status, "· ")
             lines.append(
-                Text(f"{indent}{mark}{tl.shorten(text, 160)}", style="red" if status == "failed" else "dim")
+                Text(
+                    f"{indent}{mark}{tl.printable(tl.shorten(text, 160))}",
+                    style="red" if status == "failed" else "dim",
+                )
             )
     return lines
 
@@ -599,10 +751,9 @@ def _replay(journal: _Journal, defined: dict[str, Workflow[..., Any]], *, strict
     """Feed every event of a journal to the replay core with the current code."""
     events = journal.events
     started = events[0] if events else None
-    if not isinstance(started, ev.RunStarted):
-        return _Checked(
-            journal.run_id, "?", "error", f"cannot be replayed: {journal.error or 'no RunStarted'}"
-        )
+    if not isinstance(started, ev.RunStarted) or not isinstance(started.workflow, str):
+        why = journal.error or journal.timeline().journal_error or "no RunStarted"
+        return _Checked(journal.run_id, "?", "error", f"cannot be replayed: {why}")
     name = started.workflow
     if journal.error is not None:
         return _Checked(journal.run_id, name, "error", f"cannot be replayed: {journal.error}")
@@ -725,7 +876,7 @@ def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: str |
 
 def _workflow_of(journal: _Journal) -> str | None:
     first = journal.events[0] if journal.events else None
-    return first.workflow if isinstance(first, ev.RunStarted) else None
+    return first.workflow if isinstance(first, ev.RunStarted) and isinstance(first.workflow, str) else None
 
 
 async def _read_selected(store: Store, run_ids: tuple[str, ...]) -> list[_Journal]:
@@ -747,25 +898,27 @@ def _print_replay(console: Console, checked: list[_Checked], target: str, store:
     shown = [c for c in checked if c.verdict != "skipped"]
     for c in shown:
         line = Text()
-        line.append(c.run_id, style="bold")
-        line.append(f" ({c.workflow}): ")
-        line.append(c.line, style=_VERDICT_STYLE[c.verdict])
+        line.append(tl.printable(c.run_id), style="bold")
+        line.append(f" ({tl.printable(c.workflow)}): ")
+        line.append(tl.printable(c.line), style=_VERDICT_STYLE[c.verdict])
         console.print(line)
         for detail in c.details:
-            console.print(Text("    " + detail, style="dim" if c.verdict == "ok" else ""))
+            console.print(Text("    " + tl.printable(detail), style="dim" if c.verdict == "ok" else ""))
     skipped = [c for c in checked if c.verdict == "skipped"]
     if skipped:
         names = sorted({c.workflow for c in skipped})
         console.print(
             Text(
-                f"skipped {len(skipped)} run{'s' if len(skipped) != 1 else ''} of workflows {target} "
-                f"does not define: {', '.join(names)} (--all makes them fail the check)",
+                tl.printable(
+                    f"skipped {len(skipped)} run{'s' if len(skipped) != 1 else ''} of workflows {target} "
+                    f"does not define: {', '.join(names)} (--all makes them fail the check)"
+                ),
                 style="dim",
             )
         )
     counts = {v: sum(1 for c in shown if c.verdict == v) for v in ("ok", "diverged", "undefined", "error")}
     if not shown:
-        console.print(Text(f"no runs to replay in {_store_name(store)}", style="yellow"))
+        console.print(Text(tl.printable(f"no runs to replay in {_store_name(store)}"), style="yellow"))
         return
     parts = [f"{counts['ok']} replayed OK"]
     parts += [f"{n} {v}" for v, n in counts.items() if v != "ok" and n]
@@ -864,7 +1017,7 @@ def sim(
         ) from exc
     _print_sim(_console(), report, call, seed=seed, crashes=crashes)
     if explain:
-        _console().print(Text("\n" + report.explain()))
+        _console().print(Text("\n" + tl.printable(report.explain(), keep="\n")))
     if not report.ok:
         raise CliFailure(
             f"{_plural(len(report.failures), 'crash schedule')} diverged from the crash-free run"
@@ -876,7 +1029,7 @@ _SHOWN_DIVERGENCES = 3
 
 def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: int) -> None:
     """The summary table, then each distinct divergence with a recipe that plays it again."""
-    console.print(Text(f"sim: {call}", style="bold"))
+    console.print(Text(tl.printable(f"sim: {call}"), style="bold"))
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name in ("schedules", "crash points", "failures", "time", "seed", "crashes"):
         table.add_column(name, justify="right")
@@ -888,11 +1041,11 @@ def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: 
         tl.duration_text(report.seconds),
         str(seed),
         str(crashes),
-        Text(tl.shorten(report.reference.ending.result_text(), 60)),
+        Text(tl.printable(tl.shorten(report.reference.ending.result_text(), 60))),
     )
     console.print(table)
     for note in report.notes:
-        console.print(Text(f"note: {note}", style="yellow"))
+        console.print(Text(tl.printable(f"note: {note}"), style="yellow"))
     if report.ok:
         console.print(
             Text(f"all {report.schedules} schedules matched the crash-free run", style="bold green")
@@ -907,10 +1060,10 @@ def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: 
     for number, (divergence, failures) in enumerate(list(groups.items())[:_SHOWN_DIVERGENCES], 1):
         first = failures[0]
         also = f" (and {_plural(len(failures) - 1, 'more schedule')} alike)" if len(failures) > 1 else ""
-        console.print(Text(f"\nfailure {number}: {first.recipe!r}{also}", style="bold"))
-        console.print(Text(divergence))
+        console.print(Text(f"\nfailure {number}: {tl.printable(repr(first.recipe))}{also}", style="bold"))
+        console.print(Text(tl.printable(divergence, keep="\n")))
         console.print(Text("reproduce with:", style="dim"))
-        console.print(Text(f"  sim.replay_recipe({name}, {args}recipe={first.recipe!r})"))
+        console.print(Text(tl.printable(f"  sim.replay_recipe({name}, {args}recipe={first.recipe!r})")))
     if len(groups) > _SHOWN_DIVERGENCES:
         console.print(
             Text(f"\n... and {len(groups) - _SHOWN_DIVERGENCES} more kinds of failure", style="dim")
