@@ -175,7 +175,12 @@ _DECODERS = {code: (cls, _decoder(cls)) for cls, code in ev.EVENT_TYPES.items()}
 def encode_record(event: ev.Event, index: int, durable_upto: int) -> bytes:
     """Frame one event as record ``index`` of a journal."""
     code, fields = _ENCODERS[type(event)]
-    payload = cbor2.dumps([code, index, durable_upto, *fields(event)])
+    try:
+        payload = cbor2.dumps([code, index, durable_upto, *fields(event)])
+    except Exception as exc:  # a name or reason holding a lone surrogate, say
+        raise SerializationError(
+            f"a {type(event).__name__} record cannot be encoded ({exc}); nothing was written"
+        ) from None
     size = len(payload)
     if size > MAX_RECORD:
         # Values are refused long before this (MAX_VALUE); this is the last guard that

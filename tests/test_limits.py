@@ -391,3 +391,17 @@ async def test_replaying_a_value_that_does_not_decode_stops_with_journal_corrupt
         with pytest.raises(durable.JournalCorruptError, match="run 'v'"):
             await handle.result()
     assert CALLS == []  # nothing was executed
+
+
+async def test_a_name_the_journal_cannot_encode_is_refused_before_anything_is_written(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = durable.MemoryStore()
+    async with durable.Runtime(store) as runtime:
+        handle = await runtime.start(waits, id="w")
+        with pytest.raises(durable.SerializationError, match="SignalReceived record cannot be encoded"):
+            await runtime.signal("w", "data\udce9", "x")
+        with pytest.raises(durable.SerializationError, match="CancelRequested record cannot be encoded"):
+            await runtime.cancel("w", "because \udce9")
+        await runtime.signal("w", "data", "fine")
+        assert await handle.result() == "fine"
