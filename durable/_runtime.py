@@ -35,7 +35,7 @@ from ._inbox import drop_messages, journal_messages, send
 from ._machine import Continued, Outcome, Raised, Replay, Returned, Stopped
 from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore, check_run_id
-from ._store_postgres import PostgresStore
+from ._store_postgres import PostgresStore, looks_like_dsn
 from ._values import encode_call, encode_value, load_stored, loads
 
 R = TypeVar("R")
@@ -51,14 +51,15 @@ def default_store() -> Store:
 def store_from(store: Store | str | os.PathLike[str] | None) -> Store:
     """A :class:`Store` from a store, a directory path, a PostgreSQL DSN
     (``postgresql://user@host/db``, optionally with ``?schema=...&lease_ttl=30s``
-    for the store's options), or None (the default store)."""
+    for the store's options, or a libpq ``host=db dbname=app`` string), or None
+    (the default store)."""
     if store is None:
         return default_store()
     if isinstance(store, Store):
         return store
     if isinstance(store, str | os.PathLike):
         text = os.fspath(store)
-        if text.startswith(("postgresql://", "postgres://")):
+        if looks_like_dsn(text):  # a URL or a libpq key=value string: never a directory name
             try:
                 return PostgresStore(text)
             except ImportError as exc:  # psycopg is an optional dependency
