@@ -136,7 +136,28 @@ class ChildWorkflowError(DurableError):
 class AttemptTimeout(DurableError, TimeoutError):
     """An activity attempt ran past its ``timeout`` (or past what was left of its
     ``total_timeout``); it counts as a failed attempt and is retried like any other.
-    Put it in ``non_retryable`` to fail the step at its first timeout."""
+    Put it in ``non_retryable`` to fail the step at its first timeout.
+
+    Attributes:
+        activity: the activity's journal name.
+        run_id, seq: the run and the step.
+        attempt: which attempt timed out (1 for the first).
+        seconds: the time the attempt was given.
+    """
+
+    def __init__(self, activity: str, run_id: str, seq: int, attempt: int, seconds: float) -> None:
+        self.activity = activity
+        self.run_id = run_id
+        self.seq = seq
+        self.attempt = attempt
+        self.seconds = seconds
+        super().__init__(
+            f"attempt {attempt} of activity {activity!r} (run {run_id!r}, step {seq}) timed out "
+            f"after {format_duration(seconds)}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.activity, self.run_id, self.seq, self.attempt, self.seconds))
 
 
 class Cancelled(DurableError):

@@ -26,7 +26,6 @@ import trio
 
 from . import _events as ev
 from ._commands import ActivityCall, ActivityInfo, ChildCall, child_run_id, current_activity
-from ._durations import format_duration
 from ._errors import AttemptTimeout, DurableInternalError, ErrorInfo, RunConflictError, SerializationError
 from ._hooks import Hooks
 from ._machine import Continued, Outcome, Raised, Replay, Returned, Step, Stopped
@@ -461,7 +460,7 @@ class RunExecution:
                 return await self.hooks.run_attempt(info, call)
             with trio.move_on_after(limit):
                 return await self.hooks.run_attempt(info, call)
-            raise AttemptTimeout(f"attempt {attempt} timed out after {format_duration(limit)}")
+            raise AttemptTimeout(activity.name, self.core.run_id, seq, attempt, limit)
         finally:
             current_activity.reset(token)
 

@@ -249,13 +249,16 @@ async def test_a_sync_attempt_past_its_timeout_is_abandoned_and_counted_as_faile
     finally:
         release.set()  # let the abandoned worker threads finish
     assert type_name.endswith("AttemptTimeout")
-    assert (message, count) == ("attempt 2 timed out after 10s", 2)
+    assert count == 2
+    assert message.startswith("attempt 2 of activity '") and "stuck' (run '" in message
+    assert message.endswith(", step 0) timed out after 10s")  # names the activity, run and step
     events = await journal(memory)
     [scheduled] = of_type(events, ev.ActivityScheduled)
     [first] = of_type(events, ev.AttemptFailed)
     [gave_up] = of_type(events, ev.ActivityFailed)
     assert first.t - scheduled.t == pytest.approx(10, abs=1e-3)
-    assert first.error.message == "attempt 1 timed out after 10s"
+    assert first.error.message.startswith("attempt 1 of activity")
+    assert first.error.message.endswith("timed out after 10s")
     assert gave_up.t - first.t == pytest.approx(1 + 10, abs=1e-3)
 
 
