@@ -210,7 +210,8 @@ class RunExecution:
         request stopped as cancelled; a child run among them is cancelled first."""
         for seq, step in sorted(self.core.cancelled.items()):
             if isinstance(step.command, ChildCall) and step.child_id is not None:
-                assert self.children is not None
+                if not self.children is not None:
+                    raise DurableInternalError("in _close_cancelled: self.children is not None does not hold")
                 reason = f"its parent run {self.core.run_id!r} cancelled step {seq}"
                 await self.children.cancel_child(step.child_id, reason)
             self._append(ev.StepCancelled(seq, self.clock()))
@@ -232,7 +233,8 @@ class RunExecution:
     async def _child_outcome(self, step: Step, command: ChildCall) -> ev.ChildCompleted:
         if self.children is None:
             raise TypeError(f"{command.describe()} needs a durable.Runtime to run child workflows")
-        assert step.child_id is not None
+        if not step.child_id is not None:
+            raise DurableInternalError("in _child_outcome: step.child_id is not None does not hold")
         result, error = await self.children.child_outcome(step.child_id, command)
         return ev.ChildCompleted(step.seq, result, error, self.clock())
 
@@ -315,7 +317,8 @@ class RunExecution:
         sees and replay reproduces it.
         """
         group = steps[0].group
-        assert group is not None
+        if not group is not None:
+            raise DurableInternalError("in _run_group: group is not None does not hold")
         await self._start_children(steps)
         running = [s for s in steps if s.seq in self.core.pending]
         if not running:
@@ -363,14 +366,16 @@ class RunExecution:
         if isinstance(command, Sleep):
             if not self._plain_hooks:
                 await self.hooks.point("timer", self.core.run_id, step.seq)
-            assert step.fire_at is not None
+            if not step.fire_at is not None:
+                raise DurableInternalError("in _run_child: step.fire_at is not None does not hold")
             await self.clock.sleep_until(step.fire_at)
             await send.send((ev.TimerFired(step.seq, self.clock()), None))
             return
         if isinstance(command, ChildCall):
             await send.send((await self._child_outcome(step, command), None))
             return
-        assert isinstance(command, ActivityCall)
+        if not isinstance(command, ActivityCall):
+            raise DurableInternalError("in _run_child: isinstance(command, ActivityCall) does not hold")
 
         async def report(event: ev.Event) -> None:
             ack = trio.Event()
@@ -390,7 +395,8 @@ class RunExecution:
                 await self.writer.sync()
         if not self._plain_hooks:
             await self.hooks.point("timer", self.core.run_id, step.seq)
-        assert step.fire_at is not None
+        if not step.fire_at is not None:
+            raise DurableInternalError("in _run_timer: step.fire_at is not None does not hold")
         await self.clock.sleep_until(step.fire_at)
         self._append(ev.TimerFired(step.seq, self.clock()))
 

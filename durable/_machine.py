@@ -234,7 +234,10 @@ class Replay:
         if event.error is None:
             self._resolve(step, self._load(event.result, "the result of step", event.seq), None)
             return
-        assert isinstance(step.command, ChildCall) and step.child_id is not None
+        if not (isinstance(step.command, ChildCall) and step.child_id is not None):
+            raise DurableInternalError(
+                "in _on_child_completed: the failed step is not a started child workflow"
+            )
         self._resolve(step, None, ChildWorkflowError(step.command.name, step.child_id, step.seq, event.error))
 
     def _on_timer_started(self, event: ev.TimerStarted) -> None:
@@ -269,7 +272,8 @@ class Replay:
 
     def _take_signal(self, step: Step) -> None:
         """Give the oldest waiting signal of its name to a ``wait_signal`` step, if there is one."""
-        assert isinstance(step.command, WaitSignal)
+        if not isinstance(step.command, WaitSignal):
+            raise DurableInternalError("in _take_signal: isinstance(step.command, WaitSignal) does not hold")
         queue = self.inbox.get(step.command.name)
         if queue:
             signal = queue.popleft()[1]

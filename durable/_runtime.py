@@ -21,6 +21,7 @@ from . import _events as ev
 from ._commands import ChildCall, Workflow, lookup_workflow
 from ._errors import (
     Cancelled,
+    DurableInternalError,
     ErrorInfo,
     RunConflictError,
     RunLockedError,
@@ -123,7 +124,10 @@ class RunHandle:
             raise WorkflowFailed(self.run_id, self.workflow, self._outcome.error)
         if isinstance(self._outcome, Stopped):
             raise Cancelled(self.run_id, self._outcome.reason)
-        assert isinstance(self._outcome, Returned)  # a continued run's handle follows the chain
+        if not isinstance(self._outcome, Returned):
+            raise DurableInternalError(
+                "in result: a finished handle's outcome is not a return (a handle follows continue_as_new)"
+            )
         return load_stored(self._outcome.result, run_id=self.run_id, what="the run's result")
 
 
@@ -177,7 +181,8 @@ class Runtime:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        assert self._nursery is not None
+        if not self._nursery is not None:
+            raise DurableInternalError("in __aexit__: self._nursery is not None does not hold")
         self._nursery.cancel_scope.cancel()
         try:
             # Run tasks keep their errors in their handles, so the nursery only ever
@@ -225,13 +230,15 @@ class Runtime:
         self, run_id: str, opened: Opened, workflow: Workflow[..., Any], encoded: bytes
     ) -> RunHandle:
         started = opened.events[0]
-        assert isinstance(started, ev.RunStarted)
+        if not isinstance(started, ev.RunStarted):
+            raise DurableInternalError("in _attach: isinstance(started, ev.RunStarted) does not hold")
         last = opened.events[-1]
         had_args = _first_args(started, encoded)
         if isinstance(last, ev.TERMINAL) or started.workflow != workflow.name or had_args != encoded:
             opened.writer.close()
             _check_same(run_id, started.workflow, had_args, workflow.name, encoded)
-            assert isinstance(last, ev.TERMINAL)
+            if not isinstance(last, ev.TERMINAL):
+                raise DurableInternalError("in _attach: isinstance(last, ev.TERMINAL) does not hold")
             return _finished(started, last)
         await self.hooks.point("recovering", run_id, None)
         return self._launch(workflow, opened.events, opened.writer, resumed=True)
@@ -245,7 +252,10 @@ class Runtime:
         if not isinstance(last, ev.TERMINAL):
             raise locked
         started = events[0] if events else None
-        assert isinstance(started, ev.RunStarted)
+        if not isinstance(started, ev.RunStarted):
+            raise DurableInternalError(
+                "in _attach_finished: isinstance(started, ev.RunStarted) does not hold"
+            )
         _check_same(run_id, started.workflow, _first_args(started, encoded), workflow.name, encoded)
         return _finished(started, last)
 
@@ -254,7 +264,8 @@ class Runtime:
     ) -> RunHandle:
         nursery, clock = self._running()
         started = events[0]
-        assert isinstance(started, ev.RunStarted)
+        if not isinstance(started, ev.RunStarted):
+            raise DurableInternalError("in _launch: isinstance(started, ev.RunStarted) does not hold")
         handle = RunHandle(started.run_id, started.workflow, started.args)
         self._handles[started.run_id] = handle
         try:
@@ -287,9 +298,10 @@ class Runtime:
         else:
             handle._finish(outcome)
         finally:
+            # The execution that ended, and the next incarnation's if _continue failed
+            # after putting it in place.
             current = self._executions.pop(handle.run_id, None)
-            for ended in {execution, current} - {None}:
-                assert ended is not None
+            for ended in [execution] if current in (None, execution) else [execution, current]:
                 ended.writer.close()
                 ended.replaced.set()
 
@@ -468,7 +480,8 @@ class Runtime:
     async def _recovered(self, run_id: str, opened: Opened) -> RunHandle | None:
         """Launch a run that recovery opened (None if it had finished meanwhile)."""
         started = opened.events[0]
-        assert isinstance(started, ev.RunStarted)
+        if not isinstance(started, ev.RunStarted):
+            raise DurableInternalError("in _recovered: isinstance(started, ev.RunStarted) does not hold")
         if isinstance(opened.events[-1], ev.TERMINAL):
             opened.writer.close()
             return None
@@ -500,7 +513,8 @@ class _Children:
         await handle._done.wait()
         if handle._error is not None:
             raise handle._error  # durable cannot continue the child, so not the parent either
-        assert handle._outcome is not None
+        if not handle._outcome is not None:
+            raise DurableInternalError("in child_outcome: handle._outcome is not None does not hold")
         return _child_outcome(handle._outcome)
 
     async def _outcome_elsewhere(self, run_id: str) -> tuple[bytes, ErrorInfo | None]:
@@ -509,9 +523,15 @@ class _Children:
             events = await store.read(run_id)
             if events and isinstance(events[-1], ev.TERMINAL):
                 started = events[0]
-                assert isinstance(started, ev.RunStarted)
+                if not isinstance(started, ev.RunStarted):
+                    raise DurableInternalError(
+                        "in _outcome_elsewhere: isinstance(started, ev.RunStarted) does not hold"
+                    )
                 handle = _finished(started, events[-1])
-                assert handle._outcome is not None
+                if not handle._outcome is not None:
+                    raise DurableInternalError(
+                        "in _outcome_elsewhere: handle._outcome is not None does not hold"
+                    )
                 return _child_outcome(handle._outcome)
             await store.wait_for_change(self.runtime._poll or 0.2)
 
@@ -547,7 +567,10 @@ def _child_outcome(outcome: Outcome) -> tuple[bytes, ErrorInfo | None]:
         return outcome.result, None
     if isinstance(outcome, Raised):
         return _NONE, outcome.error
-    assert isinstance(outcome, Stopped)  # a handle follows continue_as_new to the end
+    if not isinstance(outcome, Stopped):
+        raise DurableInternalError(
+            "in _child_outcome: a child's outcome is none of returned, raised or cancelled"
+        )
     return _NONE, ErrorInfo("Cancelled", outcome.reason)
 
 
