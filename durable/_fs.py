@@ -9,28 +9,81 @@ these calls, so the simulator tests the real FileStore code, not a model of it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import errno
 import fcntl
 import os
+import stat
 from collections.abc import Iterable
 from typing import Protocol
 
 import trio
 
 
+class NotRegularFileError(OSError):
+    """Something other than a regular file (a directory, a symbolic link, a FIFO, a
+    device...) is where a file should be: durable neither follows nor reads it.
+
+    Attributes:
+        path: the entry.
+        kind: what it is (``"a directory"``, ``"a symbolic link"``...).
+    """
+
+    def __init__(self, path: str, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"{kind}, not a regular file", path)
+        self.path = path
+        self.kind = kind
+
+
+def entry_kind(mode: int) -> str:
+    """What a file mode (``st_mode``) describes, for messages: ``"a directory"``..."""
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+_KINDS = (
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
 class FileSystem(Protocol):
-    """What FileStore asks of a file system. Paths are ``str``; files are int descriptors."""
+    """What FileStore asks of a file system. Paths are ``str``; files are int descriptors.
+
+    No call follows a symbolic link to a file: :meth:`create` and :meth:`open` refuse
+    anything but a regular file, so a link planted in the store can neither make
+    durable write elsewhere nor make a reader hang on a FIFO or read ``/dev/zero``.
+    """
 
     def create(self, path: str) -> int:
-        """Create ``path`` exclusively (mode 0600) for reading and appending; FileExistsError if present."""
+        """Create ``path`` exclusively (mode 0600) for reading and appending; FileExistsError
+        if anything is there, a dangling symbolic link included."""
         ...
 
     def open(self, path: str, *, write: bool) -> int:
-        """Open an existing file (for appending if ``write``); FileNotFoundError if missing."""
+        """Open an existing regular file (for appending if ``write``).
+
+        Raises:
+            FileNotFoundError: nothing is there.
+            NotRegularFileError: a directory, symbolic link, FIFO... is there (not followed).
+        """
         ...
 
     def replace_file(self, path: str) -> int:
-        """Create or empty ``path`` (mode 0600) for reading and appending."""
+        """Create ``path`` afresh (mode 0600) for reading and appending, removing first
+        whatever entry is there (a symbolic link itself, not its target)."""
+        ...
+
+    def same_file(self, fd: int, path: str) -> bool:
+        """Whether ``fd`` is the file at ``path`` now (the same device and inode): False
+        once another file was renamed over it or it was unlinked."""
         ...
 
     def rename(self, source: str, target: str) -> None:
@@ -76,7 +129,12 @@ class FileSystem(Protocol):
         ...
 
     def size(self, path: str) -> int:
-        """The size of a file in bytes (0 if it does not exist)."""
+        """The size of a regular file in bytes: 0 if nothing is there, -1 if something
+        other than a regular file is (a directory, a symbolic link: never followed)."""
+        ...
+
+    def owner_and_mode(self, path: str) -> tuple[int, int]:
+        """The owner's uid and the permission bits of a directory (following links)."""
         ...
 
 
@@ -88,13 +146,43 @@ class OsFileSystem:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def create(self, path: str) -> int:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        return os.open(path, _CREATE, 0o600)
 
     def open(self, path: str, *, write: bool) -> int:
-        return os.open(path, os.O_RDWR | os.O_APPEND if write else os.O_RDONLY)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
+        flags = (os.O_RDWR | os.O_APPEND if write else os.O_RDONLY) | _NO_FOLLOW | os.O_NONBLOCK
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise NotRegularFileError(path, self._kind(path)) from None
+            raise
+        try:
+            _check_regular(fd, path)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _kind(self, path: str) -> str:
+        try:
+            return entry_kind(os.lstat(path).st_mode)
+        except OSError:
+            return "not a regular file"
 
     def replace_file(self, path: str) -> int:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return os.open(path, _CREATE, 0o600)
+
+    def same_file(self, fd: int, path: str) -> bool:
+        try:
+            there = os.lstat(path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
 
     def rename(self, source: str, target: str) -> None:
         os.replace(source, target)
@@ -155,7 +243,12 @@ class OsFileSystem:
             missing.append(current)
             current = os.path.dirname(current)
         for directory in reversed(missing):
-            os.mkdir(directory, 0o700)
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:
+                if os.path.isdir(directory):
+                    continue  # another process made it meanwhile
+                raise
             self.fsync_dir(os.path.dirname(directory))
 
     def fsync_dir(self, path: str) -> None:
@@ -173,6 +266,22 @@ class OsFileSystem:
 
     def size(self, path: str) -> int:
         try:
-            return os.stat(path).st_size
+            found = os.lstat(path)
         except FileNotFoundError:
             return 0
+        return found.st_size if stat.S_ISREG(found.st_mode) else -1
+
+    def owner_and_mode(self, path: str) -> tuple[int, int]:
+        found = os.stat(path)
+        return found.st_uid, stat.S_IMODE(found.st_mode)
+
+
+def _check_regular(fd: int, path: str) -> None:
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(path, entry_kind(mode))
+
+
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+# O_EXCL never follows a symbolic link (a dangling one included): it fails instead.
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | _NO_FOLLOW

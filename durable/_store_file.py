@@ -10,7 +10,11 @@ Durability follows the recovery rules of journal contract v1:
 * a journal is created with ``O_EXCL`` and mode 0600, its header and first
   record fsynced, then the directory fsynced, so a run that ``start`` reported
   can never vanish (a new file is not durable until its directory is);
-* a run is appended to by one process at a time, enforced with ``flock``;
+* a run is appended to by one process at a time, enforced with ``flock``. A
+  lock is taken on a descriptor, so after taking it durable checks that the
+  descriptor is still the file at the journal's path (``continue_as_new``
+  renames a fresh journal over it), and opens again if not. Whoever renames or
+  unlinks a journal holds the lock of the file at that path;
 * opening a run truncates a torn tail and fsyncs the truncation before the
   first new append, so stale bytes can never come back behind new records;
 * an fsync error is fatal for the journal, never retried.
@@ -19,6 +23,13 @@ Durability follows the recovery rules of journal contract v1:
 fdatasync on the journal right away, ``"batch"`` joins a group commit that
 fsyncs every journal with queued records in one round (issued in parallel from
 worker threads, which the filesystem groups), ``"none"`` only writes.
+
+Nothing in the store is trusted blindly: files are opened without following
+symbolic links and must be regular files, a journal must name the run its file
+is named after, and the store's directories must be private to the user running
+durable (a directory other users may write is refused). What is wrong with one
+run's entry is that run's error (:class:`JournalUnreadableError`, a
+:class:`~durable.JournalCorruptError`); every other run goes on.
 
 All file-system calls go through a :class:`~durable._fs.FileSystem`, so the
 crash simulator can run this very code on a simulated disk.
@@ -37,9 +48,9 @@ from collections.abc import Callable, Collection, Sequence
 import trio
 
 from . import _events as ev
-from ._codec import FRAME_SIZE, HEADER_SIZE, decode_record, encode_header, encode_record, scan
+from ._codec import FRAME_SIZE, HEADER_SIZE, Scan, decode_record, encode_header, encode_record, scan
 from ._errors import DurableError, JournalCorruptError, RunLockedError, StoreError, UnknownRunError
-from ._fs import FileSystem, OsFileSystem
+from ._fs import FileSystem, NotRegularFileError, OsFileSystem
 from ._store import JournalWriter, Opened, Store, check_sync_mode, open_each
 
 _SAFE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
@@ -49,15 +60,87 @@ _STAGED = ".staged-"
 MAX_RUN_ID = 200
 _MAX_FILE_NAME = 255
 _MIN_JOURNAL = HEADER_SIZE + FRAME_SIZE
+#: How many times opening or creating a journal starts again when the file at its
+#: path changed under it (replaced by ``continue_as_new``, removed as unfinished).
+_TRIES = 8
 
 
 def check_run_id(run_id: object) -> str:
-    """Validate a run id: a non-empty str of at most 200 characters, no NUL."""
+    """Validate a run id: a non-empty str of at most 200 characters, no NUL, valid Unicode."""
     if not isinstance(run_id, str) or not run_id:
         raise TypeError(f"a run id must be a non-empty str (got {run_id!r})")
     if len(run_id) > MAX_RUN_ID or "\x00" in run_id:
         raise ValueError(f"run id {run_id[:40]!r}... is too long or holds NUL (max {MAX_RUN_ID} chars)")
+    try:
+        run_id.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"run id {run_id[:40]!r} holds a lone surrogate ({run_id[exc.start]!r} at index {exc.start}), "
+            "which is not valid Unicode and cannot be stored; a run id must be text that encodes as "
+            "UTF-8 (a str decoded with errors='surrogateescape' is not)"
+        ) from None
     return run_id
+
+
+class JournalUnreadableError(JournalCorruptError):
+    """The entry where a run's journal should be cannot be read as one: durable may
+    not read it, or it is not a journal file (a directory, a symbolic link, a FIFO...).
+    That run alone cannot go on; every other run does.
+
+    Attributes:
+        path: the entry.
+        run_id: the run whose journal belongs there.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, path: str, run_id: str, reason: str, fix: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.offset = 0
+        self.record = None
+        self.reason = reason
+        StoreError.__init__(self, f"{path} cannot be read as the journal of run {run_id!r}: {reason}. {fix}")
+
+
+class UnsafeStoreError(StoreError):
+    """A store directory that other users may write (or that another user owns):
+    durable refuses it, since another user could plant files or links in it.
+
+    Attributes:
+        path: the directory.
+        owner: its owner's uid.
+        mode: its permission bits.
+    """
+
+    def __init__(self, path: str, store: str, owner: int, mode: int, problem: str, fix: str) -> None:
+        self.path = path
+        self.owner = owner
+        self.mode = mode
+        super().__init__(
+            f"refusing to use the durable store {store!r}: {path} {problem} (owner uid {owner}, mode "
+            f"{mode:04o}), so another user could plant files or symbolic links among the journals. {fix}"
+        )
+
+
+def unreadable(exc: OSError, path: str, run_id: str) -> StoreError:
+    """The error of one run whose journal ``path`` could not be opened or read."""
+    if isinstance(exc, NotRegularFileError):
+        return JournalUnreadableError(
+            path,
+            run_id,
+            f"it is {exc.kind}, not a journal file",
+            "durable never follows or reads such an entry in a store; move it away (or put the "
+            "run's journal back in its place)",
+        )
+    if isinstance(exc, PermissionError):
+        return JournalUnreadableError(
+            path,
+            run_id,
+            f"permission denied ({exc.strerror})",
+            f"give the user running durable (uid {os.geteuid()}) read and write access to it: "
+            f"`chown {os.geteuid()} {path}` and `chmod 600 {path}`",
+        )
+    return StoreError(f"cannot read run {run_id!r} from {path}: {exc}")
 
 
 def _file_name(run_id: str) -> str:
@@ -209,6 +292,7 @@ class FileStore(Store):
         self._inbox = os.path.join(self.path, "inbox")
         self._group = _GroupCommit(self.fs)
         self._ready = False
+        self._inbox_ready = False
 
     def __repr__(self) -> str:
         return f"FileStore({self.path!r}, sync={self.sync!r})"
@@ -225,7 +309,36 @@ class FileStore(Store):
             ) from None
         except OSError as exc:
             raise StoreError(f"cannot use {self.path!r} as a durable store: {exc}") from None
+        self._check_private(self.path)
+        self._check_private(self._runs)
         self._ready = True
+
+    def _check_private(self, directory: str) -> None:
+        """Refuse a store directory that another user owns or that group or others may write."""
+        try:
+            owner, mode = self.fs.owner_and_mode(directory)
+        except OSError as exc:
+            raise StoreError(f"cannot use {self.path!r} as a durable store: {exc}") from None
+        me = os.geteuid()
+        if owner != me:
+            raise UnsafeStoreError(
+                directory,
+                self.path,
+                owner,
+                mode,
+                f"is owned by another user than the one running durable (uid {me})",
+                f"Give it to this user (`chown {me} {directory}`), or use a directory of its own.",
+            )
+        if mode & 0o022:
+            who = "group and others" if mode & 0o022 == 0o022 else "group" if mode & 0o020 else "others"
+            raise UnsafeStoreError(
+                directory,
+                self.path,
+                owner,
+                mode,
+                f"is writable by its {who}",
+                f"Make it private: `chmod 700 {directory}`.",
+            )
 
     def journal_path(self, run_id: str) -> str:
         """Where the journal of ``run_id`` lives."""
@@ -233,16 +346,29 @@ class FileStore(Store):
 
     async def create(self, started: ev.RunStarted) -> JournalWriter | None:
         self._prepare()
-        fs = self.fs
         path = self.journal_path(started.run_id)
+        for _ in range(_TRIES):
+            try:
+                fd = self.fs.create(path)
+            except FileExistsError:
+                if not self._remove_unfinished_creation(path, started.run_id):
+                    return None
+                continue
+            except OSError as exc:
+                raise StoreError(
+                    f"creating the journal of run {started.run_id!r} at {path} failed: {exc}"
+                ) from exc
+            # Someone who found the file before its header (an opener, or a creator
+            # removing an unfinished creation) may hold it, or have removed it.
+            if self._locked_at(fd, path):
+                return self._start_journal(fd, path, started)
+            self.fs.close(fd)
+        raise self._kept_changing(path, started.run_id)
+
+    def _start_journal(self, fd: int, path: str, started: ev.RunStarted) -> JournalWriter:
+        """Write the header and first record of a journal just created and locked, durably."""
+        fs = self.fs
         try:
-            fd = fs.create(path)
-        except FileExistsError:
-            if not self._remove_unfinished_creation(path, started.run_id):
-                return None
-            return await self.create(started)
-        try:
-            self._lock(fd, path, started.run_id)
             fs.write(fd, encode_header())
             writer = _FileWriter(self, path, fd, 0)
             writer.append(started)
@@ -250,9 +376,13 @@ class FileStore(Store):
             fs.fsync_dir(self._runs)
             writer.synced_through(0)
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                fs.close(fd)
-                fs.unlink(path)
+            try:
+                with contextlib.suppress(OSError):
+                    if fs.same_file(fd, path):  # still holding its lock: nobody else's file
+                        fs.unlink(path)
+            finally:
+                with contextlib.suppress(OSError):
+                    fs.close(fd)
             if isinstance(exc, OSError):
                 raise StoreError(
                     f"creating the journal of run {started.run_id!r} at {path} failed: {exc}"
@@ -260,11 +390,34 @@ class FileStore(Store):
             raise
         return writer
 
+    def _locked_at(self, fd: int, path: str) -> bool:
+        """Lock ``fd`` and check that it is the file at ``path``: False if someone else
+        holds it, or if it was renamed over or removed since it was opened (a lock on
+        such a file holds nothing). ``fd`` is closed if this raises."""
+        try:
+            locked = self.fs.lock(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.fs.close(fd)
+            raise StoreError(f"cannot lock the journal at {path}: {exc}") from exc
+        return locked and self._same_file(fd, path)
+
+    def _kept_changing(self, path: str, run_id: str) -> StoreError:
+        return StoreError(
+            f"the journal of run {run_id!r} at {path} was replaced or removed {_TRIES} times while "
+            "durable took its lock; other processes keep changing it: try again"
+        )
+
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
         fs = self.fs
         path = self.journal_path(started.run_id)
-        staged = path + ".next"
-        fd = fs.replace_file(staged)
+        staged = path + ".next"  # only the holder of the run writes it
+        try:
+            fd = fs.replace_file(staged)
+        except OSError as exc:
+            raise StoreError(
+                f"starting run {started.run_id!r} over in a fresh journal failed: {exc}"
+            ) from exc
         try:
             self._lock(fd, staged, started.run_id)
             fs.write(fd, encode_header())
@@ -293,20 +446,21 @@ class FileStore(Store):
             fd = self.fs.open(path, write=False)
         except FileNotFoundError:
             return True
+        except OSError as exc:
+            raise unreadable(exc, path, run_id) from None
         try:
-            if not self.fs.lock(fd) or scan(self.fs.read(fd), path).exists:
+            if not self.fs.lock(fd):
                 return False
-            self.fs.unlink(path)
-            return True
+            if not self.fs.same_file(fd, path):
+                return True  # replaced or removed meanwhile: look again
+            unfinished = not scan(self.fs.read(fd), path).exists
+            if unfinished:
+                self.fs.unlink(path)  # holding the lock of the file at the path: it is this one
+        except OSError as exc:
+            raise unreadable(exc, path, run_id) from None
         finally:
             self.fs.close(fd)
-
-    def _lock(self, fd: int, path: str, run_id: str) -> None:
-        if not self.fs.lock(fd):
-            raise RunLockedError(
-                f"run {run_id!r} is open for writing by another process or runtime (lock on "
-                f"{path}); durable never lets two writers append to one run"
-            )
+        return unfinished
 
     async def open(self, run_id: str) -> Opened | None:
         opened = self._open_unsynced(run_id)
@@ -351,15 +505,47 @@ class FileStore(Store):
         a power loss can make the whole journal vanish (found by sim).
         """
         self._prepare()
-        fs = self.fs
         path = self.journal_path(run_id)
-        try:
-            fd = fs.open(path, write=True)
-        except FileNotFoundError:
-            return None
-        try:
+        for _ in range(_TRIES):
+            try:
+                fd = self.fs.open(path, write=True)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise unreadable(exc, path, run_id) from None
             self._lock(fd, path, run_id)
-            found = scan(fs.read(fd), path)
+            if self._same_file(fd, path):
+                return self._recover(fd, path, run_id)
+            self.fs.close(fd)  # continue_as_new put a fresh journal there meanwhile
+        raise self._kept_changing(path, run_id)
+
+    def _same_file(self, fd: int, path: str) -> bool:
+        try:
+            return self.fs.same_file(fd, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.fs.close(fd)
+            raise StoreError(f"cannot check what file is at {path}: {exc}") from exc
+
+    def _lock(self, fd: int, path: str, run_id: str) -> None:
+        try:
+            locked = self.fs.lock(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.fs.close(fd)
+            raise
+        if not locked:
+            self.fs.close(fd)
+            raise RunLockedError(
+                f"run {run_id!r} is open for writing by another process or runtime (lock on "
+                f"{path}); durable never lets two writers append to one run"
+            )
+
+    def _recover(self, fd: int, path: str, run_id: str) -> Opened | None:
+        """Scan a journal locked for writing and truncate a torn tail."""
+        fs = self.fs
+        try:
+            found = self._scan(fs.read(fd), path, run_id)
             if not found.exists:
                 fs.close(fd)
                 return None
@@ -375,19 +561,51 @@ class FileStore(Store):
             raise
         return Opened(found.events, _FileWriter(self, path, fd, len(found.events)))
 
+    @staticmethod
+    def _scan(data: bytes, path: str, run_id: str) -> Scan:
+        """Scan a journal and check that it is the journal of ``run_id``."""
+        found = scan(data, path)
+        first = found.events[0] if found.events else None
+        if found.exists and not (isinstance(first, ev.RunStarted) and first.run_id == run_id):
+            what = (
+                f"starts run {first.run_id!r}"
+                if isinstance(first, ev.RunStarted)
+                else f"starts with {type(first).__name__}, not RunStarted"
+            )
+            raise JournalCorruptError(
+                path, HEADER_SIZE, f"its first record {what}, but the file is named for run {run_id!r}", 0
+            )
+        return found
+
     async def read(self, run_id: str) -> list[ev.Event] | None:
+        data = self.journal_bytes(run_id)
+        if data is None:
+            return None
+        found = self._scan(data, self.journal_path(run_id), run_id)
+        return found.events if found.exists else None
+
+    def journal_bytes(self, run_id: str) -> bytes | None:
+        """The bytes of a run's journal as they are (None if there is none), for tools that
+        salvage what a damaged one holds. Read as :meth:`read` reads them: never through
+        a symbolic link, and only from a regular file.
+
+        Raises:
+            JournalCorruptError: something other than a journal file is there, or durable
+                may not read it.
+        """
         path = self.journal_path(run_id)
         try:
             fd = self.fs.open(path, write=False)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StoreError(f"cannot read run {run_id!r} from {self.path!r}: {exc}") from None
+            raise unreadable(exc, path, run_id) from None
         try:
-            found = scan(self.fs.read(fd), path)
+            return self.fs.read(fd)
+        except OSError as exc:
+            raise unreadable(exc, path, run_id) from None
         finally:
             self.fs.close(fd)
-        return found.events if found.exists else None
 
     async def run_ids(self) -> list[str]:
         try:
@@ -396,10 +614,12 @@ class FileStore(Store):
             raise StoreError(f"cannot list the runs in {self.path!r}: {exc}") from None
         # A file too small for a header and a first record is a creation that never
         # finished (a crash before its first fsync): not a run.
+        # Something other than a file (a directory, a link...) named like a journal is
+        # listed: reading it then says what is wrong with that run.
         ids = []
         for name in names:
             path = os.path.join(self._runs, name)
-            if not name.endswith(_SUFFIX) or self.fs.size(path) <= _MIN_JOURNAL:
+            if not name.endswith(_SUFFIX) or 0 <= self._size(path) <= _MIN_JOURNAL:
                 continue
             run_id = (
                 self._first_run_id(path) if _is_hashed(name) else urllib.parse.unquote(name[: -len(_SUFFIX)])
@@ -408,22 +628,36 @@ class FileStore(Store):
                 ids.append(run_id)
         return sorted(ids)
 
+    def _size(self, path: str) -> int:
+        try:
+            return self.fs.size(path)
+        except OSError:
+            return -1  # listed: reading it says what is wrong
+
     def _first_run_id(self, path: str) -> str | None:
         """The run id a journal's first record names (for hashed file names).
 
         Only the first record is read, so damage further on does not hide the run
-        from a listing (reading it then reports the damage).
+        from a listing (reading it then reports the damage). An entry that cannot be
+        read at all is left out: nothing tells which run it belongs to.
         """
-        fd = self.fs.open(path, write=False)
+        try:
+            fd = self.fs.open(path, write=False)
+        except OSError:
+            return None
         try:
             data = self.fs.read(fd)
+        except OSError:
+            return None
         finally:
             self.fs.close(fd)
         try:
             first, _, _, _ = decode_record(data, HEADER_SIZE)
         except ValueError:
             return None
-        return first.run_id if isinstance(first, ev.RunStarted) else None
+        if not isinstance(first, ev.RunStarted) or not isinstance(first.run_id, str):
+            return None
+        return first.run_id
 
     # --- the inbox -----------------------------------------------------------------
 
@@ -434,12 +668,12 @@ class FileStore(Store):
             raise UnknownRunError(run_id, self)
         if any(message.message_id == found for found, _ in self._message_files(run_id)):
             return
-        fs.makedirs(self._inbox)
+        self._prepare_inbox()
         stem = _file_name(run_id)[: -len(_SUFFIX)]
         name = f"{stem}.{time.time_ns():020d}-{message.message_id}{_MESSAGE}"
         staged = os.path.join(self._inbox, _STAGED + message.message_id)
         try:
-            fd = fs.replace_file(staged)
+            fd = fs.replace_file(staged)  # unique to this message; O_EXCL, no link followed
             try:
                 fs.write(fd, encode_header() + encode_record(message, 0, -1))
                 fs.fdatasync(fd)
@@ -450,16 +684,30 @@ class FileStore(Store):
         except OSError as exc:
             raise StoreError(f"leaving a message for run {run_id!r} in {self._inbox} failed: {exc}") from exc
 
+    def _prepare_inbox(self) -> None:
+        if self._inbox_ready:
+            return
+        try:
+            self.fs.makedirs(self._inbox)
+        except OSError as exc:
+            raise StoreError(f"cannot make the inbox of the durable store {self.path!r}: {exc}") from None
+        self._check_private(self._inbox)
+        self._inbox_ready = True
+
     async def messages(self, run_id: str) -> list[ev.Message]:
         found = []
         for _, name in self._message_files(run_id):
             path = os.path.join(self._inbox, name)
             try:
                 fd = self.fs.open(path, write=False)
-            except FileNotFoundError:
-                continue  # taken meanwhile
+            except (FileNotFoundError, NotRegularFileError):
+                continue  # taken meanwhile; or no message durable wrote (never followed)
+            except OSError as exc:
+                raise unreadable(exc, path, run_id) from None
             try:
                 events = scan(self.fs.read(fd), path).events
+            except OSError as exc:
+                raise unreadable(exc, path, run_id) from None
             finally:
                 self.fs.close(fd)
             if len(events) != 1 or not isinstance(events[0], ev.Message):

@@ -24,6 +24,13 @@ A file created since its directory's last fsync may vanish in every mode but
 ``kill`` (F6); an unsynced truncate is lost with probability 1/2 (F7). Synced
 bytes never change (F8). Bit rot (F9) is :meth:`SimDisk.rot`, used on purpose
 by tests, never by a default exploration.
+
+A descriptor refers to a file, not to a path, as on a real disk: a file renamed
+over or unlinked stays readable, writable and lockable through the descriptors
+open on it, but nobody opening the path finds it again. Locks belong to files,
+so a lock taken on such a stale descriptor excludes nobody;
+:meth:`SimDisk.same_file` is how the store tells. Writes that land in a file no
+path leads to any more are kept in :attr:`SimDisk.stale_writes`.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
+from durable._fs import NotRegularFileError
 from durable.lowlevel import HEADER_SIZE, decode_record, encode_header
 
 #: Disk damage a crash can leave, from kindest to cruellest.
@@ -113,7 +121,7 @@ class Crasher:
         raise SimulatedCrash(point.label)
 
 
-@attrs.define
+@attrs.define(eq=False)  # compared by identity: a file is an inode, not its content
 class _File:
     """A file's content as the process sees it, and how much of it is durable.
 
@@ -143,6 +151,14 @@ class _File:
 
 
 @attrs.define
+class _Handle:
+    """An open descriptor: the file it refers to, and the path it was last known by (for labels)."""
+
+    file: _File
+    path: str
+
+
+@attrs.define
 class Damage:
     """What a crash did to one file, for reports."""
 
@@ -160,8 +176,11 @@ class SimDisk:
         self.files: dict[str, _File] = {}
         self.dirs: set[str] = {"/"}
         self.removed: dict[str, _File] = {}  # unlinked, but the unlink is not durable yet
-        self._fds: dict[int, str] = {}
-        self._locks: dict[str, int] = {}
+        self._fds: dict[int, _Handle] = {}
+        self._locks: dict[_File, int] = {}
+        #: Paths (as last known) of the writes made through a descriptor whose file no
+        #: path leads to any more (renamed over or unlinked): nobody will read them.
+        self.stale_writes: list[str] = []
         #: Files whose fsync failed in this process lifetime, and fsyncs tried on them after.
         self.fsync_failed: set[str] = set()
         self.fsync_retried: list[str] = []
@@ -194,6 +213,10 @@ class SimDisk:
         self.crasher.changed()
         return self._new_fd(path)
 
+    def same_file(self, fd: int, path: str) -> bool:
+        self._alive()
+        return self.files.get(path) is self._handle(fd).file
+
     def rename(self, source: str, target: str) -> None:
         self._point("before rename", target)
         moved = self.files.pop(source)
@@ -202,33 +225,36 @@ class SimDisk:
             self.removed[target] = old  # until the directory is fsynced, a crash brings it back
         moved.entry_durable = False
         self.files[target] = moved
-        for fd, path in self._fds.items():
-            if path == source:
-                self._fds[fd] = target
-        if self._locks.get(source) is not None:
-            self._locks[target] = self._locks.pop(source)
+        for handle in self._fds.values():
+            if handle.file is moved:
+                handle.path = target
         self.crasher.changed()
         self._point("after rename", target)
 
     def open(self, path: str, *, write: bool) -> int:
         self._alive()
         if path not in self.files:
+            if path in self.dirs:
+                raise NotRegularFileError(path, "a directory")
             raise FileNotFoundError(path)
         return self._new_fd(path)
 
     def read(self, fd: int) -> bytes:
         self._alive()
-        return bytes(self.files[self._path(fd)].data)
+        return bytes(self._handle(fd).file.data)
 
     def write(self, fd: int, data: bytes) -> None:
-        path = self._path(fd)
-        self._point("before write", path, data)
-        self.files[path].data += data
+        handle = self._handle(fd)
+        self._point("before write", handle.path, data)
+        handle.file.data += data
+        if self.files.get(handle.path) is not handle.file:
+            self.stale_writes.append(handle.path)
         self.crasher.changed()
-        self._point("after write", path, data)
+        self._point("after write", handle.path, data)
 
     def fdatasync(self, fd: int) -> None:
-        path = self._path(fd)
+        handle = self._handle(fd)
+        path = handle.path
         if path in self.fsync_failed:
             self.fsync_retried.append(path)  # fsyncgate: a retried fsync proves nothing
         try:
@@ -236,7 +262,7 @@ class SimDisk:
         except OSError:
             self.fsync_failed.add(path)
             raise
-        self.files[path].sync()
+        handle.file.sync()
         self.crasher.changed()
         self._point("after fsync", path)
 
@@ -245,9 +271,9 @@ class SimDisk:
             self.fdatasync(fd)
 
     def truncate(self, fd: int, size: int) -> None:
-        path = self._path(fd)
-        self._point("before truncate", path)
-        file = self.files[path]
+        handle = self._handle(fd)
+        self._point("before truncate", handle.path)
+        file = handle.file
         if size < file.synced_len and file.synced_copy is None:
             file.synced_copy = bytes(file.data[: file.synced_len])
         del file.data[size:]
@@ -255,17 +281,17 @@ class SimDisk:
 
     def lock(self, fd: int) -> bool:
         self._alive()
-        path = self._path(fd)
-        holder = self._locks.get(path)
+        file = self._handle(fd).file
+        holder = self._locks.get(file)
         if holder is not None and holder != fd:
             return False
-        self._locks[path] = fd
+        self._locks[file] = fd
         return True
 
     def close(self, fd: int) -> None:
-        path = self._fds.pop(fd, None)
-        if path is not None and self._locks.get(path) == fd:
-            del self._locks[path]
+        handle = self._fds.pop(fd, None)
+        if handle is not None and self._locks.get(handle.file) == fd:
+            del self._locks[handle.file]
 
     def unlink(self, path: str) -> None:
         self._point("before unlink", path)
@@ -278,7 +304,10 @@ class SimDisk:
         self._alive()
         parts = [p for p in path.split("/") if p]
         for depth in range(1, len(parts) + 1):
-            self.dirs.add("/" + "/".join(parts[:depth]))
+            directory = "/" + "/".join(parts[:depth])
+            if directory in self.files:
+                raise FileExistsError(errno.EEXIST, "File exists (simulated)", directory)
+            self.dirs.add(directory)
 
     def fsync_dir(self, path: str) -> None:
         self._point("before fsync of directory", path)
@@ -297,7 +326,14 @@ class SimDisk:
     def size(self, path: str) -> int:
         self._alive()
         file = self.files.get(path)
-        return 0 if file is None else len(file.data)
+        if file is None:
+            return -1 if path in self.dirs else 0
+        return len(file.data)
+
+    def owner_and_mode(self, path: str) -> tuple[int, int]:
+        self._alive()
+        self._need_dir(path)
+        return os.geteuid(), 0o700  # the simulated process owns its private disk
 
     # --- crashes -----------------------------------------------------------------
 
@@ -346,14 +382,14 @@ class SimDisk:
     def _new_fd(self, path: str) -> int:
         fd = self._next_fd
         self._next_fd += 1
-        self._fds[fd] = path
+        self._fds[fd] = _Handle(self.files[path], path)
         return fd
 
-    def _path(self, fd: int) -> str:
+    def _handle(self, fd: int) -> _Handle:
         try:
             return self._fds[fd]
         except KeyError:
-            raise OSError(9, "Bad file descriptor (simulated)") from None
+            raise OSError(errno.EBADF, "Bad file descriptor (simulated)") from None
 
     def _need_dir(self, path: str) -> None:
         if path not in self.dirs:
