@@ -17,7 +17,7 @@ import trio
 
 from . import _events as ev
 from ._codec import encode_record
-from ._errors import DurableError, JournalCorruptError, JournalVersionError, StoreError
+from ._errors import DurableError, StoreError
 
 SYNC_MODES = ("always", "batch", "none")
 
@@ -192,13 +192,14 @@ class Store(abc.ABC):
 
         A store that records run status (PostgreSQL) answers without reading
         journals, and may leave out runs that a live holder keeps open. A journal
-        that cannot be read counts as unfinished: opening it reports the damage.
+        that cannot be read (damaged, not a journal file, permission denied...)
+        counts as unfinished: opening it reports what is wrong with that run alone.
         """
         ids = []
         for run_id in await self.run_ids():
             try:
                 events = await self.read(run_id)
-            except (JournalCorruptError, JournalVersionError):
+            except StoreError:
                 ids.append(run_id)  # recovery reports it, and goes on with the others
                 continue
             if events and not isinstance(events[-1], ev.TERMINAL):

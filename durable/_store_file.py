@@ -530,9 +530,11 @@ class FileStore(Store):
     def _lock(self, fd: int, path: str, run_id: str) -> None:
         try:
             locked = self.fs.lock(fd)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 self.fs.close(fd)
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot lock run {run_id!r} at {path}: {exc}") from exc
             raise
         if not locked:
             self.fs.close(fd)
@@ -664,7 +666,7 @@ class FileStore(Store):
     async def post(self, run_id: str, message: ev.Message) -> None:
         self._prepare()
         fs = self.fs
-        if fs.size(self.journal_path(run_id)) <= _MIN_JOURNAL:
+        if self._size(self.journal_path(run_id)) <= _MIN_JOURNAL:
             raise UnknownRunError(run_id, self)
         if any(message.message_id == found for found, _ in self._message_files(run_id)):
             return
@@ -721,8 +723,13 @@ class FileStore(Store):
         gone = set(message_ids)
         for message_id, name in self._message_files(run_id):
             if message_id in gone:
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.unlink(os.path.join(self._inbox, name))
+                path = os.path.join(self._inbox, name)
+                try:
+                    self.fs.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise StoreError(f"cannot remove the message {path} for run {run_id!r}: {exc}") from exc
 
     async def runs_with_messages(self) -> set[str]:
         stems = {name.rpartition(".")[0] for name in self._message_names()}
@@ -746,7 +753,10 @@ class FileStore(Store):
 
     def _message_names(self) -> list[str]:
         """The inbox's message files, oldest first (without the suffix)."""
-        names = self.fs.listdir(self._inbox)
+        try:
+            names = self.fs.listdir(self._inbox)
+        except OSError as exc:
+            raise StoreError(f"cannot list the messages in {self._inbox}: {exc}") from None
         return sorted(n[: -len(_MESSAGE)] for n in names if n.endswith(_MESSAGE))
 
     def _message_files(self, run_id: str) -> list[tuple[str, str]]:

@@ -467,3 +467,76 @@ async def test_a_store_refuses_a_run_id_with_a_lone_surrogate(tmp_path: Path) ->
     store = durable.FileStore(tmp_path / "store")
     with pytest.raises(ValueError, match="lone surrogate"):
         await store.create(ev.RunStarted("order-\udc80", "wf", cbor2.dumps([[], {}]), 1.0))
+
+
+# -- every file-system failure is a StoreError, in its run's place ------------------------
+
+
+class FailingOn(Wrapped):
+    """``method`` fails with ``error`` for the paths (or descriptors of files) whose name holds ``marker``."""
+
+    def __init__(self, inner: FileSystem, method: str, marker: str, error: OSError) -> None:
+        super().__init__(inner)
+        self.method, self.marker, self.error = method, marker, error
+        self.names: dict[int, str] = {}
+
+    def open(self, path: str, *, write: bool) -> int:
+        fd = int(self.inner.open(path, write=write))
+        self.names[fd] = path
+        return fd
+
+    def _fails(self, target: int | str) -> bool:
+        name = self.names.get(target, "") if isinstance(target, int) else target
+        return self.marker in os.path.basename(name)
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.inner, name)
+        if name != self.method:
+            return call
+
+        def failing(target: Any, *args: Any, **kwargs: Any) -> Any:
+            if self._fails(target):
+                raise self.error
+            return call(target, *args, **kwargs)
+
+        return failing
+
+
+@pytest.mark.parametrize("method", ["read", "lock"])
+async def test_a_file_system_error_on_one_journal_is_that_runs_store_error(
+    tmp_path: Path, method: str
+) -> None:
+    setup = durable.FileStore(tmp_path / "store")
+    for run_id in ("a", "b-bad", "c"):
+        await make_run(setup, run_id, step(0))
+    error = OSError(5 if method == "read" else 37, "Input/output error" if method == "read" else "No locks")
+    store = durable.FileStore(tmp_path / "store", fs=FailingOn(OsFileSystem(), method, "b-bad", error))  # type: ignore[arg-type]
+    if method == "read":
+        assert await store.unfinished() == ["a", "b-bad", "c"]
+    results = await store.open_many(["a", "b-bad", "c"])
+    assert isinstance(results[1], durable.StoreError) and "b-bad" in str(results[1])
+    for result in (results[0], results[2]):
+        assert isinstance(result, durable.lowlevel.Opened)
+        result.writer.close()
+
+
+async def test_an_inbox_that_cannot_be_listed_is_a_store_error(tmp_path: Path) -> None:
+    setup = durable.FileStore(tmp_path / "store")
+    await make_run(setup, "r")
+    error = PermissionError(13, "Permission denied")
+    store = durable.FileStore(tmp_path / "store", fs=FailingOn(OsFileSystem(), "listdir", "inbox", error))  # type: ignore[arg-type]
+    with pytest.raises(durable.StoreError, match="inbox"):
+        await store.runs_with_messages()
+    with pytest.raises(durable.StoreError, match="inbox"):
+        await store.messages("r")
+
+
+async def test_an_inbox_entry_that_is_no_message_file_is_skipped(tmp_path: Path) -> None:
+    store = durable.FileStore(tmp_path / "store")
+    await make_run(store, "r")
+    await store.post("r", ev.SignalReceived("go", cbor2.dumps(1), 2.0, "m2"))
+    inbox = tmp_path / "store" / "inbox"
+    (inbox / f"r.{0:020d}-m0.message").mkdir()
+    os.mkfifo(inbox / f"r.{1:020d}-m1.message")
+    with trio.fail_after(10):
+        assert [m.message_id for m in await store.messages("r")] == ["m2"]
