@@ -11,8 +11,10 @@ refused.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -540,3 +542,52 @@ async def test_an_inbox_entry_that_is_no_message_file_is_skipped(tmp_path: Path)
     os.mkfifo(inbox / f"r.{1:020d}-m1.message")
     with trio.fail_after(10):
         assert [m.message_id for m in await store.messages("r")] == ["m2"]
+
+
+# -- a worker beside a strange entry ------------------------------------------------------
+
+WORKER_WORKFLOWS = textwrap.dedent(
+    """
+    import durable
+
+    @durable.workflow(name="tests.hardening.add")
+    def add(a, b):
+        return a + b
+        yield
+    """
+)
+
+
+def test_a_worker_reports_a_directory_named_like_a_journal_once_and_runs_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "hardening_wf.py").write_text(WORKER_WORKFLOWS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    workflows: Any = importlib.import_module("hardening_wf")
+    store_path = tmp_path / "store"
+    store = durable.FileStore(store_path)
+    trio.run(make_run, store, "other")  # makes the directories
+    Path(store.journal_path("odd")).mkdir()
+    command = [str(Path(sys.executable).parent / "durable"), "worker", str(tmp_path / "hardening_wf.py")]
+    worker = subprocess.Popen(
+        [*command, "--store", str(store_path), "--poll", "20ms"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        async def run_one() -> int:
+            handle = await durable.Client(store_path).start(workflows.add, 2, 3, id="fine")
+            with trio.fail_after(60):  # a hang guard, not a timing assertion
+                return int(await handle.result())
+
+        assert trio.run(run_one) == 5
+        time.sleep(0.5)  # some more polls
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    lines = [line for line in err.splitlines() if "'odd'" in line]
+    assert len(lines) == 2, err  # "cannot run it", then "gave up ...": once each
+    assert "a directory, not a journal file" in lines[1]
