@@ -154,6 +154,14 @@ def _file_name(run_id: str) -> str:
     return encoded + _SUFFIX
 
 
+def _names(run_id: str, file_name: str) -> bool:
+    """Whether ``file_name`` is where the journal of ``run_id`` lives (and the id is valid)."""
+    try:
+        return _file_name(check_run_id(run_id)) == file_name
+    except (TypeError, ValueError):
+        return False
+
+
 def _fd(opened: Opened) -> int:
     writer = opened.writer
     assert isinstance(writer, _FileWriter)
@@ -615,9 +623,10 @@ class FileStore(Store):
         except OSError as exc:
             raise StoreError(f"cannot list the runs in {self.path!r}: {exc}") from None
         # A file too small for a header and a first record is a creation that never
-        # finished (a crash before its first fsync): not a run.
-        # Something other than a file (a directory, a link...) named like a journal is
-        # listed: reading it then says what is wrong with that run.
+        # finished (a crash before its first fsync): not a run. Something other than a
+        # file (a directory, a link...) named like a journal is listed: reading it then
+        # says what is wrong with that run. A name durable never gives a journal (no
+        # valid run id is stored under it) is left out: no run id leads to it.
         ids = []
         for name in names:
             path = os.path.join(self._runs, name)
@@ -626,7 +635,7 @@ class FileStore(Store):
             run_id = (
                 self._first_run_id(path) if _is_hashed(name) else urllib.parse.unquote(name[: -len(_SUFFIX)])
             )
-            if run_id is not None:
+            if run_id is not None and _names(run_id, name):
                 ids.append(run_id)
         return sorted(ids)
 

@@ -591,3 +591,14 @@ def test_a_worker_reports_a_directory_named_like_a_journal_once_and_runs_the_oth
     lines = [line for line in err.splitlines() if "'odd'" in line]
     assert len(lines) == 2, err  # "cannot run it", then "gave up ...": once each
     assert "a directory, not a journal file" in lines[1]
+
+
+@pytest.mark.parametrize(
+    "name", ["%00.journal", "a" * 240 + ".journal", "%41.journal", "%ED%B2%80.journal"], ids=repr
+)
+async def test_a_file_name_no_run_id_leads_to_is_not_listed(tmp_path: Path, name: str) -> None:
+    store = durable.FileStore(tmp_path / "store")
+    await make_run(store, "A", step(0))
+    (tmp_path / "store" / "runs" / name).write_bytes(Path(store.journal_path("A")).read_bytes())
+    assert await store.run_ids() == ["A"]
+    assert await store.unfinished() == ["A"]
