@@ -415,18 +415,31 @@ class Runtime:
 
     async def _watch_inbox(self, poll: float) -> None:
         """Take the messages other processes leave for the runs held here."""
+        reported: set[str] = set()
         while True:
             try:
                 token = self.store.change_token()
                 if self._executions:
-                    for run_id in (await self.store.runs_with_messages()) & self._executions.keys():
-                        await self._take_messages(run_id)
+                    for run_id in sorted((await self.store.runs_with_messages()) & self._executions.keys()):
+                        await self._take_messages_of_one(run_id, reported)
                 await self.store.wait_for_change(poll, since=token)
             except StoreError as exc:
                 # The store is unavailable for now (a database restart...): the
                 # messages wait, durably, until it answers again.
                 _log.warning("durable: cannot look for messages (%s); trying again", exc)
                 await trio.sleep(max(poll, 1.0))
+
+    async def _take_messages_of_one(self, run_id: str, reported: set[str]) -> None:
+        """Take one run's messages; a failure that is this run's alone (a damaged message
+        file) is reported once and keeps no other run from its messages."""
+        try:
+            await self._take_messages(run_id)
+        except StoreError as exc:
+            if run_id not in reported:
+                reported.add(run_id)
+                _log.warning("durable: cannot take the messages of run %r (%s)", run_id, exc)
+        else:
+            reported.discard(run_id)
 
     async def _take_messages(self, run_id: str) -> None:
         execution = self._executions.get(run_id)

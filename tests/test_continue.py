@@ -219,3 +219,27 @@ async def test_carried_messages_are_journaled_once_across_a_crash_after_posting_
     assert events is not None
     assert sum(isinstance(e, durable.lowlevel.SignalReceived) for e in events) == 1
     assert not list((tmp_path / "inbox").glob("*.message"))
+
+
+# --- one run's damaged message file keeps no other run from its messages ---------------
+
+
+@durable.workflow(name="tests.continue.waits_for_note")
+def waits_for_note():  # type: ignore[no-untyped-def]
+    return (yield durable.wait_signal("note", timeout="1h"))
+
+
+async def test_a_damaged_message_of_one_run_does_not_stop_the_others_messages(tmp_path: Path) -> None:
+    others = [f"b{n}" for n in range(6)]
+    async with durable.Runtime(durable.FileStore(tmp_path), poll=0.01) as runtime:
+        handles = [await runtime.start(waits_for_note, id=run_id) for run_id in ["a", *others]]
+        inbox = tmp_path / "inbox"
+        inbox.mkdir(mode=0o700, exist_ok=True)
+        (inbox / f"a.{0:020d}-deadbeef.message").write_bytes(b"not a message file")
+        client = durable.Client(durable.FileStore(tmp_path))
+        for run_id in others:
+            await client.signal(run_id, "note", run_id)  # posted: the runtime holds the run
+        with trio.fail_after(10):
+            results = [await handle.result() for handle in handles[1:]]
+        assert results == others
+        await runtime.cancel("a")
