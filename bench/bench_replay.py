@@ -11,7 +11,7 @@ crash leaves when it strikes while the last step is in flight: ``RunStarted``,
 ``n`` activities scheduled and completed, and the last one scheduled
 (``2n + 2`` events). Three figures come from it:
 
-(a) scan: ``durable.lowlevel.scan`` (``durable._codec.scan``) of the journal's bytes (framing, CRC32,
+(a) scan: ``durable.lowlevel.scan`` (``durable._core.codec.scan``) of the journal's bytes (framing, CRC32,
     CBOR decoding, event values);
 (b) replay core: the scanned events fed to ``durable.lowlevel.Replay``
     (generator sends, command matching, decoding of the recorded results);
@@ -42,7 +42,8 @@ import attrs
 import cbor2
 
 import durable
-from durable import _codec, lowlevel
+from durable import lowlevel
+from durable._core import codec as _codec
 from durable.lowlevel import Replay
 
 RUN_ID = "replay"

@@ -81,7 +81,7 @@ import trio
 
 import durable
 from durable import lowlevel as ll
-from durable._durations import parse_duration
+from durable._core.durations import parse_duration
 
 HERE = os.path.abspath(__file__)
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "durable")

@@ -20,116 +20,116 @@ where it stopped. For example::
 
 from ._client import Client as Client
 from ._client import ClientHandle as ClientHandle
-from ._commands import (
+from ._core.commands import (
     Activity as Activity,
 )
-from ._commands import (
+from ._core.commands import (
     ActivityCall as ActivityCall,
 )
-from ._commands import (
+from ._core.commands import (
     ActivityInfo as ActivityInfo,
 )
-from ._commands import (
+from ._core.commands import (
     ChildCall as ChildCall,
 )
-from ._commands import (
+from ._core.commands import (
     Command as Command,
 )
-from ._commands import (
+from ._core.commands import (
     Workflow as Workflow,
 )
-from ._commands import (
+from ._core.commands import (
     activity as activity,
 )
-from ._commands import (
+from ._core.commands import (
     activity_info as activity_info,
 )
-from ._commands import (
+from ._core.commands import (
     workflow as workflow,
 )
-from ._errors import (
+from ._core.errors import (
     ActivityError as ActivityError,
 )
-from ._errors import (
+from ._core.errors import (
     AttemptTimeout as AttemptTimeout,
 )
-from ._errors import (
+from ._core.errors import (
     Cancelled as Cancelled,
 )
-from ._errors import (
+from ._core.errors import (
     ChildWorkflowError as ChildWorkflowError,
 )
-from ._errors import (
+from ._core.errors import (
     DurableError as DurableError,
 )
-from ._errors import (
+from ._core.errors import (
     DurableInternalError as DurableInternalError,
 )
-from ._errors import (
+from ._core.errors import (
     ErrorInfo as ErrorInfo,
 )
-from ._errors import (
+from ._core.errors import (
     JournalCorruptError as JournalCorruptError,
 )
-from ._errors import (
+from ._core.errors import (
     JournalVersionError as JournalVersionError,
 )
-from ._errors import (
+from ._core.errors import (
     NonDeterminismError as NonDeterminismError,
 )
-from ._errors import (
+from ._core.errors import (
     RunConflictError as RunConflictError,
 )
-from ._errors import (
+from ._core.errors import (
     RunLockedError as RunLockedError,
 )
-from ._errors import (
+from ._core.errors import (
     SerializationError as SerializationError,
 )
-from ._errors import (
+from ._core.errors import (
     SignalTimeout as SignalTimeout,
 )
-from ._errors import (
+from ._core.errors import (
     StoreError as StoreError,
 )
-from ._errors import (
+from ._core.errors import (
     UnknownRunError as UnknownRunError,
 )
-from ._errors import (
+from ._core.errors import (
     UnknownWorkflowError as UnknownWorkflowError,
 )
-from ._errors import (
+from ._core.errors import (
     WorkflowFailed as WorkflowFailed,
 )
-from ._policy import RetryPolicy as RetryPolicy
-from ._primitives import (
+from ._core.policy import RetryPolicy as RetryPolicy
+from ._core.primitives import (
     continue_as_new as continue_as_new,
 )
-from ._primitives import (
+from ._core.primitives import (
     gather as gather,
 )
-from ._primitives import (
+from ._core.primitives import (
     now as now,
 )
-from ._primitives import (
+from ._core.primitives import (
     patched as patched,
 )
-from ._primitives import (
+from ._core.primitives import (
     race as race,
 )
-from ._primitives import (
+from ._core.primitives import (
     random as random,
 )
-from ._primitives import (
+from ._core.primitives import (
     side_effect as side_effect,
 )
-from ._primitives import (
+from ._core.primitives import (
     sleep as sleep,
 )
-from ._primitives import (
+from ._core.primitives import (
     uuid4 as uuid4,
 )
-from ._primitives import (
+from ._core.primitives import (
     wait_signal as wait_signal,
 )
 from ._runtime import RunHandle as RunHandle
@@ -194,7 +194,7 @@ __all__ = [
 
 
 def _fix_module_names() -> None:
-    # Tracebacks and docs should say durable.X, not durable._errors.X.
+    # Tracebacks and docs should say durable.X, not durable._core.errors.X.
     for name in __all__:
         obj = globals()[name]
         if getattr(obj, "__module__", "").startswith("durable._"):

@@ -40,11 +40,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from . import _events as ev
 from . import _timeline as tl
-from ._commands import Workflow, lookup_workflow
-from ._durations import parse_duration
-from ._errors import (
+from ._core import events as ev
+from ._core.commands import Workflow, lookup_workflow
+from ._core.durations import parse_duration
+from ._core.errors import (
     Cancelled,
     DurableError,
     JournalCorruptError,
@@ -55,15 +55,16 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowFailed,
 )
+from ._core.ids import check_run_id
+from ._core.machine import Continued, Raised, Replay, Returned, Stopped
+from ._core.values import loads
 from ._loader import LoadError, load_module, load_workflow, parse_arg
-from ._machine import Continued, Raised, Replay, Returned, Stopped
 from ._runtime import DEFAULT_STORE_PATH, RunHandle, Runtime, store_from
 from ._runtime import run as run_workflow
 from ._store import Store
-from ._store_file import FileStore, check_run_id
+from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn
 from ._timeline_html import to_html
-from ._values import loads
 
 F = TypeVar("F", bound=Callable[..., Any])
 

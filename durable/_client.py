@@ -15,14 +15,14 @@ from typing import Any
 
 import trio
 
-from . import _events as ev
-from ._commands import Workflow
-from ._errors import Cancelled, StoreError, UnknownRunError, WorkflowFailed
+from ._core import events as ev
+from ._core.commands import Workflow
+from ._core.errors import Cancelled, StoreError, UnknownRunError, WorkflowFailed
+from ._core.ids import check_run_id
+from ._core.values import encode_call, encode_value, load_stored
 from ._inbox import send
 from ._runtime import _check_same, _first_args, check_workflow, store_from
 from ._store import Store
-from ._store_file import check_run_id
-from ._values import encode_call, encode_value, load_stored
 
 
 class ClientHandle:

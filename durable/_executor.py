@@ -1,7 +1,7 @@
 """The trio executor: carries out what the replay core asks, journaling first.
 
 One :class:`RunExecution` drives one run. It replays the journal into a
-:class:`~durable._machine.Replay`, then loops: journal the next command, run
+:class:`~durable._core.machine.Replay`, then loops: journal the next command, run
 it (activities with their retry policy), journal the outcome and make it
 durable, and only then feed it to the core. Every event the executor appends
 goes through ``core.apply`` too, so the live path and the replay path are the
@@ -24,14 +24,21 @@ from typing import Any, Protocol
 
 import trio
 
-from . import _events as ev
-from ._commands import ActivityCall, ActivityInfo, ChildCall, child_run_id, current_activity
-from ._errors import AttemptTimeout, DurableInternalError, ErrorInfo, RunConflictError, SerializationError
+from ._core import events as ev
+from ._core.commands import ActivityCall, ActivityInfo, ChildCall, current_activity
+from ._core.errors import (
+    AttemptTimeout,
+    DurableInternalError,
+    ErrorInfo,
+    RunConflictError,
+    SerializationError,
+)
+from ._core.ids import child_run_id
+from ._core.machine import Continued, Outcome, Raised, Replay, Returned, Step, Stopped
+from ._core.primitives import SideEffect, Sleep, WaitSignal
+from ._core.values import encode_value
 from ._hooks import Hooks
-from ._machine import Continued, Outcome, Raised, Replay, Returned, Step, Stopped
-from ._primitives import SideEffect, Sleep, WaitSignal
 from ._store import JournalWriter
-from ._values import encode_value
 
 _WALL_OFFSET: trio.lowlevel.RunVar[float] = trio.lowlevel.RunVar("durable_wall_offset")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._commands import ActivityInfo
+from ._core.commands import ActivityInfo
 
 
 class Hooks:

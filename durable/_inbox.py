@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable, Collection
 
 import attrs
 
-from . import _events as ev
-from ._errors import RunConflictError, RunLockedError, UnknownRunError
+from ._core import events as ev
+from ._core.errors import RunConflictError, RunLockedError, UnknownRunError
+from ._core.ids import check_run_id
 from ._store import JournalWriter, Store
-from ._store_file import check_run_id
 
 
 def with_id(message: ev.Message) -> ev.Message:

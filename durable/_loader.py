@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ._commands import Workflow
+from ._core.commands import Workflow
 
 
 class LoadError(Exception):

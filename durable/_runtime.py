@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from . import _events as ev
-from ._commands import ChildCall, Workflow, lookup_workflow
-from ._errors import (
+from ._core import events as ev
+from ._core.commands import ChildCall, Workflow, lookup_workflow
+from ._core.errors import (
     Cancelled,
     DurableInternalError,
     ErrorInfo,
@@ -30,14 +30,15 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowFailed,
 )
+from ._core.ids import check_run_id
+from ._core.machine import Continued, Outcome, Raised, Replay, Returned, Stopped
+from ._core.values import encode_call, encode_value, load_stored, loads
 from ._executor import RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
 from ._inbox import drop_messages, journal_messages, send
-from ._machine import Continued, Outcome, Raised, Replay, Returned, Stopped
 from ._store import JournalWriter, Opened, Store
-from ._store_file import FileStore, check_run_id
+from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn
-from ._values import encode_call, encode_value, load_stored, loads
 
 R = TypeVar("R")
 _log = logging.getLogger("durable")

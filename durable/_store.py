@@ -4,7 +4,7 @@ A store keeps one append-only journal per run. The executor is its only
 writer: it opens a run's journal exclusively, appends events, and calls
 :meth:`JournalWriter.sync` whenever what it appended must survive a crash
 before it acts on it. Every store writes the same journal contract v1 records
-(:mod:`durable._codec`), so what one store holds another can read.
+(:mod:`durable._core.codec`), so what one store holds another can read.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 import attrs
 import trio
 
-from . import _events as ev
-from ._codec import encode_record
-from ._errors import DurableError, StoreError
+from ._core import events as ev
+from ._core.codec import encode_record
+from ._core.errors import DurableError, StoreError
 
 SYNC_MODES = ("always", "batch", "none")
 

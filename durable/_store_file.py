@@ -47,9 +47,10 @@ from collections.abc import Callable, Collection, Sequence
 
 import trio
 
-from . import _events as ev
-from ._codec import FRAME_SIZE, HEADER_SIZE, Scan, decode_record, encode_header, encode_record, scan
-from ._errors import DurableError, JournalCorruptError, RunLockedError, StoreError, UnknownRunError
+from ._core import events as ev
+from ._core.codec import FRAME_SIZE, HEADER_SIZE, Scan, decode_record, encode_header, encode_record, scan
+from ._core.errors import DurableError, JournalCorruptError, RunLockedError, StoreError, UnknownRunError
+from ._core.ids import check_run_id
 from ._fs import FileSystem, NotRegularFileError, OsFileSystem
 from ._store import JournalWriter, Opened, Store, check_sync_mode, open_each
 
@@ -57,29 +58,11 @@ _SAFE = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*")
 _SUFFIX = ".journal"
 _MESSAGE = ".message"
 _STAGED = ".staged-"
-MAX_RUN_ID = 200
 _MAX_FILE_NAME = 255
 _MIN_JOURNAL = HEADER_SIZE + FRAME_SIZE
 #: How many times opening or creating a journal starts again when the file at its
 #: path changed under it (replaced by ``continue_as_new``, removed as unfinished).
 _TRIES = 8
-
-
-def check_run_id(run_id: object) -> str:
-    """Validate a run id: a non-empty str of at most 200 characters, no NUL, valid Unicode."""
-    if not isinstance(run_id, str) or not run_id:
-        raise TypeError(f"a run id must be a non-empty str (got {run_id!r})")
-    if len(run_id) > MAX_RUN_ID or "\x00" in run_id:
-        raise ValueError(f"run id {run_id[:40]!r}... is too long or holds NUL (max {MAX_RUN_ID} chars)")
-    try:
-        run_id.encode()
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"run id {run_id[:40]!r} holds a lone surrogate ({run_id[exc.start]!r} at index {exc.start}), "
-            "which is not valid Unicode and cannot be stored; a run id must be text that encodes as "
-            "UTF-8 (a str decoded with errors='surrogateescape' is not)"
-        ) from None
-    return run_id
 
 
 class JournalUnreadableError(JournalCorruptError):

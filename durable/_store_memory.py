@@ -6,9 +6,9 @@ from collections.abc import Collection
 
 import trio
 
-from . import _events as ev
-from ._codec import encode_header, scan
-from ._errors import RunLockedError, UnknownRunError
+from ._core import events as ev
+from ._core.codec import encode_header, scan
+from ._core.errors import RunLockedError, UnknownRunError
 from ._store import JournalWriter, Opened, Store
 
 

@@ -21,7 +21,7 @@ tells the two apart, for ``durable ls`` on a mistyped schema):
     ``record`` exactly the framed bytes of journal contract v1 (marker,
     length, CRC-32, CBOR payload) that a file journal holds. Reading a
     journal concatenates the v1 header and the records in ``idx`` order and
-    decodes them with the same :func:`durable._codec.scan` as every store, so
+    decodes them with the same :func:`durable._core.codec.scan` as every store, so
     every record keeps its checksum, and damage (or a missing record) raises
     :class:`~durable.JournalCorruptError` naming the run and the record. A
     record is committed whole or not at all, so there is no torn tail here:
@@ -91,12 +91,12 @@ from typing import TYPE_CHECKING, Any, LiteralString, TypeAlias, TypeVar
 
 import trio
 
-from . import _events as ev
-from ._codec import HEADER_SIZE, decode_record, encode_header, encode_record, scan
-from ._durations import Duration, parse_duration
-from ._errors import DurableError, JournalCorruptError, RunLockedError, StoreError, UnknownRunError
+from ._core import events as ev
+from ._core.codec import HEADER_SIZE, decode_record, encode_header, encode_record, scan
+from ._core.durations import Duration, parse_duration
+from ._core.errors import DurableError, JournalCorruptError, RunLockedError, StoreError, UnknownRunError
+from ._core.ids import check_run_id
 from ._store import JournalWriter, Opened, Store
-from ._store_file import check_run_id
 
 _IMPORT_ERROR: ImportError | None = None
 try:

@@ -37,10 +37,10 @@ from typing import Any
 
 import attrs
 
-from . import _events as ev
-from ._codec import HEADER_SIZE, decode_record, read_header
-from ._errors import ErrorInfo
-from ._values import loads
+from ._core import events as ev
+from ._core.codec import HEADER_SIZE, decode_record, read_header
+from ._core.errors import ErrorInfo
+from ._core.values import loads
 
 #: Every status a run can have in ``durable ls`` / ``durable show``. ``running``
 #: means unfinished; ``corrupt`` and ``unreadable`` runs could not be read to their end.

@@ -5,9 +5,9 @@ simulator do. They are public but may change between minor versions more
 readily than the root API.
 """
 
-from ._codec import HEADER_SIZE, Scan, decode_record, encode_header, encode_record, scan
-from ._commands import current_activity
-from ._events import (
+from ._core.codec import HEADER_SIZE, Scan, decode_record, encode_header, encode_record, scan
+from ._core.commands import current_activity
+from ._core.events import (
     EVENT_TYPES,
     ActivityCompleted,
     ActivityFailed,
@@ -30,13 +30,13 @@ from ._events import (
     TimerFired,
     TimerStarted,
 )
+from ._core.machine import Raised, Replay, Returned, Step, Stopped
+from ._core.values import dumps as dumps_value
+from ._core.values import loads_value
 from ._executor import WallClock
 from ._fs import FileSystem, OsFileSystem
 from ._hooks import Hooks
-from ._machine import Raised, Replay, Returned, Step, Stopped
 from ._store import JournalWriter, Opened
-from ._values import dumps as dumps_value
-from ._values import loads_value
 
 __all__ = [
     "EVENT_TYPES",

@@ -18,7 +18,7 @@ import durable
 _CHILD = r"""
 import importlib, importlib.util, sys
 from durable.lowlevel import Replay, scan
-from durable._commands import lookup_workflow
+from durable._core.commands import lookup_workflow
 
 module, path, name, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 # The same inputs as the crash-free run's first process, so that only the hash seed differs.

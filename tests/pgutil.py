@@ -19,7 +19,7 @@ try:
 except ImportError:  # reported by unreachable_reason()
     psycopg = None  # type: ignore[assignment]
 
-from durable import _codec
+from durable._core import codec as _codec
 from durable._store_postgres import PostgresStore
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"

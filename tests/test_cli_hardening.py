@@ -3,7 +3,7 @@ terminal, journals whose records hold the wrong types or impossible times, a res
 does not decode, an unreachable or mistyped PostgreSQL store, a key=value DSN, the HTML
 file's mode, and bytes that are not UTF-8 on the command line.
 
-Journals are written by hand (framed with ``durable._codec``) where the runtime would
+Journals are written by hand (framed with ``durable._core.codec``) where the runtime would
 refuse to write them; the CLI runs through click's CliRunner, and as a real process where
 what reaches the terminal (or the file system) is the point.
 """
@@ -35,7 +35,7 @@ from rich.console import Console
 import durable
 from durable import _cli
 from durable import _timeline as tl
-from durable._codec import encode_header, encode_record
+from durable._core.codec import encode_header, encode_record
 from durable._timeline_html import to_html
 from durable.lowlevel import (
     ActivityCompleted,

@@ -57,9 +57,9 @@ import pytest
 import trio
 
 import durable
-from durable import _events as ev
-from durable._codec import scan
-from durable._values import loads
+from durable._core import events as ev
+from durable._core.codec import scan
+from durable._core.values import loads
 
 TESTS = Path(__file__).resolve().parent
 DRIVER = TESTS / "crash" / "driver.py"

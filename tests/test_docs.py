@@ -294,7 +294,7 @@ def page_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("DURABLE_STORE", raising=False)
     # Workflows register by name, process-wide: a page's must not outlive it.
-    registry = getattr(durable._commands, "_REGISTRY", None)
+    registry = getattr(durable._core.commands, "_REGISTRY", None)
     saved = dict(registry) if registry is not None else None
     modules = set(sys.modules)
     yield tmp_path

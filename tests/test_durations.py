@@ -8,7 +8,7 @@ import math
 import pytest
 
 import durable
-from durable._durations import format_duration, parse_duration
+from durable._core.durations import format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

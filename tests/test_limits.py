@@ -23,9 +23,9 @@ import trio
 import trio.testing
 
 import durable
-from durable._codec import FRAME_SIZE, HEADER_SIZE, encode_header, encode_record, scan
-from durable._errors import ErrorInfo
-from durable._values import MAX_RECORD, MAX_VALUE, encode_call, encode_value
+from durable._core.codec import FRAME_SIZE, HEADER_SIZE, encode_header, encode_record, scan
+from durable._core.errors import ErrorInfo
+from durable._core.values import MAX_RECORD, MAX_VALUE, encode_call, encode_value
 from durable.lowlevel import ActivityCompleted, ActivityFailed, ActivityScheduled, RunStarted
 
 TOO_BIG = MAX_VALUE + 1024  # over the limit for one value, under the record's frame limit too

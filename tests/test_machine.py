@@ -1,6 +1,6 @@
 """The pure replay core: journal events in, commands out. No trio, no store, no clock.
 
-Events are built by hand and fed to :class:`durable._machine.Replay`, exactly as
+Events are built by hand and fed to :class:`durable._core.machine.Replay`, exactly as
 the executor feeds a journal read back after a crash.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 import durable
-from durable import _events as ev
-from durable._machine import Raised, Replay, Returned, Step
-from durable._values import dumps, encode_call, loads
+from durable._core import events as ev
+from durable._core.machine import Raised, Replay, Returned, Step
+from durable._core.values import dumps, encode_call, loads
 
 RUN = "order-1"
 T0 = 1_700_000_000.0

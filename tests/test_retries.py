@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 import durable
-from durable import _events as ev
+from durable._core import events as ev
 
 
 class OutOfStock(Exception):

@@ -17,8 +17,8 @@ import pytest
 import trio
 
 import durable
-from durable import _events as ev
-from durable._values import encode_call
+from durable._core import events as ev
+from durable._core.values import encode_call
 
 
 @pytest.fixture(params=["memory", "file"])

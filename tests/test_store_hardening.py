@@ -29,7 +29,7 @@ import trio
 
 import durable
 import sim
-from durable import _events as ev
+from durable._core import events as ev
 from durable._fs import OsFileSystem
 from durable._store_file import JournalUnreadableError, UnsafeStoreError, check_run_id
 from durable.lowlevel import FileSystem

@@ -20,8 +20,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 import durable
-from durable import _codec
-from durable import _events as ev
+from durable._core import codec as _codec
+from durable._core import events as ev
 from durable._store import JournalWriter
 from durable._store_postgres import SCHEMA_VERSION, PostgresStore, _Job, _PgWriter
 

@@ -27,8 +27,8 @@ import trio.testing
 
 import durable
 import sim
-from durable import _codec
-from durable import _events as ev
+from durable._core import codec as _codec
+from durable._core import events as ev
 from durable._store import JournalWriter, Opened, Store
 
 # "file-on-simdisk" is the FileStore the crash simulator runs: the same code on

@@ -27,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import durable
-from durable._values import ALLOWED_TAGS, encode_call, encode_value
+from durable._core.values import ALLOWED_TAGS, encode_call, encode_value
 from durable.lowlevel import dumps_value, loads_value
 
 # --- the allowed types round-trip ------------------------------------------
@@ -142,7 +142,7 @@ def test_a_non_finite_decimal_stays_a_decimal_or_is_refused(text: str) -> None:
 
 
 _SET_ENCODING = (
-    "from durable._values import encode_call;"
+    "from durable._core.values import encode_call;"
     "print(encode_call(({'alpha', 'beta', 'gamma', 'delta', 'epsilon'},), {}, what='x').hex())"
 )
 

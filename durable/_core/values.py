@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import cbor2
 
-from ._errors import JournalCorruptError, SerializationError
+from .errors import JournalCorruptError, SerializationError
 
 #: The largest journal record, in bytes (the frame's length field allows no more;
 #: journal contract v1). Readers refuse a longer frame, so writers must never make one.

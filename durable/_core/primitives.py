@@ -23,9 +23,9 @@ from typing import Any
 
 import attrs
 
-from ._commands import Command, call_text
-from ._durations import Duration, format_duration, parse_duration
-from ._values import encode_call
+from .commands import Command, call_text
+from .durations import Duration, format_duration, parse_duration
+from .values import encode_call
 
 
 @attrs.frozen(slots=True)

@@ -36,10 +36,10 @@ from typing import Any
 import attrs
 import cbor2
 
-from . import _events as ev
-from ._errors import ErrorInfo, JournalCorruptError, JournalVersionError, SerializationError
-from ._values import MAX_RECORD
-from ._values import loads as loads_value
+from . import events as ev
+from .errors import ErrorInfo, JournalCorruptError, JournalVersionError, SerializationError
+from .values import MAX_RECORD
+from .values import loads as loads_value
 
 MAGIC = b"\x89DUR\r\n\x1a\n"
 VERSION = 1

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import ErrorInfo
+from .errors import ErrorInfo
 
 # Events are immutable once built (any assignment raises), without the cost of
 # attrs.frozen's __init__: replay builds two per activity, so it shows.

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import hashlib
 import inspect
 from collections.abc import Callable, Generator
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
-from ._policy import DEFAULT_POLICY, RetryPolicy
-from ._values import encode_call, encode_plain_call
+from .policy import DEFAULT_POLICY, RetryPolicy
+from .values import encode_call, encode_plain_call
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -240,18 +239,6 @@ class ChildCall(Command):
 
     def describe(self) -> str:
         return f"child workflow {self.name}{call_text(self.call_args, self.call_kwargs)}"
-
-
-def child_run_id(parent: str, seq: int) -> str:
-    """The id of the child run that step ``seq`` of run ``parent`` starts.
-
-    ``"<parent>/<seq>"``; a parent id too long for that is replaced by its digest,
-    so ids stay within the 200 characters a run id may have.
-    """
-    child = f"{parent}/{seq}"
-    if len(child) <= 200:
-        return child
-    return f"{hashlib.sha256(parent.encode()).hexdigest()[:40]}/{seq}"
 
 
 @overload

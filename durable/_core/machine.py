@@ -50,10 +50,10 @@ from typing import Any, NoReturn
 
 import attrs
 
-from . import _events as ev
-from ._commands import Activity, ActivityCall, ChildCall, Command, Workflow, call_text
-from ._durations import format_duration
-from ._errors import (
+from . import events as ev
+from .commands import Activity, ActivityCall, ChildCall, Command, Workflow, call_text
+from .durations import format_duration
+from .errors import (
     ActivityError,
     Cancelled,
     ChildWorkflowError,
@@ -64,8 +64,8 @@ from ._errors import (
     SignalTimeout,
     describe_value,
 )
-from ._primitives import ContinueAsNew, Gather, Patched, Race, SideEffect, Sleep, WaitSignal
-from ._values import encode_value, load_call, load_stored, loads
+from .primitives import ContinueAsNew, Gather, Patched, Race, SideEffect, Sleep, WaitSignal
+from .values import encode_value, load_call, load_stored, loads
 
 
 @attrs.frozen

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from ._durations import format_duration
+from .durations import format_duration
 
 #: How much of an error's message and traceback the journal keeps (characters).
 MAX_ERROR_MESSAGE = 16 * 1024

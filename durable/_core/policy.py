@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ._durations import parse_duration
+from .durations import parse_duration
 
 
 def _timeout(value: object) -> float | None:

@@ -1,0 +1,42 @@
+"""Run ids: what a run id may be, and the ids of child runs.
+
+A run id names one run in every store: a file name (percent-encoded) in a
+``FileStore``, a primary key in PostgreSQL, an idempotency key's prefix in the
+outside world. So the rules are the core's, not a store's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+#: The longest run id, in characters.
+MAX_RUN_ID = 200
+
+
+def check_run_id(run_id: object) -> str:
+    """Validate a run id: a non-empty str of at most 200 characters, no NUL, valid Unicode."""
+    if not isinstance(run_id, str) or not run_id:
+        raise TypeError(f"a run id must be a non-empty str (got {run_id!r})")
+    if len(run_id) > MAX_RUN_ID or "\x00" in run_id:
+        raise ValueError(f"run id {run_id[:40]!r}... is too long or holds NUL (max {MAX_RUN_ID} chars)")
+    try:
+        run_id.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"run id {run_id[:40]!r} holds a lone surrogate ({run_id[exc.start]!r} at index {exc.start}), "
+            "which is not valid Unicode and cannot be stored; a run id must be text that encodes as "
+            "UTF-8 (a str decoded with errors='surrogateescape' is not)"
+        ) from None
+    return run_id
+
+
+def child_run_id(parent: str, seq: int) -> str:
+    """The id of the child run that step ``seq`` of run ``parent`` starts.
+
+    ``"<parent>/<seq>"``; a parent id too long for that is replaced by its digest,
+    so ids stay within the 200 characters a run id may have.
+    """
+    child = f"{parent}/{seq}"
+    if len(child) <= MAX_RUN_ID:
+        return child
+    return f"{hashlib.sha256(parent.encode()).hexdigest()[:40]}/{seq}"
