@@ -98,7 +98,7 @@ class Client:
             return ClientHandle(self, run_id, workflow.name)
         events = await self.store.read(run_id)
         if not events or not isinstance(events[0], ev.RunStarted):
-            raise StoreError(f"run {run_id!r} exists in {self.store!r} but cannot be read")
+            raise StoreError(f"run {run_id!r} exists in {self.store!r} but cannot be read", run_id=run_id)
         started = events[0]
         _check_same(run_id, started.workflow, _first_args(started, encoded), workflow.name, encoded)
         return ClientHandle(self, run_id, workflow.name)

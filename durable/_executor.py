@@ -281,7 +281,8 @@ class RunExecution:
             return False
         if self.core.outcome is not None:
             raise RunConflictError(
-                f"run {self.core.run_id!r} has finished; {ev.message_text(event)} was not delivered"
+                f"run {self.core.run_id!r} has finished; {ev.message_text(event)} was not delivered",
+                run_id=self.core.run_id,
             )
         running = set(self.core.pending)
         # Appended and applied at once (no await between), so it cannot fall between

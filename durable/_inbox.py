@@ -70,7 +70,9 @@ async def _post(store: Store, run_id: str, message: ev.Message) -> None:
 
 
 def _finished(run_id: str, message: ev.Message) -> RunConflictError:
-    return RunConflictError(f"run {run_id!r} has finished; {ev.message_text(message)} was not delivered")
+    return RunConflictError(
+        f"run {run_id!r} has finished; {ev.message_text(message)} was not delivered", run_id=run_id
+    )
 
 
 async def drop_messages(store: Store, run_id: str) -> None:

@@ -623,13 +623,15 @@ def _check_same(run_id: str, had_workflow: str, had_args: bytes, workflow: str, 
     if had_workflow != workflow:
         raise RunConflictError(
             f"run {run_id!r} already exists as a run of workflow {had_workflow!r}; it cannot "
-            f"be started again as {workflow!r} (choose another id)"
+            f"be started again as {workflow!r} (choose another id)",
+            run_id=run_id,
         )
     if had_args != args:
         had, now = load_stored(had_args, run_id=run_id, what="the run's arguments"), loads(args)
         raise RunConflictError(
             f"run {run_id!r} of workflow {workflow!r} already exists with arguments "
-            f"{_show_call(had)}, not {_show_call(now)}; a run id names one run (choose another id)"
+            f"{_show_call(had)}, not {_show_call(now)}; a run id names one run (choose another id)",
+            run_id=run_id,
         )
 
 

@@ -82,7 +82,12 @@ class JournalUnreadableError(JournalCorruptError):
         self.offset = 0
         self.record = None
         self.reason = reason
-        StoreError.__init__(self, f"{path} cannot be read as the journal of run {run_id!r}: {reason}. {fix}")
+        StoreError.__init__(
+            self,
+            f"{path} cannot be read as the journal of run {run_id!r}: {reason}. {fix}",
+            run_id=run_id,
+            path=path,
+        )
 
 
 class UnsafeStoreError(StoreError):
@@ -101,7 +106,8 @@ class UnsafeStoreError(StoreError):
         self.mode = mode
         super().__init__(
             f"refusing to use the durable store {store!r}: {path} {problem} (owner uid {owner}, mode "
-            f"{mode:04o}), so another user could plant files or symbolic links among the journals. {fix}"
+            f"{mode:04o}), so another user could plant files or symbolic links among the journals. {fix}",
+            path=path,
         )
 
 
@@ -123,7 +129,7 @@ def unreadable(exc: OSError, path: str, run_id: str) -> StoreError:
             f"give the user running durable (uid {os.geteuid()}) read and write access to it: "
             f"`chown {os.geteuid()} {path}` and `chmod 600 {path}`",
         )
-    return StoreError(f"cannot read run {run_id!r} from {path}: {exc}")
+    return StoreError(f"cannot read run {run_id!r} from {path}: {exc}", run_id=run_id, path=path)
 
 
 def _file_name(run_id: str) -> str:
@@ -296,10 +302,11 @@ class FileStore(Store):
         except FileExistsError:
             raise StoreError(
                 f"cannot use {self.path!r} as a durable store: it (or a part of the path) is a "
-                "file, not a directory"
+                "file, not a directory",
+                path=self.path,
             ) from None
         except OSError as exc:
-            raise StoreError(f"cannot use {self.path!r} as a durable store: {exc}") from None
+            raise StoreError(f"cannot use {self.path!r} as a durable store: {exc}", path=self.path) from None
         self._check_private(self.path)
         self._check_private(self._runs)
         self._ready = True
@@ -309,7 +316,7 @@ class FileStore(Store):
         try:
             owner, mode = self.fs.owner_and_mode(directory)
         except OSError as exc:
-            raise StoreError(f"cannot use {self.path!r} as a durable store: {exc}") from None
+            raise StoreError(f"cannot use {self.path!r} as a durable store: {exc}", path=self.path) from None
         me = os.geteuid()
         if owner != me:
             raise UnsafeStoreError(
@@ -347,7 +354,9 @@ class FileStore(Store):
                 continue
             except OSError as exc:
                 raise StoreError(
-                    f"creating the journal of run {started.run_id!r} at {path} failed: {exc}"
+                    f"creating the journal of run {started.run_id!r} at {path} failed: {exc}",
+                    run_id=started.run_id,
+                    path=path,
                 ) from exc
             # Someone who found the file before its header (an opener, or a creator
             # removing an unfinished creation) may hold it, or have removed it.
@@ -376,7 +385,9 @@ class FileStore(Store):
                     fs.close(fd)
             if isinstance(exc, OSError):
                 raise StoreError(
-                    f"creating the journal of run {started.run_id!r} at {path} failed: {exc}"
+                    f"creating the journal of run {started.run_id!r} at {path} failed: {exc}",
+                    run_id=started.run_id,
+                    path=path,
                 ) from exc
             raise
         return writer
@@ -396,7 +407,9 @@ class FileStore(Store):
     def _kept_changing(self, path: str, run_id: str) -> StoreError:
         return StoreError(
             f"the journal of run {run_id!r} at {path} was replaced or removed {_TRIES} times while "
-            "durable took its lock; other processes keep changing it: try again"
+            "durable took its lock; other processes keep changing it: try again",
+            run_id=run_id,
+            path=path,
         )
 
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
@@ -407,7 +420,8 @@ class FileStore(Store):
             fd = fs.replace_file(staged)
         except OSError as exc:
             raise StoreError(
-                f"starting run {started.run_id!r} over in a fresh journal failed: {exc}"
+                f"starting run {started.run_id!r} over in a fresh journal failed: {exc}",
+                run_id=started.run_id,
             ) from exc
         try:
             self._lock(fd, staged, started.run_id)
@@ -422,7 +436,8 @@ class FileStore(Store):
             with contextlib.suppress(OSError):
                 fs.close(fd)
             raise StoreError(
-                f"starting run {started.run_id!r} over in a fresh journal failed: {exc}"
+                f"starting run {started.run_id!r} over in a fresh journal failed: {exc}",
+                run_id=started.run_id,
             ) from exc
         writer.close()
         return fresh
@@ -461,7 +476,7 @@ class FileStore(Store):
                 self.fs.fsync_dir(self._runs)
             except OSError as exc:
                 opened.writer.close()
-                raise StoreError(f"recovering run {run_id!r} failed: {exc}") from exc
+                raise StoreError(f"recovering run {run_id!r} failed: {exc}", run_id=run_id) from exc
         return opened
 
     async def open_many(
@@ -516,7 +531,7 @@ class FileStore(Store):
         except OSError as exc:
             with contextlib.suppress(OSError):
                 self.fs.close(fd)
-            raise StoreError(f"cannot check what file is at {path}: {exc}") from exc
+            raise StoreError(f"cannot check what file is at {path}: {exc}", path=path) from exc
 
     def _lock(self, fd: int, path: str, run_id: str) -> None:
         try:
@@ -525,13 +540,17 @@ class FileStore(Store):
             with contextlib.suppress(OSError):
                 self.fs.close(fd)
             if isinstance(exc, OSError):
-                raise StoreError(f"cannot lock run {run_id!r} at {path}: {exc}") from exc
+                raise StoreError(
+                    f"cannot lock run {run_id!r} at {path}: {exc}", run_id=run_id, path=path
+                ) from exc
             raise
         if not locked:
             self.fs.close(fd)
             raise RunLockedError(
                 f"run {run_id!r} is open for writing by another process or runtime (lock on "
-                f"{path}); durable never lets two writers append to one run"
+                f"{path}); durable never lets two writers append to one run",
+                run_id=run_id,
+                path=path,
             )
 
     def _recover(self, fd: int, path: str, run_id: str) -> Opened | None:
@@ -547,7 +566,9 @@ class FileStore(Store):
         except OSError as exc:
             with contextlib.suppress(OSError):
                 fs.close(fd)
-            raise StoreError(f"recovering run {run_id!r} from {path} failed: {exc}") from exc
+            raise StoreError(
+                f"recovering run {run_id!r} from {path} failed: {exc}", run_id=run_id, path=path
+            ) from exc
         except BaseException:
             with contextlib.suppress(OSError):
                 fs.close(fd)
@@ -604,7 +625,7 @@ class FileStore(Store):
         try:
             names = self.fs.listdir(self._runs)
         except OSError as exc:
-            raise StoreError(f"cannot list the runs in {self.path!r}: {exc}") from None
+            raise StoreError(f"cannot list the runs in {self.path!r}: {exc}", path=self._runs) from None
         # A file too small for a header and a first record is a creation that never
         # finished (a crash before its first fsync): not a run. Something other than a
         # file (a directory, a link...) named like a journal is listed: reading it then
@@ -676,7 +697,11 @@ class FileStore(Store):
             fs.rename(staged, os.path.join(self._inbox, name))
             fs.fsync_dir(self._inbox)
         except OSError as exc:
-            raise StoreError(f"leaving a message for run {run_id!r} in {self._inbox} failed: {exc}") from exc
+            raise StoreError(
+                f"leaving a message for run {run_id!r} in {self._inbox} failed: {exc}",
+                run_id=run_id,
+                path=self._inbox,
+            ) from exc
 
     def _prepare_inbox(self) -> None:
         if self._inbox_ready:
@@ -721,7 +746,11 @@ class FileStore(Store):
                 except FileNotFoundError:
                     pass
                 except OSError as exc:
-                    raise StoreError(f"cannot remove the message {path} for run {run_id!r}: {exc}") from exc
+                    raise StoreError(
+                        f"cannot remove the message {path} for run {run_id!r}: {exc}",
+                        run_id=run_id,
+                        path=path,
+                    ) from exc
 
     async def runs_with_messages(self) -> set[str]:
         stems = {name.rpartition(".")[0] for name in self._message_names()}
@@ -748,7 +777,7 @@ class FileStore(Store):
         try:
             names = self.fs.listdir(self._inbox)
         except OSError as exc:
-            raise StoreError(f"cannot list the messages in {self._inbox}: {exc}") from None
+            raise StoreError(f"cannot list the messages in {self._inbox}: {exc}", path=self._inbox) from None
         return sorted(n[: -len(_MESSAGE)] for n in names if n.endswith(_MESSAGE))
 
     def _message_files(self, run_id: str) -> list[tuple[str, str]]:

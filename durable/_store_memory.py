@@ -52,7 +52,7 @@ class MemoryStore(Store):
 
     def _lock(self, run_id: str) -> None:
         if run_id in self._open:
-            raise RunLockedError(f"run {run_id!r} is already open for writing in this store")
+            raise RunLockedError(f"run {run_id!r} is already open for writing in this store", run_id=run_id)
         self._open.add(run_id)
 
     async def create(self, started: ev.RunStarted) -> JournalWriter | None:

@@ -775,7 +775,8 @@ class PostgresStore(Store):
             if run_id in self._claiming or (held is not None and not held.closed):
                 raise RunLockedError(
                     f"run {run_id!r} is already open for writing in this store ({self!r}); durable "
-                    "never lets two writers append to one run"
+                    "never lets two writers append to one run",
+                    run_id=run_id,
                 )
             self._claiming.add(run_id)
 
@@ -857,7 +858,8 @@ class PostgresStore(Store):
                     # its lease): skip it rather than wait behind a worker that may be frozen.
                     raise RunLockedError(
                         f"run {run_id!r} is being taken or renewed by another worker right now; "
-                        "durable never lets two writers append to one run"
+                        "durable never lets two writers append to one run",
+                        run_id=run_id,
                     ) from None
                 if row is None:
                     return None
@@ -867,7 +869,8 @@ class PostgresStore(Store):
                         f"run {run_id!r} is held by another worker ({owner}) whose lease runs until "
                         f"{expires.astimezone(datetime.UTC):%Y-%m-%d %H:%M:%S} UTC; durable never lets "
                         "two writers append to one run (another worker can take it over once that "
-                        "lease expires unrenewed)"
+                        "lease expires unrenewed)",
+                        run_id=run_id,
                     )
                 epoch_row = conn.execute(
                     self._q(
@@ -989,7 +992,8 @@ class PostgresStore(Store):
                 if isinstance(found, JournalCorruptError)
                 else RunLockedError(
                     f"run {run_id!r} is held, or being taken, by another worker; durable never lets "
-                    "two writers append to one run"
+                    "two writers append to one run",
+                    run_id=run_id,
                 )
             )
         return [results[run_id] for run_id in ids]

@@ -176,6 +176,7 @@ async def test_the_same_id_with_another_workflow_is_a_conflict(store: durable.St
         with pytest.raises(durable.RunConflictError) as info:
             await rt.start(other, 1, id="shared")
     message = str(info.value)
+    assert info.value.run_id == "shared"
     assert "'shared'" in message
     assert "'test_runtime.pipeline'" in message
     assert "'test_runtime.other'" in message

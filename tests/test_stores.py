@@ -249,8 +249,9 @@ async def test_open_many_opens_runs_for_recovery_and_reports_each(store: Store) 
 
 async def test_a_run_has_one_writer_at_a_time(store: Store) -> None:
     writer = await create(store)
-    with pytest.raises(durable.RunLockedError, match="run-1"):
+    with pytest.raises(durable.RunLockedError, match="run-1") as locked:
         await store.open("run-1")
+    assert locked.value.run_id == "run-1"  # the facts as attributes, in every store
     writer.close()
     writer.close()  # idempotent
 

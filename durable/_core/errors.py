@@ -285,15 +285,39 @@ class UnknownRunError(DurableError, LookupError):
 
 
 class RunConflictError(DurableError, ValueError):
-    """A run id already exists with another workflow or other arguments."""
+    """A run id already exists with another workflow or other arguments, or a message
+    was sent to a run that has finished.
+
+    Attributes:
+        run_id: the run (None where the raiser could not name it).
+    """
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class StoreError(DurableError):
-    """The store cannot do what was asked (locked run, unusable path, failed fsync...)."""
+    """The store cannot do what was asked (locked run, unusable path, failed fsync...).
+
+    Attributes:
+        run_id: the run concerned, when the failure is one run's (else None).
+        path: the file, directory or table concerned, when there is one (else None).
+    """
+
+    def __init__(self, message: str, *, run_id: str | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.path = path
 
 
 class RunLockedError(StoreError):
-    """Another process holds the run open for writing."""
+    """Another process holds the run open for writing.
+
+    Attributes:
+        run_id: the run (None where the raiser could not name it).
+        path: the locked journal, for a FileStore.
+    """
 
 
 class JournalCorruptError(StoreError):
@@ -328,7 +352,8 @@ class JournalCorruptError(StoreError):
         )
         super().__init__(
             f"{where} is damaged ({reason}){why}. Restore the journal from a backup, or inspect it "
-            "with `durable show`."
+            "with `durable show`.",
+            path=path,
         )
 
 
@@ -340,7 +365,8 @@ class JournalVersionError(StoreError):
         self.version = version
         super().__init__(
             f"{path}: journal format version {version} is newer than the version this "
-            f"durable reads ({supported}); upgrade durable to run or inspect it"
+            f"durable reads ({supported}); upgrade durable to run or inspect it",
+            path=path,
         )
 
 
