@@ -56,7 +56,8 @@ from ._core.errors import (
     WorkflowFailed,
 )
 from ._core.ids import check_run_id
-from ._core.machine import Continued, Raised, Replay, Returned, Stopped
+from ._core.machine import Replay
+from ._core.outcomes import Continued, Raised, Returned, Stopped
 from ._core.values import loads
 from ._loader import LoadError, load_module, load_workflow, parse_arg
 from ._runtime import DEFAULT_STORE_PATH, RunHandle, Runtime, store_from

@@ -17,9 +17,10 @@ import trio
 
 from ._core import events as ev
 from ._core.commands import Workflow
-from ._core.errors import Cancelled, StoreError, UnknownRunError, WorkflowFailed
+from ._core.errors import StoreError, UnknownRunError
 from ._core.ids import check_run_id
-from ._core.values import encode_call, encode_value, load_stored
+from ._core.outcomes import STATUS, outcome_of, result_of
+from ._core.values import encode_call, encode_value
 from ._inbox import send
 from ._runtime import _check_same, _first_args, check_workflow, store_from
 from ._store import Store
@@ -39,11 +40,7 @@ class ClientHandle:
     async def status(self) -> str:
         """``"running"`` (unfinished), ``"completed"``, ``"failed"`` or ``"cancelled"``."""
         last = (await self._events())[-1]
-        return {
-            ev.RunCompleted: "completed",
-            ev.RunFailed: "failed",
-            ev.RunCancelled: "cancelled",
-        }.get(type(last), "running")
+        return STATUS.get(type(last), "running")
 
     async def result(self, *, poll: float = 0.05) -> Any:
         """Wait until a worker finishes the run; return its result.
@@ -54,12 +51,8 @@ class ClientHandle:
         """
         while True:
             last = (await self._events())[-1]
-            if isinstance(last, ev.RunCompleted):
-                return load_stored(last.result, run_id=self.run_id, what="the run's result")
-            if isinstance(last, ev.RunFailed):
-                raise WorkflowFailed(self.run_id, self.workflow, last.error)
-            if isinstance(last, ev.RunCancelled):
-                raise Cancelled(self.run_id, last.reason)
+            if isinstance(last, ev.TERMINAL):
+                return result_of(outcome_of(last), run_id=self.run_id, workflow=self.workflow)
             await trio.sleep(poll)
 
     async def _events(self) -> list[ev.Event]:

@@ -34,7 +34,8 @@ from ._core.errors import (
     SerializationError,
 )
 from ._core.ids import child_run_id
-from ._core.machine import Continued, Outcome, Raised, Replay, Returned, Step, Stopped
+from ._core.machine import Replay, Step
+from ._core.outcomes import Continued, Outcome, Raised, Returned, terminal_event
 from ._core.primitives import SideEffect, Sleep, WaitSignal
 from ._core.values import encode_value
 from ._hooks import Hooks
@@ -142,15 +143,7 @@ class RunExecution:
         outcome = core.outcome
         if core.terminal is not None:  # journaled before a crash (a continuation not yet carried out)
             return outcome
-        final: ev.Event
-        if isinstance(outcome, Continued):
-            final = ev.RunContinuedAsNew(outcome.args, self.clock())
-        elif isinstance(outcome, Returned):
-            final = ev.RunCompleted(outcome.result, self.clock())
-        elif isinstance(outcome, Stopped):
-            final = ev.RunCancelled(outcome.reason, self.clock())
-        else:
-            final = ev.RunFailed(outcome.error, self.clock())
+        final = terminal_event(outcome, self.clock())
         await self._commit([final])
         return outcome
 

@@ -20,7 +20,6 @@ import trio
 from ._core import events as ev
 from ._core.commands import ChildCall, Workflow, lookup_workflow
 from ._core.errors import (
-    Cancelled,
     DurableInternalError,
     ErrorInfo,
     RunConflictError,
@@ -28,10 +27,10 @@ from ._core.errors import (
     StoreError,
     UnknownRunError,
     UnknownWorkflowError,
-    WorkflowFailed,
 )
 from ._core.ids import check_run_id
-from ._core.machine import Continued, Outcome, Raised, Replay, Returned, Stopped
+from ._core.machine import Replay, replay
+from ._core.outcomes import Continued, Outcome, Raised, Returned, Stopped, outcome_of, result_of
 from ._core.values import encode_call, encode_value, load_stored, loads
 from ._executor import RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
@@ -121,15 +120,9 @@ class RunHandle:
         await self._done.wait()
         if self._error is not None:
             raise self._error
-        if isinstance(self._outcome, Raised):
-            raise WorkflowFailed(self.run_id, self.workflow, self._outcome.error)
-        if isinstance(self._outcome, Stopped):
-            raise Cancelled(self.run_id, self._outcome.reason)
-        if not isinstance(self._outcome, Returned):
-            raise DurableInternalError(
-                "in result: a finished handle's outcome is not a return (a handle follows continue_as_new)"
-            )
-        return load_stored(self._outcome.result, run_id=self.run_id, what="the run's result")
+        if self._outcome is None:
+            raise DurableInternalError(f"run {self.run_id!r}: its handle finished without an outcome")
+        return result_of(self._outcome, run_id=self.run_id, workflow=self.workflow)
 
 
 class Runtime:
@@ -271,9 +264,7 @@ class Runtime:
         self._handles[started.run_id] = handle
         try:
             # Replayed here, before start() returns, so that the run can take signals at once.
-            core = Replay(workflow, started)
-            for event in events[1:]:
-                core.apply(event)
+            core = replay(workflow, events)
         except Exception as exc:
             writer.close()
             self._finished(handle, exc)
@@ -604,12 +595,7 @@ def check_workflow(workflow: object, verb: str) -> None:
 def _finished(started: ev.RunStarted, last: ev.RunCompleted | ev.RunFailed | ev.RunCancelled) -> RunHandle:
     """The handle of a run whose journal ends with its outcome."""
     handle = RunHandle(started.run_id, started.workflow, started.args)
-    if isinstance(last, ev.RunCompleted):
-        handle._finish(Returned(last.result))
-    elif isinstance(last, ev.RunFailed):
-        handle._finish(Raised(last.error))
-    else:
-        handle._finish(Stopped(last.reason))
+    handle._finish(outcome_of(last))
     return handle
 
 

@@ -30,7 +30,8 @@ from ._core.events import (
     TimerFired,
     TimerStarted,
 )
-from ._core.machine import Raised, Replay, Returned, Step, Stopped
+from ._core.machine import Replay, Step, replay
+from ._core.outcomes import Raised, Returned, Stopped
 from ._core.values import dumps as dumps_value
 from ._core.values import loads_value
 from ._executor import WallClock
@@ -79,5 +80,6 @@ __all__ = [
     "encode_header",
     "encode_record",
     "loads_value",
+    "replay",
     "scan",
 ]

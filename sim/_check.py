@@ -21,7 +21,6 @@ from durable.lowlevel import (
     ChildStarted,
     Event,
     PatchRecorded,
-    Replay,
     RunCancelled,
     RunCompleted,
     RunFailed,
@@ -32,6 +31,7 @@ from durable.lowlevel import (
     TimerStarted,
     dumps_value,
     loads_value,
+    replay,
 )
 
 from ._world import Ending, Lifetime, World, perturbed
@@ -287,9 +287,7 @@ def replays_stably(world: World, reference: World) -> str | None:
     try:
         # Replayed as one more process lifetime would: inputs seeded, so the text is reproducible.
         with perturbed(world.recipe.seed, len(world.lifetimes) + 1):
-            core = Replay(world.workflow, events[0])  # type: ignore[arg-type]
-            for event in events[1:]:
-                core.apply(event)
+            replay(world.workflow, events)
     except durable.NonDeterminismError as error:
         return f"the final journal does not replay:\n{error}\n{LIKELY_CAUSES}"
     return None

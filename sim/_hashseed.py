@@ -17,7 +17,7 @@ import durable
 
 _CHILD = r"""
 import importlib, importlib.util, sys
-from durable.lowlevel import Replay, scan
+from durable.lowlevel import replay, scan
 from durable._core.commands import lookup_workflow
 
 module, path, name, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -34,9 +34,7 @@ if path:
 else:
     importlib.import_module(module)
 events = scan(sys.stdin.buffer.read(), "reference journal").events
-core = Replay(lookup_workflow(name), events[0])
-for event in events[1:]:
-    core.apply(event)
+replay(lookup_workflow(name), events)
 """
 
 HASH_SEED_CAUSE = (

@@ -13,7 +13,8 @@ import pytest
 
 import durable
 from durable._core import events as ev
-from durable._core.machine import Raised, Replay, Returned, Step
+from durable._core.machine import Replay, Step
+from durable._core.outcomes import Raised, Returned
 from durable._core.values import dumps, encode_call, loads
 
 RUN = "order-1"

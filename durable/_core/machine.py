@@ -43,9 +43,11 @@ This module is the only place that calls ``gen.send`` and ``gen.throw``.
 from __future__ import annotations
 
 import collections
+import itertools
 import linecache
 import traceback
 import types
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import attrs
@@ -59,44 +61,15 @@ from .errors import (
     ChildWorkflowError,
     DurableInternalError,
     ErrorInfo,
+    JournalCorruptError,
     NonDeterminismError,
     SerializationError,
     SignalTimeout,
     describe_value,
 )
+from .outcomes import Continued, Outcome, Raised, Returned, Stopped, ended_text, outcome_type
 from .primitives import ContinueAsNew, Gather, Patched, Race, SideEffect, Sleep, WaitSignal
 from .values import encode_value, load_call, load_stored, loads
-
-
-@attrs.frozen
-class Returned:
-    """The workflow returned; ``result`` is its CBOR encoding."""
-
-    result: bytes
-
-
-@attrs.frozen
-class Raised:
-    """The workflow raised ``error``."""
-
-    error: ErrorInfo
-
-
-@attrs.frozen
-class Stopped:
-    """The workflow let ``durable.Cancelled`` out: the run was cancelled."""
-
-    reason: str
-
-
-@attrs.frozen
-class Continued:
-    """The workflow yielded ``continue_as_new``: the run starts over with ``args`` (CBOR)."""
-
-    args: bytes
-
-
-Outcome = Returned | Raised | Stopped | Continued
 
 
 @attrs.define
@@ -357,20 +330,12 @@ class Replay:
     def _on_terminal(
         self, event: ev.RunCompleted | ev.RunFailed | ev.RunCancelled | ev.RunContinuedAsNew
     ) -> None:
-        if self.outcome is not None and not isinstance(self.outcome, _OUTCOME_OF[type(event)]):
+        if self.outcome is not None and not isinstance(self.outcome, outcome_type(event)):
             # The code ended the run another way than the journal records.
-            self._diverged(self._next_seq, _ended(event), self._what_code_did(self._next_seq))
+            self._diverged(self._next_seq, ended_text(event), self._what_code_did(self._next_seq))
         if self.outcome is None:
-            if isinstance(event, ev.RunCompleted):
-                recorded = "the run completed"
-            elif isinstance(event, ev.RunFailed):
-                recorded = f"the run failed with {event.error}"
-            elif isinstance(event, ev.RunContinuedAsNew):
-                recorded = "the run continued as new"
-            else:
-                recorded = "the run was cancelled"
             seq = min(self.pending, default=self._next_seq)
-            self._diverged(seq, recorded, self._what_code_did(seq))
+            self._diverged(seq, ended_text(event, with_error=True), self._what_code_did(seq))
         self.terminal = event
 
     def _on_resumed(self, event: ev.RunResumed) -> None:
@@ -493,6 +458,29 @@ class Replay:
         return base + "workflows must yield commands, such as a call of an @durable.activity"
 
 
+def replay(workflow: Workflow[..., Any], events: Sequence[ev.Event]) -> Replay:
+    """``workflow`` fed a journal: ``events[0]`` (its ``RunStarted``) starts it, and the
+    other events are applied in order.
+
+    The one replay loop: the runtime resuming a run, ``durable replay``, the
+    simulator's checks and stubbed runs all rebuild a run through it.
+
+    Raises:
+        JournalCorruptError: the journal does not start with ``RunStarted``.
+        NonDeterminismError: the code yields something other than the journal holds.
+    """
+    started = events[0] if events else None
+    if not isinstance(started, ev.RunStarted):
+        raise JournalCorruptError(
+            "a journal", None, f"its first record is {type(started).__name__}, not RunStarted", 0
+        )
+    core = Replay(workflow, started)
+    apply = core.apply
+    for event in itertools.islice(events, 1, None):
+        apply(event)
+    return core
+
+
 def _error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo.from_exception(exc, traceback="".join(traceback.format_exception(exc)))
 
@@ -518,24 +506,6 @@ def _recorded_call(event: ev.ActivityScheduled | ev.ChildStarted, kind: str, nam
     except Exception:  # a description must never hide the divergence itself
         return f"{kind} {name}(<undecodable arguments>)"
     return f"{kind} {name}{call_text(tuple(args), kwargs)}"
-
-
-#: The outcome each terminal event records.
-_OUTCOME_OF: dict[type[Any], type[Any]] = {
-    ev.RunCompleted: Returned,
-    ev.RunFailed: Raised,
-    ev.RunCancelled: Stopped,
-    ev.RunContinuedAsNew: Continued,
-}
-
-
-def _ended(event: ev.Event) -> str:
-    return {
-        ev.RunCompleted: "the run completed",
-        ev.RunFailed: "the run failed",
-        ev.RunCancelled: "the run was cancelled",
-        ev.RunContinuedAsNew: "the run continued as new",
-    }.get(type(event), type(event).__name__)
 
 
 #: Events that show the run went past a point: a pending ``patched`` there is answered False.
