@@ -279,6 +279,18 @@ def fsync_errors_are_fatal(world: World, reference: World) -> str | None:
     return None
 
 
+def no_write_into_a_replaced_file(world: World, reference: World) -> str | None:
+    """Rule 8 (one run, one executor): no process writes into a journal that a rename
+    (``continue_as_new``) or a removal took off its path, where nobody would read it."""
+    for lifetime in world.lifetimes:
+        if lifetime.stale_writes:
+            return (
+                f"process {lifetime.number} wrote into {lifetime.stale_writes[0]} after that file "
+                "had been replaced or removed: its writes are lost"
+            )
+    return None
+
+
 def replays_stably(world: World, reference: World) -> str | None:
     """The final journal replays through a fresh replay core to the outcome it records."""
     events = world.final_events
@@ -304,6 +316,7 @@ def _recorded_values(events: list[Event]) -> list[tuple[int, bytes | None]]:
 
 INVARIANTS: tuple[Callable[[World, World], str | None], ...] = (
     fsync_errors_are_fatal,
+    no_write_into_a_replaced_file,
     finished,
     same_commands,
     same_outcome,
@@ -317,6 +330,7 @@ INVARIANTS: tuple[Callable[[World, World], str | None], ...] = (
 #: The invariants that hold whatever values the run recorded.
 SELF_CONTAINED = (
     fsync_errors_are_fatal,
+    no_write_into_a_replaced_file,
     finished,
     replays_stably,
     durable_records_kept,

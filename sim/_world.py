@@ -102,6 +102,9 @@ class Lifetime:
     failed_fsync: Point | None = None
     #: Files fsynced again after their fsync had failed (never allowed).
     fsync_retried: list[str] = attrs.Factory(list)
+    #: Files written through a descriptor whose file no path leads to any more
+    #: (renamed over or removed): work nobody will ever read (never allowed).
+    stale_writes: list[str] = attrs.Factory(list)
 
 
 class SimHooks(Hooks):
@@ -264,6 +267,8 @@ class World:
                 self.wall = start_wall + crash_time[0]
         lifetime.fsync_retried = list(self.disk.fsync_retried)
         self.disk.fsync_retried.clear()
+        lifetime.stale_writes = list(self.disk.stale_writes)
+        self.disk.stale_writes.clear()
         if crasher.failed_fsync is not None:
             # The process is restarted after the fsync error; what was not synced is gone.
             lifetime.failed_fsync = crasher.failed_fsync

@@ -654,3 +654,35 @@ def test_explain_failure_narrates_the_failing_schedule() -> None:
     assert "CRASH at crash point" in story
     verdict = story.rsplit("\n\n", 1)[-1]
     assert verdict == f"DIVERGENCE: {failure.divergence}"
+
+
+@durable.workflow(name="tests.sim.goes_on_anew")
+def goes_on_anew(n: int):  # type: ignore[no-untyped-def]
+    yield durable.sleep(1)
+    if n < 2:
+        yield durable.continue_as_new(n + 1)
+    return n
+
+
+def test_the_simulator_catches_writes_into_a_journal_continue_as_new_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Guarantee 8: a process that keeps writing to the journal a rename took off its
+    path loses that work; the simulator's disk sees the write and the check names it."""
+    from durable._core import events as ev  # noqa: PLC0415
+    from durable._store_file import FileStore  # noqa: PLC0415
+
+    original = FileStore.restart
+
+    async def leaky(self: FileStore, started: Any, writer: Any) -> Any:
+        close = writer.close
+        writer.close = lambda: None  # the old journal stays open past the swap...
+        fresh = await original(self, started, writer)
+        writer.append(ev.RunResumed(0.0, 1))  # ...and is written to after it
+        close()
+        return fresh
+
+    monkeypatch.setattr(FileStore, "restart", leaky)
+    report = sim.Simulator(hash_seeds=()).explore(goes_on_anew, 0, max_crashes=1)
+    assert not report.ok
+    assert "after that file had been replaced or removed" in report.failures[0].divergence
