@@ -5,7 +5,11 @@ One :class:`RunExecution` drives one run. It replays the journal into a
 it (activities with their retry policy), journal the outcome and make it
 durable, and only then feed it to the core. Every event the executor appends
 goes through ``core.apply`` too, so the live path and the replay path are the
-same code.
+same code. The executor builds no record itself: it tells the core what
+happened (a step started, an attempt raised, an activity returned, a timer
+fired) and journals the record :mod:`durable._core.records` makes of it, so
+what a record holds (and whether a failed attempt is retried) is decided in
+the pure core.
 
 Time: the executor measures every wait on trio's clock and converts to wall
 time only to journal it (:class:`WallClock`), so retry waits and timeouts run
@@ -18,26 +22,23 @@ import functools
 import math
 import os
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import trio
 
 from ._core import events as ev
+from ._core import records as rec
 from ._core.commands import ActivityCall, ActivityInfo, ChildCall, current_activity
 from ._core.errors import (
     AttemptTimeout,
     DurableInternalError,
     ErrorInfo,
     RunConflictError,
-    SerializationError,
 )
-from ._core.ids import child_run_id
 from ._core.machine import Replay, Step
 from ._core.outcomes import Continued, Outcome, Raised, Returned, terminal_event
 from ._core.primitives import SideEffect, Sleep, WaitSignal
-from ._core.values import encode_value
 from ._hooks import Hooks
 from ._store import JournalWriter
 
@@ -69,10 +70,6 @@ class WallClock:
 
     async def sleep_until(self, wall_time: float) -> None:
         await trio.sleep(max(0.0, wall_time - self()))
-
-
-def _error_info(exc: BaseException) -> ErrorInfo:
-    return ErrorInfo.from_exception(exc, traceback="".join(traceback.format_exception(exc)))
 
 
 class ChildRunner(Protocol):
@@ -130,7 +127,7 @@ class RunExecution:
     async def drive(self) -> Outcome:
         """Run until the workflow returns or raises; return the journaled outcome."""
         if self.resumed:
-            self._append(ev.RunResumed(self.clock(), os.getpid()))
+            self._append(rec.resumed(self.clock(), os.getpid()))
         core = self.core
         while core.outcome is None:
             # One cancel scope for many steps (entering one per step would cost a third
@@ -152,7 +149,7 @@ class RunExecution:
         core = self.core
         while core.outcome is None:
             if core.patch is not None:  # asked live: this run takes the new code path
-                self._append(ev.PatchRecorded(core.patch.change_id, self.clock()))
+                self._append(rec.patch_reached(core, self.clock()))
                 continue
             if core.cancelled:
                 await self._close_cancelled()
@@ -182,7 +179,7 @@ class RunExecution:
         if not isinstance(command, ActivityCall):
             raise TypeError(f"{command.describe()} is not supported by this version of durable")
         if step.scheduled_at is None:
-            self._append(ev.ActivityScheduled(step.seq, command.name, command.encoded_args, self.clock()))
+            self._append(rec.started(self.core, step, self.clock()))
         if self._unsynced_value and self._syncs:
             await self.writer.sync()
         else:
@@ -210,17 +207,15 @@ class RunExecution:
         request stopped as cancelled; a child run among them is cancelled first."""
         for seq, step in sorted(self.core.cancelled.items()):
             if isinstance(step.command, ChildCall) and step.child_id is not None:
-                if not self.children is not None:
-                    raise DurableInternalError("in _close_cancelled: self.children is not None does not hold")
+                if self.children is None:
+                    raise DurableInternalError(f"run {self.core.run_id!r} has a child step but no runner")
                 reason = f"its parent run {self.core.run_id!r} cancelled step {seq}"
                 await self.children.cancel_child(step.child_id, reason)
-            self._append(ev.StepCancelled(seq, self.clock()))
+            self._append(rec.step_cancelled(seq, self.clock()))
 
     def _journal_child_start(self, step: Step, command: ChildCall) -> None:
         if step.scheduled_at is None:
-            child_id = child_run_id(self.core.run_id, step.seq)
-            now = self.clock()
-            self._append(ev.ChildStarted(step.seq, command.name, command.encoded_args, child_id, now))
+            self._append(rec.started(self.core, step, self.clock()))
 
     async def _run_child_workflow(self, step: Step, command: ChildCall) -> None:
         self._journal_child_start(step, command)
@@ -233,10 +228,10 @@ class RunExecution:
     async def _child_outcome(self, step: Step, command: ChildCall) -> ev.ChildCompleted:
         if self.children is None:
             raise TypeError(f"{command.describe()} needs a durable.Runtime to run child workflows")
-        if not step.child_id is not None:
-            raise DurableInternalError("in _child_outcome: step.child_id is not None does not hold")
+        if step.child_id is None:
+            raise DurableInternalError(f"run {self.core.run_id!r}: child step {step.seq} has no run id")
         result, error = await self.children.child_outcome(step.child_id, command)
-        return ev.ChildCompleted(step.seq, result, error, self.clock())
+        return rec.child_ended(step, result, error, self.clock())
 
     async def _record_durably(self, event: ev.Event) -> None:
         """Append, make durable, then let the workflow see it (write-ahead)."""
@@ -294,8 +289,7 @@ class RunExecution:
 
     async def _wait_signal(self, step: Step, command: WaitSignal) -> None:
         if command.timeout is not None and step.fire_at is None:
-            now = self.clock()
-            self._append(ev.TimerStarted(step.seq, command.timeout, now + command.timeout, now))
+            self._append(rec.started(self.core, step, self.clock()))
             if self._syncs:
                 await self.writer.sync()
         while step.seq in self.core.pending:
@@ -307,7 +301,7 @@ class RunExecution:
                 await arrived.wait()
                 continue
             if step.seq in self.core.pending:  # the timeout passed first
-                await self._record_durably(ev.TimerFired(step.seq, self.clock()))
+                await self._record_durably(rec.timer_fired(step, self.clock()))
 
     async def _run_group(self, steps: list[Step]) -> None:
         """Run the children of a gather or race side by side.
@@ -344,10 +338,9 @@ class RunExecution:
         for step in steps:
             command = step.command
             if isinstance(command, ActivityCall) and step.scheduled_at is None:
-                self._append(ev.ActivityScheduled(step.seq, command.name, command.encoded_args, self.clock()))
+                self._append(rec.started(self.core, step, self.clock()))
             elif isinstance(command, Sleep) and step.fire_at is None:
-                now = self.clock()
-                self._append(ev.TimerStarted(step.seq, command.seconds, now + command.seconds, now))
+                self._append(rec.started(self.core, step, self.clock()))
                 must_sync = True
             elif isinstance(command, ChildCall):
                 self._journal_child_start(step, command)
@@ -367,10 +360,10 @@ class RunExecution:
         if isinstance(command, Sleep):
             if not self._plain_hooks:
                 await self.hooks.point("timer", self.core.run_id, step.seq)
-            if not step.fire_at is not None:
-                raise DurableInternalError("in _run_child: step.fire_at is not None does not hold")
+            if step.fire_at is None:
+                raise DurableInternalError(f"run {self.core.run_id!r}: timer step {step.seq} has no deadline")
             await self.clock.sleep_until(step.fire_at)
-            await send.send((ev.TimerFired(step.seq, self.clock()), None))
+            await send.send((rec.timer_fired(step, self.clock()), None))
             return
         if isinstance(command, ChildCall):
             await send.send((await self._child_outcome(step, command), None))
@@ -390,28 +383,26 @@ class RunExecution:
 
     async def _run_timer(self, step: Step, command: Sleep) -> None:
         if step.fire_at is None:
-            now = self.clock()
-            self._append(ev.TimerStarted(step.seq, command.seconds, now + command.seconds, now))
+            self._append(rec.started(self.core, step, self.clock()))
             if self._syncs:  # the deadline must survive a crash: a restart waits only what is left
                 await self.writer.sync()
         if not self._plain_hooks:
             await self.hooks.point("timer", self.core.run_id, step.seq)
-        if not step.fire_at is not None:
-            raise DurableInternalError("in _run_timer: step.fire_at is not None does not hold")
+        if step.fire_at is None:
+            raise DurableInternalError(f"run {self.core.run_id!r}: timer step {step.seq} has no deadline")
         await self.clock.sleep_until(step.fire_at)
-        self._append(ev.TimerFired(step.seq, self.clock()))
+        self._append(rec.timer_fired(step, self.clock()))
 
     def _run_side_effect(self, step: Step, command: SideEffect) -> None:
         # Journaled before the workflow sees the value; it becomes durable with the
         # next sync, before anything that depends on it can leave the process.
         now = self.clock()
-        try:
-            produced = self.hooks.produce(command.name, self.core.run_id, step.seq, lambda: command.fn(now))
-            value = encode_value(produced, what=f"the value of side effect {command.name!r}")
-            error = None
-        except Exception as exc:
-            value, error = encode_value(None, what="None"), _error_info(exc)
-        self._append(ev.SideEffectRecorded(step.seq, command.name, value, error, now))
+        run_id = self.core.run_id
+
+        def produce() -> Any:
+            return self.hooks.produce(command.name, run_id, step.seq, lambda: command.fn(now))
+
+        self._append(rec.value_recorded(step, command.name, produce, now))
         self._unsynced_value = True
 
     async def _run_activity(
@@ -436,23 +427,15 @@ class RunExecution:
             try:
                 value = await self._attempt(step.seq, command, attempt, limit)
             except Exception as exc:
-                failed_at = self.clock()
-                retry_at = policy.next_retry(
-                    attempt=attempt, error=exc, failed_at=failed_at, started_at=started_at
-                )
-                if retry_at is None:
-                    return ev.ActivityFailed(step.seq, _error_info(exc), attempt, failed_at)
-                failure = ev.AttemptFailed(step.seq, attempt, _error_info(exc), retry_at, failed_at)
+                failure = rec.attempt_failed(step, command, attempt, exc, self.clock(), started_at)
+                if isinstance(failure, ev.ActivityFailed):
+                    return failure
                 await report(failure)
                 await self.hooks.point("backoff", self.core.run_id, step.seq)
-                await self.clock.sleep_until(retry_at)
+                await self.clock.sleep_until(failure.retry_at)
                 attempt += 1
                 continue
-            try:
-                result = encode_value(value, what=f"the result of activity {command.name!r}")
-            except SerializationError as exc:
-                return ev.ActivityFailed(step.seq, _error_info(exc), attempt, self.clock())
-            return ev.ActivityCompleted(step.seq, result, attempt, self.clock())
+            return rec.activity_returned(step, command, value, attempt, self.clock())
 
     async def _attempt(self, seq: int, command: ActivityCall, attempt: int, limit: float | None) -> Any:
         activity = command.activity

@@ -598,3 +598,37 @@ def test_names_default_to_the_qualname_and_can_be_chosen() -> None:
     assert unnamed.name.endswith("<locals>.unnamed")
     assert named.name == "orders.v1"
     assert charge.name == "charge"
+
+
+# --- the records of a live run, built by the core (durable._core.records) ------------
+
+
+def test_the_core_builds_the_records_of_a_live_step_without_trio() -> None:
+    from durable._core import records as rec  # noqa: PLC0415
+
+    @durable.activity(retries=1, initial_backoff="2s", name="tests.machine.flaky")
+    def flaky(x: int) -> int:
+        return x
+
+    @durable.workflow(name="tests.machine.calls_flaky")
+    def calls_flaky():  # type: ignore[no-untyped-def]
+        return (yield flaky(1))
+
+    core = Replay(calls_flaky, ev.RunStarted("r", "tests.machine.calls_flaky", b"\x82\x80\xa0", 0.0))
+    [step] = core.pending.values()
+    scheduled = rec.started(core, step, 10.0)
+    assert scheduled == ev.ActivityScheduled(0, "tests.machine.flaky", step.command.encoded_args, 10.0)
+    core.apply(scheduled)
+    command = step.command
+    first = rec.attempt_failed(step, command, 1, ValueError("boom"), 11.0, 10.0)
+    assert isinstance(first, ev.AttemptFailed) and first.retry_at == 13.0  # the policy decided
+    core.apply(first)
+    second = rec.attempt_failed(step, command, 2, ValueError("boom"), 14.0, 10.0)
+    assert isinstance(second, ev.ActivityFailed) and second.attempts == 2  # retries spent
+    unjournalable = rec.activity_returned(step, command, object(), 1, 12.0)
+    assert isinstance(unjournalable, ev.ActivityFailed)
+    assert unjournalable.error.type == "durable.SerializationError"  # a result it cannot hold fails the step
+    returned = rec.activity_returned(step, command, 41, 2, 15.0)
+    assert isinstance(returned, ev.ActivityCompleted)
+    core.apply(returned)
+    assert isinstance(core.outcome, Returned)
