@@ -40,7 +40,7 @@ class JournalWriter(abc.ABC):
     """Appends events to one run's journal; the only writer of that journal.
 
     It numbers records and stamps each with the highest index known to be
-    durable (journal contract v1, recovery rule R4). After a failed write or
+    durable (journal contract v1, section 15, recovery rule R4). After a failed write or
     sync it refuses every further call: an fsync error leaves the unsynced
     records in an unknown state, and retrying it would prove nothing.
     """

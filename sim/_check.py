@@ -1,7 +1,8 @@
 """The oracle: invariants every crash schedule must satisfy against the crash-free reference.
 
 Each check returns a readable divergence (expected vs got) or None. The
-numbers refer to the invariants of ``research/dst.md`` §A.3.
+rules are those of the simulator's documentation (``docs/simulator.md``, "The invariants") and
+the journal contract (``docs/journal-v1.md`` section 15: faults F1-F10, rules R1-R6).
 """
 
 from __future__ import annotations

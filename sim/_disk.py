@@ -11,7 +11,7 @@ removed file) is durable only after an fsync of its directory.
 Every operation is a *crash point*: the shared :class:`Crasher` counts them and
 raises :class:`SimulatedCrash` at the chosen one, abandoning the process
 mid-flight. :meth:`SimDisk.crash` then decides what survived, following the
-fault model of ``research/dst.md`` §A.1:
+fault model of the journal contract (``docs/journal-v1.md`` section 15):
 
 * ``kill``: the process died, the OS did not: everything written survives.
 * ``drop`` (F1): unsynced writes are lost.

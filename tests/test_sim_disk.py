@@ -1,4 +1,4 @@
-"""The simulated disk's fault model (research/dst.md §A.1), tested directly on ``sim.SimDisk``.
+"""The simulated disk's fault model (docs/journal-v1.md §15), tested directly on ``sim.SimDisk``.
 
 ``kill`` keeps everything the process wrote; a power loss (``drop``, ``torn``,
 ``zeros``, ``garbage``, ``hole``) loses or damages unsynced bytes only (F1-F5),
