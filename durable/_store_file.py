@@ -200,7 +200,8 @@ class _GroupCommit:
     queued; callers arriving meanwhile queue in the next round. A caller
     returns only once a round that holds its journal has completed its
     fsyncs: if a leader is cancelled mid-round, its round does not count and
-    its callers queue again. An fsync error fails every later sync (rule R6 of the journal contract, section 15).
+    its callers queue again. An fsync error fails every later sync (rule R6 of the
+    journal contract, section 15).
     """
 
     def __init__(self, fs: FileSystem) -> None:
