@@ -22,15 +22,12 @@ import contextlib
 import functools
 import json
 import os
-import signal as signal_module
-import stat
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-import attrs
 import cbor2
 import click
 import trio
@@ -40,32 +37,22 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from . import _journals
 from . import _timeline as tl
-from ._core import events as ev
-from ._core.commands import Workflow, lookup_workflow
+from ._core.commands import Workflow
 from ._core.durations import parse_duration
-from ._core.errors import (
-    Cancelled,
-    DurableError,
-    JournalCorruptError,
-    JournalVersionError,
-    NonDeterminismError,
-    SerializationError,
-    StoreError,
-    UnknownWorkflowError,
-    WorkflowFailed,
-)
+from ._core.errors import DurableError, NonDeterminismError, SerializationError, StoreError, WorkflowFailed
 from ._core.ids import check_run_id
-from ._core.machine import Replay
-from ._core.outcomes import Continued, Raised, Returned, Stopped
-from ._core.values import loads
 from ._loader import LoadError, load_module, load_workflow, parse_arg
-from ._runtime import DEFAULT_STORE_PATH, RunHandle, Runtime, store_from
+from ._replayer import ReplayCheck
+from ._runtime import DEFAULT_STORE_PATH, Runtime, store_from
 from ._runtime import run as run_workflow
 from ._store import Store
 from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn
 from ._timeline_html import to_html
+from ._timeline_text import runs_table, timeline_text
+from ._worker import serve
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -260,64 +247,17 @@ def worker(modules: tuple[str, ...], poll: str, concurrency: int, store: str | N
     target = _open_store(store, tables=False)
     console = _console(stderr=True)
     trio.run(target.unfinished)  # a store that cannot be reached at the start: one line, exit 2
-    trio.run(_serve, target, interval, concurrency, console)
+    trio.run(
+        serve,
+        target,
+        interval,
+        concurrency,
+        lambda line: console.print(tl.printable(line)),
+        _store_name(target),
+    )
     console.print(
         "worker stopped; its unfinished runs resume when a worker takes them (this one when it restarts)"
     )
-
-
-async def _serve(store: Store, interval: float, concurrency: int, console: Console) -> None:
-    with trio.open_signal_receiver(signal_module.SIGINT, signal_module.SIGTERM) as stops:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_take_runs, store, interval, concurrency, console)
-            async for number in stops:
-                console.print(f"worker: {signal_module.Signals(number).name} received, stopping")
-                nursery.cancel_scope.cancel()
-                return
-
-
-async def _take_runs(store: Store, interval: float, concurrency: int, console: Console) -> None:
-    seen: set[str] = set()
-    async with Runtime(store, poll=interval) as runtime:
-        console.print(tl.printable(f"worker: serving {_store_name(store)}"))
-        async with trio.open_nursery() as watchers:
-            while True:
-                try:
-                    token = store.change_token()
-                    free = concurrency - runtime.running
-                    for handle in await runtime.recover(limit=free) if free > 0 else []:
-                        if handle.run_id not in seen:
-                            seen.add(handle.run_id)
-                            state = "cannot run it" if handle.status == "error" else "running"
-                            console.print(
-                                tl.printable(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
-                            )
-                            watchers.start_soon(_report_end, handle, seen, console)
-                    await store.wait_for_change(interval, since=token)
-                except StoreError as exc:  # e.g. the database restarts: try again later
-                    line = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    console.print(tl.printable(f"worker: the store failed ({line}); trying again"))
-                    await trio.sleep(max(interval, 1.0))
-
-
-#: Why a run cannot go on until someone acts (fix the code, restore the journal): the
-#: worker says so once, not at every poll.
-_NEEDS_A_PERSON = (JournalCorruptError, JournalVersionError, NonDeterminismError, UnknownWorkflowError)
-
-
-async def _report_end(handle: RunHandle, seen: set[str], console: Console) -> None:
-    """Say how a run this worker ran ended; one it gave up may be taken again later."""
-    try:
-        await handle.result()
-    except (WorkflowFailed, Cancelled):
-        pass
-    except Exception as exc:
-        if not isinstance(exc, _NEEDS_A_PERSON):
-            seen.discard(handle.run_id)  # e.g. its lease moved: it may come back to this worker
-        line = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-        console.print(tl.printable(f"worker: gave up {handle.run_id!r}: {line}"))
-        return
-    console.print(tl.printable(f"worker: {handle.status} {handle.run_id!r}"))
 
 
 # --- signal ------------------------------------------------------------------------------
@@ -435,92 +375,9 @@ def _open_store(path: str | None, *, tables: bool = True) -> Store:
     return store
 
 
-#: The most of a damaged journal that ``_salvage`` reads to show what is in front of the damage.
-_SALVAGE_LIMIT = 256 * 1024 * 1024
-
-
-@attrs.frozen
-class _Journal:
-    """A run's events as read from its store; ``error`` when it could not be read to its end."""
-
-    run_id: str
-    events: list[Any]
-    error: Exception | None = None
-
-    def timeline(self) -> tl.Timeline:
-        error = self.error
-        why = None
-        if error is not None:
-            why = str(error) if isinstance(error, DurableError) else f"{type(error).__name__}: {error}"
-        try:
-            return tl.build(self.run_id, self.events, journal_error=why, corrupt=_is_damage(error))
-        except Exception as exc:  # the timeline must show what it can, never stop a listing
-            return tl.build(self.run_id, [], journal_error=f"cannot be shown: {type(exc).__name__}: {exc}")
-
-
-def _is_damage(error: Exception | None) -> bool:
-    """Whether a journal's read error is damage ("corrupt"), rather than a journal that could
-    not be read at all ("unreadable": a newer format, no permission...)."""
-    return not isinstance(error, JournalVersionError) and (
-        isinstance(error, JournalCorruptError) or not isinstance(error, StoreError)
-    )
-
-
-async def _read(store: Store, run_id: str) -> _Journal | None:
-    """A run's journal, or None if the store has no such run.
-
-    Never raises for a damaged or unreadable journal (it is that run's problem: the others
-    are listed), but does for a store that fails (PostgreSQL unreachable): one line, exit 2.
-    """
-    try:
-        events = await store.read(run_id)
-    except (JournalCorruptError, JournalVersionError) as exc:
-        return _Journal(run_id, _salvage(store, run_id), exc)
-    except StoreError as exc:
-        if not isinstance(store, FileStore):
-            raise  # the database failed, not this run's journal
-        return _Journal(run_id, _salvage(store, run_id), exc)  # e.g. a journal it may not read
-    except Exception as exc:  # a record holding what no durable writes (wrong field types...)
-        return _Journal(run_id, _salvage(store, run_id), exc)
-    return None if events is None else _Journal(run_id, events)
-
-
-def _salvage(store: Store, run_id: str) -> list[Any]:
-    """The valid records in front of the damage, where the store lets us read its bytes
-    (only a regular file, and a bounded read: a FIFO or /dev/zero there must not hang us)."""
-    if not isinstance(store, FileStore):
-        return []
-    try:
-        fd = os.open(store.journal_path(run_id), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except (OSError, ValueError):
-        return []
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return []
-        with os.fdopen(os.dup(fd), "rb") as file:
-            data = file.read(min(info.st_size, _SALVAGE_LIMIT))
-        return tl.salvage(data)
-    except Exception:
-        return []
-    finally:
-        os.close(fd)
-
-
-async def _read_all(store: Store) -> list[_Journal]:
-    if isinstance(store, FileStore) and not os.path.isdir(os.path.join(store.path, "runs")):
-        return []  # a directory where no run was ever started
-    journals = []
-    for run_id in await store.run_ids():
-        journal = await _read(store, run_id)
-        if journal is not None:
-            journals.append(journal)
-    return journals
-
-
-async def _read_one(store: Store, run_id: str) -> _Journal:
+async def _read_one(store: Store, run_id: str) -> _journals.Journal:
     check_run_id(run_id)  # an invalid id is a usage error, not a damaged journal
-    journal = await _read(store, run_id)
+    journal = await _journals.read(store, run_id)
     if journal is None:
         raise CliUsageError(f"no run {run_id!r} in {_store_name(store)} (`durable ls` lists its runs)")
     return journal
@@ -532,14 +389,6 @@ def _store_name(store: Store) -> str:
 
 
 # --- ls ------------------------------------------------------------------------------
-
-_STATUS_STYLE = {
-    "completed": "green",
-    "failed": "red",
-    "running": "blue",
-    "corrupt": "bold yellow",
-    "unreadable": "bold yellow",
-}
 
 
 @main.command(
@@ -567,7 +416,7 @@ def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, sto
     error with --json); it never stops the listing.
     """
     opened = _open_store(store)
-    timelines = [journal.timeline() for journal in trio.run(_read_all, opened)]
+    timelines = [journal.timeline() for journal in trio.run(_journals.read_all, opened)]
     rows = [
         t
         for t in timelines
@@ -582,20 +431,7 @@ def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, sto
         what = "matching runs" if statuses or workflows else "runs"
         console.print(Text(tl.printable(f"no {what} in {_store_name(opened)}")))
         return
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for name in ("id", "workflow", "status", "started", "last event"):
-        table.add_column(name)
-    table.add_column("steps", justify="right")
-    for t in rows:
-        table.add_row(
-            Text(tl.printable(t.run_id)),
-            Text(tl.printable(t.workflow or "?")),
-            Text(t.status, style=_STATUS_STYLE.get(t.status, "")),
-            Text(tl.local_time(t.started)),
-            Text(tl.local_time(t.last_event)),
-            Text(str(len(t.steps))),
-        )
-    console.print(table)
+    console.print(runs_table(rows))
     for t in rows:
         if t.journal_error:
             console.print(Text(tl.printable(f"{t.run_id}: {t.journal_error}"), style="yellow"))
@@ -640,7 +476,9 @@ def show(run_id: str, as_json: bool, html_file: str | None, store: str | None) -
     if as_json:
         click.echo(json.dumps(tl.to_json(timeline), indent=2))
     elif html_file is None:
-        _print_timeline(_console(), timeline)
+        console = _console()
+        for line in timeline_text(timeline):
+            console.print(line)
 
 
 def _write_private(path: str, text: str) -> None:
@@ -659,168 +497,7 @@ def _write_private(path: str, text: str) -> None:
         raise
 
 
-_ROW_STYLE = {
-    "completed": "green",
-    "failed": "red",
-    "running": "blue",
-    "cancelled": "dim",
-    "recovery": "magenta",
-    "note": "dim",
-}
-
-
-def _print_timeline(console: Console, timeline: tl.Timeline) -> None:
-    head = Text()
-    head.append("run ", style="bold")
-    head.append(tl.printable(timeline.run_id), style="bold cyan")
-    head.append(f" · {tl.printable(timeline.workflow or '?')} · ")
-    head.append(timeline.status, style=_STATUS_STYLE.get(timeline.status, "bold"))
-    facts = [("arguments", tl.shorten(timeline.args, 200), "")]
-    facts.append(("started", f"{tl.local_time(timeline.started, precise=True)} (local time)", ""))
-    if timeline.duration is not None:
-        took = "took" if timeline.ended is not None else "so far"
-        facts.append((took, tl.duration_text(timeline.duration), ""))
-    if timeline.outcome:
-        name = "error" if timeline.error else "result"
-        facts.append((name, tl.shorten(timeline.outcome, 200), _STATUS_STYLE.get(timeline.status, "")))
-    if timeline.journal_error is not None:
-        facts.append(("journal", f"damaged; shown up to the damage: {timeline.journal_error}", "yellow"))
-    lines = [head]
-    for name, value, style in facts:
-        line = Text(f"  {name:<10} ", style="dim")
-        line.append(tl.printable(value), style=style)
-        lines.append(line)
-    lines.append(Text())
-    lines += _timeline_lines(timeline)
-    for line in lines:
-        console.print(line)
-
-
-def _timeline_lines(timeline: tl.Timeline) -> list[Text]:
-    """The rows of the timeline in aligned columns; details indented under the call."""
-    rows = tl.rows(timeline)
-    if not rows:
-        return [Text("  no steps were journaled", style="dim")]
-    at_w = max([2] + [len(r.at) for r in rows])
-    step_w = max([4] + [len(r.step) for r in rows])
-    what_w = max([4] + [len(r.what) for r in rows])
-    took_w = max([4] + [len(r.took) for r in rows])
-    indent = " " * (2 + at_w + 2 + step_w + 2 + what_w + 2 + took_w + 2)
-    header = f"  {'at':>{at_w}}  {'step':>{step_w}}  {'kind':<{what_w}}  {'took':>{took_w}}  call → outcome"
-    lines = [Text(header, style="bold")]
-    for row in rows:
-        style = _ROW_STYLE.get(row.status, "") if row.kind != "step" else ""
-        columns = f"  {row.at:>{at_w}}  {row.step:>{step_w}}  {row.what:<{what_w}}  {row.took:>{took_w}}  "
-        line = Text(columns, style=style)
-        line.append(
-            tl.printable(tl.shorten(row.text, 100 if row.kind == "step" else 200)),
-            style="bold" if row.kind == "outcome" else style,
-        )
-        if row.outcome:
-            line.append(" → ")
-            line.append(tl.printable(tl.shorten(row.outcome, 100)), style=_ROW_STYLE.get(row.status, ""))
-        lines.append(line)
-        for status, text in row.details:
-            mark = {"failed": "✗ ", "completed": "✓ ", "running": "… "}.get(status, "· ")
-            lines.append(
-                Text(
-                    f"{indent}{mark}{tl.printable(tl.shorten(text, 160))}",
-                    style="red" if status == "failed" else "dim",
-                )
-            )
-    return lines
-
-
 # --- replay --------------------------------------------------------------------------
-
-
-@attrs.frozen
-class _Checked:
-    """What replaying one run against the current code found."""
-
-    run_id: str
-    workflow: str
-    verdict: str  # "ok", "diverged", "undefined", "error", "skipped"
-    line: str
-    details: tuple[str, ...] = ()
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict in ("diverged", "undefined", "error")
-
-
-def _replay(journal: _Journal, defined: dict[str, Workflow[..., Any]], *, strict: bool) -> _Checked:
-    """Feed every event of a journal to the replay core with the current code."""
-    events = journal.events
-    started = events[0] if events else None
-    if not isinstance(started, ev.RunStarted) or not isinstance(started.workflow, str):
-        why = journal.error or journal.timeline().journal_error or "no RunStarted"
-        return _Checked(journal.run_id, "?", "error", f"cannot be replayed: {why}")
-    name = started.workflow
-    if journal.error is not None:
-        return _Checked(journal.run_id, name, "error", f"cannot be replayed: {journal.error}")
-    workflow = defined.get(name) or lookup_workflow(name)
-    if workflow is None:
-        if not strict:
-            return _Checked(journal.run_id, name, "skipped", "skipped: its workflow is not defined here")
-        why = (
-            "a process running this code could not recover it: import the module that defines it, "
-            "or keep the old name with @durable.workflow(name=...)"
-        )
-        line = f"workflow {name!r} is not defined by the module or anything it imports"
-        return _Checked(journal.run_id, name, "undefined", line, (why,))
-    steps = len({getattr(e, "seq", None) for e in events} - {None})
-    try:
-        core = Replay(workflow, started)
-        for event in events[1:]:
-            core.apply(event)
-    except NonDeterminismError as exc:
-        details = [f"journal: {exc.recorded}", f"code:    {exc.yielded}"]
-        if exc.location:
-            details.append(f"at:      {exc.location}")
-        return _Checked(journal.run_id, name, "diverged", f"DIVERGED at step {exc.seq}", tuple(details))
-    except Exception as exc:
-        return _Checked(journal.run_id, name, "error", f"replay stopped: {type(exc).__name__}: {exc}")
-    plural = "step" if steps == 1 else "steps"
-    return _Checked(
-        journal.run_id, name, "ok", f"replayed OK ({steps} {plural})", _after_replay(core, events)
-    )
-
-
-def _after_replay(core: Replay, events: list[Any]) -> tuple[str, ...]:
-    """Where the replayed run stands: what an unfinished one does next; a changed outcome."""
-    last = events[-1]
-    if isinstance(last, ev.TERMINAL):
-        if not isinstance(last, ev.RunCompleted | ev.RunFailed):
-            return ()
-        recorded = Returned(last.result) if isinstance(last, ev.RunCompleted) else Raised(last.error)
-        now = core.outcome
-        if now is None or _outcome_text(now) == _outcome_text(recorded):
-            return ()
-        return (f"note: the journal's run {_outcome_text(recorded)}; the code now {_outcome_text(now)}",)
-    if core.outcome is not None:
-        return (f"unfinished: on recovery the run {_outcome_text(core.outcome)}",)
-    lines = []
-    for step in sorted(core.pending.values(), key=lambda s: s.seq):
-        what = tl.shorten(step.command.describe(), 100)
-        if step.scheduled_at is None:
-            lines.append(f"unfinished: on recovery, step {step.seq} starts: {what}")
-        else:
-            lines.append(f"unfinished: step {step.seq} was in flight; it continues on recovery: {what}")
-    return tuple(lines)
-
-
-def _outcome_text(outcome: Returned | Raised | Stopped | Continued) -> str:
-    if isinstance(outcome, Continued):
-        return "continues as new (a fresh journal)"
-    if isinstance(outcome, Returned):
-        try:
-            return f"returns {tl.shorten(repr(loads(outcome.result)), 80)}"
-        except Exception:
-            return "returns an undecodable value"
-    if isinstance(outcome, Stopped):
-        return "is cancelled"
-    return f"raises {tl.shorten(str(outcome.error), 100)}"
 
 
 @main.command(
@@ -862,28 +539,23 @@ def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: str |
         module = load_module(target)
         defined = {wf.name: wf for wf in vars(module).values() if isinstance(wf, Workflow)}
     opened = _open_store(store)
-    journals = trio.run(_read_selected, opened, run_ids)
-    strict = bool(run_ids) or replay_all
+    read = trio.run(_read_selected, opened, run_ids)
     if only is not None and not run_ids:
-        journals = [j for j in journals if _workflow_of(j) == only]
-    checked = [_replay(journal, defined, strict=strict) for journal in journals]
-    _print_replay(_console(), checked, target, opened)
-    failed = [c for c in checked if c.failed]
+        read = [journal for journal in read if journal.workflow == only]
+    skip_undefined = not run_ids and not replay_all
+    checks = [journal.check(defined, skip_undefined=skip_undefined) for journal in read]
+    _print_replay(_console(), checks, target, opened)
+    failed = [check for check in checks if check.failed]
     if failed:
-        replayed = sum(1 for c in checked if c.verdict != "skipped")
+        replayed = sum(1 for check in checks if check.verdict != "skipped")
         raise CliFailure(
             f"{len(failed)} of {replayed} runs cannot be replayed by the current code of {target}"
         )
 
 
-def _workflow_of(journal: _Journal) -> str | None:
-    first = journal.events[0] if journal.events else None
-    return first.workflow if isinstance(first, ev.RunStarted) and isinstance(first.workflow, str) else None
-
-
-async def _read_selected(store: Store, run_ids: tuple[str, ...]) -> list[_Journal]:
+async def _read_selected(store: Store, run_ids: tuple[str, ...]) -> list[_journals.Journal]:
     if not run_ids:
-        return await _read_all(store)
+        return await _journals.read_all(store)
     return [await _read_one(store, run_id) for run_id in run_ids]
 
 
@@ -896,13 +568,13 @@ _VERDICT_STYLE = {
 }
 
 
-def _print_replay(console: Console, checked: list[_Checked], target: str, store: Store) -> None:
+def _print_replay(console: Console, checked: list[ReplayCheck], target: str, store: Store) -> None:
     shown = [c for c in checked if c.verdict != "skipped"]
     for c in shown:
         line = Text()
         line.append(tl.printable(c.run_id), style="bold")
         line.append(f" ({tl.printable(c.workflow)}): ")
-        line.append(tl.printable(c.line), style=_VERDICT_STYLE[c.verdict])
+        line.append(tl.printable(c.summary), style=_VERDICT_STYLE[c.verdict])
         console.print(line)
         for detail in c.details:
             console.print(Text("    " + tl.printable(detail), style="dim" if c.verdict == "ok" else ""))

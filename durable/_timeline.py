@@ -512,6 +512,12 @@ def printable(text: str, *, keep: str = "") -> str:
     return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
 
 
+def first_line(error: BaseException) -> str:
+    """An error in one line: the first of its message, or its type's name if it has none."""
+    text = str(error)
+    return text.splitlines()[0] if text.strip() else type(error).__name__
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -684,6 +690,18 @@ def rows(timeline: Timeline) -> list[Row]:
             )
         )
     return ordered
+
+
+def facts(timeline: Timeline) -> list[tuple[str, str]]:
+    """The run's facts above its rows, ``(name, text)``, as the text and the page show them:
+    its arguments, start, how long it took (so far), and its result or error."""
+    found = [("arguments", timeline.args)]
+    found.append(("started", f"{local_time(timeline.started, precise=True)} (local time)"))
+    if timeline.duration is not None:
+        found.append(("took" if timeline.ended is not None else "so far", duration_text(timeline.duration)))
+    if timeline.outcome:
+        found.append(("error" if timeline.error is not None else "result", timeline.outcome))
+    return found
 
 
 # --- JSON ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ._timeline import (
     rows,
     shorten,
 )
+from ._timeline import facts as run_facts
 
 # --- HTML ----------------------------------------------------------------------------
 #
@@ -353,12 +354,8 @@ def _table(timeline: Timeline) -> str:
 
 def to_html(timeline: Timeline) -> str:
     """One self-contained HTML page (inline CSS and SVG; nothing fetched) drawing the run."""
-    facts = [("workflow", timeline.workflow or "?"), ("arguments", shorten(timeline.args, 300))]
-    facts.append(("started", f"{local_time(timeline.started, precise=True)} (local time)"))
-    if timeline.duration is not None:
-        facts.append(("took" if timeline.ended is not None else "so far", duration_text(timeline.duration)))
-    if timeline.outcome:
-        facts.append(("error" if timeline.error is not None else "result", shorten(timeline.outcome, 300)))
+    facts = [("workflow", timeline.workflow or "?")]
+    facts += [(name, shorten(text, 300)) for name, text in run_facts(timeline)]
     facts.append(("recoveries", str(len(timeline.recoveries))))
     damage = ""
     if timeline.journal_error:

@@ -1,4 +1,4 @@
-"""Advanced building blocks: the replay core, the journal codec, stores' internals, hooks.
+"""Advanced building blocks: the replay core, the replay check, the journal codec, stores' internals, hooks.
 
 Most programs never need these; custom executors, tools and the crash
 simulator do. They are public but may change between minor versions more
@@ -37,6 +37,7 @@ from ._core.values import loads_value
 from ._executor import WallClock
 from ._fs import FileSystem, OsFileSystem
 from ._hooks import Hooks
+from ._replayer import ReplayCheck, check_replay
 from ._store import JournalWriter, Opened
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "PatchRecorded",
     "Raised",
     "Replay",
+    "ReplayCheck",
     "Returned",
     "RunCancelled",
     "RunCompleted",
@@ -74,6 +76,7 @@ __all__ = [
     "TimerFired",
     "TimerStarted",
     "WallClock",
+    "check_replay",
     "current_activity",
     "decode_record",
     "dumps_value",

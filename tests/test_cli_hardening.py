@@ -37,6 +37,7 @@ from durable import _cli
 from durable import _timeline as tl
 from durable._core.codec import encode_header, encode_record
 from durable._timeline_html import to_html
+from durable._timeline_text import timeline_text
 from durable.lowlevel import (
     ActivityCompleted,
     ActivityScheduled,
@@ -356,7 +357,9 @@ def test_times_that_are_no_date_render(t: float) -> None:
     timeline = tl.build("r", events)
     assert timeline.journal_error is None
     text = io.StringIO()
-    _cli._print_timeline(Console(file=text, width=200, markup=False), timeline)
+    console = Console(file=text, width=200, markup=False)
+    for line in timeline_text(timeline):
+        console.print(line)
     assert "timer" in text.getvalue()
     json.dumps(tl.to_json(timeline), allow_nan=False)  # JSON has no NaN: such a time is null
     json.dumps(tl.summary_json(timeline), allow_nan=False)

@@ -1,0 +1,130 @@
+"""A store's journals as the tools read them: whole, or up to their damage.
+
+``durable ls``, ``show`` and ``replay`` look at every run of a store, and one
+damaged or unreadable journal must stay that run's problem: :func:`read` never
+raises for it, but returns a :class:`Journal` with the ``error`` and the valid
+records in front of the damage (:func:`_salvage`, a bounded read of the file).
+A store that fails as a whole (PostgreSQL unreachable) still raises. From a
+:class:`Journal` come the run's timeline (:mod:`durable._timeline`) and its
+replay check (:mod:`durable._replayer`).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from . import _timeline as tl
+from ._core import events as ev
+from ._core.commands import Workflow
+from ._core.errors import DurableError, JournalCorruptError, JournalVersionError, StoreError
+from ._replayer import ReplayCheck, check_replay
+from ._store import Store
+from ._store_file import FileStore
+
+#: The most of a damaged journal that ``_salvage`` reads to show what is in front of the damage.
+_SALVAGE_LIMIT = 256 * 1024 * 1024
+
+
+@attrs.frozen
+class Journal:
+    """A run's events as read from its store; ``error`` when it could not be read to its end."""
+
+    run_id: str
+    events: list[Any]
+    error: Exception | None = None
+
+    @property
+    def workflow(self) -> str | None:
+        """The workflow its first record names, if it names one."""
+        first = self.events[0] if self.events else None
+        return (
+            first.workflow if isinstance(first, ev.RunStarted) and isinstance(first.workflow, str) else None
+        )
+
+    def timeline(self) -> tl.Timeline:
+        error = self.error
+        why = None
+        if error is not None:
+            why = str(error) if isinstance(error, DurableError) else f"{type(error).__name__}: {error}"
+        try:
+            return tl.build(self.run_id, self.events, journal_error=why, corrupt=_is_damage(error))
+        except Exception as exc:  # the timeline must show what it can, never stop a listing
+            return tl.build(self.run_id, [], journal_error=f"cannot be shown: {type(exc).__name__}: {exc}")
+
+    def check(
+        self,
+        workflows: Iterable[Workflow[..., Any]] | Mapping[str, Workflow[..., Any]],
+        *,
+        skip_undefined: bool,
+    ) -> ReplayCheck:
+        """The run replayed with the current code; a journal not read to its end cannot be."""
+        if self.error is not None:
+            why = f"cannot be replayed: {self.error}"
+            return ReplayCheck(self.run_id, self.workflow or "?", "error", why)
+        return check_replay(self.events, workflows, run_id=self.run_id, skip_undefined=skip_undefined)
+
+
+def _is_damage(error: Exception | None) -> bool:
+    """Whether a journal's read error is damage ("corrupt"), rather than a journal that could
+    not be read at all ("unreadable": a newer format, no permission...)."""
+    return not isinstance(error, JournalVersionError) and (
+        isinstance(error, JournalCorruptError) or not isinstance(error, StoreError)
+    )
+
+
+async def read(store: Store, run_id: str) -> Journal | None:
+    """A run's journal, or None if the store has no such run.
+
+    Never raises for a damaged or unreadable journal (it is that run's problem: the others
+    are listed), but does for a store that fails (PostgreSQL unreachable).
+    """
+    try:
+        events = await store.read(run_id)
+    except (JournalCorruptError, JournalVersionError) as exc:
+        return Journal(run_id, _salvage(store, run_id), exc)
+    except StoreError as exc:
+        if not isinstance(store, FileStore):
+            raise  # the database failed, not this run's journal
+        return Journal(run_id, _salvage(store, run_id), exc)  # e.g. a journal it may not read
+    except Exception as exc:  # a record holding what no durable writes (wrong field types...)
+        return Journal(run_id, _salvage(store, run_id), exc)
+    return None if events is None else Journal(run_id, events)
+
+
+async def read_all(store: Store) -> list[Journal]:
+    """Every run's journal, in the store's order of run ids."""
+    if isinstance(store, FileStore) and not os.path.isdir(os.path.join(store.path, "runs")):
+        return []  # a directory where no run was ever started
+    journals = []
+    for run_id in await store.run_ids():
+        journal = await read(store, run_id)
+        if journal is not None:
+            journals.append(journal)
+    return journals
+
+
+def _salvage(store: Store, run_id: str) -> list[Any]:
+    """The valid records in front of the damage, where the store lets us read its bytes
+    (only a regular file, and a bounded read: a FIFO or /dev/zero there must not hang us)."""
+    if not isinstance(store, FileStore):
+        return []
+    try:
+        fd = os.open(store.journal_path(run_id), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except (OSError, ValueError):
+        return []
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return []
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(min(info.st_size, _SALVAGE_LIMIT))
+        return tl.salvage(data)
+    except Exception:
+        return []
+    finally:
+        os.close(fd)

@@ -1,0 +1,81 @@
+"""The loop behind ``durable worker``: recover every unfinished run, then keep taking new ones.
+
+:func:`serve` runs until SIGINT or SIGTERM: every ``interval`` (or sooner, when
+the store says something changed) it asks the runtime to recover the runs no
+other process holds, up to ``concurrency`` at once, and says what happened to
+each through ``say``, one line per event: taken, ended, given up. A store that
+fails (the database restarts) is retried, not fatal. Printing is the caller's:
+``say`` gets plain text, which it must make printable.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+import trio
+
+from ._core.errors import (
+    Cancelled,
+    JournalCorruptError,
+    JournalVersionError,
+    NonDeterminismError,
+    StoreError,
+    UnknownWorkflowError,
+    WorkflowFailed,
+)
+from ._runtime import RunHandle, Runtime
+from ._store import Store
+from ._timeline import first_line
+
+Say = Callable[[str], None]
+
+#: Why a run cannot go on until someone acts (fix the code, restore the journal): the
+#: worker says so once, not at every poll.
+_NEEDS_A_PERSON = (JournalCorruptError, JournalVersionError, NonDeterminismError, UnknownWorkflowError)
+
+
+async def serve(store: Store, interval: float, concurrency: int, say: Say, name: str) -> None:
+    """Serve ``store`` (named ``name`` in what it says) until SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as stops:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_take_runs, store, interval, concurrency, say, name)
+            async for number in stops:
+                say(f"worker: {signal.Signals(number).name} received, stopping")
+                nursery.cancel_scope.cancel()
+                return
+
+
+async def _take_runs(store: Store, interval: float, concurrency: int, say: Say, name: str) -> None:
+    seen: set[str] = set()
+    async with Runtime(store, poll=interval) as runtime:
+        say(f"worker: serving {name}")
+        async with trio.open_nursery() as watchers:
+            while True:
+                try:
+                    token = store.change_token()
+                    free = concurrency - runtime.running
+                    for handle in await runtime.recover(limit=free) if free > 0 else []:
+                        if handle.run_id not in seen:
+                            seen.add(handle.run_id)
+                            state = "cannot run it" if handle.status == "error" else "running"
+                            say(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
+                            watchers.start_soon(_report_end, handle, seen, say)
+                    await store.wait_for_change(interval, since=token)
+                except StoreError as exc:  # e.g. the database restarts: try again later
+                    say(f"worker: the store failed ({first_line(exc)}); trying again")
+                    await trio.sleep(max(interval, 1.0))
+
+
+async def _report_end(handle: RunHandle, seen: set[str], say: Say) -> None:
+    """Say how a run this worker ran ended; one it gave up may be taken again later."""
+    try:
+        await handle.result()
+    except (WorkflowFailed, Cancelled):
+        pass
+    except Exception as exc:
+        if not isinstance(exc, _NEEDS_A_PERSON):
+            seen.discard(handle.run_id)  # e.g. its lease moved: it may come back to this worker
+        say(f"worker: gave up {handle.run_id!r}: {first_line(exc)}")
+        return
+    say(f"worker: {handle.status} {handle.run_id!r}")
