@@ -32,7 +32,7 @@ import cbor2
 import click
 import trio
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -44,14 +44,13 @@ from ._core.durations import parse_duration
 from ._core.errors import DurableError, NonDeterminismError, SerializationError, StoreError, WorkflowFailed
 from ._core.ids import check_run_id
 from ._loader import LoadError, load_module, load_workflow, parse_arg
-from ._replayer import ReplayCheck
 from ._runtime import DEFAULT_STORE_PATH, Runtime, store_from
 from ._runtime import run as run_workflow
 from ._store import Store
 from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn
 from ._timeline_html import to_html
-from ._timeline_text import runs_table, timeline_text
+from ._timeline_text import replay_report, runs_text, timeline_text
 from ._worker import serve
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,7 +124,7 @@ def _common(fn: F) -> F:
         except (CliUsageError, LoadError, DurableError, TypeError, ValueError, OSError) as exc:
             if debug:
                 raise
-            _fail(str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__, EXIT_USAGE)
+            _fail(tl.first_line(exc), EXIT_USAGE)
 
     return wrapper  # type: ignore[return-value]
 
@@ -337,6 +336,12 @@ def _console(*, stderr: bool = False) -> Console:
     return console
 
 
+def _print(lines: Sequence[RenderableType]) -> None:
+    console = _console()
+    for line in lines:
+        console.print(line)
+
+
 def _store_from(path: str | None) -> Store:
     """The store that ``--store`` (else ``$DURABLE_STORE``, else ``./.durable``) names.
 
@@ -431,10 +436,8 @@ def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, sto
         what = "matching runs" if statuses or workflows else "runs"
         console.print(Text(tl.printable(f"no {what} in {_store_name(opened)}")))
         return
-    console.print(runs_table(rows))
-    for t in rows:
-        if t.journal_error:
-            console.print(Text(tl.printable(f"{t.run_id}: {t.journal_error}"), style="yellow"))
+    for part in runs_text(rows):
+        console.print(part)
 
 
 # --- show ----------------------------------------------------------------------------
@@ -476,9 +479,7 @@ def show(run_id: str, as_json: bool, html_file: str | None, store: str | None) -
     if as_json:
         click.echo(json.dumps(tl.to_json(timeline), indent=2))
     elif html_file is None:
-        console = _console()
-        for line in timeline_text(timeline):
-            console.print(line)
+        _print(timeline_text(timeline))
 
 
 def _write_private(path: str, text: str) -> None:
@@ -544,7 +545,7 @@ def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: str |
         read = [journal for journal in read if journal.workflow == only]
     skip_undefined = not run_ids and not replay_all
     checks = [journal.check(defined, skip_undefined=skip_undefined) for journal in read]
-    _print_replay(_console(), checks, target, opened)
+    _print(replay_report(checks, target, _store_name(opened)))
     failed = [check for check in checks if check.failed]
     if failed:
         replayed = sum(1 for check in checks if check.verdict != "skipped")
@@ -557,55 +558,6 @@ async def _read_selected(store: Store, run_ids: tuple[str, ...]) -> list[_journa
     if not run_ids:
         return await _journals.read_all(store)
     return [await _read_one(store, run_id) for run_id in run_ids]
-
-
-_VERDICT_STYLE = {
-    "ok": "green",
-    "diverged": "bold red",
-    "undefined": "bold red",
-    "error": "bold red",
-    "skipped": "dim",
-}
-
-
-def _print_replay(console: Console, checked: list[ReplayCheck], target: str, store: Store) -> None:
-    shown = [c for c in checked if c.verdict != "skipped"]
-    for c in shown:
-        line = Text()
-        line.append(tl.printable(c.run_id), style="bold")
-        line.append(f" ({tl.printable(c.workflow)}): ")
-        line.append(tl.printable(c.summary), style=_VERDICT_STYLE[c.verdict])
-        console.print(line)
-        for detail in c.details:
-            console.print(Text("    " + tl.printable(detail), style="dim" if c.verdict == "ok" else ""))
-    skipped = [c for c in checked if c.verdict == "skipped"]
-    if skipped:
-        names = sorted({c.workflow for c in skipped})
-        console.print(
-            Text(
-                tl.printable(
-                    f"skipped {len(skipped)} run{'s' if len(skipped) != 1 else ''} of workflows {target} "
-                    f"does not define: {', '.join(names)} (--all makes them fail the check)"
-                ),
-                style="dim",
-            )
-        )
-    counts = {v: sum(1 for c in shown if c.verdict == v) for v in ("ok", "diverged", "undefined", "error")}
-    if not shown:
-        console.print(Text(tl.printable(f"no runs to replay in {_store_name(store)}"), style="yellow"))
-        return
-    parts = [f"{counts['ok']} replayed OK"]
-    parts += [f"{n} {v}" for v, n in counts.items() if v != "ok" and n]
-    summary = f"{len(shown)} run{'s' if len(shown) != 1 else ''}: {', '.join(parts)}"
-    console.print(Text(summary, style="bold green" if len(shown) == counts["ok"] else "bold red"))
-    if counts["diverged"]:
-        console.print(
-            Text(
-                "Replay needs the same commands in the same order. Runs in flight when you deploy this code "
-                "would stop at the step shown; guard the change with `if (yield durable.patched(...))`, "
-                "or keep the old code path until those runs have finished."
-            )
-        )
 
 
 # --- sim -----------------------------------------------------------------------------
@@ -687,14 +639,14 @@ def sim(
     except Exception as exc:
         raise CliFailure(
             f"the crash-free run of {workflow.name!r} did not finish, so there is nothing to compare "
-            f"crash schedules with: {type(exc).__name__}: {exc}"
+            f"crash schedules with: {tl.error_text(exc)}"
         ) from exc
     _print_sim(_console(), report, call, seed=seed, crashes=crashes)
     if explain:
         _console().print(Text("\n" + tl.printable(report.explain(), keep="\n")))
     if not report.ok:
         raise CliFailure(
-            f"{_plural(len(report.failures), 'crash schedule')} diverged from the crash-free run"
+            f"{tl.plural(len(report.failures), 'crash schedule')} diverged from the crash-free run"
         )
 
 
@@ -725,7 +677,7 @@ def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: 
             Text(f"all {report.schedules} schedules matched the crash-free run", style="bold green")
         )
         return
-    console.print(Text(f"{_plural(len(report.failures), 'failing schedule')}", style="bold red"))
+    console.print(Text(f"{tl.plural(len(report.failures), 'failing schedule')}", style="bold red"))
     groups: dict[str, list[Any]] = {}
     for failure in report.failures:
         groups.setdefault(failure.divergence, []).append(failure)
@@ -733,7 +685,7 @@ def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: 
     args = rest[:-1] + ", " if rest[:-1] else ""
     for number, (divergence, failures) in enumerate(list(groups.items())[:_SHOWN_DIVERGENCES], 1):
         first = failures[0]
-        also = f" (and {_plural(len(failures) - 1, 'more schedule')} alike)" if len(failures) > 1 else ""
+        also = f" (and {tl.plural(len(failures) - 1, 'more schedule')} alike)" if len(failures) > 1 else ""
         console.print(Text(f"\nfailure {number}: {tl.printable(repr(first.recipe))}{also}", style="bold"))
         console.print(Text(tl.printable(divergence, keep="\n")))
         console.print(Text("reproduce with:", style="dim"))
@@ -742,7 +694,3 @@ def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: 
         console.print(
             Text(f"\n... and {len(groups) - _SHOWN_DIVERGENCES} more kinds of failure", style="dim")
         )
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"

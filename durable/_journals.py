@@ -50,11 +50,11 @@ class Journal:
         error = self.error
         why = None
         if error is not None:
-            why = str(error) if isinstance(error, DurableError) else f"{type(error).__name__}: {error}"
+            why = str(error) if isinstance(error, DurableError) else tl.error_text(error)
         try:
             return tl.build(self.run_id, self.events, journal_error=why, corrupt=_is_damage(error))
         except Exception as exc:  # the timeline must show what it can, never stop a listing
-            return tl.build(self.run_id, [], journal_error=f"cannot be shown: {type(exc).__name__}: {exc}")
+            return tl.build(self.run_id, [], journal_error=f"cannot be shown: {tl.error_text(exc)}")
 
     def check(
         self,

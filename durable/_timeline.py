@@ -39,6 +39,7 @@ import attrs
 
 from ._core import events as ev
 from ._core.codec import HEADER_SIZE, decode_record, read_header
+from ._core.durations import format_duration
 from ._core.errors import ErrorInfo
 from ._core.values import loads
 
@@ -153,7 +154,7 @@ class Recovery:
 
     def text(self) -> str:
         fed = (
-            f"{_plural(len(self.replayed), 'finished step')} fed from the journal"
+            f"{plural(len(self.replayed), 'finished step')} fed from the journal"
             if self.replayed
             else "nothing had finished, so the workflow started over"
         )
@@ -331,7 +332,7 @@ class _Builder:
 
     def timer_started(self, event: ev.TimerStarted) -> None:
         step = self._step(event.seq, "timer", event.t)
-        step.kind, step.name, step.args = "timer", "sleep", f"({duration_text(event.seconds)})"
+        step.kind, step.name, step.args = "timer", "sleep", f"({format_duration(event.seconds)})"
         step.scheduled, step.until = event.t, event.fire_at
 
     def timer_fired(self, event: ev.TimerFired) -> None:
@@ -512,13 +513,19 @@ def printable(text: str, *, keep: str = "") -> str:
     return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
 
 
+def error_text(error: BaseException) -> str:
+    """``ValueError: bad input``: an exception as an :class:`ErrorInfo` reads (by its short type name)."""
+    return str(ErrorInfo(type(error).__name__, str(error)))
+
+
 def first_line(error: BaseException) -> str:
     """An error in one line: the first of its message, or its type's name if it has none."""
     text = str(error)
     return text.splitlines()[0] if text.strip() else type(error).__name__
 
 
-def _plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str) -> str:
+    """``1 step``, ``2 steps``."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 

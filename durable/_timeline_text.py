@@ -1,4 +1,4 @@
-"""The ``durable show`` and ``durable ls`` text: a run's timeline, and the list of runs, for a terminal.
+"""What ``durable show``, ``ls`` and ``replay`` draw on a terminal: a timeline, runs, a replay report.
 
 The text twin of :mod:`durable._timeline_html`: both draw the model of
 :mod:`durable._timeline` (its :func:`~durable._timeline.facts` and
@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import _timeline as tl
+from ._replayer import ReplayCheck
 
 #: The colour of each run status, in the list of runs and a timeline's head.
 STATUS_STYLE = {
@@ -39,8 +40,9 @@ _ROW_STYLE = {
 _MARKS = {"failed": "✗ ", "completed": "✓ ", "running": "… "}
 
 
-def runs_table(timelines: Sequence[tl.Timeline]) -> Table:
-    """``durable ls``: one row per run (id, workflow, status, start, last event, steps)."""
+def runs_text(timelines: Sequence[tl.Timeline]) -> list[Table | Text]:
+    """``durable ls``: one row per run (id, workflow, status, start, last event, steps),
+    then why each damaged journal could not be read to its end."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name in ("id", "workflow", "status", "started", "last event"):
         table.add_column(name)
@@ -54,7 +56,8 @@ def runs_table(timelines: Sequence[tl.Timeline]) -> Table:
             Text(tl.local_time(t.last_event)),
             Text(str(len(t.steps))),
         )
-    return table
+    damaged = [t for t in timelines if t.journal_error]
+    return [table, *(Text(tl.printable(f"{t.run_id}: {t.journal_error}"), style="yellow") for t in damaged)]
 
 
 def timeline_text(timeline: tl.Timeline) -> list[Text]:
@@ -109,3 +112,44 @@ def _row_lines(timeline: tl.Timeline) -> list[Text]:
             detail = f"{indent}{mark}{tl.printable(tl.shorten(text, 160))}"
             lines.append(Text(detail, style="red" if status == "failed" else "dim"))
     return lines
+
+
+_VERDICT_STYLE = {
+    "ok": "green",
+    "diverged": "bold red",
+    "undefined": "bold red",
+    "error": "bold red",
+    "skipped": "dim",
+}
+
+_ADVICE = (
+    "Replay needs the same commands in the same order. Runs in flight when you deploy this code "
+    "would stop at the step shown; guard the change with `if (yield durable.patched(...))`, "
+    "or keep the old code path until those runs have finished."
+)
+
+
+def replay_report(checks: Sequence[ReplayCheck], target: str, store: str) -> list[Text]:
+    """``durable replay``: each check replayed (skipped ones in one line), a count, and advice."""
+    shown = [c for c in checks if c.verdict != "skipped"]
+    lines = []
+    for c in shown:
+        line = Text()
+        line.append(tl.printable(c.run_id), style="bold")
+        line.append(f" ({tl.printable(c.workflow)}): ")
+        line.append(tl.printable(c.summary), style=_VERDICT_STYLE[c.verdict])
+        lines.append(line)
+        style = "dim" if c.verdict == "ok" else ""
+        lines += [Text("    " + tl.printable(detail), style=style) for detail in c.details]
+    skipped = [c for c in checks if c.verdict == "skipped"]
+    if skipped:
+        names = ", ".join(sorted({c.workflow for c in skipped}))
+        text = f"skipped {tl.plural(len(skipped), 'run')} of workflows {target} does not define: {names}"
+        lines.append(Text(tl.printable(f"{text} (--all makes them fail the check)"), style="dim"))
+    if not shown:
+        return [*lines, Text(tl.printable(f"no runs to replay in {store}"), style="yellow")]
+    counts = {v: sum(1 for c in shown if c.verdict == v) for v in ("ok", "diverged", "undefined", "error")}
+    parts = [f"{counts['ok']} replayed OK"] + [f"{n} {v}" for v, n in counts.items() if v != "ok" and n]
+    summary = f"{tl.plural(len(shown), 'run')}: {', '.join(parts)}"
+    lines.append(Text(summary, style="bold green" if len(shown) == counts["ok"] else "bold red"))
+    return [*lines, Text(_ADVICE)] if counts["diverged"] else lines
