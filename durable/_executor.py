@@ -426,7 +426,9 @@ class RunExecution:
             limit = policy.attempt_limit(now=self.clock(), started_at=started_at)
             try:
                 value = await self._attempt(step.seq, command, attempt, limit)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
+                # sys.exit() inside an activity fails that attempt like any error: it
+                # must not stop the process that runs every other run (a worker).
                 failure = rec.attempt_failed(step, command, attempt, exc, self.clock(), started_at)
                 if isinstance(failure, ev.ActivityFailed):
                     return failure

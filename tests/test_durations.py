@@ -111,3 +111,9 @@ def test_decorator_options_accept_every_duration_form() -> None:
 )
 def test_durations_are_formatted_the_way_people_write_them(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), "\u0661\u0662s"])  # twelve in Arabic-Indic digits
+def test_an_int_too_large_for_a_float_and_non_ascii_digits_are_clear_errors(value: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(value)

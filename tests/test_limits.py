@@ -416,3 +416,41 @@ def test_a_key_value_dsn_is_a_postgres_store_for_the_library_too(tmp_path: Path,
     monkeypatch.setenv("DURABLE_STORE", "host=127.0.0.1 dbname=test password=secret")
     assert isinstance(store_from(None), durable.PostgresStore)
     assert list(tmp_path.iterdir()) == []  # no directory named after the password
+
+
+# --- from the adversarial review: values whose repr or str raise -------------------------
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr boom")
+
+    def __hash__(self) -> int:
+        return 1
+
+
+class _LoudStr(str):
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:  # type: ignore[override]
+        raise RuntimeError("encode boom")
+
+
+class _StrSubclassMessage(Exception):
+    def __str__(self) -> str:
+        return _LoudStr("hello")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: {10**5000: object()}, lambda: {_BadRepr(): object()}, lambda: [1, _BadRepr()]],
+    ids=["an int key too large to print", "a key whose repr raises", "an item whose repr raises"],
+)
+def test_a_value_whose_parts_cannot_be_shown_is_still_a_serialization_error(make: Any) -> None:
+    with pytest.raises(durable.SerializationError, match="cannot be stored in the journal"):
+        encode_value(make(), what="the result of activity 'x'")
+    with pytest.raises(durable.SerializationError):
+        encode_call((make(),), {}, what="workflow 'x'")
+
+
+def test_an_exception_whose_str_is_a_str_subclass_is_journaled_as_plain_text() -> None:
+    info = ErrorInfo.from_exception(_StrSubclassMessage())
+    assert info.message == "hello" and type(info.message) is str

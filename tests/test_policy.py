@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import pytest
 
 import durable
 from durable import RetryPolicy
+from durable._core.durations import MAX_DURATION
 
 
 class Declined(Exception):
@@ -198,3 +201,30 @@ def test_the_shorter_of_timeout_and_budget_wins() -> None:
 
 def test_a_spent_budget_leaves_no_time_rather_than_negative_time() -> None:
     assert RetryPolicy(total_timeout=60).attempt_limit(now=100.0, started_at=0.0) == 0.0
+
+
+@pytest.mark.parametrize("backoff", [math.inf, math.nan, 10**400])
+def test_backoff_must_be_finite(backoff: object) -> None:
+    with pytest.raises(ValueError, match=r"backoff must be a number >= 1\.0 and finite"):
+        RetryPolicy(backoff=backoff)
+
+
+def test_retries_beyond_any_wait_are_refused() -> None:
+    with pytest.raises(ValueError, match="at most 1,000,000,000"):
+        RetryPolicy(retries=10**400)
+
+
+def test_a_zero_total_timeout_is_refused_like_a_zero_timeout() -> None:
+    with pytest.raises(ValueError, match="total_timeout must be longer than zero"):
+        RetryPolicy(total_timeout=0)
+
+
+@pytest.mark.parametrize("backoff", [1e20, 1e300, 2.0])
+def test_a_wait_never_passes_the_longest_duration_so_its_deadline_stays_journalable(backoff: float) -> None:
+    # A huge factor without max_backoff once gave retry_at = 1.8e308: journaled, then
+    # refused by every reader as an impossible time.
+    policy = RetryPolicy(retries=2000, initial_backoff="1ms", backoff=backoff, max_backoff=None)
+    for attempt in (2, 3, 1100):
+        assert policy.wait_after(attempt) <= MAX_DURATION
+    retry_at = policy.next_retry(attempt=3, error=ValueError(), failed_at=1.7e9, started_at=1.7e9)
+    assert retry_at is not None and retry_at < 1e11

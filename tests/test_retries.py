@@ -522,3 +522,35 @@ async def test_a_long_retry_series_at_max_backoff_keeps_going(
     begin = trio.current_time()
     assert await run(memory, wf) == 1100
     assert trio.current_time() - begin == pytest.approx(1099, abs=1e-3)
+
+
+async def test_sys_exit_inside_an_activity_fails_the_attempt_not_the_process(
+    memory: durable.MemoryStore, autojump_clock: trio.testing.MockClock
+) -> None:
+    import sys  # noqa: PLC0415
+
+    @durable.activity(retries=1, initial_backoff="1s")
+    def exits() -> None:
+        sys.exit(3)
+
+    @durable.activity
+    async def fine() -> str:
+        return "fine"
+
+    @durable.workflow
+    def quits():  # type: ignore[no-untyped-def]
+        try:
+            yield exits()
+        except durable.ActivityError as exc:
+            return [exc.type_name, exc.message, exc.attempts]
+        return "unreachable"
+
+    @durable.workflow
+    def other():  # type: ignore[no-untyped-def]
+        return (yield fine())
+
+    async with durable.Runtime(memory) as runtime:
+        quitting = await runtime.start(quits, id="quits")
+        beside = await runtime.start(other, id="other")
+        assert await quitting.result() == ["SystemExit", "3", 2]  # retried per its policy, then failed
+        assert await beside.result() == "fine"  # the runtime and its other runs go on

@@ -13,7 +13,8 @@ import re
 Duration = str | int | float | datetime.timedelta
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PATTERN = re.compile(r"^\s*(-?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h|d)\s*$")
+# [0-9], not \d: twelve in Arabic-Indic digits followed by "s" is not a duration anyone means.
+_PATTERN = re.compile(r"^\s*(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*(ms|s|m|h|d)\s*$")
 _EXAMPLES = "'500ms', '30s', '2m', '1h', '1d', a number of seconds or a datetime.timedelta"
 #: The longest duration durable accepts: 100 years. A longer one is a mistake (a
 #: timestamp passed as a duration, milliseconds as seconds), and its deadline
@@ -34,7 +35,10 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
     if isinstance(value, datetime.timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float: far over the limit anyway
+            seconds = math.inf if value > 0 else -math.inf
     elif isinstance(value, str):
         match = _PATTERN.match(value)
         if match is None:
@@ -45,7 +49,7 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
             f"{what} must be a duration such as {_EXAMPLES} (got {value!r} of type {type(value).__name__})"
         )
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{what} must be a finite, non-negative duration (got {value!r})")
+        raise ValueError(f"{what} must be a finite, non-negative duration (got {value!r:.40})")
     if seconds > MAX_DURATION:
         raise ValueError(
             f"{what} {value!r} is {seconds:.3g} seconds, longer than the 100 years durable accepts; "

@@ -29,9 +29,9 @@ def _cut(text: str, limit: int) -> str:
 def _utf8_safe(text: str) -> str:
     """``text`` with lone surrogates replaced, so that the journal (UTF-8) can hold it."""
     try:
-        text.encode()
+        str.encode(text)
     except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode()
+        return str.encode(text, "utf-8", "backslashreplace").decode()
     return text
 
 
@@ -57,7 +57,7 @@ class ErrorInfo:
             kind.__qualname__ if kind.__module__ == "builtins" else (f"{kind.__module__}.{kind.__qualname__}")
         )
         try:
-            message = str(exc)
+            message = "".join([str(exc)])  # a plain str, even from a __str__ returning a subclass
         except Exception as failure:  # a __str__ that raises must not lose the error itself
             message = f"<str() of the exception failed: {type(failure).__name__}>"
         return cls(

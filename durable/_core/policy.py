@@ -8,13 +8,12 @@ without any clock.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from .durations import parse_duration
+from .durations import MAX_DURATION, parse_duration
 
 
 def _timeout(value: object) -> float | None:
@@ -33,16 +32,30 @@ def _total_timeout(value: object) -> float | None:
     return None if value is None else parse_duration(value, what="total_timeout")
 
 
+#: More retries than anyone waits for: a larger number is a mistake, not a policy.
+MAX_RETRIES = 1_000_000_000
+
+
 def _retries(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"retries must be a non-negative int (got {value!r})")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES:
+        raise ValueError(f"retries must be a non-negative int, at most {MAX_RETRIES:,} (got {value!r:.40})")
     return value
 
 
 def _multiplier(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 1:
-        raise ValueError(f"backoff must be a number >= 1.0, the factor between waits (got {value!r})")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(  # noqa: TRY004 - a ValueError for every bad backoff, as before
+            f"backoff must be a number >= 1.0, the factor between waits (got {value!r:.40})"
+        )
+    try:
+        factor = float(value)
+    except OverflowError:
+        factor = math.inf
+    if not (factor >= 1 and math.isfinite(factor)):
+        raise ValueError(
+            f"backoff must be a number >= 1.0 and finite, the factor between waits (got {value!r:.40})"
+        )
+    return factor
 
 
 def _exception_types(value: object) -> tuple[type[BaseException], ...]:
@@ -81,6 +94,8 @@ class RetryPolicy:
     def __attrs_post_init__(self) -> None:
         if self.timeout == 0:
             raise ValueError("timeout must be longer than zero (use None for no limit)")
+        if self.total_timeout == 0:
+            raise ValueError("total_timeout must be longer than zero (use None for no limit)")
 
     def with_options(self, options: Mapping[str, Any]) -> RetryPolicy:
         """This policy with some fields replaced (validated like the constructor)."""
@@ -98,7 +113,9 @@ class RetryPolicy:
             wait = math.inf
         if self.max_backoff is not None:
             wait = min(wait, self.max_backoff)
-        return wait if math.isfinite(wait) else sys.float_info.max
+        # However far the factor takes it, one wait is at most the longest duration
+        # durable accepts: its deadline must stay a time the journal can hold.
+        return min(wait, MAX_DURATION)
 
     def is_retryable(self, error: BaseException) -> bool:
         """False for the policy's ``non_retryable`` types."""

@@ -256,9 +256,39 @@ def encode_value(value: Any, *, what: str) -> bytes:
 
 
 def _explain(value: Any, exc: Exception) -> SerializationError:
+    """The error that says which part of ``value`` the journal cannot hold. It never
+    raises itself: user objects whose ``repr`` raises only make the path vaguer."""
+    try:
+        return _explain_path(value, exc)
+    except Exception as failure:
+        return SerializationError(
+            f"it cannot be encoded in CBOR ({_safe_text(exc)}); finding the part at fault failed too "
+            f"({type(failure).__name__})"
+        )
+
+
+def _safe_text(thing: object) -> str:
+    """``str(thing)``, or its type's name when that raises."""
+    try:
+        return "".join([str(thing)])  # a str subclass becomes a plain str
+    except Exception:
+        return f"<{type(thing).__name__}>"
+
+
+def _safe_repr(thing: object) -> str:
+    """``repr(thing)`` shortened, or a description when it raises (an int too large to
+    print, a user object's broken ``__repr__``)."""
+    try:
+        text = "".join([repr(thing)])
+    except Exception:
+        return f"<{type(thing).__name__} that cannot be shown>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _explain_path(value: Any, exc: Exception) -> SerializationError:
     path, bad, why = _find_unencodable(value, "value")
     if bad is None:
-        return SerializationError(f"it cannot be encoded in CBOR ({exc})")
+        return SerializationError(f"it cannot be encoded in CBOR ({_safe_text(exc)})")
     allowed = f" (allowed: {SUPPORTED})" if why.endswith("not a journal type") else ""
     if len(path) > 160:  # a deep path: its start and its end say where
         path = f"{path[:80]}...{path[-60:]}"
@@ -287,7 +317,8 @@ def _find_unencodable(
     inside = inside | {id(value)}
     if isinstance(value, dict):
         for key, item in value.items():
-            for sub_path, sub in ((f"{path} key {key!r}", key), (f"{path}[{key!r}]", item)):
+            shown = _safe_repr(key)
+            for sub_path, sub in ((f"{path} key {shown}", key), (f"{path}[{shown}]", item)):
                 found = _find_unencodable(sub, sub_path, depth + 1, inside)
                 if found[1] is not None:
                     return found
@@ -315,7 +346,7 @@ def _problem(value: Any) -> str | None:
         return f"is the non-finite Decimal({str(value)!r}), which the journal cannot hold"
     if isinstance(value, str):
         try:
-            value.encode()
+            str.encode(value)  # not value.encode: a subclass may override it
         except UnicodeEncodeError as exc:
             return (
                 f"is a str holding a lone surrogate ({value[exc.start]!r} at index {exc.start}), which "
