@@ -83,7 +83,7 @@ class _FreshStore(PostgresStore):
     """A store on its own schema, dropped when the store is closed."""
 
     async def aclose(self) -> None:
-        closed = self._closed
+        closed = self._db.closed
         await super().aclose()
         if not closed:
             drop_schema(self.schema)

@@ -363,6 +363,24 @@ def test_no_private_name_leaks_into_the_root() -> None:
     assert not extra, f"public-looking names outside __all__: {sorted(extra)}"
 
 
+def test_importing_durable_does_not_import_psycopg() -> None:
+    # psycopg costs about a third of `import durable`: it loads with the first
+    # PostgresStore, not with durable, its command line, or a FileStore's use.
+    pytest.importorskip("psycopg")
+    code = (
+        "import sys, durable, durable.lowlevel, durable._cli\n"
+        "from durable._runtime import store_from\n"
+        "store_from('.durable-never-made')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'psycopg_pool')))\n"
+        "store_from('postgresql://x@127.0.0.1/test')\n"
+        "print('psycopg' in sys.modules, 'psycopg_pool' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.splitlines() == ["[]", "True True"]
+
+
 def test_without_psycopg_durable_imports_and_a_postgres_store_is_a_clear_error(tmp_path: Path) -> None:
     # psycopg is an optional dependency: hide it, as on a machine without the extra.
     (tmp_path / "psycopg.py").write_text("raise ImportError('no psycopg here')\n")

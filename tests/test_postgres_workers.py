@@ -31,7 +31,8 @@ from psycopg import sql
 
 import durable
 from durable import lowlevel as ll
-from durable._store_postgres import SCHEMA_VERSION, PostgresStore
+from durable._store_postgres import PostgresStore
+from durable._store_postgres.schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.postgres
 
@@ -511,7 +512,7 @@ CREATE_TABLES = textwrap.dedent(
 
     async def main():
         try:
-            await trio.to_thread.run_sync(store._make_tables)  # what a first write does
+            await trio.to_thread.run_sync(store._db.make_tables)  # what a first write does
             print(await store.run_ids(), flush=True)
         finally:
             await store.aclose()
@@ -573,9 +574,9 @@ def test_two_processes_creating_the_tables_at_once_both_succeed_and_a_third_star
 
     # A third start on tables of this version does no DDL: it never takes the schema's
     # lock, so it goes through while another session holds that lock.
-    key = PostgresStore(pgutil.dsn(), schema=schema)._lock_key
+    key = PostgresStore(pgutil.dsn(), schema=schema)._db.tables.lock_key
     fresh = pgutil.fresh_schema()
-    fresh_key = PostgresStore(pgutil.dsn(), schema=fresh)._lock_key
+    fresh_key = PostgresStore(pgutil.dsn(), schema=fresh)._db.tables.lock_key
     import psycopg  # noqa: PLC0415 - pgutil.require() checked it is installed
 
     try:
@@ -651,7 +652,7 @@ def test_durable_signal_cancel_ls_and_show_work_on_runs_a_worker_holds_on_postgr
     start_runs(dsn, wf.approval, [("pa", ()), ("pb", ())])
     # --poll 1h: the worker notices the messages only through NOTIFY.
     worker = Worker(workspace, "w", dsn, poll="1h")
-    channel = PostgresStore(pgutil.dsn(), schema=schema)._channel
+    channel = PostgresStore(pgutil.dsn(), schema=schema)._db.tables.channel
     try:
 
         def waiting(run_id: str) -> bool:

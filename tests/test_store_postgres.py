@@ -23,7 +23,10 @@ import durable
 from durable._core import codec as _codec
 from durable._core import events as ev
 from durable._store import JournalWriter
-from durable._store_postgres import SCHEMA_VERSION, PostgresStore, _Job, _PgWriter
+from durable._store_postgres import PostgresStore
+from durable._store_postgres.committer import Job
+from durable._store_postgres.schema import SCHEMA_VERSION
+from durable._store_postgres.writer import PgWriter
 
 postgres = pytest.mark.postgres
 
@@ -132,7 +135,7 @@ def test_workers_starting_at_once_on_a_fresh_schema_all_get_the_tables() -> None
     def first_use(store: PostgresStore) -> None:
         barrier.wait()
         try:
-            store._make_tables()
+            store._db.make_tables()
         except BaseException as exc:
             errors.append(exc)
 
@@ -252,8 +255,8 @@ async def test_a_worker_whose_lease_was_taken_over_is_fenced_off(
 @postgres
 async def test_a_fenced_run_does_not_fail_the_others_in_its_group_commit(store: PostgresStore) -> None:
     fenced, fine = await create(store, "fenced"), await create(store, "fine")
-    assert isinstance(fenced, _PgWriter)
-    assert isinstance(fine, _PgWriter)
+    assert isinstance(fenced, PgWriter)
+    assert isinstance(fine, PgWriter)
     pgutil.execute(  # another worker took "fenced" over
         sql.SQL("UPDATE {} SET epoch = epoch + 1, owner = 'thief' WHERE run_id = 'fenced'").format(
             table(store, "durable_runs")
@@ -263,9 +266,9 @@ async def test_a_fenced_run_does_not_fail_the_others_in_its_group_commit(store: 
     for writer in (fenced, fine):
         writer.append(step(1))
         first, records, ended = writer.take()
-        jobs.append(_Job(writer, first, records, ended, release=False))
+        jobs.append(Job(writer, first, records, ended, release=False))
     # Both in one batch, committed in one transaction.
-    await trio.to_thread.run_sync(store._run_batch, jobs, [])
+    await trio.to_thread.run_sync(store._committer.run_batch, jobs, [])
     assert jobs[0].error is not None
     assert "moved to another worker" in jobs[0].error
     assert jobs[1].error is None
@@ -333,7 +336,7 @@ async def test_a_lease_found_lost_by_renewal_fails_the_writer() -> None:
     holder = pgutil.fresh_store(lease_ttl=0.3)
     try:
         writer = await create(holder)
-        assert isinstance(writer, _PgWriter)
+        assert isinstance(writer, PgWriter)
         pgutil.execute(
             sql.SQL("UPDATE {} SET epoch = epoch + 1, owner = 'thief' WHERE run_id = 'run-1'").format(
                 table(holder, "durable_runs")
@@ -420,7 +423,7 @@ async def test_a_database_error_fails_the_writers_of_the_batch_and_is_not_retrie
         calls.append(args)
         raise psycopg.OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(store, "_transaction", broken)
+    monkeypatch.setattr(store._committer, "transaction", broken)
     with pytest.raises(durable.StoreError, match=r"server closed the connection.*instead of retrying"):
         await writer.sync()
     monkeypatch.undo()
@@ -516,7 +519,7 @@ async def _wait_for_change(store: PostgresStore, woke: trio.Event) -> None:
 async def _listening(store: PostgresStore, waiters: int = 1) -> None:
     """Until ``store`` listens and its waiters wait (so nothing that follows can be missed)."""
     with trio.fail_after(60):
-        while not (store._listening.is_set() and len(store._waiters) >= waiters):
+        while not (store._listener.listening.is_set() and len(store._listener.waiters) >= waiters):
             await trio.sleep(0.01)
 
 
@@ -548,7 +551,7 @@ async def test_wait_for_change_times_out_and_is_cancellable(store: PostgresStore
     with trio.move_on_after(0.05) as scope:
         await store.wait_for_change(3600)
     assert scope.cancelled_caught
-    assert store._waiters == []
+    assert store._listener.waiters == []
 
 
 @postgres
@@ -829,7 +832,7 @@ async def test_a_worker_frozen_in_a_transaction_on_a_run_does_not_stall_others(
 @postgres
 async def test_the_store_s_sessions_end_a_transaction_left_idle_past_the_lease(store: PostgresStore) -> None:
     (await create(store)).close()  # the tables exist
-    setting = await store._run(
+    setting = await store._db.run(
         "reading a setting",
         lambda conn: conn.execute("SHOW idle_in_transaction_session_timeout").fetchone(),
         missing=None,

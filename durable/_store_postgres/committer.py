@@ -1,0 +1,338 @@
+"""Group commit: one thread per store commits what all its writers queued, together.
+
+Appends are buffered in the writer (``writer.py``); :meth:`PgWriter.sync` hands
+them to the store's committer thread as a :class:`Job`, and the thread commits
+what every writer of this store queued meanwhile in one transaction (one fenced
+``UPDATE`` for all runs, one ``INSERT`` for all records, fencing each run on its
+own, see ``leases.py``: a fenced run's records are left out without failing the
+others) and wakes the callers once it committed. A database error fails the
+writers of that batch and is never retried (the outcome of a failed commit can
+be unknown): their runs resume from the journal by replay.
+
+The same transaction renews the leases of the store's live writers every
+``lease_ttl / 3``, releases those of closed writers, and announces the runs that
+ended or were released with ``NOTIFY`` (``listener.py``).
+
+The committer also keeps the store's writers, at most one per run: a run is
+*claimed* before it is taken (:meth:`Committer.claim`), so two tasks of one store
+never open one run at once, and *registered* with its writer once taken, which
+starts the thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, LiteralString
+
+import psycopg
+import trio
+
+from .._core.errors import RunLockedError, StoreError
+from . import leases
+from .dsn import one_line
+
+if TYPE_CHECKING:
+    from .connection import Database
+    from .schema import Conn
+    from .writer import PgWriter
+
+_log = logging.getLogger("durable.postgres")
+
+_INSERT_RECORDS = """
+    INSERT INTO {records} (run_id, idx, record)
+    SELECT * FROM unnest(%s::text[], %s::integer[], %s::bytea[])
+"""
+_NOTIFY_MANY: LiteralString = "SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x"
+
+
+class Job:
+    """One writer's records to commit (maybe none) and/or its lease to release.
+
+    The committer thread finishes it once; trio tasks await :meth:`wait`, a
+    closing writer blocks in :meth:`wait_blocking`.
+    """
+
+    def __init__(
+        self, writer: PgWriter, first: int, records: list[bytes], ended: bool, release: bool
+    ) -> None:
+        self.writer = writer
+        self.first = first
+        self.records = records
+        self.ended = ended
+        self.release = release
+        self.error: str | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._wakers: list[Callable[[], None]] = []
+
+    def finish(self, error: str | None) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            self.error = error
+            self._done.set()
+            wakers, self._wakers = self._wakers, []
+        for wake in wakers:
+            wake()
+
+    async def wait(self) -> None:
+        if self._done.is_set():
+            return
+        token = trio.lowlevel.current_trio_token()
+        event = trio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(event.set)
+
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._wakers.append(wake)
+        await event.wait()
+
+    def wait_blocking(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+
+class Group:
+    """What one batch does for one writer: its queued jobs merged in order."""
+
+    def __init__(self, writer: PgWriter) -> None:
+        self.writer = writer
+        self.jobs: list[Job] = []
+        self.first = -1
+        self.records: list[bytes] = []
+        self.ended = False
+        self.release = False
+        self.error: str | None = None
+
+    def add(self, job: Job) -> None:
+        self.jobs.append(job)
+        self.release = self.release or job.release
+        if not job.records:
+            return
+        if not self.records:
+            self.first = job.first
+        elif job.first != self.first + len(self.records):  # pragma: no cover - a bug
+            self.error = f"internal error: records of run {self.writer.run_id!r} queued out of order"
+        self.records.extend(job.records)
+        self.ended = self.ended or job.ended
+
+
+class Committer:
+    """The store's writers and the thread that commits for them.
+
+    Args:
+        db: the store's database.
+        changed: called after a batch ended or released runs (wakes this store's waiters).
+    """
+
+    def __init__(self, db: Database, changed: Callable[[], None]) -> None:
+        self.db = db
+        self._changed = changed
+        self._cond = threading.Condition()
+        self._queue: list[Job] = []
+        self._stopping = False
+        self._writers: weakref.WeakValueDictionary[str, PgWriter] = weakref.WeakValueDictionary()
+        self._claiming: set[str] = set()
+        self._thread: threading.Thread | None = None
+        #: Transactions the committer ran for appends, and syncs they served (for tests).
+        self.commit_transactions = 0
+        self.committed_jobs = 0
+
+    # -- the writers -----------------------------------------------------------------
+
+    def claim(self, run_id: str) -> None:
+        """Keep two tasks of this store from opening (or creating) one run at once."""
+        with self._cond:
+            held = self._writers.get(run_id)
+            if run_id in self._claiming or (held is not None and not held.closed):
+                raise RunLockedError(
+                    f"run {run_id!r} is already open for writing in this store ({self.db.label}); "
+                    "durable never lets two writers append to one run",
+                    run_id=run_id,
+                )
+            self._claiming.add(run_id)
+
+    def unclaim(self, run_id: str) -> None:
+        with self._cond:
+            self._claiming.discard(run_id)
+
+    def register(self, writer: PgWriter) -> None:
+        """A claimed run was taken: its writer's lease is renewed from now on."""
+        with self._cond:
+            self._claiming.discard(writer.run_id)
+            self._writers[writer.run_id] = writer
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._main, name=f"durable-committer {self.db.owner}", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def enqueue(
+        self, writer: PgWriter, first: int, records: list[bytes], ended: bool, *, release: bool
+    ) -> Job:
+        job = Job(writer, first, records, ended, release)
+        with self._cond:
+            if self._stopping:
+                raise StoreError(
+                    f"{self.db.label} is closed (aclose() was called); nothing more can be written"
+                )
+            self._queue.append(job)
+            self._cond.notify_all()
+        return job
+
+    def close_writer(self, writer: PgWriter) -> None:
+        # A run whose outcome is committed has nothing left to write: its release
+        # goes to the committer without blocking the event loop for a round trip.
+        finished = writer.outcome_queued
+        job = self._release(writer)
+        if finished:
+            return
+        if job is not None and not job.wait_blocking(max(self.db.lease_ttl, 1.0)):
+            _log.warning("durable: releasing run %r timed out; its lease runs out by itself", writer.run_id)
+
+    def _release(self, writer: PgWriter) -> Job | None:
+        """Queue a closed writer's last records (unless it failed) and the release of its lease."""
+        with self._cond:
+            if self._writers.get(writer.run_id) is writer:
+                del self._writers[writer.run_id]
+        if writer.superseded:
+            return None
+        first, records, ended = writer.take()
+        if writer.failed:
+            records, ended = [], False
+        try:
+            return self.enqueue(writer, first, records, ended, release=True)
+        except StoreError:
+            return None  # the store is closed: the lease runs out by itself
+
+    def shutdown(self) -> None:
+        """Release the leases still held (in one transaction), then stop the thread."""
+        with self._cond:
+            writers = [w for w in self._writers.values() if not w.closed]
+        releases = []
+        for writer in writers:  # queued together: one transaction releases them all
+            writer.closed = True
+            releases.append(self._release(writer))
+        for job in releases:
+            if job is not None:
+                job.wait_blocking(max(self.db.lease_ttl, 1.0))
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(max(self.db.lease_ttl, 5.0))
+
+    # -- the thread ------------------------------------------------------------------
+
+    def _main(self) -> None:
+        every = self.db.lease_ttl / 3
+        next_renewal = time.monotonic() + every
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    if not any(w.live for w in self._writers.values()):
+                        self._cond.wait()
+                        continue
+                    remaining = next_renewal - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                jobs, self._queue = self._queue, []
+                if self._stopping and not jobs:
+                    return
+                renew: list[PgWriter] = []
+                if time.monotonic() >= next_renewal:
+                    renew = [w for w in self._writers.values() if w.live]
+                    next_renewal = time.monotonic() + every
+            try:
+                self.run_batch(jobs, renew)
+            except BaseException as exc:  # pragma: no cover - a bug: never leave callers hanging
+                _log.exception("durable: the committer failed")
+                for job in jobs:
+                    job.writer.lose(f"internal error in the PostgreSQL committer: {exc!r}")
+                    job.finish(f"internal error in the PostgreSQL committer: {exc!r}")
+
+    def run_batch(self, jobs: list[Job], renew: list[PgWriter]) -> None:
+        """One transaction: renew leases, append every queued writer's records, release leases."""
+        groups: dict[int, Group] = {}
+        for job in jobs:
+            groups.setdefault(id(job.writer), Group(job.writer)).add(job)
+        for group in groups.values():
+            failure = group.writer.failure or group.error
+            if failure is not None:  # failed before this batch: its records are not written
+                group.error = failure
+                group.records = []
+        writes = sorted((g for g in groups.values() if g.records), key=lambda g: g.writer.run_id)
+        releases = sorted((g for g in groups.values() if g.release), key=lambda g: g.writer.run_id)
+        if writes:
+            self.commit_transactions += 1
+            self.committed_jobs += sum(1 for g in writes for job in g.jobs if job.records)
+        try:
+            lost, changed = self.transaction(renew, writes, releases)
+        except (psycopg.Error, StoreError) as exc:
+            self._batch_failed(jobs, writes, exc)
+            return
+        for writer in lost:
+            writer.lose(leases.lease_moved(writer.run_id))
+        for group in groups.values():
+            if group.error is not None:
+                group.writer.lose(group.error)
+            for job in group.jobs:
+                job.finish(group.error if job.records else None)
+        if changed:
+            self._changed()
+
+    def transaction(
+        self, renew: list[PgWriter], writes: list[Group], releases: list[Group]
+    ) -> tuple[list[PgWriter], list[str]]:
+        """Run a batch's transaction: ``(writers whose lease is lost, runs ended or released)``."""
+        lost: list[PgWriter] = []
+        changed: list[str] = []
+        pool = self.db.prepare()
+        with pool.connection() as conn, conn.transaction():
+            if renew:
+                lost = leases.renew(conn, self.db, renew)
+            if writes:
+                changed += self._append(conn, writes)
+            if releases:
+                changed += leases.release(conn, self.db, [g.writer for g in releases])
+            if changed:
+                conn.execute(_NOTIFY_MANY, [self.db.tables.channel, changed])
+        return lost, changed
+
+    def _append(self, conn: Conn, writes: list[Group]) -> list[str]:
+        """Insert the records of the runs whose fence passes (``group.error`` says why for
+        the others). Returns the runs that ended."""
+        ok = leases.advance(conn, self.db, writes)
+        if ok:
+            run_ids, indexes, records = [], [], []
+            for group in ok:
+                for offset, record in enumerate(group.records):
+                    run_ids.append(group.writer.run_id)
+                    indexes.append(group.first + offset)
+                    records.append(record)
+            conn.execute(self.db.q(_INSERT_RECORDS), [run_ids, indexes, records])
+        return [g.writer.run_id for g in ok if g.ended]
+
+    def _batch_failed(self, jobs: list[Job], writes: list[Group], exc: BaseException) -> None:
+        """A batch's transaction failed: fail its writers, never retry (the outcome may be unknown)."""
+        message = self.db.scrub(
+            f"committing to PostgreSQL at {self.db.where} failed: {one_line(exc)}; durable stops "
+            "the run instead of retrying (whether the transaction committed may be unknown); "
+            "it resumes from its journal on recovery"
+        )
+        _log.warning("durable: %s", message)
+        for group in writes:
+            group.writer.lose(message)
+        for job in jobs:
+            job.finish(job.writer.failure if job.records else None)

@@ -1,0 +1,398 @@
+"""Leases and fencing: which worker may write a run, and the proof in every write.
+
+Each ``PostgresStore`` instance is one *owner* (``host:pid:random``). Opening a
+run locks its row, refuses (:class:`~durable.RunLockedError`) if another owner's
+lease has not expired, and otherwise takes the lease: owner set to this store,
+``lease_expires`` a ``lease_ttl`` from now (the server's clock), and ``epoch``
+incremented (:class:`Leases`: ``create``, ``open``, ``open_many``, ``restart``).
+Within one store, a run is claimed before it is taken, so two tasks of one
+store never open one run at once either (``Committer.claim``).
+
+The writer remembers its epoch, and every transaction that appends records is
+fenced on it (:func:`advance`: ``UPDATE ... WHERE run_id = ... AND epoch = ...
+AND next_index = <first new index>``): a writer whose lease was taken over by
+another worker (after it lapsed) writes nothing more and fails with a
+:class:`~durable.StoreError` saying so; the run goes on where it is held now. The
+primary key ``(run_id, idx)`` makes sure a record is never overwritten. While a
+store holds writers, its committer renews all their leases every
+``lease_ttl / 3`` in one ``UPDATE`` (:func:`renew`); a lease found lost fails its
+writer. Closing a writer releases the lease (:func:`release`) if the epoch is
+still its own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import psycopg
+import trio
+
+from .._core import events as ev
+from .._core.errors import (
+    DurableError,
+    DurableInternalError,
+    JournalCorruptError,
+    RunLockedError,
+    StoreError,
+)
+from .._core.ids import check_run_id
+from .._store import JournalWriter, Opened
+from .journal import read_journal, read_journals
+from .writer import PgWriter
+
+if TYPE_CHECKING:
+    from .committer import Committer, Group
+    from .connection import Database
+    from .listener import Listener
+    from .schema import Conn
+
+_RENEW = """
+    UPDATE {runs} AS r SET lease_expires = now() + %s
+    FROM unnest(%s::text[], %s::bigint[]) AS v(run_id, epoch)
+    WHERE r.run_id = v.run_id AND r.epoch = v.epoch AND r.owner = %s
+    RETURNING r.run_id, r.epoch
+"""
+_ADVANCE = """
+    UPDATE {runs} AS r
+    SET next_index = v.next_index,
+        status = CASE WHEN v.ended THEN 'ended' ELSE r.status END,
+        lease_expires = now() + %s
+    FROM unnest(%s::text[], %s::bigint[], %s::integer[], %s::integer[], %s::boolean[])
+        AS v(run_id, epoch, first_idx, next_index, ended)
+    WHERE r.run_id = v.run_id AND r.epoch = v.epoch AND r.owner = %s AND r.next_index = v.first_idx
+    RETURNING r.run_id, r.epoch
+"""
+_RELEASE = """
+    UPDATE {runs} AS r SET owner = NULL, lease_expires = NULL
+    FROM unnest(%s::text[], %s::bigint[]) AS v(run_id, epoch)
+    WHERE r.run_id = v.run_id AND r.epoch = v.epoch AND r.owner = %s
+    RETURNING r.run_id
+"""
+_CREATE = """
+    INSERT INTO {runs} (run_id, workflow, status, owner, epoch, lease_expires, next_index, created_at)
+    VALUES (%s, %s, 'open', %s, 1, now() + %s, 1, now())
+    ON CONFLICT (run_id) DO NOTHING RETURNING epoch
+"""
+_INSERT_FIRST = "INSERT INTO {records} (run_id, idx, record) VALUES (%s, 0, %s)"
+_LOCK_ONE = (
+    "SELECT owner, lease_expires, lease_expires > now() FROM {runs} WHERE run_id = %s FOR UPDATE NOWAIT"
+)
+_TAKE = """
+    UPDATE {runs} SET owner = %s, epoch = epoch + 1, lease_expires = now() + %s
+    WHERE run_id = %s RETURNING epoch
+"""
+_TAKE_MANY = """
+    UPDATE {runs} SET owner = %s, epoch = epoch + 1, lease_expires = now() + %s
+    WHERE run_id = ANY(%s) RETURNING run_id, epoch
+"""
+#: The runs of a list that are free to take (not held under a live lease of another
+#: owner), oldest first; rows another worker has locked are skipped, not waited for.
+_LOCK_FREE = """
+    SELECT run_id FROM {runs} WHERE run_id = ANY(%s)
+        AND (owner IS NULL OR owner = %s OR lease_expires IS NULL OR lease_expires <= now())
+    ORDER BY created_at, run_id LIMIT %s FOR UPDATE SKIP LOCKED
+"""
+_SWAP = """
+    UPDATE {runs} SET epoch = epoch + 1, next_index = 1, status = 'open', workflow = %s,
+        lease_expires = now() + %s
+    WHERE run_id = %s AND epoch = %s AND owner = %s RETURNING epoch
+"""
+
+#: What ``open_many`` takes in its transaction: the epochs of the runs it took, their
+#: journals (or the damage found), and which of the runs it skipped exist.
+_Taken: TypeAlias = tuple[dict[str, int], dict[str, "list[ev.Event] | JournalCorruptError"], set[str]]
+
+
+def lease_moved(run_id: str) -> str:
+    """Why a writer whose lease another worker took writes nothing more."""
+    return (
+        f"the lease on run {run_id!r} moved to another worker (it opened the run after this "
+        "worker's lease ran out), so this worker must give the run up; nothing more was written "
+        "to its journal from here, and the run goes on where it is held now"
+    )
+
+
+def _locked(run_id: str, why: str) -> RunLockedError:
+    return RunLockedError(
+        f"run {run_id!r} {why}; durable never lets two writers append to one run", run_id=run_id
+    )
+
+
+# -- in the committer's transaction ------------------------------------------------
+
+
+def renew(conn: Conn, db: Database, writers: list[PgWriter]) -> list[PgWriter]:
+    """Extend the leases of ``writers``; return those whose lease is gone."""
+    writers = sorted(writers, key=lambda w: w.run_id)
+    rows = conn.execute(
+        db.q(_RENEW), [db.ttl, [w.run_id for w in writers], [w.epoch for w in writers], db.owner]
+    ).fetchall()
+    kept = {(row[0], row[1]) for row in rows}
+    return [w for w in writers if (w.run_id, w.epoch) not in kept]
+
+
+def release(conn: Conn, db: Database, writers: list[PgWriter]) -> list[str]:
+    """Give up the leases of ``writers`` (those still theirs); return the runs released."""
+    rows = conn.execute(
+        db.q(_RELEASE), [[w.run_id for w in writers], [w.epoch for w in writers], db.owner]
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def advance(conn: Conn, db: Database, writes: list[Group]) -> list[Group]:
+    """Advance each run's ``next_index`` past its group's records, fenced on the writer's
+    epoch and on the first new index; return the groups that passed, and set
+    ``group.error`` for the others (their records must not be written)."""
+    rows = conn.execute(
+        db.q(_ADVANCE),
+        [
+            db.ttl,
+            [g.writer.run_id for g in writes],
+            [g.writer.epoch for g in writes],
+            [g.first for g in writes],
+            [g.first + len(g.records) for g in writes],
+            [g.ended for g in writes],
+            db.owner,
+        ],
+    ).fetchall()
+    passed = {(row[0], row[1]) for row in rows}
+    ok = [g for g in writes if (g.writer.run_id, g.writer.epoch) in passed]
+    refused = [g for g in writes if (g.writer.run_id, g.writer.epoch) not in passed]
+    if refused:
+        states = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                db.q("SELECT run_id, epoch, owner, next_index FROM {runs} WHERE run_id = ANY(%s)"),
+                [[g.writer.run_id for g in refused]],
+            ).fetchall()
+        }
+        for group in refused:
+            group.error = _refusal(db, group, states.get(group.writer.run_id))
+    return ok
+
+
+def _refusal(db: Database, group: Group, state: tuple[Any, ...] | None) -> str:
+    """Why the fence refused a group's records, from the run row as it is now."""
+    run_id = group.writer.run_id
+    if state is None:
+        return f"run {run_id!r} is no longer in {db.tables.schema}.durable_runs; nothing was written"
+    epoch, owner, next_index = state
+    if epoch != group.writer.epoch or owner != db.owner:
+        return lease_moved(run_id)
+    return (
+        f"the journal of run {run_id!r} holds {next_index} records, but this writer's next "
+        f"record is {group.first}; durable neither overwrites records nor leaves gaps, so "
+        "nothing was written"
+    )
+
+
+# -- taking runs -------------------------------------------------------------------
+
+
+class Leases:
+    """Taking runs: creating one, opening one or many, starting one over; each hands
+    out a :class:`PgWriter` that holds the lease."""
+
+    def __init__(self, db: Database, committer: Committer, listener: Listener) -> None:
+        self.db = db
+        self.committer = committer
+        self.listener = listener
+
+    async def create(self, started: ev.RunStarted) -> JournalWriter | None:
+        run_id = check_run_id(started.run_id)
+        self.db.check_open()
+        writer = PgWriter(self.committer, run_id, 1, 0)
+        writer.append(started)
+        _, (record,), _ = writer.take()
+        try:
+            self.committer.claim(run_id)
+        except RunLockedError:
+            return None  # this store holds it: it exists
+        try:
+            await trio.to_thread.run_sync(self.db.make_tables)
+            insert = functools.partial(self._insert, started, record)
+            made = await self.db.run(f"creating run {run_id!r}", insert, missing=False)
+        except BaseException:
+            self.committer.unclaim(run_id)
+            raise
+        if not made:
+            self.committer.unclaim(run_id)
+            return None
+        writer.synced_through(0)
+        self.committer.register(writer)
+        self.listener.changed()
+        return writer
+
+    def _insert(self, started: ev.RunStarted, record: bytes, conn: Conn) -> bool:
+        """Insert a new run's row (its lease taken) and its first record; False if it exists."""
+        db = self.db
+        with conn.transaction():
+            row = conn.execute(db.q(_CREATE), [started.run_id, started.workflow, db.owner, db.ttl]).fetchone()
+            if row is None:
+                return False
+            conn.execute(db.q(_INSERT_FIRST), [started.run_id, record])
+            conn.execute("SELECT pg_notify(%s, %s)", [db.tables.channel, started.run_id])
+        return True
+
+    async def open(self, run_id: str) -> Opened | None:
+        run_id = check_run_id(run_id)
+        self.db.check_open()
+        self.committer.claim(run_id)
+        try:
+            take = functools.partial(self._take, run_id)
+            taken = await self.db.run(f"opening run {run_id!r}", take, missing=None)
+        except BaseException:
+            self.committer.unclaim(run_id)
+            raise
+        if taken is None:
+            self.committer.unclaim(run_id)
+            return None
+        epoch, events = taken
+        writer = PgWriter(self.committer, run_id, epoch, len(events))
+        self.committer.register(writer)
+        return Opened(events, writer)
+
+    def _take(self, run_id: str, conn: Conn) -> tuple[int, list[ev.Event]] | None:
+        """Lock a run's row, take its lease unless another owner's is live, read its journal."""
+        db = self.db
+        with conn.transaction():
+            try:
+                row = conn.execute(db.q(_LOCK_ONE), [run_id]).fetchone()
+            except psycopg.errors.LockNotAvailable:
+                # Another worker is in a transaction on this run (taking it, renewing
+                # its lease): skip it rather than wait behind a worker that may be frozen.
+                raise _locked(run_id, "is being taken or renewed by another worker right now") from None
+            if row is None:
+                return None
+            owner, expires, live = row
+            if owner is not None and owner != db.owner and live:
+                until = expires.astimezone(datetime.UTC)
+                raise RunLockedError(
+                    f"run {run_id!r} is held by another worker ({owner}) whose lease runs until "
+                    f"{until:%Y-%m-%d %H:%M:%S} UTC; durable never lets two writers append to one run "
+                    "(another worker can take it over once that lease expires unrenewed)",
+                    run_id=run_id,
+                )
+            epoch_row = conn.execute(db.q(_TAKE), [db.owner, db.ttl, run_id]).fetchone()
+            events = read_journal(conn, db.tables, run_id)
+            if epoch_row is None or events is None:  # the row is locked: it cannot vanish
+                raise DurableInternalError(f"the row of run {run_id!r} vanished while it was locked")
+            return int(epoch_row[0]), events
+
+    async def open_many(
+        self, run_ids: Sequence[str], *, limit: int | None = None
+    ) -> list[Opened | DurableError | None]:
+        """Claim many runs for recovery in one transaction (see ``PostgresStore.open_many``)."""
+        ids = [check_run_id(run_id) for run_id in run_ids]
+        self.db.check_open()
+        results: dict[str, Opened | DurableError | None] = {}
+        mine: list[str] = []
+        for run_id in ids:
+            try:
+                self.committer.claim(run_id)
+            except RunLockedError as exc:
+                results[run_id] = exc
+            else:
+                mine.append(run_id)
+        nothing: _Taken = ({}, {}, set())  # no tables: no runs
+        try:
+            take = functools.partial(self._take_many, mine, limit)
+            epochs, journals, exist = (
+                await self.db.run(f"opening {len(mine)} runs", take, missing=nothing) if mine else nothing
+            )
+        except BaseException:
+            for run_id in mine:
+                self.committer.unclaim(run_id)
+            raise
+        for run_id in mine:
+            results[run_id] = self._opened(run_id, journals.get(run_id), epochs, exist, limit)
+        return [results[run_id] for run_id in ids]
+
+    def _take_many(self, mine: list[str], limit: int | None, conn: Conn) -> _Taken:
+        """Lock the free runs among ``mine`` (up to ``limit``), read their journals, and
+        take the leases of those whose journal reads."""
+        db = self.db
+        with conn.transaction():
+            free = [row[0] for row in conn.execute(db.q(_LOCK_FREE), [mine, db.owner, limit]).fetchall()]
+            if limit is not None and len(free) >= limit:
+                skipped: list[str] = []  # the rest were left alone: None, not locked
+            else:
+                skipped = [run_id for run_id in mine if run_id not in set(free)]
+            exist = (
+                {
+                    row[0]
+                    for row in conn.execute(
+                        db.q("SELECT run_id FROM {runs} WHERE run_id = ANY(%s)"), [skipped]
+                    ).fetchall()
+                }
+                if skipped
+                else set()
+            )
+            journals = read_journals(conn, db.tables, free)
+            readable = [run_id for run_id, found in journals.items() if isinstance(found, list)]
+            epochs: dict[str, int] = dict(
+                conn.execute(db.q(_TAKE_MANY), [db.owner, db.ttl, readable]).fetchall()
+            )
+        return epochs, journals, exist
+
+    def _opened(
+        self,
+        run_id: str,
+        found: list[ev.Event] | JournalCorruptError | None,
+        epochs: dict[str, int],
+        exist: set[str],
+        limit: int | None,
+    ) -> Opened | DurableError | None:
+        """What ``open_many`` answers for one run it claimed, after its transaction."""
+        if isinstance(found, list) and run_id in epochs:
+            writer = PgWriter(self.committer, run_id, int(epochs[run_id]), len(found))
+            self.committer.register(writer)
+            return Opened(found, writer)
+        self.committer.unclaim(run_id)
+        if found is None and (run_id not in exist or (limit is not None and len(epochs) >= limit)):
+            return None  # no such run
+        if isinstance(found, JournalCorruptError):
+            return found
+        return _locked(run_id, "is held, or being taken, by another worker")
+
+    async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
+        run_id = check_run_id(started.run_id)
+        if (
+            not isinstance(writer, PgWriter)
+            or writer.committer is not self.committer
+            or writer.run_id != run_id
+        ):
+            raise ValueError(f"restart() needs the writer of run {run_id!r} that this store handed out")
+        self.db.check_open()
+        fresh = PgWriter(self.committer, run_id, 0, 0)
+        fresh.append(started)
+        _, (record,), _ = fresh.take()
+        swap = functools.partial(self._swap, started, writer.epoch, record)
+        epoch = await self.db.run(f"starting run {run_id!r} over in a fresh journal", swap, missing=None)
+        if epoch is None:
+            message = lease_moved(run_id)
+            writer.lose(message)
+            raise StoreError(message, run_id=run_id)
+        # The old writer's epoch is stale now: whatever it still had queued is fenced off.
+        writer.superseded = True
+        writer.close()
+        fresh.epoch = epoch
+        fresh.synced_through(0)
+        self.committer.register(fresh)
+        return fresh
+
+    def _swap(self, started: ev.RunStarted, epoch: int, record: bytes, conn: Conn) -> int | None:
+        """Replace a run's journal by its first record, fenced on ``epoch``; the new epoch."""
+        db = self.db
+        with conn.transaction():
+            row = conn.execute(
+                db.q(_SWAP), [started.workflow, db.ttl, started.run_id, epoch, db.owner]
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(db.q("DELETE FROM {records} WHERE run_id = %s"), [started.run_id])
+            conn.execute(db.q(_INSERT_FIRST), [started.run_id, record])
+            return int(row[0])
