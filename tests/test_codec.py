@@ -88,7 +88,8 @@ fewer = settings(max_examples=40)
 
 # --- strategies --------------------------------------------------------------
 
-uints = st.integers(min_value=0, max_value=2**64 - 1)
+# Step numbers, attempts and counts: non-negative and within 63 bits (what a reader accepts).
+uints = st.integers(min_value=0, max_value=2**63 - 1)
 # Times and durations within the range a journal accepts (about 3,000 years around the epoch).
 times = st.floats(min_value=-1e11, max_value=1e11, exclude_min=True, exclude_max=True)
 texts = st.text(max_size=12)

@@ -281,6 +281,9 @@ WRONG = {
     "an error that is not text": [5, 1, 0, 0, [1, 2, 3], 1, 2.0],
     "an error of the wrong length": [5, 1, 0, 0, ["a"], 1, 2.0],
     "too few fields": [4, 1, 0, 0, b"\xf6"],
+    "a negative step number": [2, 1, 0, -5, "n", b"\x82\x80\xa0", 2.0],
+    "a step number of 10**30": [2, 1, 0, 10**30, "n", b"\x82\x80\xa0", 2.0],
+    "a negative process id": [17, 1, 0, 2.0, -1],
 }
 
 

@@ -279,10 +279,28 @@ def test_the_pending_command_keeps_its_per_call_options() -> None:
     assert (step.command.policy.retries, step.command.policy.timeout) == (7, 5.0)
 
 
-def test_an_event_for_a_step_that_is_not_scheduled_is_reported_as_a_bug_in_durable() -> None:
+def test_an_event_for_a_step_that_is_not_scheduled_is_that_runs_journal_corrupt_error() -> None:
+    # A journal that contradicts itself is damage (a foreign or crafted journal); durable
+    # never writes one, so the message also says it would be a bug in durable.
     core = replay(process_order, ("a", 1, "t"))
-    with pytest.raises(durable.DurableInternalError, match="this is a bug in durable"):
+    with pytest.raises(durable.JournalCorruptError, match="this is a bug in durable") as caught:
         core.apply(completed(0, "x"))
+    assert "never started" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ev.StepCancelled(99, 1.0),
+        ev.TimerFired(0, 1.0),
+        ev.RunStarted("r", "wf", b"\x82\x80\xa0", 1.0),
+    ],
+    ids=["a cancelled step that lost no race", "a timer that never started", "a second RunStarted"],
+)
+def test_a_journal_that_contradicts_itself_is_journal_corrupt_error(event: Any) -> None:
+    core = replay(process_order, ("a", 1, "t"))
+    with pytest.raises(durable.JournalCorruptError, match="contradicts itself"):
+        core.apply(event)
 
 
 # --- outcomes -------------------------------------------------------------------

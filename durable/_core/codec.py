@@ -89,6 +89,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 #: Times and durations in a journal lie within this many seconds of the epoch
 #: (about 3,000 years): anything else is not a time durable wrote.
 _MAX_SECONDS = 1e11
+#: Step numbers, attempts, incarnations and process ids are non-negative and fit in
+#: 63 bits: a negative step or one of 10**30 is not a number durable wrote.
+_MAX_COUNT = 2**63
 
 
 def _decoder(cls: type[Any]) -> Callable[[list[Any], str, int, int], Any]:
@@ -101,6 +104,7 @@ def _decoder(cls: type[Any]) -> Callable[[list[Any], str, int, int], Any]:
     # The exact types a record written by durable has, for a fast check of the common case.
     expected = tuple(kinds[0] for kinds in allowed)
     floats = [i for i, kinds in enumerate(allowed) if kinds[0] is float]
+    counts = [i for i, kinds in enumerate(allowed) if kinds == (int,)]
     error_at = names.index("error") if "error" in names else None
 
     def check(values: list[Any], path: str, offset: int, index: int) -> list[Any]:
@@ -120,6 +124,13 @@ def _decoder(cls: type[Any]) -> Callable[[list[Any], str, int, int], Any]:
                 raise JournalCorruptError(
                     path, offset, f"{cls.__name__}.{names[at]} holds the impossible time {value!r}", index
                 )
+            if at in counts and not 0 <= value < _MAX_COUNT:
+                raise JournalCorruptError(
+                    path,
+                    offset,
+                    f"{cls.__name__}.{names[at]} holds the impossible number {value!r:.40}",
+                    index,
+                )
         if error_at is not None and error_at < len(values) and values[error_at] is not None:
             values[error_at] = _error_info(values[error_at], path, offset, index)
         return values
@@ -131,11 +142,15 @@ def _decoder(cls: type[Any]) -> Callable[[list[Any], str, int, int], Any]:
             return cls(*check(fields[3 : 3 + count], path, offset, index))
 
         return decode
-    return _fast_decoder(cls, expected, floats, check)
+    return _fast_decoder(cls, expected, floats, counts, check)
 
 
 def _fast_decoder(
-    cls: type[Any], expected: tuple[type, ...], floats: list[int], check: Callable[..., list[Any]]
+    cls: type[Any],
+    expected: tuple[type, ...],
+    floats: list[int],
+    counts: list[int],
+    check: Callable[..., list[Any]],
 ) -> Callable[[list[Any], str, int, int], Any]:
     """The decoder of an event without an error field, generated as straight-line code.
 
@@ -147,6 +162,7 @@ def _fast_decoder(
     names = [f"v{at}" for at in range(len(expected))]
     tests = [f"type({name}) is {kind.__name__}" for name, kind in zip(names, expected, strict=True)]
     tests += [f"{-_MAX_SECONDS!r} < v{at} < {_MAX_SECONDS!r}" for at in floats]
+    tests += [f"0 <= v{at} < {_MAX_COUNT}" for at in counts]
     source = (
         "def decode(fields, path, offset, index):\n"
         f"    values = fields[3:{3 + len(names)}]\n"

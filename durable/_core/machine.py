@@ -208,9 +208,7 @@ class Replay:
             self._resolve(step, self._load(event.result, "the result of step", event.seq), None)
             return
         if not (isinstance(step.command, ChildCall) and step.child_id is not None):
-            raise DurableInternalError(
-                "in _on_child_completed: the failed step is not a started child workflow"
-            )
+            self._inconsistent(f"step {event.seq} ended as a child run, but it started no child")
         self._resolve(step, None, ChildWorkflowError(step.command.name, step.child_id, step.seq, event.error))
 
     def _on_timer_started(self, event: ev.TimerStarted) -> None:
@@ -273,8 +271,20 @@ class Replay:
         self._resume(None, Cancelled(self.run_id, event.reason))
 
     def _on_step_cancelled(self, event: ev.StepCancelled) -> None:
-        raise DurableInternalError(
-            f"run {self.run_id!r}: step {event.seq} is journaled as cancelled, but it lost no race"
+        self._inconsistent(f"step {event.seq} is journaled as cancelled, but it lost no race")
+
+    def _on_started_again(self, event: ev.RunStarted) -> None:
+        self._inconsistent("a second RunStarted follows the first")
+
+    def _inconsistent(self, what: str) -> NoReturn:
+        """The journal contradicts itself: records that passed their checks tell an
+        impossible story. That run's JournalCorruptError; a journal durable wrote never
+        does this, so if it did, it is a bug in durable."""
+        raise JournalCorruptError(
+            f"run {self.run_id!r}",
+            None,
+            f"{what}: the journal contradicts itself (if durable wrote it, this is a bug in "
+            "durable: please report it with the output of `durable show`)",
         )
 
     def _load(self, data: bytes, what: str, key: object) -> Any:
@@ -344,9 +354,7 @@ class Replay:
     def _scheduled_step(self, seq: int, event: ev.Event) -> Step:
         step = self.pending.get(seq)
         if step is None or step.scheduled_at is None:
-            raise DurableInternalError(
-                f"run {self.run_id!r}: journal event {event!r} refers to step {seq}, which is not scheduled"
-            )
+            self._inconsistent(f"{type(event).__name__} refers to step {seq}, which was never started")
         return step
 
     # --- the generator -------------------------------------------------------
@@ -553,4 +561,5 @@ _HANDLERS: dict[type[Any], Any] = {
     ev.RunCompleted: Replay._on_terminal,
     ev.RunFailed: Replay._on_terminal,
     ev.RunResumed: Replay._on_resumed,
+    ev.RunStarted: Replay._on_started_again,
 }
