@@ -7,8 +7,8 @@ from collections.abc import Collection
 import trio
 
 from ._core import events as ev
-from ._core.codec import encode_header, scan
-from ._core.errors import RunLockedError, UnknownRunError
+from ._core.codec import encode_header, encode_record, scan
+from ._core.errors import DurableInternalError, RunLockedError, UnknownRunError
 from ._store import JournalWriter, Opened, Store
 
 
@@ -58,10 +58,12 @@ class MemoryStore(Store):
     async def create(self, started: ev.RunStarted) -> JournalWriter | None:
         if started.run_id in self.journals:
             return None
+        # Encoded first: a record the journal cannot hold is refused before the run
+        # exists or is locked.
+        first = encode_record(started, 0, -1)
         self._lock(started.run_id)
-        self.journals[started.run_id] = bytearray(encode_header())
-        writer = _MemoryWriter(self, started.run_id, 0)
-        writer.append(started)
+        self.journals[started.run_id] = bytearray(encode_header() + first)
+        writer = _MemoryWriter(self, started.run_id, 1)
         writer.synced_through(0)
         self._notify()
         return writer
@@ -79,10 +81,12 @@ class MemoryStore(Store):
         return Opened(found.events, _MemoryWriter(self, run_id, len(found.events)))
 
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
+        encode_record(started, 0, -1)  # refused before the old journal goes, not after
         writer.close()
         del self.journals[started.run_id]
         fresh = await self.create(started)
-        assert fresh is not None
+        if fresh is None:
+            raise DurableInternalError(f"run {started.run_id!r} reappeared while it was being restarted")
         return fresh
 
     async def read(self, run_id: str) -> list[ev.Event] | None:

@@ -457,3 +457,18 @@ def test_a_value_whose_parts_cannot_be_shown_is_still_a_serialization_error(make
 def test_an_exception_whose_str_is_a_str_subclass_is_journaled_as_plain_text() -> None:
     info = ErrorInfo.from_exception(_StrSubclassMessage())
     assert info.message == "hello" and type(info.message) is str
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "file"])
+async def test_a_run_whose_first_record_is_refused_leaves_no_trace_and_no_lock(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, store_kind: str
+) -> None:
+    store = durable.MemoryStore() if store_kind == "memory" else durable.FileStore(tmp_path)
+    badly_named = RunStarted("r", "w\udcff", b"\x82\x80\xa0", 1.0)
+    for _ in range(2):  # the second try meets no lock and no half-made run
+        with pytest.raises(durable.SerializationError):
+            await store.create(badly_named)
+    assert await store.run_ids() == []
+    writer = await store.create(RunStarted("r", "w", b"\x82\x80\xa0", 1.0))
+    assert writer is not None
+    writer.close()
