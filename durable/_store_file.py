@@ -728,10 +728,14 @@ class FileStore(Store):
                 events = scan(self.fs.read(fd), path).events
             except OSError as exc:
                 raise unreadable(exc, path, run_id) from None
+            except JournalCorruptError:
+                continue  # garbage in a message's name: not a message (see below)
             finally:
                 self.fs.close(fd)
             if len(events) != 1 or not isinstance(events[0], ev.Message):
-                raise JournalCorruptError(path, 0, "a message file must hold one signal or cancel request")
+                # Not a message durable wrote (it writes each one whole, then renames it
+                # into place): skipped, so that it does not keep the run from its others.
+                continue
             found.append(events[0])
         return found
 
@@ -779,7 +783,12 @@ class FileStore(Store):
             names = self.fs.listdir(self._inbox)
         except OSError as exc:
             raise StoreError(f"cannot list the messages in {self._inbox}: {exc}", path=self._inbox) from None
-        return sorted(n[: -len(_MESSAGE)] for n in names if n.endswith(_MESSAGE))
+        messages = sorted(n[: -len(_MESSAGE)] for n in names if n.endswith(_MESSAGE))
+        if messages and not self._inbox_ready:
+            # Messages are read, and journaled, from here: an inbox others may write
+            # is refused when reading as when posting (a planted cancel request).
+            self._check_private(self._inbox)
+        return messages
 
     def _message_files(self, run_id: str) -> list[tuple[str, str]]:
         """``(message id, file name)`` of each message waiting for the run, oldest first."""

@@ -544,6 +544,33 @@ async def test_an_inbox_entry_that_is_no_message_file_is_skipped(tmp_path: Path)
         assert [m.message_id for m in await store.messages("r")] == ["m2"]
 
 
+async def test_a_message_file_holding_garbage_is_skipped_and_the_run_gets_its_other_messages(
+    tmp_path: Path,
+) -> None:
+    # A message is written whole, then renamed into place: garbage under a message's
+    # name is no message durable wrote, and must not keep the run from its real ones.
+    store = durable.FileStore(tmp_path / "store")
+    await make_run(store, "r")
+    await store.post("r", ev.SignalReceived("go", cbor2.dumps(1), 2.0, "m2"))
+    inbox = tmp_path / "store" / "inbox"
+    (inbox / f"r.{0:020d}-m0.message").write_bytes(b"not a message file at all")
+    (inbox / f"r.{1:020d}-m1.message").write_bytes(b"")
+    assert [m.message_id for m in await store.messages("r")] == ["m2"]
+
+
+async def test_an_inbox_others_may_write_is_refused_when_reading_too(tmp_path: Path) -> None:
+    store = durable.FileStore(tmp_path / "store")
+    await make_run(store, "r")
+    await store.post("r", ev.SignalReceived("go", cbor2.dumps(1), 2.0, "m2"))
+    inbox = tmp_path / "store" / "inbox"
+    inbox.chmod(0o777)  # then someone plants a cancel request in it
+    reader = durable.FileStore(tmp_path / "store")  # a worker that never posted
+    with pytest.raises(durable.StoreError, match="writable by its group and others"):
+        await reader.messages("r")
+    with pytest.raises(durable.StoreError, match="writable by its group and others"):
+        await reader.runs_with_messages()
+
+
 # -- a worker beside a strange entry ------------------------------------------------------
 
 WORKER_WORKFLOWS = textwrap.dedent(
