@@ -360,7 +360,7 @@ async def test_a_finished_run_whose_result_does_not_decode_is_that_runs_journal_
     )
     async with durable.Runtime(store) as runtime:
         handle = await runtime.start(echo, 1, id="bad")
-        with pytest.raises(durable.JournalCorruptError, match=r"run 'bad'.*result does not decode.*9999"):
+        with pytest.raises(durable.JournalCorruptError, match=r"run 'bad'.*result: cannot be decoded.*9999"):
             await handle.result()
     with pytest.raises(durable.JournalCorruptError, match="run 'bad'"):
         await (await durable.Client(store).start(echo, 1, id="bad")).result()

@@ -183,7 +183,7 @@ def load_stored(data: bytes, *, run_id: str, what: str) -> Any:
     try:
         return loads(data)
     except Exception as exc:
-        raise JournalCorruptError(f"run {run_id!r}", None, f"{what} does not decode: {exc}") from None
+        raise JournalCorruptError(f"run {run_id!r}", None, f"{what}: cannot be decoded ({exc})") from None
 
 
 def load_call(data: bytes, *, run_id: str, what: str) -> tuple[list[Any], dict[str, Any]]:
