@@ -472,3 +472,20 @@ async def test_a_run_whose_first_record_is_refused_leaves_no_trace_and_no_lock(
     writer = await store.create(RunStarted("r", "w", b"\x82\x80\xa0", 1.0))
     assert writer is not None
     writer.close()
+
+
+def test_names_too_long_or_not_text_are_refused_at_decoration() -> None:
+    with pytest.raises(ValueError, match="at most 1,000"):
+        durable.activity(name="a" * 2_000_000)(lambda: None)
+    with pytest.raises(ValueError, match="lone surrogate"):
+
+        @durable.workflow(name="w\udcff")
+        def bad():  # type: ignore[no-untyped-def]
+            yield durable.sleep(0)
+
+    def produce() -> int:
+        return 1
+
+    produce.__qualname__ = "p" * 2_000_000
+    with pytest.raises(ValueError, match="at most 1,000"):
+        durable.side_effect(produce)

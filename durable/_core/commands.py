@@ -133,11 +133,33 @@ def _check_callable(fn: object, what: str) -> None:
         raise TypeError(f"@durable.{what} must decorate a function (got {fn!r})")
 
 
+#: The longest name of a workflow, activity or side effect, in characters: names are
+#: written into the journal with every step, so a name is text, not data.
+MAX_NAME = 1000
+
+
 def _name(name: str | None, fn: Callable[..., Any]) -> str:
     if name is None:
-        return fn.__qualname__
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name= must be a non-empty str (got {name!r})")
+        name = fn.__qualname__
+    elif not isinstance(name, str) or not name:
+        raise TypeError(f"name= must be a non-empty str (got {name!r:.60})")
+    return check_name(name)
+
+
+def check_name(name: str) -> str:
+    """Refuse a journal name that is too long or is not valid Unicode text."""
+    if len(name) > MAX_NAME:
+        raise ValueError(
+            f"the name {name[:40]!r}... is {len(name):,} characters long; a name written in the "
+            f"journal has at most {MAX_NAME:,} (pass a shorter name=)"
+        )
+    try:
+        str.encode(name)
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"the name {name[:40]!r} holds a lone surrogate at index {exc.start}, which a journal "
+            "cannot hold (pass name= with valid text)"
+        ) from None
     return name
 
 

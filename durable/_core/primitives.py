@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from .commands import Command, call_text
+from .commands import MAX_NAME, Command, call_text, check_name
 from .durations import Duration, format_duration, parse_duration
 from .values import encode_call
 
@@ -245,7 +245,7 @@ def side_effect(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> SideEffect
     """
     if not callable(fn):
         raise TypeError(f"side_effect needs a function to call (got {fn!r})")
-    name = getattr(fn, "__qualname__", None) or repr(fn)
+    name = check_name(getattr(fn, "__qualname__", None) or repr(fn)[:MAX_NAME])
     encode_call(args, kwargs, what=f"side effect {name!r}")  # refuse unjournalable arguments now
     return SideEffect(name, lambda clock: fn(*args, **kwargs), args, kwargs)
 
