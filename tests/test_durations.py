@@ -117,3 +117,8 @@ def test_durations_are_formatted_the_way_people_write_them(seconds: float, text:
 def test_an_int_too_large_for_a_float_and_non_ascii_digits_are_clear_errors(value: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(value)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(math.inf, "inf s"), (math.nan, "nan s")])
+def test_a_duration_that_is_no_number_of_seconds_reads_as_such(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text

@@ -60,6 +60,8 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
 
 def format_duration(seconds: float) -> str:
     """Render seconds the way a person writes them (``1.5s``, ``250ms``, ``2m30s``)."""
+    if not math.isfinite(seconds):
+        return f"{seconds} s"  # "inf s", "nan s": never "nanhnanm"
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
