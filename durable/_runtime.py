@@ -37,7 +37,7 @@ from ._hooks import NO_HOOKS, Hooks
 from ._inbox import drop_messages, journal_messages, send
 from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore
-from ._store_postgres import PostgresStore, looks_like_dsn
+from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url
 
 R = TypeVar("R")
 _log = logging.getLogger("durable")
@@ -60,6 +60,9 @@ def store_from(store: Store | str | os.PathLike[str] | None) -> Store:
         return store
     if isinstance(store, str | os.PathLike):
         text = os.fspath(store)
+        mistyped = mistyped_url(text)
+        if mistyped is not None:  # never a directory named after a password
+            raise StoreError(mistyped)
         if looks_like_dsn(text):  # a URL or a libpq key=value string: never a directory name
             try:
                 return PostgresStore(text)

@@ -443,6 +443,42 @@ def test_a_key_value_dsn_from_durable_store_is_postgres_too(
     assert not any("s3cret" in name for name in os.listdir(workdir))
 
 
+@pytest.mark.parametrize(
+    "store",
+    [
+        "POSTGRESQL://postgres:QpwQ5@127.0.0.1:5432/test?schema=s",
+        "postgresql:/postgres:QpwQ5@127.0.0.1/test",
+        "mysql://root:QpwQ5@127.0.0.1/test",
+    ],
+    ids=["upper-case scheme", "one slash", "another database's URL"],
+)
+@pytest.mark.parametrize("verb", [("run", "hard.py:wf", "x"), ("ls",)], ids=str)
+def test_a_mistyped_url_is_never_a_directory_and_never_shown_with_its_password(
+    workdir: Path, verb: tuple[str, ...], store: str
+) -> None:
+    # From the review of issue 11: these made ./POSTGRESQL:/postgres:QpwQ5@.../runs/x.journal
+    # and ran the workflow on local disk, and the reading verbs printed the password.
+    before = set(os.listdir(workdir))
+    outcome = cli(*verb, "--store", store)
+    line = one_line_error(outcome)
+    assert "URL" in line and "***" in line
+    assert "QpwQ5" not in outcome.stdout + outcome.stderr
+    assert set(os.listdir(workdir)) - {"__pycache__"} == before - {"__pycache__"}
+
+
+def test_a_mistyped_url_is_refused_by_the_library_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from durable._runtime import store_from  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(durable.StoreError, match=r"postgresql://") as info:
+        store_from("Postgres://u:QpwQ5@db/app")
+    assert "QpwQ5" not in str(info.value)
+    assert store_from("./C:/not/a/url") is not None  # a directory that merely has a colon
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_stores_name_never_holds_its_password() -> None:
     for dsn in (
         KEY_VALUE,

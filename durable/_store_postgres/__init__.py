@@ -18,4 +18,5 @@ other modules load when the first :class:`PostgresStore` is made.
 """
 
 from .dsn import looks_like_dsn as looks_like_dsn
+from .dsn import mistyped_url as mistyped_url
 from .store import PostgresStore as PostgresStore

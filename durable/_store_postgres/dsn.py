@@ -62,6 +62,39 @@ def looks_like_dsn(text: str) -> bool:
     return first is not None and (first.group(1) in _LIBPQ_KEYWORDS or first.group(1) in STORE_OPTIONS)
 
 
+#: Text that starts like a URL (a scheme of two letters or more, then ":/"): never a
+#: directory name anyone means ("C:/" is a drive, so one letter is not a scheme).
+_URL_LIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):/")
+#: The password of a URL's user part, ``scheme://user:password@host``, however many slashes.
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*:/*[^/:@\s]*:)[^@\s]*@")
+
+
+def mistyped_url(text: str) -> str | None:
+    """Why ``text``, which looks like a URL but not a PostgreSQL DSN, names no store;
+    None for anything else. Such text must never become a directory: it would be made
+    on disk, named after a password (``POSTGRESQL://u:secret@db/app``, ``postgresql:/db``)."""
+    if looks_like_dsn(text):
+        return None
+    url = _URL_LIKE.match(text)
+    if url is None:
+        return None
+    shown = redact_url(text)
+    if url.group(1).lower() in ("postgresql", "postgres"):
+        return (
+            f"{shown!r} is not a PostgreSQL store: a PostgreSQL URL starts with postgresql:// "
+            "(lower case, two slashes)"
+        )
+    return (
+        f"{shown!r} looks like a {url.group(1)} URL; a durable store is a directory or a PostgreSQL "
+        "DSN (postgresql://...). For a directory of that name, write ./ before it"
+    )
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of a URL's user part replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
 def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] == "'":
         return re.sub(r"\\(.)", r"\1", value[1:-1])
