@@ -39,7 +39,7 @@ from rich.text import Text
 
 from . import _journals
 from . import _timeline as tl
-from ._core.commands import Workflow
+from ._core.commands import Workflow, call_text
 from ._core.durations import parse_duration
 from ._core.errors import DurableError, NonDeterminismError, SerializationError, StoreError, WorkflowFailed
 from ._core.ids import check_run_id
@@ -606,7 +606,7 @@ def sim(
 
     workflow = load_workflow(target)
     values = _parse_args(args)
-    call = f"{target.rpartition(':')[2]}({', '.join(map(repr, values))})"
+    call = target.rpartition(":")[2] + call_text(values, {}, limit=None)  # whole: it is pasted back
     found = [0]
     # The number of schedules is not known in advance (double crashes are found while
     # exploring): a spinner with counters, on stderr, gone when done.

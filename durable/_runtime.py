@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from ._core import events as ev
-from ._core.commands import ChildCall, Workflow, lookup_workflow
+from ._core.commands import ChildCall, Workflow, call_text, lookup_workflow
 from ._core.errors import (
     DurableInternalError,
     ErrorInfo,
@@ -626,7 +626,7 @@ def _check_same(run_id: str, had_workflow: str, had_args: bytes, workflow: str, 
 
 def _show_call(call: list[Any]) -> str:
     args, kwargs = call
-    return "(" + ", ".join([repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]) + ")"
+    return call_text(args, kwargs, limit=None)
 
 
 def run(

@@ -39,6 +39,7 @@ import attrs
 
 from ._core import events as ev
 from ._core.codec import HEADER_SIZE, decode_record, read_header
+from ._core.commands import encoded_call_text
 from ._core.durations import format_duration
 from ._core.errors import ErrorInfo
 from ._core.values import loads
@@ -467,12 +468,7 @@ def _value_text(data: bytes) -> str:
 
 
 def _call_text(data: bytes) -> str:
-    try:
-        args, kwargs = loads(data)
-        parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
-    except Exception:
-        return f"(<{len(data)} bytes that do not decode>)"
-    return f"({', '.join(parts)})"
+    return encoded_call_text(data, limit=None)  # whole: --json carries it
 
 
 def salvage(data: bytes) -> list[Any]:
@@ -530,21 +526,8 @@ def plural(count: int, noun: str) -> str:
 
 
 def duration_text(seconds: float | None) -> str:
-    """``"0.4ms"``, ``"512ms"``, ``"1.52s"``, ``"2m03s"``, ``"1h02m"`` (``"inf s"``, ``"nan s"``)."""
-    if seconds is None:
-        return ""
-    if not math.isfinite(seconds):
-        return f"{seconds} s"
-    if seconds < 0.001:
-        return f"{seconds * 1000:.1f}ms"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    whole = round(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole // 60 % 60:02d}m"
+    """A measured time as the timeline shows it (``"1.52s"``); ``""`` for none."""
+    return "" if seconds is None else format_duration(seconds, precise=True)
 
 
 def _moment(t: float) -> datetime.datetime | None:

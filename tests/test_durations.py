@@ -122,3 +122,23 @@ def test_an_int_too_large_for_a_float_and_non_ascii_digits_are_clear_errors(valu
 @pytest.mark.parametrize(("seconds", "text"), [(math.inf, "inf s"), (math.nan, "nan s")])
 def test_a_duration_that_is_no_number_of_seconds_reads_as_such(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.0004, "0.4ms"), (0.512, "512ms"), (1.519, "1.52s"), (123.4, "2m03s"), (3720.0, "1h02m")],
+)
+def test_a_measured_time_reads_to_a_fixed_precision(seconds: float, text: str) -> None:
+    assert format_duration(seconds, precise=True) == text
+
+
+def test_one_formatter_of_calls_cuts_only_when_asked() -> None:
+    from durable._core.commands import call_text, encoded_call_text  # noqa: PLC0415
+    from durable._core.values import encode_call  # noqa: PLC0415
+
+    assert call_text((1, "x"), {"retries": 3}) == "(1, 'x', retries=3)"
+    long = ("y" * 300,)
+    assert call_text(long, {}).endswith("...)") and len(call_text(long, {})) == 122
+    assert call_text(long, {}, limit=None) == f"({'y' * 300!r})"
+    assert encoded_call_text(encode_call((1,), {"k": 2}, what="x")) == "(1, k=2)"
+    assert encoded_call_text(b"\xff") == "(<1 bytes that do not decode>)"

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
 from .policy import DEFAULT_POLICY, RetryPolicy
-from .values import encode_call, encode_plain_call
+from .values import encode_call, encode_plain_call, loads
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -64,10 +64,24 @@ class ActivityCall(Command):
         return f"activity {self.name}{call_text(self.call_args, self.call_kwargs)}"
 
 
-def call_text(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def call_text(args: Sequence[Any], kwargs: Mapping[str, Any], *, limit: int | None = 120) -> str:
+    """``(1, 'x', retries=3)``: a call's arguments as Python would write them, cut to
+    ``limit`` characters (None: never cut). The one formatter of calls."""
     parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
     text = ", ".join(parts)
-    return f"({text if len(text) <= 120 else text[:117] + '...'})"
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"({text})"
+
+
+def encoded_call_text(data: bytes, *, limit: int | None = 120) -> str:
+    """:func:`call_text` of a journaled ``[args, kwargs]``; a description of the bytes
+    when they do not decode (a description must never hide what it describes)."""
+    try:
+        args, kwargs = loads(data)
+        return call_text(args, kwargs, limit=limit)
+    except Exception:
+        return f"(<{len(data)} bytes that do not decode>)"
 
 
 class Activity(Generic[P, R]):

@@ -58,10 +58,15 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
     return seconds
 
 
-def format_duration(seconds: float) -> str:
-    """Render seconds the way a person writes them (``1.5s``, ``250ms``, ``2m30s``)."""
+def format_duration(seconds: float, *, precise: bool = False) -> str:
+    """Render seconds the way a person writes them: a duration someone gave
+    (``1.5s``, ``250ms``, ``2m30s``, ``1h``), or with ``precise`` a time that was
+    measured, to a fixed precision (``0.4ms``, ``512ms``, ``1.52s``, ``2m03s``,
+    ``1h02m``). The one formatter of durations."""
     if not math.isfinite(seconds):
         return f"{seconds} s"  # "inf s", "nan s": never "nanhnanm"
+    if precise:
+        return _measured(seconds)
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
@@ -71,3 +76,16 @@ def format_duration(seconds: float) -> str:
         return f"{minutes:.0f}m{rest:.0f}s" if rest >= 1 else f"{minutes:.0f}m"
     hours, minutes = divmod(minutes, 60)
     return f"{hours:.0f}h{minutes:.0f}m" if minutes else f"{hours:.0f}h"
+
+
+def _measured(seconds: float) -> str:
+    if seconds < 0.001:
+        return f"{seconds * 1000:.1f}ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole // 60 % 60:02d}m"

@@ -53,7 +53,7 @@ from typing import Any, NoReturn
 import attrs
 
 from . import events as ev
-from .commands import Activity, ActivityCall, ChildCall, Command, Workflow, call_text
+from .commands import Activity, ActivityCall, ChildCall, Command, Workflow, encoded_call_text
 from .durations import format_duration
 from .errors import (
     ActivityError,
@@ -509,11 +509,7 @@ def _recorded(event: ev.Event) -> str:
 
 
 def _recorded_call(event: ev.ActivityScheduled | ev.ChildStarted, kind: str, name: str) -> str:
-    try:
-        args, kwargs = loads(event.args)
-    except Exception:  # a description must never hide the divergence itself
-        return f"{kind} {name}(<undecodable arguments>)"
-    return f"{kind} {name}{call_text(tuple(args), kwargs)}"
+    return f"{kind} {name}{encoded_call_text(event.args)}"
 
 
 #: Events that show the run went past a point: a pending ``patched`` there is answered False.
