@@ -29,6 +29,19 @@ import trio
 
 from ._core import events as ev
 from ._core import records as rec
+from ._core.actions import (
+    CloseCancelled,
+    Finish,
+    RecordPatch,
+    RecordValue,
+    RunActivity,
+    RunChild,
+    RunGroup,
+    StepAction,
+    WaitForSignal,
+    WaitTimer,
+    next_action,
+)
 from ._core.commands import ActivityCall, ActivityInfo, ChildCall, current_activity
 from ._core.errors import (
     AttemptTimeout,
@@ -38,7 +51,7 @@ from ._core.errors import (
 )
 from ._core.machine import Replay, Step
 from ._core.outcomes import Continued, Outcome, Raised, Returned, terminal_event
-from ._core.primitives import SideEffect, Sleep, WaitSignal
+from ._core.primitives import SideEffect, WaitSignal
 from ._hooks import Hooks
 from ._store import JournalWriter
 
@@ -119,6 +132,17 @@ class RunExecution:
         #: Set when this execution is over: its run ended, or it continued as new and
         #: the next incarnation's execution took its place (messages then go there).
         self.replaced = trio.Event()
+        #: How each of the core's actions is carried out (durable._core.actions).
+        self._perform: dict[type[Any], Callable[[Any], Awaitable[None]]] = {
+            RecordPatch: self._record_patch,
+            CloseCancelled: self._close_cancelled,
+            RunActivity: self._run_activity_alone,
+            WaitTimer: self._run_timer,
+            RecordValue: self._record_value,
+            WaitForSignal: self._wait_signal,
+            RunChild: self._run_child_workflow,
+            RunGroup: self._run_group,
+        }
 
     def _append(self, event: ev.Event) -> None:
         self.writer.append(event)
@@ -136,48 +160,33 @@ class RunExecution:
             with trio.CancelScope() as self._step_scope:
                 await self._run_until_stopped()
             self._step_scope = None
-        await self._close_cancelled()
-        outcome = core.outcome
-        if core.terminal is not None:  # journaled before a crash (a continuation not yet carried out)
-            return outcome
-        final = terminal_event(outcome, self.clock())
-        await self._commit([final])
-        return outcome
+        while True:  # what the ended run leaves to do: close its cancelled steps, then finish
+            action = next_action(core)
+            if isinstance(action, Finish):
+                break
+            await self._perform[type(action)](action)
+        if action.journaled:  # journaled before a crash (a continuation not yet carried out)
+            return action.outcome
+        await self._commit([terminal_event(action.outcome, self.clock())])
+        return action.outcome
 
     async def _run_until_stopped(self) -> None:
-        """Carry out the workflow's commands until it ends (or a cancel request interrupts)."""
+        """Carry out what the core asks, action by action, until the workflow ends (or a
+        cancel request interrupts)."""
         core = self.core
+        perform = self._perform
         while core.outcome is None:
-            if core.patch is not None:  # asked live: this run takes the new code path
-                self._append(rec.patch_reached(core, self.clock()))
-                continue
-            if core.cancelled:
-                await self._close_cancelled()
-                continue
-            steps = list(core.pending.values())
-            if not steps:
-                raise DurableInternalError(f"run {core.run_id!r} waits for nothing")
-            if len(steps) == 1 and steps[0].group is None:
-                await self._run_step(steps[0])
-            else:
-                await self._run_group(steps)
+            action = next_action(core)
+            await perform[type(action)](action)
 
-    async def _run_step(self, step: Step) -> None:
+    async def _record_patch(self, action: RecordPatch) -> None:
+        self._append(rec.patch_reached(self.core, self.clock()))
+
+    async def _run_activity_alone(self, action: RunActivity) -> None:
+        step = action.step
         command = step.command
-        if isinstance(command, Sleep):
-            await self._run_timer(step, command)
-            return
-        if isinstance(command, SideEffect):
-            self._run_side_effect(step, command)
-            return
-        if isinstance(command, WaitSignal):
-            await self._wait_signal(step, command)
-            return
-        if isinstance(command, ChildCall):
-            await self._run_child_workflow(step, command)
-            return
         if not isinstance(command, ActivityCall):
-            raise TypeError(f"{command.describe()} is not supported by this version of durable")
+            raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} is no activity")
         if step.scheduled_at is None:
             self._append(rec.started(self.core, step, self.clock()))
         if self._unsynced_value and self._syncs:
@@ -202,11 +211,12 @@ class RunExecution:
                 self._committed = trio.Event()
         self.core.apply(result)
 
-    async def _close_cancelled(self) -> None:
+    async def _close_cancelled(self, action: CloseCancelled) -> None:
         """Journal the losers of a race, the rest of a failed gather and the steps a cancel
         request stopped as cancelled; a child run among them is cancelled first."""
-        for seq, step in sorted(self.core.cancelled.items()):
-            if isinstance(step.command, ChildCall) and step.child_id is not None:
+        for step in action.steps:
+            seq = step.seq
+            if step.child_id is not None:
                 if self.children is None:
                     raise DurableInternalError(f"run {self.core.run_id!r} has a child step but no runner")
                 reason = f"its parent run {self.core.run_id!r} cancelled step {seq}"
@@ -217,7 +227,11 @@ class RunExecution:
         if step.scheduled_at is None:
             self._append(rec.started(self.core, step, self.clock()))
 
-    async def _run_child_workflow(self, step: Step, command: ChildCall) -> None:
+    async def _run_child_workflow(self, action: RunChild) -> None:
+        step = action.step
+        command = step.command
+        if not isinstance(command, ChildCall):
+            raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} is no child run")
         self._journal_child_start(step, command)
         # Durable before the child exists: its arguments may carry recorded values.
         if self._syncs:
@@ -287,7 +301,11 @@ class RunExecution:
             await self.writer.sync()
         return True
 
-    async def _wait_signal(self, step: Step, command: WaitSignal) -> None:
+    async def _wait_signal(self, action: WaitForSignal) -> None:
+        step = action.step
+        command = step.command
+        if not isinstance(command, WaitSignal):
+            raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} waits for no signal")
         if command.timeout is not None and step.fire_at is None:
             self._append(rec.started(self.core, step, self.clock()))
             if self._syncs:
@@ -303,25 +321,26 @@ class RunExecution:
             if step.seq in self.core.pending:  # the timeout passed first
                 await self._record_durably(rec.timer_fired(step, self.clock()))
 
-    async def _run_group(self, steps: list[Step]) -> None:
-        """Run the children of a gather or race side by side.
+    async def _run_group(self, action: RunGroup) -> None:
+        """Run the steps of a gather or race side by side.
 
         Child tasks never touch the journal: they send their events here, and
         this loop appends them in the order they arrive, makes them durable, and
         only then applies them, so the journal order is the order the workflow
         sees and replay reproduces it.
         """
+        steps = [child.step for child in action.actions]
         group = steps[0].group
-        if not group is not None:
-            raise DurableInternalError("in _run_group: group is not None does not hold")
-        await self._start_children(steps)
-        running = [s for s in steps if s.seq in self.core.pending]
+        if group is None:
+            raise DurableInternalError(f"run {self.core.run_id!r}: step {steps[0].seq} is in no group")
+        await self._start_children(action.actions)
+        running = [child for child in action.actions if child.step.seq in self.core.pending]
         if not running:
             return
         send, receive = trio.open_memory_channel[tuple[ev.Event, trio.Event | None]](math.inf)
         async with trio.open_nursery() as nursery:
-            for step in running:
-                nursery.start_soon(self._run_child, step, send)
+            for child in running:
+                nursery.start_soon(self._run_child, child, send)
             while any(seq in self.core.pending for seq in group.seqs):
                 batch = [await receive.receive()]
                 while True:
@@ -332,21 +351,23 @@ class RunExecution:
                 await self._commit([event for event, _ in batch], [ack for _, ack in batch])
             nursery.cancel_scope.cancel()  # the race is won, or the gather failed or finished
 
-    async def _start_children(self, steps: list[Step]) -> None:
-        """Journal each child's first record, in step order; side effects resolve at once."""
+    async def _start_children(self, actions: tuple[StepAction, ...]) -> None:
+        """Journal each child's first record, in step order; side effects resolve at once.
+        Timers' deadlines and children's starts must be durable before anything runs."""
         must_sync = False
-        for step in steps:
-            command = step.command
-            if isinstance(command, ActivityCall) and step.scheduled_at is None:
+        for child in actions:
+            step = child.step
+            if isinstance(child, RunActivity) and step.scheduled_at is None:
                 self._append(rec.started(self.core, step, self.clock()))
-            elif isinstance(command, Sleep) and step.fire_at is None:
+            elif isinstance(child, WaitTimer) and step.fire_at is None:
                 self._append(rec.started(self.core, step, self.clock()))
                 must_sync = True
-            elif isinstance(command, ChildCall):
-                self._journal_child_start(step, command)
+            elif isinstance(child, RunChild):
+                if step.scheduled_at is None:
+                    self._append(rec.started(self.core, step, self.clock()))
                 must_sync = True
-            elif isinstance(command, SideEffect) and step.seq in self.core.pending:
-                self._run_side_effect(step, command)
+            elif isinstance(child, RecordValue) and step.seq in self.core.pending:
+                self._record_value_now(step)
         if (must_sync or self._unsynced_value) and self._syncs:
             await self.writer.sync()
         else:
@@ -354,10 +375,11 @@ class RunExecution:
         self._unsynced_value = False
 
     async def _run_child(
-        self, step: Step, send: trio.MemorySendChannel[tuple[ev.Event, trio.Event | None]]
+        self, child: StepAction, send: trio.MemorySendChannel[tuple[ev.Event, trio.Event | None]]
     ) -> None:
+        step = child.step
         command = step.command
-        if isinstance(command, Sleep):
+        if isinstance(child, WaitTimer):
             if not self._plain_hooks:
                 await self.hooks.point("timer", self.core.run_id, step.seq)
             if step.fire_at is None:
@@ -365,11 +387,11 @@ class RunExecution:
             await self.clock.sleep_until(step.fire_at)
             await send.send((rec.timer_fired(step, self.clock()), None))
             return
-        if isinstance(command, ChildCall):
+        if isinstance(child, RunChild) and isinstance(command, ChildCall):
             await send.send((await self._child_outcome(step, command), None))
             return
-        if not isinstance(command, ActivityCall):
-            raise DurableInternalError("in _run_child: isinstance(command, ActivityCall) does not hold")
+        if not (isinstance(child, RunActivity) and isinstance(command, ActivityCall)):
+            raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} cannot run in a group")
 
         async def report(event: ev.Event) -> None:
             ack = trio.Event()
@@ -381,7 +403,8 @@ class RunExecution:
             await self.hooks.point("activity-returned", self.core.run_id, step.seq)
         await send.send((result, None))
 
-    async def _run_timer(self, step: Step, command: Sleep) -> None:
+    async def _run_timer(self, action: WaitTimer) -> None:
+        step = action.step
         if step.fire_at is None:
             self._append(rec.started(self.core, step, self.clock()))
             if self._syncs:  # the deadline must survive a crash: a restart waits only what is left
@@ -393,9 +416,15 @@ class RunExecution:
         await self.clock.sleep_until(step.fire_at)
         self._append(rec.timer_fired(step, self.clock()))
 
-    def _run_side_effect(self, step: Step, command: SideEffect) -> None:
+    async def _record_value(self, action: RecordValue) -> None:
+        self._record_value_now(action.step)
+
+    def _record_value_now(self, step: Step) -> None:
         # Journaled before the workflow sees the value; it becomes durable with the
         # next sync, before anything that depends on it can leave the process.
+        command = step.command
+        if not isinstance(command, SideEffect):
+            raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} records no value")
         now = self.clock()
         run_id = self.core.run_id
 

@@ -244,7 +244,7 @@ def test_memoryview_is_journaled_as_bytes() -> None:
 
 def test_nesting_at_the_decoders_depth_is_refused_with_its_path() -> None:
     encode_value(_nested(390), what="x")  # deep, but readable
-    with pytest.raises(durable.SerializationError, match="levels deep"):
+    with pytest.raises(durable.SerializationError, match="nests containers too deeply"):
         encode_value(_nested(401), what="x")
 
 
@@ -489,3 +489,13 @@ def test_names_too_long_or_not_text_are_refused_at_decoration() -> None:
     produce.__qualname__ = "p" * 2_000_000
     with pytest.raises(ValueError, match="at most 1,000"):
         durable.side_effect(produce)
+
+
+def test_the_nesting_limit_is_the_decoders_400_levels_for_a_value_and_398_for_a_call() -> None:
+    # cbor2 decodes up to its max_depth of 400 (plus the innermost container).
+    encode_value(_nested(400), what="x")
+    with pytest.raises(durable.SerializationError, match="at most 400 levels"):
+        encode_value(_nested(401), what="x")
+    encode_call((_nested(398),), {}, what="x")
+    with pytest.raises(durable.SerializationError, match="398 for a call's arguments"):
+        encode_call((_nested(399),), {}, what="x")

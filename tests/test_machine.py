@@ -650,3 +650,67 @@ def test_the_core_builds_the_records_of_a_live_step_without_trio() -> None:
     assert isinstance(returned, ev.ActivityCompleted)
     core.apply(returned)
     assert isinstance(core.outcome, Returned)
+
+
+# --- what now? the core's actions (durable._core.actions), without trio ---------------
+
+
+def test_the_core_answers_what_now_with_one_action_per_step_and_finish() -> None:
+    from durable._core import actions as act  # noqa: PLC0415
+    from durable._core import records as rec  # noqa: PLC0415
+
+    @durable.activity(name="tests.machine.act_double")
+    def double(x: int) -> int:
+        return 2 * x
+
+    @durable.workflow(name="tests.machine.act_flow")
+    def flow():  # type: ignore[no-untyped-def]
+        if (yield durable.patched("v2")):
+            pass
+        yield durable.sleep(5)
+        both = yield durable.gather(double(1), double(2))
+        return both
+
+    core = Replay(flow, ev.RunStarted("r", "tests.machine.act_flow", b"\x82\x80\xa0", 0.0))
+    assert isinstance(act.next_action(core), act.RecordPatch)
+    core.apply(rec.patch_reached(core, 1.0))
+    timer = act.next_action(core)
+    assert isinstance(timer, act.WaitTimer)
+    core.apply(rec.started(core, timer.step, 1.0))
+    core.apply(rec.timer_fired(timer.step, 6.0))
+    group = act.next_action(core)
+    assert isinstance(group, act.RunGroup)
+    assert [type(child) for child in group.actions] == [act.RunActivity, act.RunActivity]
+    for child, value in zip(group.actions, (2, 4), strict=True):
+        command = child.step.command
+        core.apply(rec.started(core, child.step, 7.0))
+        core.apply(rec.activity_returned(child.step, command, value, 1, 8.0))
+    finish = act.next_action(core)
+    assert isinstance(finish, act.Finish) and not finish.journaled
+    assert isinstance(finish.outcome, Returned)
+
+
+def test_a_lost_race_is_closed_before_the_run_goes_on() -> None:
+    from durable._core import actions as act  # noqa: PLC0415
+    from durable._core import records as rec  # noqa: PLC0415
+
+    @durable.activity(name="tests.machine.act_slow")
+    def slow() -> str:
+        return "slow"
+
+    @durable.workflow(name="tests.machine.act_race")
+    def racing():  # type: ignore[no-untyped-def]
+        return (yield durable.race(slow(), durable.sleep(1)))
+
+    core = Replay(racing, ev.RunStarted("r", "tests.machine.act_race", b"\x82\x80\xa0", 0.0))
+    group = act.next_action(core)
+    assert isinstance(group, act.RunGroup)
+    activity, timer = (child.step for child in group.actions)
+    core.apply(rec.started(core, activity, 1.0))
+    core.apply(rec.started(core, timer, 1.0))
+    core.apply(rec.timer_fired(timer, 2.0))  # the timer wins
+    close = act.next_action(core)
+    assert isinstance(close, act.CloseCancelled)
+    assert [step.seq for step in close.steps] == [activity.seq]
+    core.apply(rec.step_cancelled(activity.seq, 2.0))
+    assert isinstance(act.next_action(core), act.Finish)

@@ -235,7 +235,7 @@ def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, what: str) 
             size=too_large.size,
             limit=too_large.limit,
         )
-    raise SerializationError(f"the arguments of {what} cannot be stored in the journal")
+    raise SerializationError(f"the arguments of {what} cannot be stored in the journal: {too_large}")
 
 
 def encode_value(value: Any, *, what: str) -> bytes:
@@ -312,8 +312,14 @@ def _find_unencodable(
     if id(value) in inside:
         return path, value, "is a container that holds itself (a cycle), which the journal cannot hold"
     if depth >= MAX_DEPTH - 2:  # the call's [args, kwargs] takes two levels
-        deep = MAX_DEPTH - 2
-        return path, value, f"nests containers more than {deep} levels deep, which a journal cannot read back"
+        return (
+            path,
+            value,
+            (
+                f"nests containers too deeply for a journal to read back (at most {MAX_DEPTH} levels; "
+                f"{MAX_DEPTH - 2} for a call's arguments, whose [args, kwargs] take two)"
+            ),
+        )
     inside = inside | {id(value)}
     if isinstance(value, dict):
         for key, item in value.items():
