@@ -477,7 +477,9 @@ def replay(workflow: Workflow[..., Any], events: Sequence[ev.Event]) -> Replay:
         JournalCorruptError: the journal does not start with ``RunStarted``.
         NonDeterminismError: the code yields something other than the journal holds.
     """
-    started = events[0] if events else None
+    if not events:
+        raise JournalCorruptError("a journal", None, "the journal is empty: it holds no RunStarted")
+    started = events[0]
     if not isinstance(started, ev.RunStarted):
         raise JournalCorruptError(
             "a journal", None, f"its first record is {type(started).__name__}, not RunStarted", 0
