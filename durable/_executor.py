@@ -118,10 +118,9 @@ class RunExecution:
         # store that never syncs.
         self._plain_hooks = type(hooks) is Hooks
         self._syncs = writer.syncs
-        # A recorded value not yet durable must become so before an activity can
-        # carry it out of the process: else a crash could journal another value
-        # for what the outside world already saw.
-        self._unsynced_value = False
+        # What replay fed the core is durable (the store made the journal so when it
+        # opened it): only values journaled from now on make an activity sync first.
+        core.values_durable()
         # Signals are delivered by other tasks: they wait while this one is between
         # appending events and applying them (_committing), so the journal order is
         # the order the core sees. _signalled wakes a wait_signal step.
@@ -189,11 +188,12 @@ class RunExecution:
             raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} is no activity")
         if step.scheduled_at is None:
             self._append(rec.started(self.core, step, self.clock()))
-        if self._unsynced_value and self._syncs:
+        # _durable_start, inline on the hot path
+        if action.durable_start and self._syncs:
             await self.writer.sync()
         else:
             self.writer.flush()
-        self._unsynced_value = False
+        self.core.unsynced_value = False
         result = await self._run_activity(step, command)
         if not self._plain_hooks:
             await self.hooks.point("activity-returned", self.core.run_id, step.seq)
@@ -210,6 +210,15 @@ class RunExecution:
                 self._committed.set()
                 self._committed = trio.Event()
         self.core.apply(result)
+
+    async def _durable_start(self, durable: bool) -> None:
+        """Make what was journaled durable before a step goes on, if the core's action
+        says so; else only hand it to the store (a flush), so that others see it."""
+        if durable and self._syncs:
+            await self.writer.sync()
+        else:
+            self.writer.flush()
+        self.core.values_durable()
 
     async def _close_cancelled(self, action: CloseCancelled) -> None:
         """Journal the losers of a race, the rest of a failed gather and the steps a cancel
@@ -234,9 +243,7 @@ class RunExecution:
             raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} is no child run")
         self._journal_child_start(step, command)
         # Durable before the child exists: its arguments may carry recorded values.
-        if self._syncs:
-            await self.writer.sync()
-        self._unsynced_value = False
+        await self._durable_start(action.durable_start)
         await self._record_durably(await self._child_outcome(step, command))
 
     async def _child_outcome(self, step: Step, command: ChildCall) -> ev.ChildCompleted:
@@ -289,10 +296,9 @@ class RunExecution:
         running = set(self.core.pending)
         # Appended and applied at once (no await between), so it cannot fall between
         # another event's append and apply. Like a recorded value, it is made durable
-        # before the next activity can carry it out of the process, and before this
-        # call returns to the sender.
+        # before the next activity can carry it out of the process (the core notes it
+        # as an unsynced value), and before this call returns to the sender.
         self._append(event)
-        self._unsynced_value = True
         if self._step_scope is not None and running - set(self.core.pending):
             self._step_scope.cancel()  # a cancel request stopped the step running inline
         self._signalled.set()
@@ -308,7 +314,7 @@ class RunExecution:
             raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} waits for no signal")
         if command.timeout is not None and step.fire_at is None:
             self._append(rec.started(self.core, step, self.clock()))
-            if self._syncs:
+            if action.durable_start and self._syncs:
                 await self.writer.sync()
         while step.seq in self.core.pending:
             arrived = self._signalled
@@ -333,7 +339,7 @@ class RunExecution:
         group = steps[0].group
         if group is None:
             raise DurableInternalError(f"run {self.core.run_id!r}: step {steps[0].seq} is in no group")
-        await self._start_children(action.actions)
+        await self._start_children(action)
         running = [child for child in action.actions if child.step.seq in self.core.pending]
         if not running:
             return
@@ -351,28 +357,18 @@ class RunExecution:
                 await self._commit([event for event, _ in batch], [ack for _, ack in batch])
             nursery.cancel_scope.cancel()  # the race is won, or the gather failed or finished
 
-    async def _start_children(self, actions: tuple[StepAction, ...]) -> None:
+    async def _start_children(self, group: RunGroup) -> None:
         """Journal each child's first record, in step order; side effects resolve at once.
-        Timers' deadlines and children's starts must be durable before anything runs."""
-        must_sync = False
-        for child in actions:
+        Then make them durable if the core says so (a deadline, a child, a value)."""
+        for child in group.actions:
             step = child.step
-            if isinstance(child, RunActivity) and step.scheduled_at is None:
+            if (isinstance(child, RunActivity | RunChild) and step.scheduled_at is None) or (
+                isinstance(child, WaitTimer) and step.fire_at is None
+            ):
                 self._append(rec.started(self.core, step, self.clock()))
-            elif isinstance(child, WaitTimer) and step.fire_at is None:
-                self._append(rec.started(self.core, step, self.clock()))
-                must_sync = True
-            elif isinstance(child, RunChild):
-                if step.scheduled_at is None:
-                    self._append(rec.started(self.core, step, self.clock()))
-                must_sync = True
             elif isinstance(child, RecordValue) and step.seq in self.core.pending:
                 self._record_value_now(step)
-        if (must_sync or self._unsynced_value) and self._syncs:
-            await self.writer.sync()
-        else:
-            self.writer.flush()
-        self._unsynced_value = False
+        await self._durable_start(group.durable_start)
 
     async def _run_child(
         self, child: StepAction, send: trio.MemorySendChannel[tuple[ev.Event, trio.Event | None]]
@@ -407,7 +403,7 @@ class RunExecution:
         step = action.step
         if step.fire_at is None:
             self._append(rec.started(self.core, step, self.clock()))
-            if self._syncs:  # the deadline must survive a crash: a restart waits only what is left
+            if action.durable_start and self._syncs:  # a restart waits only what is left
                 await self.writer.sync()
         if not self._plain_hooks:
             await self.hooks.point("timer", self.core.run_id, step.seq)
@@ -432,7 +428,6 @@ class RunExecution:
             return self.hooks.produce(command.name, run_id, step.seq, lambda: command.fn(now))
 
         self._append(rec.value_recorded(step, command.name, produce, now))
-        self._unsynced_value = True
 
     async def _run_activity(
         self,

@@ -714,3 +714,69 @@ def test_a_lost_race_is_closed_before_the_run_goes_on() -> None:
     assert [step.seq for step in close.steps] == [activity.seq]
     core.apply(rec.step_cancelled(activity.seq, 2.0))
     assert isinstance(act.next_action(core), act.Finish)
+
+
+# --- write-ahead, decided by the core (durable_start), tested without trio -------------
+
+
+def test_write_ahead_rules_are_the_cores_answers() -> None:
+    from durable._core import actions as act  # noqa: PLC0415
+    from durable._core import records as rec  # noqa: PLC0415
+
+    @durable.activity(name="tests.machine.wa_act")
+    def act_(x: int) -> int:
+        return x
+
+    @durable.workflow(name="tests.machine.wa_child")
+    def child():  # type: ignore[no-untyped-def]
+        return (yield act_(0))
+
+    @durable.workflow(name="tests.machine.wa_flow")
+    def flow():  # type: ignore[no-untyped-def]
+        yield act_(1)  # nothing recorded yet: its start need not be durable (a flush)
+        token = yield durable.side_effect(lambda: 7)
+        yield act_(token)  # carries a recorded value out of the process: durable first
+        yield durable.sleep(60)  # a new deadline: durable before waiting
+        return (yield child())  # a child's start: always durable
+
+    core = Replay(flow, ev.RunStarted("r", "tests.machine.wa_flow", b"\x82\x80\xa0", 0.0))
+
+    def finish_activity(action: Any, value: int) -> None:
+        core.apply(rec.started(core, action.step, 1.0))
+        core.values_durable()  # what the executor does after the start (sync or flush)
+        core.apply(rec.activity_returned(action.step, action.step.command, value, 1, 2.0))
+
+    first = act.next_action(core)
+    assert isinstance(first, act.RunActivity) and not first.durable_start
+    finish_activity(first, 1)
+    value = act.next_action(core)
+    assert isinstance(value, act.RecordValue) and not value.durable_start
+    core.apply(rec.value_recorded(value.step, value.step.command.name, lambda: 7, 3.0))
+    second = act.next_action(core)
+    assert isinstance(second, act.RunActivity) and second.durable_start  # the side effect's value
+    finish_activity(second, 7)
+    timer = act.next_action(core)
+    assert isinstance(timer, act.WaitTimer) and timer.durable_start
+    core.apply(rec.started(core, timer.step, 4.0))
+    core.apply(rec.timer_fired(timer.step, 64.0))
+    started_child = act.next_action(core)
+    assert isinstance(started_child, act.RunChild) and started_child.durable_start
+
+
+def test_a_signal_or_cancel_journaled_before_an_activity_makes_its_start_durable() -> None:
+    from durable._core import actions as act  # noqa: PLC0415
+
+    @durable.activity(name="tests.machine.wa_act2")
+    def act2() -> int:
+        return 1
+
+    @durable.workflow(name="tests.machine.wa_flow2")
+    def flow2():  # type: ignore[no-untyped-def]
+        return (yield act2())
+
+    core = Replay(flow2, ev.RunStarted("r", "tests.machine.wa_flow2", b"\x82\x80\xa0", 0.0))
+    core.values_durable()
+    assert not act.next_action(core).durable_start  # type: ignore[union-attr]
+    core.apply(ev.SignalReceived("note", b"\xf6", 1.0, "m1"))  # delivered while waiting to start
+    action = act.next_action(core)
+    assert isinstance(action, act.RunActivity) and action.durable_start

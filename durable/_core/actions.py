@@ -16,6 +16,16 @@ values, each carrying what is needed to carry it out:
 * :class:`Finish`: the workflow ended; journal its terminal event unless the
   journal already ends with it.
 
+Write-ahead is decided here too. Each step action says, in ``durable_start``,
+whether what was journaled up to and including the step's start record must be
+durable before the step goes on (else the executor only hands it to the store
+with a flush): a timer's deadline, so that a restart waits only what is left; a
+child run's start, since the child's arguments may carry recorded values; and
+anything that runs an activity after a recorded value, signal or cancel request
+was journaled (:attr:`Replay.unsynced_value`), since the activity carries it out
+of the process. After such a start the executor calls
+:meth:`Replay.values_durable`.
+
 Which command becomes which action is one table (:data:`_FOR_COMMAND`), so an
 executor dispatches on these action types only: the asyncio executor, the
 simulator and the trio executor read the same answers.
@@ -54,6 +64,7 @@ class RunActivity:
     """Journal the step's scheduling if new, then attempt its activity under its policy."""
 
     step: Step
+    durable_start: bool = False
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
@@ -61,6 +72,7 @@ class WaitTimer:
     """Journal the timer's deadline if new (durably), wait for it, journal that it fired."""
 
     step: Step
+    durable_start: bool = False
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
@@ -68,6 +80,7 @@ class RecordValue:
     """Produce a recorded value or side effect once and journal it."""
 
     step: Step
+    durable_start: bool = False
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
@@ -75,6 +88,7 @@ class WaitForSignal:
     """Journal the wait's timeout if it has one, then wait for the signal or the timeout."""
 
     step: Step
+    durable_start: bool = False
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
@@ -82,6 +96,7 @@ class RunChild:
     """Journal the child's start if new (durably), run or attach to it, journal its end."""
 
     step: Step
+    durable_start: bool = False
 
 
 StepAction = RunActivity | WaitTimer | RecordValue | WaitForSignal | RunChild
@@ -89,9 +104,11 @@ StepAction = RunActivity | WaitTimer | RecordValue | WaitForSignal | RunChild
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class RunGroup:
-    """Run the steps of one gather or race side by side."""
+    """Run the steps of one gather or race side by side; ``durable_start``: their start
+    records (and the values they record) must be durable before any of them runs."""
 
     actions: tuple[StepAction, ...]
+    durable_start: bool = False
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
@@ -115,13 +132,36 @@ _FOR_COMMAND: dict[type[Any], type[Any]] = {
 }
 
 
-def step_action(step: Step) -> StepAction:
-    """The action that carries out ``step``."""
+def step_action(core: Replay, step: Step) -> StepAction:
+    """The action that carries out ``step``, with its write-ahead rule."""
     kind = _FOR_COMMAND.get(type(step.command))
+    if kind is RunActivity:  # the hot path: the rule of _DURABLE_START, inline
+        return RunActivity(step, core.unsynced_value)
     if kind is None:
         raise TypeError(f"{step.command.describe()} is not supported by this version of durable")
-    action: StepAction = kind(step)
+    action: StepAction = kind(step, _DURABLE_START[kind](core, step))
     return action
+
+
+#: Whether a step's start must be durable before it goes on, by action (module docstring).
+_DURABLE_START: dict[type[Any], Any] = {
+    RunActivity: lambda core, step: core.unsynced_value,
+    WaitTimer: lambda core, step: step.fire_at is None,  # a new deadline
+    RecordValue: lambda core, step: False,  # durable with the next sync, before it can leave
+    WaitForSignal: lambda core, step: step.fire_at is None and step.command.timeout is not None,
+    RunChild: lambda core, step: True,
+}
+
+
+def _group(core: Replay, steps: list[Step]) -> RunGroup:
+    actions = tuple(step_action(core, step) for step in steps)
+    durable = core.unsynced_value or any(
+        isinstance(action, RunChild)
+        or (isinstance(action, WaitTimer) and action.durable_start)
+        or (isinstance(action, RecordValue) and action.step.seq in core.pending)  # recorded at the start
+        for action in actions
+    )
+    return RunGroup(actions, durable)
 
 
 def next_action(core: Replay) -> Action:
@@ -141,5 +181,5 @@ def next_action(core: Replay) -> Action:
     if not steps:
         raise DurableInternalError(f"run {core.run_id!r} waits for nothing")
     if len(steps) == 1 and steps[0].group is None:
-        return step_action(steps[0])
-    return RunGroup(tuple(step_action(step) for step in steps))
+        return step_action(core, steps[0])
+    return _group(core, steps)

@@ -136,6 +136,11 @@ class Replay:
         self._late_cancel: ev.CancelRequested | None = None
         #: Ids of the posted messages (signals, cancel requests) this journal holds.
         self.messages_seen: set[str] = set()
+        #: A value from outside the run (a recorded value, a signal, a cancel request)
+        #: was journaled since the executor last made the journal durable before a step
+        #: that leaves the process: the next such step must sync first, or a crash could
+        #: journal another value for what the outside world already saw (write-ahead).
+        self.unsynced_value = False
         self._next_seq = started.first_seq
         args, kwargs = load_call(started.args, run_id=self.run_id, what="the run's arguments")
         try:
@@ -231,7 +236,13 @@ class Replay:
         else:
             self._resolve(step, None, None)
 
+    def values_durable(self) -> None:
+        """The executor made every value journaled so far durable (or replayed them from a
+        journal that is): the next step that leaves the process need not sync for them."""
+        self.unsynced_value = False
+
     def _on_signal(self, event: ev.SignalReceived) -> None:
+        self.unsynced_value = True
         if event.message_id:
             self.messages_seen.add(event.message_id)
         self._arrivals += 1
@@ -251,6 +262,7 @@ class Replay:
             self._resolve(step, self._load(signal.payload, "the payload of signal", signal.name), None)
 
     def _on_side_effect(self, event: ev.SideEffectRecorded) -> None:
+        self.unsynced_value = True
         step = self._claim(event.seq, event, lambda c: isinstance(c, SideEffect) and c.name == event.name)
         if event.error is not None:
             self._resolve(step, None, ActivityError(event.name, event.seq, event.error, 1))
@@ -258,6 +270,7 @@ class Replay:
             self._resolve(step, self._load(event.value, "the value of step", event.seq), None)
 
     def _on_cancel_requested(self, event: ev.CancelRequested) -> None:
+        self.unsynced_value = True
         """Cancel every open step and throw ``Cancelled`` in at the current ``yield``."""
         if event.message_id:
             self.messages_seen.add(event.message_id)
