@@ -15,6 +15,8 @@ from typing import Any
 import attrs
 
 import durable
+from durable._core.actions import CloseCancelled, Finish, RecordPatch, RunGroup, next_action
+from durable._core.records import patch_reached
 from durable.lowlevel import (
     ActivityCompleted,
     ActivityFailed,
@@ -23,6 +25,7 @@ from durable.lowlevel import (
     Replay,
     Returned,
     RunStarted,
+    StepCancelled,
     current_activity,
     dumps_value,
     loads_value,
@@ -90,7 +93,20 @@ def run_stubbed(
     core = Replay(workflow, RunStarted("stubbed", workflow.name, encoded, 0.0))
     calls: list[Call] = []
     while core.outcome is None:
-        step = next(iter(core.pending.values()))
+        # The same answers the executor carries out (durable._core.actions), here with
+        # stubs for activities and in virtual nothing-time.
+        action = next_action(core)
+        if isinstance(action, RecordPatch):  # reached live: the new code path
+            core.apply(patch_reached(core, 0.0))
+            continue
+        if isinstance(action, CloseCancelled):  # the losers of a race
+            for lost in action.steps:
+                core.apply(StepCancelled(lost.seq, 0.0))
+            continue
+        # One step at a time, in step order (the first of a gather or race wins a race).
+        if isinstance(action, Finish):
+            break
+        step = action.actions[0].step if isinstance(action, RunGroup) else action.step
         command = step.command
         if not isinstance(command, durable.ActivityCall):
             raise TypeError(

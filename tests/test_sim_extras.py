@@ -153,3 +153,23 @@ def test_in_activity_lets_an_activity_s_own_code_read_activity_info() -> None:
         assert info.idempotency_key == "order-1/2"
     with pytest.raises(RuntimeError, match="outside an activity"):
         tagged.fn("charge")
+
+
+def test_run_stubbed_answers_a_patch_and_a_race_as_the_executor_would() -> None:
+    @durable.activity(name="tests.sim_extras.fast")
+    def fast() -> str:
+        return "fast"
+
+    @durable.activity(name="tests.sim_extras.slow")
+    def slow() -> str:
+        return "slow"
+
+    @durable.workflow(name="tests.sim_extras.patched_race")
+    def patched_race():  # type: ignore[no-untyped-def]
+        new = yield durable.patched("v2")
+        index, value = yield durable.race(fast(), slow())
+        return [new, index, value]
+
+    run = sim.run_stubbed(patched_race, stubs={"tests.sim_extras.fast": "F", "tests.sim_extras.slow": "S"})
+    assert run.result == [True, 0, "F"]  # live: the new path; the first answered wins the race
+    assert [call.activity for call in run.calls] == ["tests.sim_extras.fast"]
