@@ -780,3 +780,38 @@ def test_a_signal_or_cancel_journaled_before_an_activity_makes_its_start_durable
     core.apply(ev.SignalReceived("note", b"\xf6", 1.0, "m1"))  # delivered while waiting to start
     action = act.next_action(core)
     assert isinstance(action, act.RunActivity) and action.durable_start
+
+
+def test_a_cancelled_step_is_closed_before_any_cleanup_runs() -> None:
+    from durable._core import actions as act  # noqa: PLC0415
+    from durable._core import records as rec  # noqa: PLC0415
+
+    @durable.activity(name="tests.machine.wa_work")
+    def work() -> None:
+        return None
+
+    @durable.activity(name="tests.machine.wa_cleanup")
+    def cleanup() -> None:
+        return None
+
+    @durable.workflow(name="tests.machine.wa_cancellable")
+    def cancellable():  # type: ignore[no-untyped-def]
+        try:
+            yield work()
+        except durable.Cancelled:
+            yield cleanup()
+            raise
+
+    core = Replay(cancellable, ev.RunStarted("r", "tests.machine.wa_cancellable", b"\x82\x80\xa0", 0.0))
+    running = act.next_action(core)
+    assert isinstance(running, act.RunActivity)
+    core.apply(rec.started(core, running.step, 1.0))
+    core.apply(ev.CancelRequested("stop", 2.0, "m1"))  # journaled while the step runs
+    close = act.next_action(core)
+    assert isinstance(close, act.CloseCancelled)  # the cancelled step is closed first...
+    assert [step.seq for step in close.steps] == [running.step.seq]
+    core.apply(rec.step_cancelled(running.step.seq, 2.0))
+    cleaning = act.next_action(core)
+    assert isinstance(cleaning, act.RunActivity)  # ...then the cleanup runs, and its start
+    assert cleaning.step.command.name == "tests.machine.wa_cleanup"
+    assert cleaning.durable_start  # is durable: the cancel request came from outside
