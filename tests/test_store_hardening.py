@@ -30,8 +30,9 @@ import trio
 import durable
 import sim
 from durable._core import events as ev
+from durable._core.errors import JournalUnreadableError, UnsafeStoreError
 from durable._fs import OsFileSystem
-from durable._store_file import JournalUnreadableError, UnsafeStoreError, check_run_id
+from durable._store_file import check_run_id
 from durable.lowlevel import FileSystem
 
 needs_non_root = pytest.mark.skipif(

@@ -357,6 +357,52 @@ class JournalCorruptError(StoreError):
         )
 
 
+class JournalUnreadableError(JournalCorruptError):
+    """The entry where a run's journal should be cannot be read as one: durable may
+    not read it, or it is not a journal file (a directory, a symbolic link, a FIFO...).
+    That run alone cannot go on; every other run does.
+
+    Attributes:
+        path: the entry.
+        run_id: the run whose journal belongs there.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, path: str, run_id: str, reason: str, fix: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.offset = 0
+        self.record = None
+        self.reason = reason
+        StoreError.__init__(
+            self,
+            f"{path} cannot be read as the journal of run {run_id!r}: {reason}. {fix}",
+            run_id=run_id,
+            path=path,
+        )
+
+
+class UnsafeStoreError(StoreError):
+    """A store directory that other users may write (or that another user owns):
+    durable refuses it, since another user could plant files or links in it.
+
+    Attributes:
+        path: the directory.
+        owner: its owner's uid.
+        mode: its permission bits.
+    """
+
+    def __init__(self, path: str, store: str, owner: int, mode: int, problem: str, fix: str) -> None:
+        self.path = path
+        self.owner = owner
+        self.mode = mode
+        super().__init__(
+            f"refusing to use the durable store {store!r}: {path} {problem} (owner uid {owner}, mode "
+            f"{mode:04o}), so another user could plant files or symbolic links among the journals. {fix}",
+            path=path,
+        )
+
+
 class JournalVersionError(StoreError):
     """A journal was written by a newer format version than this durable reads."""
 
