@@ -499,3 +499,14 @@ def test_the_nesting_limit_is_the_decoders_400_levels_for_a_value_and_398_for_a_
     encode_call((_nested(398),), {}, what="x")
     with pytest.raises(durable.SerializationError, match="398 for a call's arguments"):
         encode_call((_nested(399),), {}, what="x")
+
+
+@pytest.mark.parametrize(
+    ("run_id", "says"),
+    [("x" * 201, "201 characters long; a run id has at most 200"), ("a\x00b", "holds a NUL character")],
+)
+def test_a_bad_run_id_says_which_rule_it_breaks(run_id: str, says: str) -> None:
+    from durable._core.ids import check_run_id  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match=says):
+        check_run_id(run_id)

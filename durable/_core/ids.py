@@ -17,8 +17,12 @@ def check_run_id(run_id: object) -> str:
     """Validate a run id: a non-empty str of at most 200 characters, no NUL, valid Unicode."""
     if not isinstance(run_id, str) or not run_id:
         raise TypeError(f"a run id must be a non-empty str (got {run_id!r})")
-    if len(run_id) > MAX_RUN_ID or "\x00" in run_id:
-        raise ValueError(f"run id {run_id[:40]!r}... is too long or holds NUL (max {MAX_RUN_ID} chars)")
+    if len(run_id) > MAX_RUN_ID:
+        raise ValueError(
+            f"run id {run_id[:40]!r}... is {len(run_id):,} characters long; a run id has at most {MAX_RUN_ID}"
+        )
+    if "\x00" in run_id:
+        raise ValueError(f"run id {run_id[:40]!r} holds a NUL character, which a run id may not hold")
     try:
         run_id.encode()
     except UnicodeEncodeError as exc:
