@@ -50,7 +50,7 @@ from ._core.errors import (
     RunConflictError,
 )
 from ._core.machine import Replay, Step
-from ._core.outcomes import Continued, Outcome, Raised, Returned, terminal_event
+from ._core.outcomes import Continued, Outcome, terminal_event
 from ._core.primitives import SideEffect, WaitSignal
 from ._hooks import Hooks
 from ._store import JournalWriter
@@ -232,16 +232,13 @@ class RunExecution:
                 await self.children.cancel_child(step.child_id, reason)
             self._append(rec.step_cancelled(seq, self.clock()))
 
-    def _journal_child_start(self, step: Step, command: ChildCall) -> None:
-        if step.scheduled_at is None:
-            self._append(rec.started(self.core, step, self.clock()))
-
     async def _run_child_workflow(self, action: RunChild) -> None:
         step = action.step
         command = step.command
         if not isinstance(command, ChildCall):
             raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} is no child run")
-        self._journal_child_start(step, command)
+        if step.scheduled_at is None:
+            self._append(rec.started(self.core, step, self.clock()))
         # Durable before the child exists: its arguments may carry recorded values.
         await self._durable_start(action.durable_start)
         await self._record_durably(await self._child_outcome(step, command))
@@ -503,4 +500,4 @@ def _call(
     return inline
 
 
-__all__ = ["ChildRunner", "Raised", "Returned", "RunExecution", "WallClock"]
+__all__ = ["ChildRunner", "RunExecution", "WallClock"]

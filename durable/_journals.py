@@ -11,8 +11,6 @@ replay check (:mod:`durable._replayer`).
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,13 +19,16 @@ import attrs
 from . import _timeline as tl
 from ._core import events as ev
 from ._core.commands import Workflow
-from ._core.errors import DurableError, JournalCorruptError, JournalVersionError, StoreError
+from ._core.errors import (
+    DurableError,
+    JournalCorruptError,
+    JournalUnreadableError,
+    JournalVersionError,
+    StoreError,
+)
 from ._replayer import ReplayCheck, check_replay
 from ._store import Store
 from ._store_file import FileStore
-
-#: The most of a damaged journal that ``_salvage`` reads to show what is in front of the damage.
-_SALVAGE_LIMIT = 256 * 1024 * 1024
 
 
 @attrs.frozen
@@ -72,9 +73,9 @@ class Journal:
 def _is_damage(error: Exception | None) -> bool:
     """Whether a journal's read error is damage ("corrupt"), rather than a journal that could
     not be read at all ("unreadable": a newer format, no permission...)."""
-    return not isinstance(error, JournalVersionError) and (
-        isinstance(error, JournalCorruptError) or not isinstance(error, StoreError)
-    )
+    if isinstance(error, JournalVersionError | JournalUnreadableError):
+        return False
+    return isinstance(error, JournalCorruptError) or not isinstance(error, StoreError)
 
 
 async def read(store: Store, run_id: str) -> Journal | None:
@@ -85,21 +86,18 @@ async def read(store: Store, run_id: str) -> Journal | None:
     """
     try:
         events = await store.read(run_id)
-    except (JournalCorruptError, JournalVersionError) as exc:
-        return Journal(run_id, _salvage(store, run_id), exc)
-    except StoreError as exc:
-        if not isinstance(store, FileStore):
+    except Exception as exc:
+        its_journal = isinstance(exc, JournalCorruptError | JournalVersionError) or isinstance(
+            store, FileStore
+        )
+        if isinstance(exc, StoreError) and not its_journal:
             raise  # the database failed, not this run's journal
-        return Journal(run_id, _salvage(store, run_id), exc)  # e.g. a journal it may not read
-    except Exception as exc:  # a record holding what no durable writes (wrong field types...)
         return Journal(run_id, _salvage(store, run_id), exc)
     return None if events is None else Journal(run_id, events)
 
 
 async def read_all(store: Store) -> list[Journal]:
     """Every run's journal, in the store's order of run ids."""
-    if isinstance(store, FileStore) and not os.path.isdir(os.path.join(store.path, "runs")):
-        return []  # a directory where no run was ever started
     journals = []
     for run_id in await store.run_ids():
         journal = await read(store, run_id)
@@ -110,21 +108,11 @@ async def read_all(store: Store) -> list[Journal]:
 
 def _salvage(store: Store, run_id: str) -> list[Any]:
     """The valid records in front of the damage, where the store lets us read its bytes
-    (only a regular file, and a bounded read: a FIFO or /dev/zero there must not hang us)."""
+    (a FileStore, through its own reads: a FIFO or /dev/zero there is refused, not read)."""
     if not isinstance(store, FileStore):
         return []
     try:
-        fd = os.open(store.journal_path(run_id), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except (OSError, ValueError):
+        data = store.journal_bytes(run_id)
+    except StoreError:
         return []
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return []
-        with os.fdopen(os.dup(fd), "rb") as file:
-            data = file.read(min(info.st_size, _SALVAGE_LIMIT))
-        return tl.salvage(data)
-    except Exception:
-        return []
-    finally:
-        os.close(fd)
+    return [] if data is None else tl.salvage(data)

@@ -29,7 +29,7 @@ from ._core.errors import NonDeterminismError
 from ._core.machine import Replay, replay
 from ._core.outcomes import Continued, Outcome, Raised, Returned, Stopped, outcome_of
 from ._core.values import loads
-from ._timeline import error_text, shorten
+from ._timeline import error_text, plural, shorten
 
 #: Every verdict of a :class:`ReplayCheck`; the last three fail a check.
 VERDICTS = ("ok", "skipped", "diverged", "undefined", "error")
@@ -125,7 +125,7 @@ def check_replay(
     except Exception as exc:
         return ReplayCheck(run_id, name, "error", f"replay stopped: {error_text(exc)}")
     steps = len({getattr(e, "seq", None) for e in events} - {None})
-    summary = f"replayed OK ({steps} {'step' if steps == 1 else 'steps'})"
+    summary = f"replayed OK ({plural(steps, 'step')})"
     return ReplayCheck(run_id, name, "ok", summary, _where_it_stands(core), outcome=core.outcome)
 
 

@@ -178,8 +178,8 @@ class Runtime:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if not self._nursery is not None:
-            raise DurableInternalError("in __aexit__: self._nursery is not None does not hold")
+        if self._nursery is None:
+            raise DurableInternalError("the runtime is leaving a context it never entered")
         self._nursery.cancel_scope.cancel()
         try:
             # Run tasks keep their errors in their handles, so the nursery only ever
@@ -228,14 +228,14 @@ class Runtime:
     ) -> RunHandle:
         started = opened.events[0]
         if not isinstance(started, ev.RunStarted):
-            raise DurableInternalError("in _attach: isinstance(started, ev.RunStarted) does not hold")
+            raise DurableInternalError(f"run {run_id!r}: an opened journal does not start with RunStarted")
         last = opened.events[-1]
         had_args = _first_args(started, encoded)
         if isinstance(last, ev.TERMINAL) or started.workflow != workflow.name or had_args != encoded:
             opened.writer.close()
             _check_same(run_id, started.workflow, had_args, workflow.name, encoded)
             if not isinstance(last, ev.TERMINAL):
-                raise DurableInternalError("in _attach: isinstance(last, ev.TERMINAL) does not hold")
+                raise DurableInternalError(f"run {run_id!r}: attached as finished, but not ended")
             return _finished(started, last)
         await self.hooks.point("recovering", run_id, None)
         return self._launch(workflow, opened.events, opened.writer, resumed=True)
@@ -250,9 +250,7 @@ class Runtime:
             raise locked
         started = events[0] if events else None
         if not isinstance(started, ev.RunStarted):
-            raise DurableInternalError(
-                "in _attach_finished: isinstance(started, ev.RunStarted) does not hold"
-            )
+            raise DurableInternalError(f"run {run_id!r}: a finished journal does not start with RunStarted")
         _check_same(run_id, started.workflow, _first_args(started, encoded), workflow.name, encoded)
         return _finished(started, last)
 
@@ -262,7 +260,7 @@ class Runtime:
         nursery, clock = self._running()
         started = events[0]
         if not isinstance(started, ev.RunStarted):
-            raise DurableInternalError("in _launch: isinstance(started, ev.RunStarted) does not hold")
+            raise DurableInternalError("a run launched from a journal without RunStarted")
         handle = RunHandle(started.run_id, started.workflow, started.args)
         self._handles[started.run_id] = handle
         try:
@@ -489,7 +487,7 @@ class Runtime:
         """Launch a run that recovery opened (None if it had finished meanwhile)."""
         started = opened.events[0]
         if not isinstance(started, ev.RunStarted):
-            raise DurableInternalError("in _recovered: isinstance(started, ev.RunStarted) does not hold")
+            raise DurableInternalError(f"run {run_id!r}: a recovered journal does not start with RunStarted")
         if isinstance(opened.events[-1], ev.TERMINAL):
             opened.writer.close()
             return None
@@ -521,8 +519,8 @@ class _Children:
         await handle._done.wait()
         if handle._error is not None:
             raise handle._error  # durable cannot continue the child, so not the parent either
-        if not handle._outcome is not None:
-            raise DurableInternalError("in child_outcome: handle._outcome is not None does not hold")
+        if handle._outcome is None:
+            raise DurableInternalError(f"child run {child_id!r} ended without an outcome")
         return _child_outcome(handle._outcome)
 
     async def _outcome_elsewhere(self, run_id: str) -> tuple[bytes, ErrorInfo | None]:
@@ -533,13 +531,11 @@ class _Children:
                 started = events[0]
                 if not isinstance(started, ev.RunStarted):
                     raise DurableInternalError(
-                        "in _outcome_elsewhere: isinstance(started, ev.RunStarted) does not hold"
+                        f"child run {run_id!r}: its journal does not start with RunStarted"
                     )
                 handle = _finished(started, events[-1])
-                if not handle._outcome is not None:
-                    raise DurableInternalError(
-                        "in _outcome_elsewhere: handle._outcome is not None does not hold"
-                    )
+                if handle._outcome is None:
+                    raise DurableInternalError(f"child run {run_id!r} ended without an outcome")
                 return _child_outcome(handle._outcome)
             await store.wait_for_change(self.runtime._poll or 0.2)
 

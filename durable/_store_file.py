@@ -749,7 +749,9 @@ class FileStore(Store):
         if messages and not self._inbox_ready:
             # Messages are read, and journaled, from here: an inbox others may write
             # is refused when reading as when posting (a planted cancel request).
+            # Checked once, as a store that posts checks it once.
             self._check_private(self._inbox)
+            self._inbox_ready = True
         return messages
 
     def _message_files(self, run_id: str) -> list[tuple[str, str]]:

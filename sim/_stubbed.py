@@ -8,7 +8,6 @@ journal's encoding, so the workflow sees exactly what it would see for real.
 from __future__ import annotations
 
 import contextlib
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -140,7 +139,7 @@ def _answer(
 
 
 def _failed(seq: int, exc: BaseException) -> ActivityFailed:
-    error = durable.ErrorInfo.from_exception(exc, traceback="".join(traceback.format_exception(exc)))
+    error = durable.ErrorInfo.with_traceback_of(exc)
     return ActivityFailed(seq, error, 1, 0.0)
 
 

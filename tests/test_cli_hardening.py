@@ -674,3 +674,14 @@ def test_bytes_that_are_not_utf8_in_argv_as_a_process(one_run: Path) -> None:
     assert b"Traceback" not in done.stderr
     assert done.stderr.count(b"\n") == 1
     assert b"the run id 'x\\udcff' is not valid text" in done.stderr
+
+
+def test_an_entry_durable_cannot_read_as_a_journal_is_listed_unreadable_not_corrupt(workdir: Path) -> None:
+    # A directory where a journal should be was never read: "unreadable", not "corrupt"
+    # (damage found inside a journal), as the status column promises.
+    assert cli("run", "hard.py:wf", "x", "--id", "fine").code == 0
+    (workdir / ".durable" / "runs" / "odd.journal").mkdir()
+    outcome = cli("ls", "--json")
+    assert outcome.code == 0, outcome
+    statuses = {row["id"]: row["status"] for row in json.loads(outcome.stdout)}
+    assert statuses == {"fine": "completed", "odd": "unreadable"}

@@ -23,12 +23,12 @@ with a flush): a timer's deadline, so that a restart waits only what is left; a
 child run's start, since the child's arguments may carry recorded values; and
 anything that runs an activity after a recorded value, signal or cancel request
 was journaled (:attr:`Replay.unsynced_value`), since the activity carries it out
-of the process. After such a start the executor calls
-:meth:`Replay.values_durable`.
+of the process. After the start of an activity, a child or a group, the executor
+calls :meth:`Replay.values_durable` (the activity's hot path clears the flag inline).
 
 Which command becomes which action is one table (:data:`_FOR_COMMAND`), so an
-executor dispatches on these action types only: the asyncio executor, the
-simulator and the trio executor read the same answers.
+executor dispatches on these action types only: the trio executor and the
+simulator's stubbed runs read the same answers.
 """
 
 from __future__ import annotations
@@ -133,33 +133,29 @@ _FOR_COMMAND: dict[type[Any], type[Any]] = {
 
 
 def step_action(core: Replay, step: Step) -> StepAction:
-    """The action that carries out ``step``, with its write-ahead rule."""
+    """The action that carries out ``step``, with its write-ahead rule (module docstring)."""
     kind = _FOR_COMMAND.get(type(step.command))
-    if kind is RunActivity:  # the hot path: the rule of _DURABLE_START, inline
-        return RunActivity(step, core.unsynced_value)
-    if kind is None:
-        raise TypeError(f"{step.command.describe()} is not supported by this version of durable")
-    action: StepAction = kind(step, _DURABLE_START[kind](core, step))
-    return action
-
-
-#: Whether a step's start must be durable before it goes on, by action (module docstring).
-_DURABLE_START: dict[type[Any], Any] = {
-    RunActivity: lambda core, step: core.unsynced_value,
-    WaitTimer: lambda core, step: step.fire_at is None,  # a new deadline
-    RecordValue: lambda core, step: False,  # durable with the next sync, before it can leave
-    WaitForSignal: lambda core, step: step.fire_at is None and step.command.timeout is not None,
-    RunChild: lambda core, step: True,
-}
+    if kind is RunActivity:  # the hot path first
+        return RunActivity(step, core.unsynced_value)  # it carries recorded values out
+    if kind is WaitTimer:
+        return WaitTimer(step, step.fire_at is None)  # a new deadline: a restart waits what is left
+    if kind is WaitForSignal:
+        command = step.command
+        timeout = command.timeout if isinstance(command, WaitSignal) else None
+        return WaitForSignal(step, step.fire_at is None and timeout is not None)
+    if kind is RunChild:
+        return RunChild(step, True)  # its arguments may carry recorded values
+    if kind is RecordValue:
+        return RecordValue(step)  # durable with the next sync, before it can leave the process
+    raise TypeError(f"{step.command.describe()} is not supported by this version of durable")
 
 
 def _group(core: Replay, steps: list[Step]) -> RunGroup:
+    """A gather or race: durable once started if any start is (a deadline, a child), a
+    value is recorded at its start, or a recorded value waits to be made durable."""
     actions = tuple(step_action(core, step) for step in steps)
     durable = core.unsynced_value or any(
-        isinstance(action, RunChild)
-        or (isinstance(action, WaitTimer) and action.durable_start)
-        or (isinstance(action, RecordValue) and action.step.seq in core.pending)  # recorded at the start
-        for action in actions
+        action.durable_start or isinstance(action, RecordValue) for action in actions
     )
     return RunGroup(actions, durable)
 

@@ -8,6 +8,7 @@ several also derive from the builtin a caller would expect (``TypeError``,
 
 from __future__ import annotations
 
+import traceback as _traceback
 from typing import Any
 
 import attrs
@@ -65,6 +66,12 @@ class ErrorInfo:
             message=_cut(_utf8_safe(message), MAX_ERROR_MESSAGE),
             traceback=_cut(_utf8_safe(traceback), MAX_ERROR_TRACEBACK),
         )
+
+    @classmethod
+    def with_traceback_of(cls, exc: BaseException) -> ErrorInfo:
+        """:meth:`from_exception` with the exception's formatted traceback: how the
+        journal keeps an error that user code raised."""
+        return cls.from_exception(exc, traceback="".join(_traceback.format_exception(exc)))
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type

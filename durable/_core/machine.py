@@ -45,7 +45,6 @@ from __future__ import annotations
 import collections
 import itertools
 import linecache
-import traceback
 import types
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -255,7 +254,7 @@ class Replay:
     def _take_signal(self, step: Step) -> None:
         """Give the oldest waiting signal of its name to a ``wait_signal`` step, if there is one."""
         if not isinstance(step.command, WaitSignal):
-            raise DurableInternalError("in _take_signal: isinstance(step.command, WaitSignal) does not hold")
+            raise DurableInternalError(f"run {self.run_id!r}: step {step.seq} waits for no signal")
         queue = self.inbox.get(step.command.name)
         if queue:
             signal = queue.popleft()[1]
@@ -270,8 +269,8 @@ class Replay:
             self._resolve(step, self._load(event.value, "the value of step", event.seq), None)
 
     def _on_cancel_requested(self, event: ev.CancelRequested) -> None:
-        self.unsynced_value = True
         """Cancel every open step and throw ``Cancelled`` in at the current ``yield``."""
+        self.unsynced_value = True
         if event.message_id:
             self.messages_seen.add(event.message_id)
         if self.outcome is not None:
@@ -505,7 +504,7 @@ def replay(workflow: Workflow[..., Any], events: Sequence[ev.Event]) -> Replay:
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
-    return ErrorInfo.from_exception(exc, traceback="".join(traceback.format_exception(exc)))
+    return ErrorInfo.with_traceback_of(exc)
 
 
 def _recorded(event: ev.Event) -> str:

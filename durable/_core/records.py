@@ -14,7 +14,6 @@ Everything here is pure: times and the process id come in as arguments.
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -29,9 +28,7 @@ from .values import encode_value
 _NONE = encode_value(None, what="None")
 
 
-def error_info(exc: BaseException) -> ErrorInfo:
-    """How the journal keeps an exception: type, message and traceback text."""
-    return ErrorInfo.from_exception(exc, traceback="".join(traceback.format_exception(exc)))
+error_info = ErrorInfo.with_traceback_of
 
 
 def resumed(t: float, pid: int) -> ev.RunResumed:
