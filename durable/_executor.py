@@ -186,7 +186,7 @@ class RunExecution:
         command = step.command
         if not isinstance(command, ActivityCall):
             raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} is no activity")
-        if step.scheduled_at is None:
+        if action.journal_start:
             self._append(rec.started(self.core, step, self.clock()))
         # _durable_start, inline on the hot path
         if action.durable_start and self._syncs:
@@ -237,7 +237,7 @@ class RunExecution:
         command = step.command
         if not isinstance(command, ChildCall):
             raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} is no child run")
-        if step.scheduled_at is None:
+        if action.journal_start:
             self._append(rec.started(self.core, step, self.clock()))
         # Durable before the child exists: its arguments may carry recorded values.
         await self._durable_start(action.durable_start)
@@ -309,7 +309,7 @@ class RunExecution:
         command = step.command
         if not isinstance(command, WaitSignal):
             raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} waits for no signal")
-        if command.timeout is not None and step.fire_at is None:
+        if action.journal_start:  # its timeout's deadline
             self._append(rec.started(self.core, step, self.clock()))
             if action.durable_start and self._syncs:
                 await self.writer.sync()
@@ -359,12 +359,11 @@ class RunExecution:
         Then make them durable if the core says so (a deadline, a child, a value)."""
         for child in group.actions:
             step = child.step
-            if (isinstance(child, RunActivity | RunChild) and step.scheduled_at is None) or (
-                isinstance(child, WaitTimer) and step.fire_at is None
-            ):
+            if isinstance(child, RecordValue):
+                if step.seq in self.core.pending:  # else a value recorded before it won the race
+                    self._record_value_now(step)
+            elif child.journal_start:
                 self._append(rec.started(self.core, step, self.clock()))
-            elif isinstance(child, RecordValue) and step.seq in self.core.pending:
-                self._record_value_now(step)
         await self._durable_start(group.durable_start)
 
     async def _run_child(
@@ -398,7 +397,7 @@ class RunExecution:
 
     async def _run_timer(self, action: WaitTimer) -> None:
         step = action.step
-        if step.fire_at is None:
+        if action.journal_start:
             self._append(rec.started(self.core, step, self.clock()))
             if action.durable_start and self._syncs:  # a restart waits only what is left
                 await self.writer.sync()
@@ -444,7 +443,11 @@ class RunExecution:
         if step.retry_at is not None:
             await self.clock.sleep_until(step.retry_at)
         while True:
-            limit = policy.attempt_limit(now=self.clock(), started_at=started_at)
+            limit = (
+                policy.timeout
+                if policy.total_timeout is None  # no budget to cut it: no need to read the clock
+                else policy.attempt_limit(now=self.clock(), started_at=started_at)
+            )
             try:
                 value = await self._attempt(step.seq, command, attempt, limit)
             except (Exception, SystemExit) as exc:

@@ -763,6 +763,44 @@ def test_write_ahead_rules_are_the_cores_answers() -> None:
     assert isinstance(started_child, act.RunChild) and started_child.durable_start
 
 
+def test_the_core_says_whether_a_steps_start_record_is_still_to_journal() -> None:
+    """A step replay already saw started is picked up where it was: no second start record
+    (an executor that wrote one would break the journal's one-start-per-step rule)."""
+    from durable._core import actions as act  # noqa: PLC0415
+    from durable._core import records as rec  # noqa: PLC0415
+
+    @durable.activity(name="tests.machine.js_act")
+    def js_act() -> int:
+        return 1
+
+    @durable.workflow(name="tests.machine.js_flow")
+    def flow():  # type: ignore[no-untyped-def]
+        yield js_act()
+        yield durable.sleep(60)
+        yield durable.gather(js_act(), durable.sleep(5))
+
+    core = Replay(flow, ev.RunStarted("r", "tests.machine.js_flow", b"\x82\x80\xa0", 0.0))
+    fresh = act.next_action(core)
+    assert isinstance(fresh, act.RunActivity) and fresh.journal_start
+    core.apply(rec.started(core, fresh.step, 1.0))  # scheduled, then the process died
+    resumed = act.next_action(core)
+    assert isinstance(resumed, act.RunActivity) and not resumed.journal_start
+    core.apply(rec.activity_returned(resumed.step, resumed.step.command, 1, 1, 2.0))
+    timer = act.next_action(core)
+    assert isinstance(timer, act.WaitTimer) and timer.journal_start
+    core.apply(rec.started(core, timer.step, 3.0))
+    waiting = act.next_action(core)
+    assert isinstance(waiting, act.WaitTimer) and not waiting.journal_start
+    core.apply(rec.timer_fired(waiting.step, 63.0))
+    group = act.next_action(core)
+    assert isinstance(group, act.RunGroup)
+    assert [child.journal_start for child in group.actions] == [True, True]
+    core.apply(rec.started(core, group.actions[0].step, 64.0))  # only the first got its record
+    again = act.next_action(core)
+    assert isinstance(again, act.RunGroup)
+    assert [child.journal_start for child in again.actions] == [False, True]
+
+
 def test_a_signal_or_cancel_journaled_before_an_activity_makes_its_start_durable() -> None:
     from durable._core import actions as act  # noqa: PLC0415
 

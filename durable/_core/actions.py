@@ -16,6 +16,11 @@ values, each carrying what is needed to carry it out:
 * :class:`Finish`: the workflow ended; journal its terminal event unless the
   journal already ends with it.
 
+Whether a step's start record (its scheduling, its timer's deadline, its child's
+start) must still be journaled is decided here, in ``journal_start``: False when
+replay already read it (a resumed run picks the step up where it was). Which
+record that is, :func:`~durable._core.records.started` says.
+
 Write-ahead is decided here too. Each step action says, in ``durable_start``,
 whether what was journaled up to and including the step's start record must be
 durable before the step goes on (else the executor only hands it to the store
@@ -65,6 +70,7 @@ class RunActivity:
 
     step: Step
     durable_start: bool = False
+    journal_start: bool = False
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
@@ -73,6 +79,7 @@ class WaitTimer:
 
     step: Step
     durable_start: bool = False
+    journal_start: bool = False
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
@@ -89,6 +96,7 @@ class WaitForSignal:
 
     step: Step
     durable_start: bool = False
+    journal_start: bool = False
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
@@ -97,6 +105,7 @@ class RunChild:
 
     step: Step
     durable_start: bool = False
+    journal_start: bool = False
 
 
 StepAction = RunActivity | WaitTimer | RecordValue | WaitForSignal | RunChild
@@ -135,16 +144,18 @@ _FOR_COMMAND: dict[type[Any], type[Any]] = {
 def step_action(core: Replay, step: Step) -> StepAction:
     """The action that carries out ``step``, with its write-ahead rule (module docstring)."""
     kind = _FOR_COMMAND.get(type(step.command))
-    if kind is RunActivity:  # the hot path first
-        return RunActivity(step, core.unsynced_value)  # it carries recorded values out
+    if kind is RunActivity:  # the hot path first; it carries recorded values out
+        return RunActivity(step, core.unsynced_value, step.scheduled_at is None)
     if kind is WaitTimer:
-        return WaitTimer(step, step.fire_at is None)  # a new deadline: a restart waits what is left
+        new = step.fire_at is None
+        return WaitTimer(step, new, new)  # a new deadline: a restart waits only what is left
     if kind is WaitForSignal:
         command = step.command
         timeout = command.timeout if isinstance(command, WaitSignal) else None
-        return WaitForSignal(step, step.fire_at is None and timeout is not None)
+        new = step.fire_at is None and timeout is not None  # only a timeout has a record
+        return WaitForSignal(step, new, new)
     if kind is RunChild:
-        return RunChild(step, True)  # its arguments may carry recorded values
+        return RunChild(step, True, step.scheduled_at is None)  # its arguments may carry recorded values
     if kind is RecordValue:
         return RecordValue(step)  # durable with the next sync, before it can leave the process
     raise TypeError(f"{step.command.describe()} is not supported by this version of durable")
@@ -177,5 +188,8 @@ def next_action(core: Replay) -> Action:
     if not steps:
         raise DurableInternalError(f"run {core.run_id!r} waits for nothing")
     if len(steps) == 1 and steps[0].group is None:
-        return step_action(core, steps[0])
+        step = steps[0]
+        if type(step.command) is ActivityCall:  # step_action's hot path, inlined
+            return RunActivity(step, core.unsynced_value, step.scheduled_at is None)
+        return step_action(core, step)
     return _group(core, steps)

@@ -190,11 +190,19 @@ class Replay:
         return step
 
     def _on_scheduled(self, event: ev.ActivityScheduled) -> None:
-        step = self._claim(
-            event.seq,
-            event,
-            lambda c: isinstance(c, ActivityCall) and c.name == event.name and c.encoded_args == event.args,
-        )
+        # _claim inlined, without its closure: this runs for every activity, live and
+        # in replay.
+        seq = event.seq
+        step = self.pending.get(seq)
+        if step is None or step.scheduled_at is not None:
+            self._diverged(seq, _recorded(event), self._what_code_did(seq))
+        command = step.command
+        if not (
+            isinstance(command, ActivityCall)
+            and command.activity.name == event.name
+            and command.encoded_args == event.args
+        ):
+            self._diverged(seq, _recorded(event), command.describe())
         step.scheduled_at = event.t
 
     def _on_child_started(self, event: ev.ChildStarted) -> None:

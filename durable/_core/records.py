@@ -44,7 +44,7 @@ def patch_reached(core: Replay, t: float) -> ev.PatchRecorded:
 
 
 def _activity_scheduled(core: Replay, step: Step, command: ActivityCall, t: float) -> ev.Event:
-    return ev.ActivityScheduled(step.seq, command.name, command.encoded_args, t)
+    return ev.ActivityScheduled(step.seq, command.activity.name, command.encoded_args, t)
 
 
 def _timer_started(core: Replay, step: Step, command: Sleep, t: float) -> ev.Event:
@@ -100,7 +100,7 @@ def child_ended(step: Step, result: bytes, error: ErrorInfo | None, t: float) ->
 def value_recorded(step: Step, name: str, produce: Callable[[], Any], t: float) -> ev.SideEffectRecorded:
     """What ``produce()`` gave (or raised) for a recorded value or side effect, journaled once."""
     try:
-        value = encode_value(produce(), what=f"the value of side effect {name!r}")
+        value = encode_value(produce(), what="the value of side effect", name=name)
         error = None
     except Exception as exc:
         value, error = _NONE, error_info(exc)
@@ -127,7 +127,7 @@ def activity_returned(
     value the journal cannot hold, its ``ActivityFailed`` (never retried: the same code
     would return the same value)."""
     try:
-        result = encode_value(value, what=f"the result of activity {command.name!r}")
+        result = encode_value(value, what="the result of activity", name=command.activity.name)
     except SerializationError as exc:
         return ev.ActivityFailed(step.seq, error_info(exc), attempt, t)
     return ev.ActivityCompleted(step.seq, result, attempt, t)

@@ -238,8 +238,12 @@ def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, what: str) 
     raise SerializationError(f"the arguments of {what} cannot be stored in the journal: {too_large}")
 
 
-def encode_value(value: Any, *, what: str) -> bytes:
-    """Encode one value (a result, a payload), naming ``what`` it is on failure."""
+def encode_value(value: Any, *, what: str, name: str | None = None) -> bytes:
+    """Encode one value (a result, a payload), naming ``what`` it is on failure.
+
+    ``name``, when given, is quoted after ``what`` ("the result of activity 'charge'"):
+    on the hot path the message is then only formatted when it is needed.
+    """
     try:
         if type(value) in _SCALARS and (type(value) is not int or -(2**64) <= value < 2**64):
             data: bytes = cbor2.dumps(value)
@@ -249,10 +253,16 @@ def encode_value(value: Any, *, what: str) -> bytes:
         return dumps(value)
     except SerializationError as exc:
         raise SerializationError(
-            f"{what} cannot be stored in the journal: {exc}", size=exc.size, limit=exc.limit
+            f"{_what(what, name)} cannot be stored in the journal: {exc}", size=exc.size, limit=exc.limit
         ) from None
     except Exception as exc:  # a scalar cbor2 refuses: a str holding a lone surrogate
-        raise SerializationError(f"{what} cannot be stored in the journal: {_explain(value, exc)}") from None
+        raise SerializationError(
+            f"{_what(what, name)} cannot be stored in the journal: {_explain(value, exc)}"
+        ) from None
+
+
+def _what(what: str, name: str | None) -> str:
+    return what if name is None else f"{what} {name!r}"
 
 
 def _explain(value: Any, exc: Exception) -> SerializationError:
