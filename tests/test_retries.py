@@ -554,3 +554,37 @@ async def test_sys_exit_inside_an_activity_fails_the_attempt_not_the_process(
         beside = await runtime.start(other, id="other")
         assert await quitting.result() == ["SystemExit", "3", 2]  # retried per its policy, then failed
         assert await beside.result() == "fine"  # the runtime and its other runs go on
+
+
+async def test_sys_exit_in_workflow_code_or_a_side_effect_fails_that_run_not_the_process(
+    memory: durable.MemoryStore,
+) -> None:
+    import sys  # noqa: PLC0415
+
+    @durable.workflow
+    def exits_in_code():  # type: ignore[no-untyped-def]
+        yield durable.sleep(0)
+        sys.exit(4)
+
+    @durable.workflow
+    def exits_in_side_effect():  # type: ignore[no-untyped-def]
+        try:
+            yield durable.side_effect(lambda: sys.exit(5))
+        except durable.ActivityError as exc:  # the recorded failure is raised into the workflow
+            return f"caught {exc.type_name} {exc.message}"
+        return "unreachable"
+
+    @durable.workflow
+    def fine():  # type: ignore[no-untyped-def]
+        yield durable.sleep(0)
+        return "fine"
+
+    async with durable.Runtime(memory) as runtime:
+        in_code = await runtime.start(exits_in_code, id="in-code")
+        in_side_effect = await runtime.start(exits_in_side_effect, id="in-side-effect")
+        beside = await runtime.start(fine, id="fine")
+        with pytest.raises(durable.WorkflowFailed) as failed:
+            await in_code.result()
+        assert failed.value.error.type == "SystemExit"
+        assert await in_side_effect.result() == "caught SystemExit 5"
+        assert await beside.result() == "fine"  # the runtime and its other runs go on

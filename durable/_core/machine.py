@@ -144,7 +144,7 @@ class Replay:
         args, kwargs = load_call(started.args, run_id=self.run_id, what="the run's arguments")
         try:
             self._gen = workflow.fn(*args, **kwargs)
-        except Exception as exc:  # e.g. the arguments do not fit the signature
+        except (Exception, SystemExit) as exc:  # e.g. the arguments do not fit the signature
             self.outcome = Raised(_error_info(exc))
             return
         self._resume(None, None)
@@ -388,7 +388,9 @@ class Replay:
         except Cancelled as cancelled:
             self.outcome = Stopped(cancelled.reason)
             return
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            # sys.exit() in workflow code fails the run, as any error: it must not stop
+            # the process that runs every other run (a worker).
             self.outcome = Raised(_error_info(exc))
             return
         if not isinstance(command, Command):

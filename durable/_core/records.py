@@ -102,7 +102,7 @@ def value_recorded(step: Step, name: str, produce: Callable[[], Any], t: float) 
     try:
         value = encode_value(produce(), what="the value of side effect", name=name)
         error = None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() fails the step, not the process
         value, error = _NONE, error_info(exc)
     return ev.SideEffectRecorded(step.seq, name, value, error, t)
 
