@@ -11,6 +11,13 @@ fired) and journals the record :mod:`durable._core.records` makes of it, so
 what a record holds (and whether a failed attempt is retried) is decided in
 the pure core.
 
+Waiting: an execution given a ``release`` policy stops when all its run does
+is wait (:func:`~durable._core.actions.waits_until`: timers, signal waits,
+retry backoffs, their deadlines journaled) and the policy agrees: it makes the
+journal durable and returns :class:`Released` instead of an outcome, and its
+runtime lets the run go (the store records when it is due). Whoever takes the
+run when it is due replays it to where it was, exactly as after a crash.
+
 Time: the executor measures every wait on trio's clock and converts to wall
 time only to journal it (:class:`WallClock`), so retry waits and timeouts run
 on ``trio.testing.MockClock`` in tests and in the simulator.
@@ -25,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import attrs
 import trio
 
 from ._core import events as ev
@@ -41,6 +49,7 @@ from ._core.actions import (
     WaitForSignal,
     WaitTimer,
     next_action,
+    waits_until,
 )
 from ._core.commands import ActivityCall, ActivityInfo, ChildCall, current_activity
 from ._core.errors import (
@@ -85,6 +94,19 @@ class WallClock:
         await trio.sleep(max(0.0, wall_time - self()))
 
 
+@attrs.frozen
+class Released:
+    """What :meth:`RunExecution.drive` returns when it let its run go because all the
+    run does is wait: ``due`` is the wall-clock time it has work to do again
+    (:data:`~durable._core.actions.ON_MESSAGE`: when a message comes)."""
+
+    due: float
+
+
+#: Asked with the time a waiting run is due: may the execution let it go now?
+ReleasePolicy = Callable[[float], bool]
+
+
 class ChildRunner(Protocol):
     """What runs child workflows for an execution (the :class:`~durable.Runtime`)."""
 
@@ -107,6 +129,7 @@ class RunExecution:
         *,
         resumed: bool,
         children: ChildRunner | None = None,
+        release: ReleasePolicy | None = None,
     ) -> None:
         self.core = core
         self.writer = writer
@@ -114,6 +137,10 @@ class RunExecution:
         self.hooks = hooks
         self.resumed = resumed
         self.children = children
+        self._release = release
+        #: Set once the execution decided to let its run go: messages then go through
+        #: the store (see deliver()).
+        self.released = False
         # The hot path skips what does nothing: hooks nobody overrides, syncs of a
         # store that never syncs.
         self._plain_hooks = type(hooks) is Hooks
@@ -147,8 +174,9 @@ class RunExecution:
         self.writer.append(event)
         self.core.apply(event)
 
-    async def drive(self) -> Outcome:
-        """Run until the workflow returns or raises; return the journaled outcome."""
+    async def drive(self) -> Outcome | Released:
+        """Run until the workflow returns or raises; return the journaled outcome. Or, with
+        a release policy, until all the run does is wait: then :class:`Released`."""
         if self.resumed:
             self._append(rec.resumed(self.clock(), os.getpid()))
         core = self.core
@@ -156,9 +184,12 @@ class RunExecution:
             # One cancel scope for many steps (entering one per step would cost a third
             # of a step): a cancel request cancels it to stop the steps running, and the
             # loop goes on in a fresh one.
+            released = None  # stays None when a cancel request interrupts the steps
             with trio.CancelScope() as self._step_scope:
-                await self._run_until_stopped()
+                released = await self._run_until_stopped()
             self._step_scope = None
+            if released is not None:
+                return released
         while True:  # what the ended run leaves to do: close its cancelled steps, then finish
             action = next_action(core)
             if isinstance(action, Finish):
@@ -169,14 +200,39 @@ class RunExecution:
         await self._commit([terminal_event(action.outcome, self.clock())])
         return action.outcome
 
-    async def _run_until_stopped(self) -> None:
+    async def _run_until_stopped(self) -> Released | None:
         """Carry out what the core asks, action by action, until the workflow ends (or a
-        cancel request interrupts)."""
+        cancel request interrupts, or the run is let go while it waits)."""
         core = self.core
         perform = self._perform
         while core.outcome is None:
             action = next_action(core)
+            # A fresh activity (the hot path) is work: only other actions may be waits.
+            if self._release is not None and (type(action) is not RunActivity or action.step.retry_at):
+                released = await self._release_if_waiting()
+                if released is not None:
+                    return released
             await perform[type(action)](action)
+        return None
+
+    def _may_release(self) -> bool:
+        """Whether the run only waits now and the policy lets it go (the wait actions ask
+        this once their deadline is journaled, and return early if so)."""
+        if self._release is None:
+            return False
+        due = waits_until(self.core)
+        return due is not None and self._release(due)
+
+    async def _release_if_waiting(self) -> Released | None:
+        due = waits_until(self.core)
+        if due is None or self._release is None or not self._release(due):
+            return None
+        # From here a message for the run goes through the store (deliver() says no), so
+        # none can land in the journal after the decision and be left unseen.
+        self.released = True
+        if self._syncs:
+            await self.writer.sync()  # what it waits for is durable before it is let go
+        return Released(due)
 
     async def _record_patch(self, action: RecordPatch) -> None:
         self._append(rec.patch_reached(self.core, self.clock()))
@@ -195,6 +251,8 @@ class RunExecution:
             self.writer.flush()
         self.core.unsynced_value = False
         result = await self._run_activity(step, command)
+        if result is None:
+            return  # in a retry backoff, and let go (the loop returns Released)
         if not self._plain_hooks:
             await self.hooks.point("activity-returned", self.core.run_id, step.seq)
         if self._committing:  # a signal is being recorded right now
@@ -278,12 +336,13 @@ class RunExecution:
     async def deliver(self, event: ev.SignalReceived | ev.CancelRequested) -> bool:
         """Record a signal or a cancel request for this run (``Runtime.signal`` / ``cancel``).
 
-        Returns False, recording nothing, when the run has just continued as new:
-        the message belongs to its next incarnation (wait for :attr:`replaced`).
+        Returns False, recording nothing, when the run has just continued as new (the
+        message belongs to its next incarnation) or is being let go while it waits (the
+        message goes through the store): wait for :attr:`replaced`, then send it again.
         """
         while self._committing:
             await self._committed.wait()
-        if isinstance(self.core.outcome, Continued):
+        if self.released or isinstance(self.core.outcome, Continued):
             return False
         if self.core.outcome is not None:
             raise RunConflictError(
@@ -313,6 +372,8 @@ class RunExecution:
             self._append(rec.started(self.core, step, self.clock()))
             if action.durable_start and self._syncs:
                 await self.writer.sync()
+        if self._may_release():
+            return  # the loop lets the run go
         while step.seq in self.core.pending:
             arrived = self._signalled
             if step.fire_at is None:
@@ -337,6 +398,8 @@ class RunExecution:
         if group is None:
             raise DurableInternalError(f"run {self.core.run_id!r}: step {steps[0].seq} is in no group")
         await self._start_children(action)
+        if self._may_release():
+            return  # all its steps wait: the loop lets the run go
         running = [child for child in action.actions if child.step.seq in self.core.pending]
         if not running:
             return
@@ -391,6 +454,8 @@ class RunExecution:
             await ack.wait()
 
         result = await self._run_activity(step, command, report)
+        if result is None:
+            raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} was let go in a group")
         if not self._plain_hooks:
             await self.hooks.point("activity-returned", self.core.run_id, step.seq)
         await send.send((result, None))
@@ -401,6 +466,8 @@ class RunExecution:
             self._append(rec.started(self.core, step, self.clock()))
             if action.durable_start and self._syncs:  # a restart waits only what is left
                 await self.writer.sync()
+            if self._may_release():
+                return  # the loop lets the run go
         if not self._plain_hooks:
             await self.hooks.point("timer", self.core.run_id, step.seq)
         if step.fire_at is None:
@@ -430,12 +497,14 @@ class RunExecution:
         step: Step,
         command: ActivityCall,
         report: Callable[[ev.Event], Awaitable[None]] | None = None,
-    ) -> ev.ActivityCompleted | ev.ActivityFailed:
+    ) -> ev.ActivityCompleted | ev.ActivityFailed | None:
         """Attempt an activity until it succeeds or fails for good; return its outcome event.
 
         Each failed attempt that will be retried is recorded durably (through
-        ``report``, by default straight into the journal) before the wait.
+        ``report``, by default straight into the journal) before the wait. Alone (no
+        ``report``), it returns None when the run may be let go during the backoff.
         """
+        alone = report is None
         report = report or self._record_durably
         policy = command.policy
         started_at = step.scheduled_at if step.scheduled_at is not None else self.clock()
@@ -457,6 +526,8 @@ class RunExecution:
                 if isinstance(failure, ev.ActivityFailed):
                     return failure
                 await report(failure)
+                if alone and self._may_release():
+                    return None
                 await self.hooks.point("backoff", self.core.run_id, step.seq)
                 await self.clock.sleep_until(failure.retry_at)
                 attempt += 1

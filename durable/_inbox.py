@@ -57,6 +57,8 @@ async def send(store: Store, run_id: str, message: ev.Message) -> None:
         await append(message)
     finally:
         opened.writer.close()
+    # A run let go while it waits is due when a message comes: now.
+    await store.wake(run_id)
 
 
 async def _post(store: Store, run_id: str, message: ev.Message) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import uuid
 from typing import Any, TypeVar
@@ -32,7 +33,7 @@ from ._core.ids import check_run_id
 from ._core.machine import Replay, replay
 from ._core.outcomes import Continued, Outcome, Raised, Returned, Stopped, outcome_of, result_of
 from ._core.values import encode_call, encode_value, load_stored, loads
-from ._executor import RunExecution, WallClock
+from ._executor import Released, RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
 from ._inbox import drop_messages, journal_messages, send
 from ._store import JournalWriter, Opened, Store
@@ -42,6 +43,12 @@ from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url
 R = TypeVar("R")
 _log = logging.getLogger("durable")
 DEFAULT_STORE_PATH = ".durable"
+#: A run that waits less than this (seconds) keeps its place: letting it go and
+#: taking it back would cost more than the wait.
+SHORT_WAIT = 1.0
+#: How many more due runs a worker asks for than it has room for: some of them are
+#: taken by other workers between the answer and the open.
+_DUE_SLACK = 16
 
 
 def default_store() -> Store:
@@ -87,18 +94,24 @@ class RunHandle:
         self._done = trio.Event()
         self._outcome: Outcome | None = None
         self._error: BaseException | None = None
+        #: Set when the runtime let the run go while it waits, forgetting it (a worker):
+        #: the run's end is then read from the store.
+        self._let_go = trio.Event()
+        self._store: Store | None = None
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id!r} of {self.workflow!r}: {self.status}>"
 
     @property
     def status(self) -> str:
-        """``"running"``, ``"completed"``, ``"failed"`` (the workflow raised), ``"cancelled"``
-        or ``"error"`` (durable could not continue it: divergence, storage failure...)."""
+        """``"running"``, ``"waiting"`` (let go while it waits: it runs again when due, here
+        or in another process), ``"completed"``, ``"failed"`` (the workflow raised),
+        ``"cancelled"`` or ``"error"`` (durable could not continue it: divergence, storage
+        failure...)."""
         if self._error is not None:
             return "error"
         if self._outcome is None:
-            return "running"
+            return "waiting" if self._let_go.is_set() else "running"
         if isinstance(self._outcome, Stopped):
             return "cancelled"
         return "completed" if isinstance(self._outcome, Returned) else "failed"
@@ -111,6 +124,22 @@ class RunHandle:
         self._error = error
         self._done.set()
 
+    def _release(self, store: Store) -> None:
+        """The runtime forgot the run while it waits: :meth:`result` reads its end from ``store``."""
+        self._store = store
+        self._let_go.set()
+
+    async def _settled(self) -> None:
+        """Wait until the run ends here or is let go."""
+        async with trio.open_nursery() as nursery:
+
+            async def wait(event: trio.Event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait, self._done)
+            nursery.start_soon(wait, self._let_go)
+
     async def result(self) -> Any:
         """Wait for the run to end and return the workflow's result.
 
@@ -120,7 +149,9 @@ class RunHandle:
             NonDeterminismError, StoreError, ...: durable could not continue the run;
                 nothing was journaled after the problem, so it can resume once fixed.
         """
-        await self._done.wait()
+        await self._settled()
+        if not self._done.is_set() and self._store is not None:
+            self._finish(await _end_in_store(self._store, self.run_id))
         if self._error is not None:
             raise self._error
         if self._outcome is None:
@@ -142,6 +173,12 @@ class Runtime:
         clock_anchor: advanced: the wall-clock time (epoch seconds) that trio's clock reads as
             "now" when the runtime starts; default ``time.time()``. The simulator fixes it so
             journals are byte-identical from run to run.
+        waiting_cache: how many runs this runtime holds in memory before it lets a run
+            that waits (a timer, a signal, a retry backoff of a second or more) go: the
+            run is released to the store, which records when it is due, and replayed
+            when its time comes or a message arrives. 0 releases every waiting run (what
+            ``durable worker`` does); None keeps them all. Needs ``poll`` (the runtime
+            looks for its released runs' messages).
 
     Leaving the ``async with`` block stops runs still in flight (their
     activities are cancelled); everything journaled stays, and ``recover()``
@@ -155,8 +192,19 @@ class Runtime:
         hooks: Hooks | None = None,
         poll: float | None = 0.2,
         clock_anchor: float | None = None,
+        waiting_cache: int | None = 10_000,
     ) -> None:
         self.store = store_from(store)
+        if waiting_cache is not None and not (isinstance(waiting_cache, int) and waiting_cache >= 0):
+            raise ValueError(f"waiting_cache must be a number of runs >= 0 or None (got {waiting_cache!r})")
+        self._waiting_cache = waiting_cache if poll is not None else None
+        #: The runs this runtime let go while they wait, with when each is due; it
+        #: takes them back then (unless another process does first).
+        self._released: dict[str, float] = {}
+        self._retaking: set[str] = set()
+        #: Set by take_due(): this runtime takes whatever the store says is due, its own
+        #: released runs included, so it keeps no memory of a run it lets go.
+        self._serving = False
         self.hooks = hooks if hooks is not None else NO_HOOKS
         if poll is not None and not poll > 0:
             raise ValueError(f"poll must be a positive number of seconds or None (got {poll!r})")
@@ -174,7 +222,7 @@ class Runtime:
         self._nursery = await self._nursery_cm.__aenter__()
         self._clock = WallClock(self._clock_anchor)
         if self._poll is not None:
-            self._nursery.start_soon(self._watch_inbox, self._poll)
+            self._nursery.start_soon(self._watch_store, self._poll)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -261,8 +309,11 @@ class Runtime:
         started = events[0]
         if not isinstance(started, ev.RunStarted):
             raise DurableInternalError("a run launched from a journal without RunStarted")
-        handle = RunHandle(started.run_id, started.workflow, started.args)
-        self._handles[started.run_id] = handle
+        handle = self._handles.get(started.run_id)  # a run it let go and takes back
+        if handle is None or handle._done.is_set():
+            handle = RunHandle(started.run_id, started.workflow, started.args)
+            self._handles[started.run_id] = handle
+        self._released.pop(started.run_id, None)
         try:
             # Replayed here, before start() returns, so that the run can take signals at once.
             core = replay(workflow, events)
@@ -273,7 +324,15 @@ class Runtime:
         # A run that a Client created, and that nothing has executed yet, starts
         # here for the first time: not a recovery (no RunResumed on its timeline).
         recovery = resumed and any(not isinstance(e, ev.Message) for e in events[1:])
-        execution = RunExecution(core, writer, clock, self.hooks, resumed=recovery, children=self._children)
+        execution = RunExecution(
+            core,
+            writer,
+            clock,
+            self.hooks,
+            resumed=recovery,
+            children=self._children,
+            release=self._may_release,
+        )
         self._executions[handle.run_id] = execution
         nursery.start_soon(self._drive, handle, execution, resumed)
         return handle
@@ -286,6 +345,15 @@ class Runtime:
             while isinstance(outcome, Continued):  # follow the chain of fresh journals
                 execution = await self._continue(execution, outcome)
                 outcome = await execution.drive()
+            if isinstance(outcome, Released):
+                await self.store.release(execution.writer, outcome.due)
+                if self._serving:  # the store's due index brings it back: keep nothing of it
+                    del self._handles[handle.run_id]
+                    handle._release(self.store)
+                else:
+                    self._released[handle.run_id] = outcome.due
+                return  # the handle waits for the run's end, here or elsewhere
+            await self.store.ended(handle.run_id)
         except Exception as exc:
             self._finished(handle, exc)
         else:
@@ -351,6 +419,12 @@ class Runtime:
         if stale:
             await self.store.remove_messages(run_id, stale)
 
+    def _may_release(self, due: float) -> bool:
+        """The release policy of this runtime's executions (see ``waiting_cache``)."""
+        if self._waiting_cache is None or self._clock is None:
+            return False
+        return due - self._clock() >= SHORT_WAIT and len(self._executions) > self._waiting_cache
+
     def _finished(self, handle: RunHandle, error: Exception) -> None:
         """Durable could not continue the run: a later start() may try again."""
         handle._abort(error)
@@ -406,8 +480,9 @@ class Runtime:
             await execution.replaced.wait()  # it continued as new: the next incarnation takes it
         await send(self.store, run_id, message)
 
-    async def _watch_inbox(self, poll: float) -> None:
-        """Take the messages other processes leave for the runs held here."""
+    async def _watch_store(self, poll: float) -> None:
+        """Take the messages other processes leave for the runs held here, and take back
+        the runs this runtime let go when they are due (their time came, a message)."""
         reported: set[str] = set()
         while True:
             try:
@@ -415,12 +490,58 @@ class Runtime:
                 if self._executions:
                     for run_id in sorted((await self.store.runs_with_messages()) & self._executions.keys()):
                         await self._take_messages_of_one(run_id, reported)
-                await self.store.wait_for_change(poll, since=token)
+                if self._released:
+                    await self._take_back(self._running()[1]())
+                await self._wait_for_change(poll, token)
             except StoreError as exc:
                 # The store is unavailable for now (a database restart...): the
                 # messages wait, durably, until it answers again.
-                _log.warning("durable: cannot look for messages (%s); trying again", exc)
+                _log.warning("durable: cannot look at the store (%s); trying again", exc)
                 await trio.sleep(max(poll, 1.0))
+
+    async def _wait_for_change(self, poll: float, token: int) -> None:
+        """Wait for a change in the store, or until the next run let go here is due."""
+        _, clock = self._running()
+        soonest = min(self._released.values(), default=math.inf) - clock()
+        with trio.move_on_after(max(0.0, soonest)):
+            await self.store.wait_for_change(poll, since=token)
+
+    async def _take_back(self, now: float) -> None:
+        """Take back the runs let go here that are due now (one whose journal another
+        process took meanwhile is followed there: see _follow)."""
+        released = set(self._released)
+        due = await self.store.due_runs(now, len(released), among=released)
+        due += [run_id for run_id, when in self._released.items() if when <= now and run_id not in due]
+        for run_id in due:
+            if run_id in self._released and run_id not in self._retaking:
+                self._retaking.add(run_id)
+                try:
+                    await self._take_back_one(run_id)
+                finally:
+                    self._retaking.discard(run_id)
+
+    async def _take_back_one(self, run_id: str) -> None:
+        handle = self._handles.get(run_id)
+        try:
+            opened = await self.store.open(run_id)
+        except RunLockedError:
+            return  # taken by another process meanwhile: it is due there, or held
+        except StoreError as exc:
+            self._released.pop(run_id, None)
+            if handle is not None:
+                self._finished(handle, exc)
+            return
+        if opened is None:
+            self._released.pop(run_id, None)
+            return
+        last = opened.events[-1]
+        if isinstance(last, ev.TERMINAL):  # another process took it and ended it
+            self._released.pop(run_id, None)
+            opened.writer.close()
+            if handle is not None and not handle._done.is_set():
+                handle._finish(outcome_of(last))
+            return
+        await self._recovered(run_id, opened)
 
     async def _take_messages_of_one(self, run_id: str, reported: set[str]) -> None:
         """Take one run's messages; a failure that is this run's alone (a damaged message
@@ -469,6 +590,10 @@ class Runtime:
         """
         self._running()
         ids = [run_id for run_id in await self.store.unfinished() if run_id not in self._handles]
+        return await self._open_and_launch(ids, limit)
+
+    async def _open_and_launch(self, ids: list[str], limit: int | None) -> list[RunHandle]:
+        """Open the runs (up to ``limit``; skipping those held elsewhere) and launch them."""
         handles: list[RunHandle] = []
         for run_id, opened in zip(ids, await self.store.open_many(ids, limit=limit), strict=True):
             if isinstance(opened, RunLockedError) or opened is None:
@@ -482,6 +607,22 @@ class Runtime:
             if handle_or_none is not None:
                 handles.append(handle_or_none)
         return handles
+
+    async def take_due(self, *, limit: int) -> list[RunHandle]:
+        """Take up to ``limit`` runs that are due now and that no process holds: new runs
+        nobody took, runs let go whose time came or that got a message, runs whose
+        holder died. What ``durable worker`` calls with its free capacity.
+
+        Returns the handles of the runs taken, as :meth:`recover` does.
+        """
+        _, clock = self._running()
+        self._serving = True
+        if limit <= 0:
+            return []
+        # Asked for more than the limit: runs taken meanwhile by others are skipped.
+        ids = await self.store.due_runs(clock(), limit + _DUE_SLACK)
+        ids = [run_id for run_id in ids if run_id not in self._executions]
+        return await self._open_and_launch(ids, limit)
 
     async def _recovered(self, run_id: str, opened: Opened) -> RunHandle | None:
         """Launch a run that recovery opened (None if it had finished meanwhile)."""
@@ -524,20 +665,7 @@ class _Children:
         return _child_outcome(handle._outcome)
 
     async def _outcome_elsewhere(self, run_id: str) -> tuple[bytes, ErrorInfo | None]:
-        store = self.runtime.store
-        while True:
-            events = await store.read(run_id)
-            if events and isinstance(events[-1], ev.TERMINAL):
-                started = events[0]
-                if not isinstance(started, ev.RunStarted):
-                    raise DurableInternalError(
-                        f"child run {run_id!r}: its journal does not start with RunStarted"
-                    )
-                handle = _finished(started, events[-1])
-                if handle._outcome is None:
-                    raise DurableInternalError(f"child run {run_id!r} ended without an outcome")
-                return _child_outcome(handle._outcome)
-            await store.wait_for_change(self.runtime._poll or 0.2)
+        return _child_outcome(await _end_in_store(self.runtime.store, run_id, self.runtime._poll or 0.2))
 
     async def cancel_child(self, child_id: str, reason: str) -> None:
         """Cancel a child run whose parent gave its step up; nothing if it has ended."""
@@ -589,6 +717,16 @@ def check_workflow(workflow: object, verb: str) -> None:
         )
     if not isinstance(workflow, Workflow):
         raise TypeError(f"{verb}() needs a function decorated with @durable.workflow (got {workflow!r})")
+
+
+async def _end_in_store(store: Store, run_id: str, poll: float = 0.2) -> Outcome:
+    """Wait for the end of a run that another process runs (or will run), read from its journal."""
+    while True:
+        token = store.change_token()
+        events = await store.read(run_id)
+        if events and isinstance(events[-1], ev.TERMINAL):
+            return outcome_of(events[-1])
+        await store.wait_for_change(poll, since=token)
 
 
 def _finished(started: ev.RunStarted, last: ev.RunCompleted | ev.RunFailed | ev.RunCancelled) -> RunHandle:

@@ -206,6 +206,49 @@ class Store(abc.ABC):
                 ids.append(run_id)
         return ids
 
+    # -- the due index: which unfinished runs to take, and when ------------------
+    #
+    # Every unfinished run has a due time: when it was created (a run nobody has
+    # taken yet is due at once), or the time its holder let it go for (a timer, a
+    # retry backoff; math.inf: only a message wakes it). A message posted to a run
+    # makes it due at once. A run held by a live process may be listed as due: taking
+    # it then fails (RunLockedError), and a holder that died leaves it due, so a
+    # crashed run is found like any other. The journal is the truth: a due time that
+    # is too early only costs a replay (the run is let go again), never a lost step.
+    # A store without an index lists every unfinished run (correct, and slower).
+
+    async def due_runs(self, now: float, limit: int, *, among: Collection[str] | None = None) -> list[str]:
+        """Up to ``limit`` unfinished runs due at ``now`` (epoch seconds) that no live
+        process holds, oldest due first (``among``: only these runs).
+
+        A run's holder may die, or take it, between this answer and the caller's
+        open: the open decides (RunLockedError).
+        """
+        ids = [*await self.unfinished(), *sorted(await self.runs_with_messages())]
+        if among is not None:
+            ids = [run_id for run_id in ids if run_id in among]
+        return list(dict.fromkeys(ids))[:limit]
+
+    async def next_due(self, now: float) -> float | None:
+        """The earliest due time after ``now`` (for a timer that wakes a worker); None if
+        no run is due later (or the store cannot tell)."""
+        return None
+
+    async def release(self, writer: JournalWriter, due: float) -> None:
+        """Let go of a run that waits until ``due`` (math.inf: until a message comes).
+
+        The holder has made its journal durable. The due time is recorded durably,
+        and only then is ``writer`` closed (with it, the lock or lease), so that a
+        crash in between leaves the run held by nobody and due (a replay, no loss).
+        """
+        writer.close()
+
+    async def wake(self, run_id: str) -> None:  # noqa: B027 - optional hook
+        """Make the run due now: a message was journaled into it while nobody held it."""
+
+    async def ended(self, run_id: str) -> None:  # noqa: B027 - optional hook
+        """The run's terminal record is durable: it is due never again."""
+
     # -- the inbox: messages for a run that someone else may hold open --------
 
     @abc.abstractmethod

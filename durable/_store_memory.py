@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 
 import trio
@@ -18,11 +19,11 @@ class _MemoryWriter(JournalWriter):
     def __init__(self, store: MemoryStore, run_id: str, next_index: int) -> None:
         super().__init__(f"memory journal {run_id!r}", next_index)
         self._store = store
-        self._run_id = run_id
+        self.run_id = run_id
         self._closed = False
 
     def _write(self, data: bytes) -> None:
-        self._store.journals[self._run_id] += data
+        self._store.journals[self.run_id] += data
 
     async def _sync(self) -> None:
         pass
@@ -30,7 +31,7 @@ class _MemoryWriter(JournalWriter):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._store._open.discard(self._run_id)
+            self._store._open.discard(self.run_id)
 
 
 class MemoryStore(Store):
@@ -44,6 +45,8 @@ class MemoryStore(Store):
         self.journals: dict[str, bytearray] = {}
         self._open: set[str] = set()
         self.inboxes: dict[str, list[ev.Message]] = {}
+        #: The due index: when each unfinished run has work to do (see Store.due_runs).
+        self.due: dict[str, float] = {}
         self._changed = trio.Event()
         self._generation = 0
 
@@ -65,6 +68,7 @@ class MemoryStore(Store):
         self.journals[started.run_id] = bytearray(encode_header() + first)
         writer = _MemoryWriter(self, started.run_id, 1)
         writer.synced_through(0)
+        self.due.setdefault(started.run_id, started.t)  # kept by a continuation
         self._notify()
         return writer
 
@@ -102,7 +106,7 @@ class MemoryStore(Store):
         inbox = self.inboxes.setdefault(run_id, [])
         if all(m.message_id != message.message_id for m in inbox):
             inbox.append(message)
-        self._notify()
+        await self.wake(run_id)
 
     async def messages(self, run_id: str) -> list[ev.Message]:
         return list(self.inboxes.get(run_id, ()))
@@ -117,6 +121,32 @@ class MemoryStore(Store):
 
     async def runs_with_messages(self) -> set[str]:
         return set(self.inboxes)
+
+    async def due_runs(self, now: float, limit: int, *, among: Collection[str] | None = None) -> list[str]:
+        due = sorted(
+            (when, run_id)
+            for run_id, when in self.due.items()
+            if when <= now and run_id not in self._open and (among is None or run_id in among)
+        )
+        return [run_id for _, run_id in due[:limit]]
+
+    async def next_due(self, now: float) -> float | None:
+        return min((when for when in self.due.values() if now < when < math.inf), default=None)
+
+    async def release(self, writer: JournalWriter, due: float) -> None:
+        if not isinstance(writer, _MemoryWriter):
+            raise DurableInternalError(f"{writer.name} is not a journal of this store")
+        self.due[writer.run_id] = due
+        writer.close()
+        self._notify()
+
+    async def wake(self, run_id: str) -> None:
+        if run_id in self.due:
+            self.due[run_id] = min(self.due[run_id], 0.0)
+        self._notify()
+
+    async def ended(self, run_id: str) -> None:
+        self.due.pop(run_id, None)
 
     def change_token(self) -> int:
         return self._generation

@@ -11,6 +11,7 @@ fails (the database restarts) is retried, not fatal. Printing is the caller's:
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 
 import trio
@@ -48,23 +49,34 @@ async def serve(store: Store, interval: float, concurrency: int, say: Say, name:
 
 async def _take_runs(store: Store, interval: float, concurrency: int, say: Say, name: str) -> None:
     seen: set[str] = set()
-    async with Runtime(store, poll=interval) as runtime:
+    # A run that waits is let go at once (waiting_cache=0): concurrency counts runs with
+    # work to do, and a waiting run costs the worker nothing until it is due.
+    async with Runtime(store, poll=interval, waiting_cache=0) as runtime:
         say(f"worker: serving {name}")
         async with trio.open_nursery() as watchers:
             while True:
                 try:
                     token = store.change_token()
                     free = concurrency - runtime.running
-                    for handle in await runtime.recover(limit=free) if free > 0 else []:
+                    for handle in await runtime.take_due(limit=free):
                         if handle.run_id not in seen:
                             seen.add(handle.run_id)
                             state = "cannot run it" if handle.status == "error" else "running"
                             say(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
                             watchers.start_soon(_report_end, handle, seen, say)
-                    await store.wait_for_change(interval, since=token)
+                    await _wait_for_work(store, interval, token)
                 except StoreError as exc:  # e.g. the database restarts: try again later
                     say(f"worker: the store failed ({first_line(exc)}); trying again")
                     await trio.sleep(max(interval, 1.0))
+
+
+async def _wait_for_work(store: Store, interval: float, token: int) -> None:
+    """Until the store changes (a run created or let go, a message), the next run let go
+    is due, or ``interval`` passes."""
+    now = time.time()
+    due = await store.next_due(now)
+    with trio.move_on_after(interval if due is None else min(interval, max(0.0, due - now))):
+        await store.wait_for_change(interval, since=token)
 
 
 async def _report_end(handle: RunHandle, seen: set[str], say: Say) -> None:

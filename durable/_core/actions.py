@@ -38,6 +38,7 @@ simulator's stubbed runs read the same answers.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -193,3 +194,41 @@ def next_action(core: Replay) -> Action:
             return RunActivity(step, core.unsynced_value, step.scheduled_at is None)
         return step_action(core, step)
     return _group(core, steps)
+
+
+#: :func:`waits_until` of a run that only a message (a signal, a cancel request) can
+#: wake: it waits for a signal without a timeout.
+ON_MESSAGE = math.inf
+
+
+def waits_until(core: Replay) -> float | None:
+    """When the run has work to do again, if all it does now is wait; else None.
+
+    A run waits when every open step is a timer, a signal wait or a retry
+    backoff whose deadline is journaled (durable since its start was synced):
+    nothing runs until the earliest deadline, or until a message comes
+    (:data:`ON_MESSAGE` when no step has a deadline). Such a run can be
+    released: its holder lets it go, and whoever takes it when it is due
+    replays it to where it was (the same path as crash recovery). None: the
+    run has something to do now (a start record to journal, an activity to
+    attempt, a value to record, steps to close, a child run to follow, an end).
+    """
+    if core.outcome is not None or core.patch is not None or core.cancelled or not core.pending:
+        return None
+    earliest = ON_MESSAGE
+    for step in core.pending.values():
+        command = step.command
+        if type(command) is ActivityCall:
+            deadline = step.retry_at  # after a failed attempt: when the next may start
+        elif type(command) is Sleep:
+            deadline = step.fire_at
+        elif type(command) is WaitSignal:
+            if command.timeout is None:
+                continue  # only a signal ends it
+            deadline = step.fire_at
+        else:
+            return None  # a value to record now; a child run this process follows
+        if deadline is None:
+            return None  # its start (a deadline) is not journaled yet: that is work
+        earliest = min(earliest, deadline)
+    return earliest
