@@ -179,8 +179,8 @@ def test_the_import_scanner_sees_relative_and_nested_imports() -> None:
     assert "durable._core.events" in direct_imports("durable._core.codec")  # from . import events as ev
     assert "durable._core.errors" in direct_imports("durable._core.codec")  # from .errors import ...
     assert "cbor2" in direct_imports("durable._core.codec")
-    assert "trio" in direct_imports("durable._store_file")
-    assert "durable._store" in direct_imports("durable._store_file")
+    assert "trio" in direct_imports("durable._store_file.store")
+    assert "durable._store" in direct_imports("durable._store_file.store")
     chain = reachable("durable._cli")
     assert "trio" in chain
     assert chain["trio"][0] == "durable._cli"

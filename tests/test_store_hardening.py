@@ -31,8 +31,8 @@ import durable
 import sim
 from durable._core import events as ev
 from durable._core.errors import JournalUnreadableError, UnsafeStoreError
+from durable._core.ids import check_run_id
 from durable._fs import OsFileSystem
-from durable._store_file import check_run_id
 from durable.lowlevel import FileSystem
 
 needs_non_root = pytest.mark.skipif(

@@ -546,7 +546,7 @@ async def test_an_fsync_error_is_fatal_and_never_retried(
 async def test_a_write_to_a_dead_file_descriptor_is_final(tmp_path: Path, sync_mode: str) -> None:
     store = durable.FileStore(tmp_path / "store", sync=sync_mode)
     writer = await create(store)
-    assert isinstance(writer, durable._store_file._FileWriter)
+    assert isinstance(writer, durable._store_file.commit._FileWriter)
     original = writer.fd
     writer.fd = os.open(os.devnull, os.O_RDONLY)  # writes now fail with EBADF
     os.close(original)
