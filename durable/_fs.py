@@ -116,6 +116,10 @@ class FileSystem(Protocol):
 
     def unlink(self, path: str) -> None: ...
 
+    def rmdir(self, path: str) -> None:
+        """Remove an empty directory (OSError if it is not empty, or not there)."""
+        ...
+
     def makedirs(self, path: str) -> None:
         """Create a directory (mode 0700) and its missing parents, fsyncing each new entry."""
         ...
@@ -125,7 +129,7 @@ class FileSystem(Protocol):
         ...
 
     def listdir(self, path: str) -> list[str]:
-        """Names in a directory; [] if it does not exist."""
+        """Names in a directory (files and directories); [] if it does not exist."""
         ...
 
     def size(self, path: str) -> int:
@@ -235,6 +239,9 @@ class OsFileSystem:
 
     def unlink(self, path: str) -> None:
         os.unlink(path)
+
+    def rmdir(self, path: str) -> None:
+        os.rmdir(path)
 
     def makedirs(self, path: str) -> None:
         missing = []

@@ -538,6 +538,7 @@ class Runtime:
         if isinstance(last, ev.TERMINAL):  # another process took it and ended it
             self._released.pop(run_id, None)
             opened.writer.close()
+            await self.store.ended(run_id)
             if handle is not None and not handle._done.is_set():
                 handle._finish(outcome_of(last))
             return
@@ -631,6 +632,7 @@ class Runtime:
             raise DurableInternalError(f"run {run_id!r}: a recovered journal does not start with RunStarted")
         if isinstance(opened.events[-1], ev.TERMINAL):
             opened.writer.close()
+            await self.store.ended(run_id)  # listed as due by an entry its end left behind
             return None
         workflow = lookup_workflow(started.workflow)
         if workflow is None:

@@ -300,6 +300,16 @@ class SimDisk:
             self.removed[path] = file
         self.crasher.changed()
 
+    def rmdir(self, path: str) -> None:
+        self._alive()
+        if path not in self.dirs:
+            raise FileNotFoundError(path)
+        if self.listdir(path):
+            raise OSError(errno.ENOTEMPTY, "Directory not empty (simulated)", path)
+        # Directories themselves are durable at once on this disk: only file entries
+        # need their directory fsynced.
+        self.dirs.discard(path)
+
     def makedirs(self, path: str) -> None:
         self._alive()
         parts = [p for p in path.split("/") if p]
@@ -321,7 +331,9 @@ class SimDisk:
 
     def listdir(self, path: str) -> list[str]:
         self._alive()
-        return sorted(os.path.basename(n) for n in self.files if os.path.dirname(n) == path)
+        names = {os.path.basename(n) for n in self.files if os.path.dirname(n) == path}
+        names.update(os.path.basename(d) for d in self.dirs if d != path and os.path.dirname(d) == path)
+        return sorted(names)
 
     def size(self, path: str) -> int:
         self._alive()

@@ -595,6 +595,10 @@ def test_a_worker_reports_a_directory_named_like_a_journal_once_and_runs_the_oth
     store_path = tmp_path / "store"
     store = durable.FileStore(store_path)
     trio.run(make_run, store, "other")  # makes the directories
+    # A run durable made (so the due index lists it), whose journal was then replaced
+    # by a directory.
+    trio.run(make_run, store, "odd")
+    Path(store.journal_path("odd")).unlink()
     Path(store.journal_path("odd")).mkdir()
     command = [str(Path(sys.executable).parent / "durable"), "worker", str(tmp_path / "hardening_wf.py")]
     worker = subprocess.Popen(

@@ -390,7 +390,10 @@ async def test_odd_run_ids_map_to_safe_file_names(tmp_path: Path) -> None:
     names = sorted(p.name for p in runs.iterdir())
     assert len(names) == len(ODD_IDS), "two run ids mapped to one file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"], "a journal escaped the store"
-    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["runs"]
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["due", "runs"]
+    # The due index names its entries after the journals: nothing escaped there either.
+    entries = [p for p in (tmp_path / "store" / "due").rglob("*") if p.is_file()]
+    assert sorted(p.name + ".journal" for p in entries) == names
     assert await store.run_ids() == sorted(ODD_IDS)
 
 

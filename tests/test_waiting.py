@@ -8,6 +8,7 @@ is in ``test_worker.py`` and ``test_postgres_workers.py``.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import trio
@@ -223,3 +224,25 @@ async def test_a_cancel_request_brings_a_waiting_run_back_to_be_cancelled(
             await handle.result()
         assert trio.current_time() < 120
     assert CALLS == ["hello bob"]
+
+
+async def test_a_file_store_made_before_the_due_index_gets_one_built_from_its_journals(
+    tmp_path: Path,
+) -> None:
+    import shutil  # noqa: PLC0415
+
+    import cbor2  # noqa: PLC0415
+
+    from durable._core import events as ev  # noqa: PLC0415
+
+    store = durable.FileStore(tmp_path / "store", sync="none")
+    for run_id in ["open", "done"]:
+        writer = await store.create(ev.RunStarted(run_id, "wf", cbor2.dumps([[], {}]), 1000.0))
+        assert writer is not None
+        if run_id == "done":
+            writer.append(ev.RunCompleted(cbor2.dumps(1), 1001.0))
+        writer.close()
+    shutil.rmtree(tmp_path / "store" / "due")  # as a durable without the index left the store
+    fresh = durable.FileStore(tmp_path / "store", sync="none")
+    assert await fresh.due_runs(2000.0, 10) == ["open"]  # every unfinished run, due at once
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["due", "runs"]  # none staged left

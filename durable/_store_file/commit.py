@@ -21,10 +21,18 @@ from .._store import JournalWriter
 
 class _FileWriter(JournalWriter):
     def __init__(
-        self, fs: FileSystem, sync: str, group: _GroupCommit, path: str, fd: int, next_index: int
+        self,
+        fs: FileSystem,
+        sync: str,
+        group: _GroupCommit,
+        path: str,
+        fd: int,
+        next_index: int,
+        run_id: str,
     ) -> None:
         super().__init__(path, next_index)
         self.fd = fd
+        self.run_id = run_id
         self._fs = fs
         self._sync_mode = sync
         self._group = group

@@ -119,8 +119,8 @@ class Journals:
         self.sync = sync
         self.group = group
 
-    def _writer(self, path: str, fd: int, next_index: int) -> _FileWriter:
-        return _FileWriter(self.fs, self.sync, self.group, path, fd, next_index)
+    def _writer(self, path: str, fd: int, next_index: int, run_id: str) -> _FileWriter:
+        return _FileWriter(self.fs, self.sync, self.group, path, fd, next_index, run_id)
 
     def _lock_at(self, fd: int, path: str, failed: Failed, *, check: bool = True) -> Lock:
         """Lock ``fd`` without waiting, then check that it is still the file at ``path``
@@ -149,7 +149,15 @@ class Journals:
             self.fs.close(fd)
         return found
 
-    async def create(self, started: ev.RunStarted) -> JournalWriter | None:
+    async def create(
+        self, started: ev.RunStarted, announce: Callable[[], object] | None = None
+    ) -> JournalWriter | None:
+        """Create the journal of a new run, durably; None if the run exists.
+
+        ``announce`` is called once the journal is on disk and before its name is
+        durable in ``runs/``: what it makes durable (the run's due entry) can then
+        never be missing for a run that exists.
+        """
         self.dir.prepare()
         path = self.dir.journal_path(started.run_id)
         for _ in range(_TRIES):
@@ -168,17 +176,21 @@ class Journals:
             # Someone who found the file before its header (an opener, or a creator
             # removing an unfinished creation) may hold it, or have removed it.
             if self._lock_at(fd, path, _creating(path)) is Lock.HELD:
-                return self._start_journal(fd, path, started)
+                return self._start_journal(fd, path, started, announce)
         raise _kept_changing(path, started.run_id)
 
-    def _start_journal(self, fd: int, path: str, started: ev.RunStarted) -> JournalWriter:
+    def _start_journal(
+        self, fd: int, path: str, started: ev.RunStarted, announce: Callable[[], object] | None
+    ) -> JournalWriter:
         """Write the header and first record of a journal just created and locked, durably."""
         fs = self.fs
         try:
             fs.write(fd, encode_header())
-            writer = self._writer(path, fd, 0)
+            writer = self._writer(path, fd, 0, started.run_id)
             writer.append(started)
             fs.fdatasync(fd)
+            if announce is not None:
+                announce()
             fs.fsync_dir(self.dir.runs)
             writer.synced_through(0)
         except BaseException as exc:
@@ -239,7 +251,7 @@ class Journals:
             if self._lock_at(fd, staged, _opening(staged, started.run_id), check=False) is Lock.TAKEN:
                 raise _locked(staged, started.run_id)
             fs.write(fd, encode_header())
-            fresh = self._writer(path, fd, 0)
+            fresh = self._writer(path, fd, 0, started.run_id)
             fresh.append(started)
             fs.fdatasync(fd)
             fs.rename(staged, path)  # the old journal (ending RunContinuedAsNew) until this
@@ -333,7 +345,7 @@ class Journals:
             with contextlib.suppress(OSError):
                 fs.close(fd)
             raise
-        return Opened(found.events, self._writer(path, fd, len(found.events)))
+        return Opened(found.events, self._writer(path, fd, len(found.events), run_id))
 
 
 def _fd(opened: Opened) -> int:

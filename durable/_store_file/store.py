@@ -7,11 +7,13 @@ A :class:`FileStore` is made of
 - :class:`~.journals.Journals`: creating, opening and restarting journals under
   their locks, with writers (``commit.py``) that share one group commit;
 - a :class:`~.reading.Reader`: reading journals without locking them, listing runs;
-- an :class:`~.inbox.Inbox`: messages for runs held by another process.
+- an :class:`~.inbox.Inbox`: messages for runs held by another process;
+- a :class:`~.due.DueIndex`: which unfinished runs to take, and when.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Collection, Sequence
@@ -19,11 +21,12 @@ from collections.abc import Collection, Sequence
 import trio
 
 from .._core import events as ev
-from .._core.errors import DurableError
+from .._core.errors import DurableError, DurableInternalError
 from .._fs import FileSystem, OsFileSystem
 from .._store import JournalWriter, Opened, Store, check_sync_mode
-from .commit import _GroupCommit
+from .commit import _FileWriter, _GroupCommit
 from .directory import Directory
+from .due import DueIndex
 from .inbox import Inbox
 from .journals import Journals
 from .reading import Reader
@@ -50,6 +53,7 @@ class FileStore(Store):
         self._journals = Journals(self._dir, self.sync, _GroupCommit(self.fs))
         self._reader = Reader(self._dir)
         self._inbox = Inbox(self._dir, self._reader, self)
+        self._due = DueIndex(self._dir, self._reader, sync=self.sync != "none")
 
     def __repr__(self) -> str:
         return f"FileStore({self.path!r}, sync={self.sync!r})"
@@ -59,7 +63,10 @@ class FileStore(Store):
         return self._dir.journal_path(run_id)
 
     async def create(self, started: ev.RunStarted) -> JournalWriter | None:
-        return await self._journals.create(started)
+        await self._due.prepare()
+        # A new run is due at once: whoever holds it keeps the entry until it lets the
+        # run go, so that a crash of the holder leaves the run found (see due.py).
+        return await self._journals.create(started, lambda: self._due.add(started.run_id, started.t))
 
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
         return await self._journals.restart(started, writer)
@@ -102,6 +109,37 @@ class FileStore(Store):
 
     async def runs_with_messages(self) -> set[str]:
         return await self._inbox.runs_with_messages()
+
+    async def due_runs(self, now: float, limit: int, *, among: Collection[str] | None = None) -> list[str]:
+        ids = await self._due.due(now, limit, among)
+        if len(ids) < limit:
+            # Messages make a run due too: the inbox is that part of the index.
+            for run_id in sorted(await self.runs_with_messages()):
+                if run_id not in ids and (among is None or run_id in among) and self._due.free(run_id):
+                    ids.append(run_id)
+        return ids[:limit]
+
+    async def next_due(self, now: float) -> float | None:
+        return await self._due.next_due(now)
+
+    async def release(self, writer: JournalWriter, due: float) -> None:
+        if not isinstance(writer, _FileWriter):
+            raise DurableInternalError(f"{writer.name} is not a journal of this store")
+        await self._due.prepare()
+        # The new entry is durable before the old one goes and before the lock does: a
+        # crash in between leaves the run due twice (a replay), never not at all.
+        kept = self._due.add(writer.run_id, due)
+        self._due.remove(writer.run_id, keep=kept)
+        writer.close()
+
+    async def wake(self, run_id: str) -> None:
+        events = await self.read(run_id)
+        if events and not isinstance(events[-1], ev.TERMINAL):  # an ended run is due never
+            await self._due.prepare()
+            self._due.add(run_id, -math.inf)
+
+    async def ended(self, run_id: str) -> None:
+        self._due.remove(run_id)
 
     async def wait_for_change(self, timeout: float, *, since: int | None = None) -> None:
         """Wait ``timeout`` seconds of real time: other processes change the files
