@@ -25,7 +25,6 @@ on ``trio.testing.MockClock`` in tests and in the simulator.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import time
@@ -35,6 +34,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from ._attempts import Attempts
 from ._core import events as ev
 from ._core import records as rec
 from ._core.actions import (
@@ -51,9 +51,8 @@ from ._core.actions import (
     next_action,
     waits_until,
 )
-from ._core.commands import ActivityCall, ActivityInfo, ChildCall, current_activity
+from ._core.commands import ActivityCall, ChildCall
 from ._core.errors import (
-    AttemptTimeout,
     DurableInternalError,
     ErrorInfo,
     RunConflictError,
@@ -144,6 +143,7 @@ class RunExecution:
         # The hot path skips what does nothing: hooks nobody overrides, syncs of a
         # store that never syncs.
         self._plain_hooks = type(hooks) is Hooks
+        self._attempts = Attempts(core.run_id, clock, hooks)
         self._syncs = writer.syncs
         # What replay fed the core is durable (the store made the journal so when it
         # opened it): only values journaled from now on make an activity sync first.
@@ -250,7 +250,7 @@ class RunExecution:
         else:
             self.writer.flush()
         self.core.unsynced_value = False
-        result = await self._run_activity(step, command)
+        result = await self._attempts.run(step, command, self._record_durably, self._may_release)
         if result is None:
             return  # in a retry backoff, and let go (the loop returns Released)
         if not self._plain_hooks:
@@ -453,7 +453,7 @@ class RunExecution:
             await send.send((event, ack))
             await ack.wait()
 
-        result = await self._run_activity(step, command, report)
+        result = await self._attempts.run(step, command, report, None)
         if result is None:
             raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} was let go in a group")
         if not self._plain_hooks:
@@ -491,87 +491,6 @@ class RunExecution:
             return self.hooks.produce(command.name, run_id, step.seq, lambda: command.fn(now))
 
         self._append(rec.value_recorded(step, command.name, produce, now))
-
-    async def _run_activity(
-        self,
-        step: Step,
-        command: ActivityCall,
-        report: Callable[[ev.Event], Awaitable[None]] | None = None,
-    ) -> ev.ActivityCompleted | ev.ActivityFailed | None:
-        """Attempt an activity until it succeeds or fails for good; return its outcome event.
-
-        Each failed attempt that will be retried is recorded durably (through
-        ``report``, by default straight into the journal) before the wait. Alone (no
-        ``report``), it returns None when the run may be let go during the backoff.
-        """
-        alone = report is None
-        report = report or self._record_durably
-        policy = command.policy
-        started_at = step.scheduled_at if step.scheduled_at is not None else self.clock()
-        attempt = step.failed_attempts + 1
-        if step.retry_at is not None:
-            await self.clock.sleep_until(step.retry_at)
-        while True:
-            limit = (
-                policy.timeout
-                if policy.total_timeout is None  # no budget to cut it: no need to read the clock
-                else policy.attempt_limit(now=self.clock(), started_at=started_at)
-            )
-            try:
-                value = await self._attempt(step.seq, command, attempt, limit)
-            except (Exception, SystemExit) as exc:
-                # sys.exit() inside an activity fails that attempt like any error: it
-                # must not stop the process that runs every other run (a worker).
-                failure = rec.attempt_failed(step, command, attempt, exc, self.clock(), started_at)
-                if isinstance(failure, ev.ActivityFailed):
-                    return failure
-                await report(failure)
-                if alone and self._may_release():
-                    return None
-                await self.hooks.point("backoff", self.core.run_id, step.seq)
-                await self.clock.sleep_until(failure.retry_at)
-                attempt += 1
-                continue
-            return rec.activity_returned(step, command, value, attempt, self.clock())
-
-    async def _attempt(self, seq: int, command: ActivityCall, attempt: int, limit: float | None) -> Any:
-        activity = command.activity
-        info = ActivityInfo(self.core.run_id, seq, attempt, activity.name, command.policy.retries + 1)
-        token = current_activity.set(info)
-        try:
-            if limit is None and activity.is_async and self._plain_hooks:
-                return await activity.fn(*command.call_args, **command.call_kwargs)
-            in_thread = not activity.is_async and self.hooks.sync_activities_in_thread
-            call = _call(activity.fn, activity.is_async, in_thread, command.call_args, command.call_kwargs)
-            if limit is None:
-                return await self.hooks.run_attempt(info, call)
-            with trio.move_on_after(limit):
-                return await self.hooks.run_attempt(info, call)
-            raise AttemptTimeout(activity.name, self.core.run_id, seq, attempt, limit)
-        finally:
-            current_activity.reset(token)
-
-
-def _call(
-    fn: Callable[..., Any],
-    is_async: bool,
-    in_thread: bool,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Callable[[], Awaitable[Any]]:
-    if is_async:
-        return functools.partial(fn, *args, **kwargs)
-    if in_thread:
-        # A sync activity runs in a worker thread; on timeout the thread is abandoned
-        # (Python cannot kill it) and the attempt counts as failed.
-        return functools.partial(
-            trio.to_thread.run_sync, functools.partial(fn, *args, **kwargs), abandon_on_cancel=True
-        )
-
-    async def inline() -> Any:
-        return fn(*args, **kwargs)
-
-    return inline
 
 
 __all__ = ["ChildRunner", "RunExecution", "WallClock"]

@@ -77,6 +77,15 @@ def _finished(run_id: str, message: ev.Message) -> RunConflictError:
     )
 
 
+async def forget_journaled(store: Store, run_id: str, seen: Collection[str]) -> None:
+    """Remove from the run's inbox the messages its journal already holds (a crash
+    between journaling and removing them leaves them): a fresh journal would not
+    know to skip them."""
+    stale = [m.message_id for m in await store.messages(run_id) if m.message_id in seen]
+    if stale:
+        await store.remove_messages(run_id, stale)
+
+
 async def drop_messages(store: Store, run_id: str) -> None:
     """Forget the messages waiting for a run that has ended: nobody will take them."""
     waiting = await store.messages(run_id)

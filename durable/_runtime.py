@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import uuid
 from typing import Any, TypeVar
@@ -35,17 +34,15 @@ from ._core.outcomes import Continued, Outcome, Raised, Returned, Stopped, outco
 from ._core.values import encode_call, encode_value, load_stored, loads
 from ._executor import Released, RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
-from ._inbox import drop_messages, journal_messages, send
+from ._inbox import drop_messages, forget_journaled, journal_messages, send
 from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url
+from ._watch import StoreWatch
 
 R = TypeVar("R")
 _log = logging.getLogger("durable")
 DEFAULT_STORE_PATH = ".durable"
-#: A run that waits less than this (seconds) keeps its place: letting it go and
-#: taking it back would cost more than the wait.
-SHORT_WAIT = 1.0
 #: How many more due runs a worker asks for than it has room for: some of them are
 #: taken by other workers between the answer and the open.
 _DUE_SLACK = 16
@@ -197,11 +194,11 @@ class Runtime:
         self.store = store_from(store)
         if waiting_cache is not None and not (isinstance(waiting_cache, int) and waiting_cache >= 0):
             raise ValueError(f"waiting_cache must be a number of runs >= 0 or None (got {waiting_cache!r})")
-        self._waiting_cache = waiting_cache if poll is not None else None
+        self.waiting_cache = waiting_cache if poll is not None else None
         #: The runs this runtime let go while they wait, with when each is due; it
         #: takes them back then (unless another process does first).
-        self._released: dict[str, float] = {}
-        self._retaking: set[str] = set()
+        #: Messages for the runs held here, and the runs it let go (durable._watch).
+        self._watch = StoreWatch(self)
         #: Set by take_due(): this runtime takes whatever the store says is due, its own
         #: released runs included, so it keeps no memory of a run it lets go.
         self._serving = False
@@ -222,7 +219,7 @@ class Runtime:
         self._nursery = await self._nursery_cm.__aenter__()
         self._clock = WallClock(self._clock_anchor)
         if self._poll is not None:
-            self._nursery.start_soon(self._watch_store, self._poll)
+            self._nursery.start_soon(self._watch.run, self._poll)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -313,7 +310,7 @@ class Runtime:
         if handle is None or handle._done.is_set():
             handle = RunHandle(started.run_id, started.workflow, started.args)
             self._handles[started.run_id] = handle
-        self._released.pop(started.run_id, None)
+        self._watch.let_go.pop(started.run_id, None)
         try:
             # Replayed here, before start() returns, so that the run can take signals at once.
             core = replay(workflow, events)
@@ -331,7 +328,7 @@ class Runtime:
             self.hooks,
             resumed=recovery,
             children=self._children,
-            release=self._may_release,
+            release=self._watch.may_release,
         )
         self._executions[handle.run_id] = execution
         nursery.start_soon(self._drive, handle, execution, resumed)
@@ -351,7 +348,7 @@ class Runtime:
                     del self._handles[handle.run_id]
                     handle._release(self.store)
                 else:
-                    self._released[handle.run_id] = outcome.due
+                    self._watch.let_go[handle.run_id] = outcome.due
                 return  # the handle waits for the run's end, here or elsewhere
             await self.store.ended(handle.run_id)
         except Exception as exc:
@@ -388,7 +385,7 @@ class Runtime:
             core.next_seq,
         )
         carried = _carried_messages(core)
-        await self._forget_journaled(run_id, core.messages_seen)
+        await forget_journaled(self.store, run_id, core.messages_seen)
         for message in carried:
             await self.store.post(run_id, message)
         writer = await self.store.restart(started, previous.writer)
@@ -410,20 +407,6 @@ class Runtime:
         except RunConflictError:  # the new incarnation ended at once: nobody will take them
             await drop_messages(self.store, run_id)
         return execution
-
-    async def _forget_journaled(self, run_id: str, seen: set[str]) -> None:
-        """Remove from the run's inbox the messages its journal already holds (a crash
-        between journaling and removing them leaves them): a fresh journal would not
-        know to skip them."""
-        stale = [m.message_id for m in await self.store.messages(run_id) if m.message_id in seen]
-        if stale:
-            await self.store.remove_messages(run_id, stale)
-
-    def _may_release(self, due: float) -> bool:
-        """The release policy of this runtime's executions (see ``waiting_cache``)."""
-        if self._waiting_cache is None or self._clock is None:
-            return False
-        return due - self._clock() >= SHORT_WAIT and len(self._executions) > self._waiting_cache
 
     def _finished(self, handle: RunHandle, error: Exception) -> None:
         """Durable could not continue the run: a later start() may try again."""
@@ -479,82 +462,6 @@ class Runtime:
                 return
             await execution.replaced.wait()  # it continued as new: the next incarnation takes it
         await send(self.store, run_id, message)
-
-    async def _watch_store(self, poll: float) -> None:
-        """Take the messages other processes leave for the runs held here, and take back
-        the runs this runtime let go when they are due (their time came, a message)."""
-        reported: set[str] = set()
-        while True:
-            try:
-                token = self.store.change_token()
-                if self._executions:
-                    for run_id in sorted((await self.store.runs_with_messages()) & self._executions.keys()):
-                        await self._take_messages_of_one(run_id, reported)
-                if self._released:
-                    await self._take_back(self._running()[1]())
-                await self._wait_for_change(poll, token)
-            except StoreError as exc:
-                # The store is unavailable for now (a database restart...): the
-                # messages wait, durably, until it answers again.
-                _log.warning("durable: cannot look at the store (%s); trying again", exc)
-                await trio.sleep(max(poll, 1.0))
-
-    async def _wait_for_change(self, poll: float, token: int) -> None:
-        """Wait for a change in the store, or until the next run let go here is due."""
-        _, clock = self._running()
-        soonest = min(self._released.values(), default=math.inf) - clock()
-        with trio.move_on_after(max(0.0, soonest)):
-            await self.store.wait_for_change(poll, since=token)
-
-    async def _take_back(self, now: float) -> None:
-        """Take back the runs let go here that are due now (one whose journal another
-        process took meanwhile is followed there: see _follow)."""
-        released = set(self._released)
-        due = await self.store.due_runs(now, len(released), among=released)
-        due += [run_id for run_id, when in self._released.items() if when <= now and run_id not in due]
-        for run_id in due:
-            if run_id in self._released and run_id not in self._retaking:
-                self._retaking.add(run_id)
-                try:
-                    await self._take_back_one(run_id)
-                finally:
-                    self._retaking.discard(run_id)
-
-    async def _take_back_one(self, run_id: str) -> None:
-        handle = self._handles.get(run_id)
-        try:
-            opened = await self.store.open(run_id)
-        except RunLockedError:
-            return  # taken by another process meanwhile: it is due there, or held
-        except StoreError as exc:
-            self._released.pop(run_id, None)
-            if handle is not None:
-                self._finished(handle, exc)
-            return
-        if opened is None:
-            self._released.pop(run_id, None)
-            return
-        last = opened.events[-1]
-        if isinstance(last, ev.TERMINAL):  # another process took it and ended it
-            self._released.pop(run_id, None)
-            opened.writer.close()
-            await self.store.ended(run_id)
-            if handle is not None and not handle._done.is_set():
-                handle._finish(outcome_of(last))
-            return
-        await self._recovered(run_id, opened)
-
-    async def _take_messages_of_one(self, run_id: str, reported: set[str]) -> None:
-        """Take one run's messages; a failure that is this run's alone (a damaged message
-        file) is reported once and keeps no other run from its messages."""
-        try:
-            await self._take_messages(run_id)
-        except StoreError as exc:
-            if run_id not in reported:
-                reported.add(run_id)
-                _log.warning("durable: cannot take the messages of run %r (%s)", run_id, exc)
-        else:
-            reported.discard(run_id)
 
     async def _take_messages(self, run_id: str) -> None:
         execution = self._executions.get(run_id)
