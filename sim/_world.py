@@ -47,6 +47,9 @@ ROOT = "/sim"
 EPOCH = 1_700_000_000.0
 #: A lifetime that runs longer than this in virtual time is reported as hung.
 TIME_LIMIT = 10 * 365 * 86400.0
+#: How often (virtual seconds) a lifetime's runtime looks at the store for messages: no
+#: other process sends any; a run it let go is taken back at its due time regardless.
+_POLL = 86400.0
 
 
 @attrs.define
@@ -251,7 +254,11 @@ class World:
             crasher.on_crash = lambda: crash_time.__setitem__(0, trio.current_time())
             store = durable.FileStore(ROOT, sync=self.sync, fs=self.disk)
             with trio.move_on_after(TIME_LIMIT) as scope:
-                async with durable.Runtime(store, hooks=hooks, poll=None, clock_anchor=start_wall) as runtime:
+                # Every run that waits is let go and taken back by replay, as a worker
+                # does: its crash points are explored with the rest.
+                async with durable.Runtime(
+                    store, hooks=hooks, poll=_POLL, waiting_cache=0, clock_anchor=start_wall
+                ) as runtime:
                     lifetime.ending = await self._start_and_wait(runtime)
             if scope.cancelled_caught:
                 lifetime.ending = Ending("hung")

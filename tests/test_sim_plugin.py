@@ -135,7 +135,7 @@ def test_a_failing_plan_shrinks_to_a_minimal_recipe() -> None:
     def fails(recipe: sim.Recipe) -> bool:
         return not simulator.replay_recipe(pays, recipe=recipe).ok
 
-    plans = sim.strategies.recipes(max_crashes=2, max_point=12)
+    plans = sim.strategies.recipes(max_crashes=2, max_point=16)
     minimal = find(plans, fails, settings=settings(database=None, derandomize=True))
     # Shrinking reaches a local minimum: the plainest seed and disk damage, and no
     # more crashes than the failure needs from there (one or two).
