@@ -1,14 +1,19 @@
-"""What only the PostgreSQL store promises: tables made by the first write, leases and fencing,
-group commit, notifications, and clear errors. The Store contract itself is in test_stores.py.
+"""What only the PostgreSQL store promises: tables made by the first write (and tables of
+version 1 upgraded by it), leases and fencing, the due index's leases and queries, group
+commit, notifications, and clear errors. The Store contract itself is in test_stores.py
+(the due index's in test_due_index.py).
 
 Two store instances on one schema stand for two worker processes.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import cbor2
@@ -193,6 +198,218 @@ async def test_a_role_that_may_not_create_tables_works_with_existing_ones(store:
         await limited.post("run-1", signal("m-1"))
         assert await store.read("run-1") == [started(), step(1)]
         assert await store.messages("run-1") == [signal("m-1")]
+    finally:
+        if limited is not None:
+            await limited.aclose()
+        pgutil.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        pgutil.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+# -- tables of version 1 ---------------------------------------------------------------
+
+#: The tables of version 1 (durable before the due index), as it made them.
+V1_DDL = [
+    "CREATE SCHEMA {schema}",
+    "CREATE TABLE {version} (version integer NOT NULL)",
+    """CREATE TABLE {runs} (
+        run_id text PRIMARY KEY,
+        workflow text NOT NULL,
+        status text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'ended')),
+        owner text,
+        epoch bigint NOT NULL DEFAULT 0,
+        lease_expires timestamptz,
+        next_index integer NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    "CREATE INDEX durable_runs_open ON {runs} (run_id) WHERE status = 'open'",
+    """CREATE TABLE {records} (
+        run_id text NOT NULL REFERENCES {runs} (run_id),
+        idx integer NOT NULL CHECK (idx >= 0),
+        record bytea NOT NULL,
+        PRIMARY KEY (run_id, idx)
+    )""",
+    """CREATE TABLE {inbox} (
+        id bigserial PRIMARY KEY,
+        run_id text NOT NULL REFERENCES {runs} (run_id),
+        message_id text NOT NULL UNIQUE,
+        record bytea NOT NULL
+    )""",
+    "CREATE INDEX durable_inbox_run ON {inbox} (run_id, id)",
+    "INSERT INTO {version} (version) VALUES (1)",
+]
+
+#: What a version 1 store held: per run, its status, lease owner, creation time and journal.
+V1_RUNS: dict[str, tuple[str, str | None, str, list[ev.Event]]] = {
+    "old": ("open", None, "2020-01-01 00:00:00+00", [started("old"), step(1)]),
+    "older": ("open", None, "2019-06-01 00:00:00+00", [started("older")]),
+    "held": ("open", "a-version-1-worker", "2019-01-01 00:00:00+00", [started("held"), step(1)]),
+    "done": (
+        "ended",
+        None,
+        "2018-01-01 00:00:00+00",
+        [started("done"), ev.RunCompleted(cbor2.dumps(1), 2.0)],
+    ),
+}
+
+
+def _v1_names(schema: str) -> dict[str, sql.Identifier]:
+    return {
+        "schema": sql.Identifier(schema),
+        "version": sql.Identifier(schema, "durable_schema_version"),
+        "runs": sql.Identifier(schema, "durable_runs"),
+        "records": sql.Identifier(schema, "durable_records"),
+        "inbox": sql.Identifier(schema, "durable_inbox"),
+    }
+
+
+def make_v1_store(schema: str) -> None:
+    """Version 1 tables holding the runs of ``V1_RUNS`` and a message for "old"."""
+    names = _v1_names(schema)
+    for statement in V1_DDL:
+        pgutil.execute(sql.SQL(statement).format(**names))
+    insert_run = sql.SQL(
+        "INSERT INTO {runs} (run_id, workflow, status, owner, epoch, lease_expires, next_index, created_at)"
+        " VALUES (%s, 'wf', %s, %s, 3,"
+        " CASE WHEN %s::text IS NULL THEN NULL ELSE now() + interval '1 hour' END, %s, %s)"
+    ).format(**names)
+    insert_record = sql.SQL("INSERT INTO {records} (run_id, idx, record) VALUES (%s, %s, %s)").format(**names)
+    for run_id, (status, owner, created, events) in V1_RUNS.items():
+        pgutil.execute(insert_run, [run_id, status, owner, owner, len(events), created])
+        for idx, event in enumerate(events):
+            pgutil.execute(insert_record, [run_id, idx, _codec.encode_record(event, idx, idx - 1)])
+    pgutil.execute(
+        sql.SQL("INSERT INTO {inbox} (run_id, message_id, record) VALUES ('old', 'm-1', %s)").format(**names),
+        [_codec.encode_record(signal("m-1"), 0, -1)],
+    )
+
+
+def v1_contents(schema: str) -> list[list[tuple[Any, ...]]]:
+    """Every row of the version 1 columns of the three tables."""
+    names = _v1_names(schema)
+    return [
+        pgutil.execute(sql.SQL(query).format(**names))
+        for query in (
+            "SELECT run_id, workflow, status, owner, epoch, lease_expires, next_index, created_at"
+            " FROM {runs} ORDER BY run_id",
+            "SELECT run_id, idx, record FROM {records} ORDER BY run_id, idx",
+            "SELECT id, run_id, message_id, record FROM {inbox} ORDER BY id",
+        )
+    ]
+
+
+@pytest.fixture
+async def v1_store() -> AsyncIterator[PostgresStore]:
+    """A store (of this durable) on a schema holding version 1 tables."""
+    schema = pgutil.fresh_schema()
+    made = pgutil.fresh_store(schema=schema)
+    make_v1_store(schema)
+    yield made
+    await made.aclose()
+
+
+def schema_version(store: PostgresStore) -> list[tuple[Any, ...]]:
+    return pgutil.execute(sql.SQL("SELECT version FROM {}").format(table(store, "durable_schema_version")))
+
+
+@postgres
+async def test_version_1_tables_are_read_as_they_are(v1_store: PostgresStore) -> None:
+    store = v1_store
+    assert await store.has_tables()
+    assert await store.run_ids() == ["done", "held", "old", "older"]
+    for run_id, (_, _, _, events) in V1_RUNS.items():
+        assert await store.read(run_id) == events
+    assert await store.unfinished() == ["old", "older"]  # "held" has a live lease
+    assert await store.messages("old") == [signal("m-1")]
+    # No due index yet: every unfinished run is a candidate, as for a store without one.
+    assert await store.due_runs(time.time(), 10) == ["old", "older"]
+    assert await store.next_due(0.0) is None
+    assert schema_version(store) == [(1,)]  # reading changed nothing
+
+
+@postgres
+@pytest.mark.parametrize("first_write", ["create", "open", "post"])
+async def test_the_first_write_upgrades_version_1_tables_keeping_every_record(
+    v1_store: PostgresStore, first_write: str
+) -> None:
+    store = v1_store
+    before = v1_contents(store.schema)
+    if first_write == "create":
+        (await create(store, "new")).close()
+    elif first_write == "open":
+        opened = await store.open("older")
+        assert opened is not None
+        opened.writer.close()
+    else:
+        await store.post("old", signal("m-2"))
+    assert schema_version(store) == [(SCHEMA_VERSION,)]
+    after = v1_contents(store.schema)
+    if first_write == "create":
+        after[0] = [row for row in after[0] if row[0] != "new"]
+        after[1] = [row for row in after[1] if row[0] != "new"]
+    elif first_write == "open":  # taking the run moved its lease's epoch
+        after[0] = [row if row[0] != "older" else (*row[:4], 3, *row[5:]) for row in after[0]]
+    else:
+        after[2] = after[2][:1]
+    assert after == before  # every run, record and message kept
+    due = dict(
+        pgutil.execute(
+            sql.SQL("SELECT run_id, due_at FROM {} WHERE status = 'open'").format(
+                table(store, "durable_runs")
+            )
+        )
+    )
+    created = {run_id: datetime.fromisoformat(row[2]).timestamp() for run_id, row in V1_RUNS.items()}
+    assert due["held"] == created["held"]  # every open run is due since its creation
+    assert due["old"] == created["old"]
+    now = time.time()
+    # Oldest due first ("new" is due since its RunStarted time, 1.0); "held" waits for
+    # its holder's lease to run out.
+    assert await store.due_runs(now, 10) == [*(["new"] if first_write == "create" else []), "older", "old"]
+    for run_id, (_, _, _, events) in V1_RUNS.items():
+        assert await store.read(run_id) == events
+    again = pgutil.store_on(store.schema)
+    try:  # on tables of this version: no DDL, the same answers
+        assert await again.due_runs(now, 10) == await store.due_runs(now, 10)
+        (await create(again, "another")).close()
+    finally:
+        await again.aclose()
+    assert schema_version(store) == [(SCHEMA_VERSION,)]
+
+
+@postgres
+async def test_a_role_that_may_not_alter_version_1_tables_is_told_who_must_upgrade_them(
+    v1_store: PostgresStore,
+) -> None:
+    role = f"durable_test_role_{uuid.uuid4().hex[:12]}"
+    schema = sql.Identifier(v1_store.schema)
+    pgutil.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    limited = None
+    try:
+        for grant in (
+            "GRANT USAGE ON SCHEMA {schema} TO {role}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+            "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+        ):
+            pgutil.execute(sql.SQL(grant).format(schema=schema, role=sql.Identifier(role)))
+        limited = PostgresStore(make_conninfo(pgutil.dsn(), user=role), schema=v1_store.schema)
+        assert await limited.run_ids() == ["done", "held", "old", "older"]  # reading works
+        refused = (
+            rf"tables in schema '{v1_store.schema}' .* are version 1, and this durable needs version 2"
+            rf".*role '{role}' may not alter them \(.*\)\. Upgrade them once as their owner \('postgres'\)"
+            r".*BEGIN; ALTER TABLE .*durable_runs.* ADD COLUMN IF NOT EXISTS due_at .*COMMIT;"
+        )
+        with pytest.raises(durable.StoreError, match=refused):
+            await create(limited, "new")
+        with pytest.raises(durable.StoreError, match=refused):
+            await limited.post("old", signal("m-2"))
+        with pytest.raises(durable.StoreError, match=refused):
+            await limited.open("old")
+        assert schema_version(v1_store) == [(1,)]
+        assert await limited.messages("old") == [signal("m-1")]  # nothing was written
+
+        (await create(v1_store, "by-the-owner")).close()  # the owner's first write upgrades them
+        (await create(limited, "new")).close()
+        assert await limited.due_runs(time.time(), 10) == ["by-the-owner", "new", "older", "old"]
     finally:
         if limited is not None:
             await limited.aclose()
@@ -490,6 +707,136 @@ async def test_group_commit_serves_many_concurrent_writers_in_fewer_transactions
         assert indexes(store, f"run-{i:02}") == list(range(7))
 
 
+# -- the due index --------------------------------------------------------------------
+
+
+def due_at(store: PostgresStore, run_id: str) -> float:
+    rows = pgutil.execute(
+        sql.SQL("SELECT due_at FROM {} WHERE run_id = %s").format(table(store, "durable_runs")), [run_id]
+    )
+    return float(rows[0][0])
+
+
+@postgres
+async def test_letting_a_run_go_gives_its_lease_up_so_another_worker_may_open_it_at_once(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()
+    due = time.time() + 3600
+    await store.release(writer, due)
+    assert run_row(store, "run-1")["owner"] is None
+    assert due_at(store, "run-1") == due
+    opened = await other.open("run-1")  # no lease to wait for
+    assert opened is not None
+    assert opened.events == [started(), step(1)]
+    opened.writer.close()
+
+
+@postgres
+async def test_a_run_let_go_after_its_lease_moved_is_refused_and_left_as_it_is(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    writer = await create(store)
+    await writer.sync()
+    expire_lease(store, "run-1")  # it stalled: its lease ran out unrenewed
+    opened = await other.open("run-1")  # another worker takes the run over
+    assert opened is not None
+    due = due_at(store, "run-1")
+    with pytest.raises(durable.StoreError, match=r"moved to another worker.*must give the run up") as caught:
+        await store.release(writer, time.time() + 3600)
+    assert caught.value.run_id == "run-1"
+    assert run_row(store, "run-1")["owner"] == other.owner  # the new holder keeps it
+    assert due_at(store, "run-1") == due
+    with pytest.raises(durable.RunLockedError):
+        await store.open("run-1")
+    opened.writer.close()
+
+
+@postgres
+async def test_a_run_whose_holder_died_is_due_once_its_lease_runs_out(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    writer = await create(store)
+    await writer.sync()
+    await store.release(writer, math.inf)  # waits for a signal
+    opened = await other.open("run-1")  # a runtime takes it back (recovery, or a message)
+    assert opened is not None
+    assert due_at(store, "run-1") <= time.time()  # taking it made it due
+    assert await store.due_runs(time.time(), 10) == []  # held
+    expire_lease(store, "run-1")  # its holder died
+    assert await store.due_runs(time.time(), 10) == ["run-1"]
+    opened.writer.close()
+
+
+@postgres
+async def test_a_message_for_a_held_run_does_not_wait_for_a_transaction_on_its_row(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    writer = await create(store)
+    frozen = psycopg.connect(pgutil.dsn())  # a worker stopped halfway through renewing the lease
+    done = trio.Event()
+
+    async def post() -> None:
+        await other.post("run-1", signal("m-1"))
+        await other.wake("run-1")
+        done.set()
+
+    try:
+        runs = table(store, "durable_runs")
+        frozen.execute(sql.SQL("UPDATE {} SET epoch = epoch WHERE run_id = 'run-1'").format(runs))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(post)
+            with trio.move_on_after(30):  # a hang guard: without it this waits for the frozen worker
+                await done.wait()
+            in_time = done.is_set()
+            frozen.rollback()  # lets a post that waited go on
+        assert in_time
+    finally:
+        frozen.rollback()
+        frozen.close()
+    assert await store.messages("run-1") == [signal("m-1")]
+    writer.close()
+
+
+@postgres
+async def test_the_due_queries_read_the_index_not_the_table(store: PostgresStore) -> None:
+    (await create(store, "seed")).close()  # the tables exist
+    runs = table(store, "durable_runs")
+    now = time.time()
+    # 100,000 runs: most ended, many waiting, some due, a few of those held.
+    pgutil.execute(
+        sql.SQL(
+            "INSERT INTO {} (run_id, workflow, status, owner, epoch, lease_expires, next_index, due_at)"
+            " SELECT 'r' || i, 'wf', CASE WHEN i %% 100 < 80 THEN 'ended' ELSE 'open' END,"
+            " CASE WHEN i %% 100 = 99 THEN 'someone' END, 1,"
+            " CASE WHEN i %% 100 = 99 THEN now() + interval '1 hour' END, 1,"
+            " CASE WHEN i %% 100 < 98 THEN %s + i ELSE %s - i END"
+            " FROM generate_series(1, 100000) AS i"
+        ).format(runs),
+        [now, now],
+    )
+    pgutil.execute(sql.SQL("VACUUM ANALYZE {}").format(runs))
+    from durable._store_postgres import due  # noqa: PLC0415 - the queries themselves
+
+    queries = [
+        (due._DUE + due._ORDER, [now, 100]),
+        (due._DUE + " AND run_id = ANY(%s)" + due._ORDER, [now, ["r5", "r98", "r99"], 100]),
+        (due._NEXT_DUE, [now]),
+    ]
+    for query, params in queries:
+        plan = "\n".join(row[0] for row in pgutil.execute(sql.SQL("EXPLAIN ") + store._db.q(query), params))
+        assert "Seq Scan" not in plan, plan
+        assert "Index" in plan, plan
+    plan = "\n".join(
+        row[0] for row in pgutil.execute(sql.SQL("EXPLAIN ") + store._db.q(due._DUE + due._ORDER), [now, 100])
+    )
+    assert "durable_runs_due" in plan, plan
+    assert len(await store.due_runs(now, 100)) == 100
+    assert await store.next_due(now) == now + 80
+
+
 # -- the inbox and notifications ------------------------------------------------------
 
 
@@ -524,7 +871,7 @@ async def _listening(store: PostgresStore, waiters: int = 1) -> None:
 
 
 @postgres
-@pytest.mark.parametrize("change", ["post", "create", "release"])
+@pytest.mark.parametrize("change", ["post", "create", "release", "let go", "wake"])
 async def test_wait_for_change_wakes_up_for_a_change_made_by_another_worker(
     store: PostgresStore, other: PostgresStore, change: str
 ) -> None:
@@ -538,6 +885,10 @@ async def test_wait_for_change_wakes_up_for_a_change_made_by_another_worker(
             await other.post("held", signal("m-1"))
         elif change == "create":
             (await create(other, "new")).close()
+        elif change == "let go":
+            await other.release(held, time.time() + 3600)
+        elif change == "wake":
+            await other.wake("held")
         else:
             await trio.to_thread.run_sync(held.close)
         with trio.fail_after(60):  # a hang guard, not a timing assertion

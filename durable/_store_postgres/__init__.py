@@ -11,7 +11,8 @@ One module per concern, each with its own theory of operation:
 - ``writer.py``: one run's journal writer, buffering appends;
 - ``committer.py``: the group-commit thread that writes what all the writers queued;
 - ``listener.py``: the ``LISTEN`` thread that wakes workers when something changed;
-- ``inbox.py``: messages for runs another worker holds.
+- ``inbox.py``: messages for runs another worker holds;
+- ``due.py``: the due index, which runs are due now and when the next one is.
 
 ``import durable`` imports only this file, ``store.py`` and ``dsn.py``: psycopg and the
 other modules load when the first :class:`PostgresStore` is made.

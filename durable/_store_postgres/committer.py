@@ -10,8 +10,10 @@ writers of that batch and is never retried (the outcome of a failed commit can
 be unknown): their runs resume from the journal by replay.
 
 The same transaction renews the leases of the store's live writers every
-``lease_ttl / 3``, releases those of closed writers, and announces the runs that
-ended or were released with ``NOTIFY`` (``listener.py``).
+``lease_ttl / 3``, releases those of closed writers and of runs let go (setting
+their due time, ``due.py``), and announces the runs that ended or were released
+with ``NOTIFY`` (``listener.py``). A run let go whose lease is no longer the
+writer's is not released, and its job fails: the caller hears of it.
 
 The committer also keeps the store's writers, at most one per run: a run is
 *claimed* before it is taken (:meth:`Committer.claim`), so two tasks of one store
@@ -51,24 +53,38 @@ _NOTIFY_MANY: LiteralString = "SELECT pg_notify(%s, x) FROM unnest(%s::text[]) A
 
 
 class Job:
-    """One writer's records to commit (maybe none) and/or its lease to release.
+    """One writer's records to commit (maybe none) and/or its lease to release (with
+    the run's due time, when the run is let go until then).
 
     The committer thread finishes it once; trio tasks await :meth:`wait`, a
     closing writer blocks in :meth:`wait_blocking`.
     """
 
     def __init__(
-        self, writer: PgWriter, first: int, records: list[bytes], ended: bool, release: bool
+        self,
+        writer: PgWriter,
+        first: int,
+        records: list[bytes],
+        ended: bool,
+        release: bool,
+        due: float | None = None,
     ) -> None:
         self.writer = writer
         self.first = first
         self.records = records
         self.ended = ended
         self.release = release
+        self.due = due
         self.error: str | None = None
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._wakers: list[Callable[[], None]] = []
+
+    @property
+    def checked(self) -> bool:
+        """Whether its caller hears of a failure: records to commit, or a run let go
+        (a plain release is best effort: an unreleased lease runs out by itself)."""
+        return bool(self.records) or self.due is not None
 
     def finish(self, error: str | None) -> None:
         with self._lock:
@@ -110,11 +126,15 @@ class Group:
         self.records: list[bytes] = []
         self.ended = False
         self.release = False
+        #: The due time of a run let go (None: a writer closed, the run's due time kept).
+        self.due: float | None = None
         self.error: str | None = None
 
     def add(self, job: Job) -> None:
         self.jobs.append(job)
         self.release = self.release or job.release
+        if job.due is not None:
+            self.due = job.due
         if not job.records:
             return
         if not self.records:
@@ -177,9 +197,16 @@ class Committer:
             self._cond.notify_all()
 
     def enqueue(
-        self, writer: PgWriter, first: int, records: list[bytes], ended: bool, *, release: bool
+        self,
+        writer: PgWriter,
+        first: int,
+        records: list[bytes],
+        ended: bool,
+        *,
+        release: bool,
+        due: float | None = None,
     ) -> Job:
-        job = Job(writer, first, records, ended, release)
+        job = Job(writer, first, records, ended, release, due)
         with self._cond:
             if self._stopping:
                 raise StoreError(
@@ -199,11 +226,29 @@ class Committer:
         if job is not None and not job.wait_blocking(max(self.db.lease_ttl, 1.0)):
             _log.warning("durable: releasing run %r timed out; its lease runs out by itself", writer.run_id)
 
-    def _release(self, writer: PgWriter) -> Job | None:
-        """Queue a closed writer's last records (unless it failed) and the release of its lease."""
+    def let_go(self, writer: PgWriter, due: float) -> Job:
+        """Close a writer whose run waits until ``due``: queue its last records (if any),
+        its due time and the release of its lease, for one transaction (the job fails
+        if the lease is no longer the writer's).
+
+        Raises:
+            StoreError: the writer is closed or failed, or the store is closed.
+        """
+        writer.check()
+        self._forget(writer)
+        writer.closed = True
+        first, records, ended = writer.take()
+        return self.enqueue(writer, first, records, ended, release=True, due=due)
+
+    def _forget(self, writer: PgWriter) -> None:
+        """A closed writer's lease is no longer renewed, and its run may be opened again."""
         with self._cond:
             if self._writers.get(writer.run_id) is writer:
                 del self._writers[writer.run_id]
+
+    def _release(self, writer: PgWriter) -> Job | None:
+        """Queue a closed writer's last records (unless it failed) and the release of its lease."""
+        self._forget(writer)
         if writer.superseded:
             return None
         first, records, ended = writer.take()
@@ -269,9 +314,10 @@ class Committer:
             groups.setdefault(id(job.writer), Group(job.writer)).add(job)
         for group in groups.values():
             failure = group.writer.failure or group.error
-            if failure is not None:  # failed before this batch: its records are not written
-                group.error = failure
+            if failure is not None:  # failed before this batch: its records are not written,
+                group.error = failure  # and a run let go keeps its due time (it may be due now)
                 group.records = []
+                group.due = None
         writes = sorted((g for g in groups.values() if g.records), key=lambda g: g.writer.run_id)
         releases = sorted((g for g in groups.values() if g.release), key=lambda g: g.writer.run_id)
         if writes:
@@ -288,7 +334,7 @@ class Committer:
             if group.error is not None:
                 group.writer.lose(group.error)
             for job in group.jobs:
-                job.finish(group.error if job.records else None)
+                job.finish(group.error if job.checked else None)
         if changed:
             self._changed()
 
@@ -305,7 +351,9 @@ class Committer:
             if writes:
                 changed += self._append(conn, writes)
             if releases:
-                changed += leases.release(conn, self.db, [g.writer for g in releases])
+                released = leases.release(conn, self.db, releases)
+                changed += released
+                self._refuse_let_go(releases, set(released))
             if changed:
                 conn.execute(_NOTIFY_MANY, [self.db.tables.channel, changed])
         return lost, changed
@@ -324,6 +372,13 @@ class Committer:
             conn.execute(self.db.q(_INSERT_RECORDS), [run_ids, indexes, records])
         return [g.writer.run_id for g in ok if g.ended]
 
+    @staticmethod
+    def _refuse_let_go(releases: list[Group], released: set[str]) -> None:
+        """Fail the runs let go whose lease was not released: it moved to another worker."""
+        for group in releases:
+            if group.due is not None and group.writer.run_id not in released and group.error is None:
+                group.error = leases.lease_moved(group.writer.run_id)
+
     def _batch_failed(self, jobs: list[Job], writes: list[Group], exc: BaseException) -> None:
         """A batch's transaction failed: fail its writers, never retry (the outcome may be unknown)."""
         message = self.db.scrub(
@@ -335,4 +390,4 @@ class Committer:
         for group in writes:
             group.writer.lose(message)
         for job in jobs:
-            job.finish(job.writer.failure if job.records else None)
+            job.finish((job.writer.failure or message) if job.checked else None)

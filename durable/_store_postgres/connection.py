@@ -10,7 +10,9 @@ then the pool opens (:meth:`Database.prepare`).
 Reads create nothing (``schema.py``): until the tables are found, a call answers
 what an empty store would (its ``missing`` value), looking again each time since
 another process may have made them meanwhile; :meth:`Database.make_tables` is
-for the first write.
+for the first write, and :meth:`Database.upgrade` for every write to tables that
+may be older (it makes none). Tables of an older version are read as they are; a
+call that needs this version's (the due index) gives its ``older`` answer there.
 
 Each pool connection ends a transaction left idle past ``lease_ttl``: a process
 frozen inside a transaction (SIGSTOP, a VM pause) must not keep its row locks
@@ -23,6 +25,7 @@ the server, never the password (``dsn.py``).
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import threading
 from collections.abc import Callable
@@ -80,8 +83,9 @@ class Database:
         self._pool_size = pool_size
         self._init_lock = threading.Lock()
         self._pool: psycopg_pool.ConnectionPool[Conn] | None = None
-        #: The tables exist (this version): found by a read, or made by the first write.
-        self._tables = False
+        #: The version of the tables found (None: none found yet). Until it is this
+        #: durable's, each call looks again: another process may have made or upgraded them.
+        self.version: int | None = None
 
     @property
     def where(self) -> str:
@@ -134,7 +138,7 @@ class Database:
                 ) from None
             try:
                 with conn:
-                    self._tables = self.tables.version(conn, self.where) == SCHEMA_VERSION
+                    self.version = self.tables.version(conn, self.where)
             except psycopg.Error as exc:
                 raise self.error(
                     f"looking for durable's tables in schema {self.tables.schema!r}", exc
@@ -156,36 +160,53 @@ class Database:
             self._pool = pool
             return pool
 
-    def make_tables(self) -> None:
-        """Make sure the tables exist (the first write makes them): once per store."""
-        if self._tables:
+    def make_tables(self, *, create: bool = True) -> None:
+        """Make sure the tables exist (the first write makes them) at this version (the
+        first write of this durable upgrades older ones): once per store. Without
+        ``create``, tables that do not exist are left so (a write that needs a run).
+        """
+        if self.version == SCHEMA_VERSION:
             return
         pool = self.prepare()
         try:
             with pool.connection() as conn:
-                self.tables.migrate(conn, self.where)
+                self.tables.migrate(conn, self.where, create=create)
+                self.version = self.tables.version(conn, self.where)
         except psycopg.Error as exc:
             raise self.error(f"setting up durable's tables in schema {self.tables.schema!r}", exc) from exc
-        self._tables = True
 
-    def call(self, what: str, fn: Callable[[Conn], T], missing: T) -> T:
-        """``fn`` on a pool connection; ``missing`` if the tables do not exist."""
+    async def upgrade(self) -> None:
+        """Upgrade older tables before writing to them (nothing once they are this version's)."""
+        self.check_open()
+        if self.version != SCHEMA_VERSION:
+            await trio.to_thread.run_sync(functools.partial(self.make_tables, create=False))
+
+    def call(
+        self, what: str, fn: Callable[[Conn], T], missing: T, older: Callable[[Conn], T] | None = None
+    ) -> T:
+        """``fn`` on a pool connection; ``missing`` if the tables do not exist, ``older``
+        (if given) instead of ``fn`` on tables of an older version."""
         pool = self.prepare()
         try:
             with pool.connection() as conn:
-                if not self._tables:  # another process may have made them since
-                    if self.tables.version(conn, self.where) != SCHEMA_VERSION:
-                        return missing
-                    self._tables = True
+                if self.version != SCHEMA_VERSION:  # another process may have made them since
+                    self.version = self.tables.version(conn, self.where)
+                if self.version is None:
+                    return missing
+                if self.version != SCHEMA_VERSION and older is not None:
+                    return older(conn)
                 return fn(conn)
         except psycopg.Error as exc:
             raise self.error(what, exc) from exc
 
-    async def run(self, what: str, fn: Callable[[Conn], T], *, missing: T) -> T:
+    async def run(
+        self, what: str, fn: Callable[[Conn], T], *, missing: T, older: Callable[[Conn], T] | None = None
+    ) -> T:
         """Run ``fn`` on a pool connection in a thread; ``missing`` is its answer when the
-        tables do not exist (reading never creates them)."""
+        tables do not exist (reading never creates them), ``older`` (if given) runs
+        instead on tables of an older version."""
         self.check_open()
-        return await trio.to_thread.run_sync(self.call, what, fn, missing)
+        return await trio.to_thread.run_sync(self.call, what, fn, missing, older)
 
     def close(self) -> None:
         """Close the pool (the threads using it are stopped by now)."""

@@ -3,8 +3,10 @@
 ``durable_inbox`` keeps them in posting order (a ``bigserial``), each with its
 unique ``message_id`` (a re-post is a no-op) and its event as a framed v1
 record, checked by the same codec as a journal when read. Posting to a run that
-does not exist raises :class:`~durable.UnknownRunError`; posting announces the
-run's id with ``NOTIFY`` (``listener.py``), so the worker holding it wakes up.
+does not exist raises :class:`~durable.UnknownRunError`; posting makes the run
+due now (``due.py``: a run let go while it waits is taken again) and announces
+its id with ``NOTIFY`` (``listener.py``), so the worker holding it, or one that
+takes it, wakes up.
 The holder journals the messages, then removes them (``durable/_inbox.py`` holds
 that protocol, the same for every store).
 """
@@ -18,6 +20,7 @@ from .._core import events as ev
 from .._core.codec import HEADER_SIZE, encode_header, encode_record, scan
 from .._core.errors import JournalCorruptError, UnknownRunError
 from .._core.ids import check_run_id
+from .due import WAKE
 
 if TYPE_CHECKING:
     from .._store import Store
@@ -46,12 +49,14 @@ class Inbox:
             raise TypeError(f"only signals and cancel requests can be posted (got {message!r})")
         record = encode_record(message, 0, -1)
         db = self.db
+        await db.upgrade()
 
         def insert(conn: Conn) -> bool:
             with conn.transaction():
                 if conn.execute(db.q("SELECT 1 FROM {runs} WHERE run_id = %s"), [run_id]).fetchone() is None:
                     return False
                 conn.execute(db.q(_POST), [run_id, message.message_id, record])
+                conn.execute(db.q(WAKE), [run_id])
                 conn.execute("SELECT pg_notify(%s, %s)", [db.tables.channel, run_id])
             return True
 

@@ -17,7 +17,11 @@ primary key ``(run_id, idx)`` makes sure a record is never overwritten. While a
 store holds writers, its committer renews all their leases every
 ``lease_ttl / 3`` in one ``UPDATE`` (:func:`renew`); a lease found lost fails its
 writer. Closing a writer releases the lease (:func:`release`) if the epoch is
-still its own.
+still its own; letting a run go (:meth:`Leases.release`) does the same and sets
+the run's due time, in one transaction, and fails if the epoch is no longer its
+own. Taking a run makes it due (at most now, see ``due.py``): held, its live lease
+keeps it from the workers looking for due runs; if its holder dies, it is due
+once the lease runs out.
 """
 
 from __future__ import annotations
@@ -65,15 +69,16 @@ _ADVANCE = """
     WHERE r.run_id = v.run_id AND r.epoch = v.epoch AND r.owner = %s AND r.next_index = v.first_idx
     RETURNING r.run_id, r.epoch
 """
+#: A due time NULL (a writer closed, not let go) keeps the run's: at most when it was taken.
 _RELEASE = """
-    UPDATE {runs} AS r SET owner = NULL, lease_expires = NULL
-    FROM unnest(%s::text[], %s::bigint[]) AS v(run_id, epoch)
+    UPDATE {runs} AS r SET owner = NULL, lease_expires = NULL, due_at = coalesce(v.due, r.due_at)
+    FROM unnest(%s::text[], %s::bigint[], %s::double precision[]) AS v(run_id, epoch, due)
     WHERE r.run_id = v.run_id AND r.epoch = v.epoch AND r.owner = %s
     RETURNING r.run_id
 """
 _CREATE = """
-    INSERT INTO {runs} (run_id, workflow, status, owner, epoch, lease_expires, next_index, created_at)
-    VALUES (%s, %s, 'open', %s, 1, now() + %s, 1, now())
+    INSERT INTO {runs} (run_id, workflow, status, owner, epoch, lease_expires, next_index, created_at, due_at)
+    VALUES (%s, %s, 'open', %s, 1, now() + %s, 1, now(), %s)
     ON CONFLICT (run_id) DO NOTHING RETURNING epoch
 """
 _INSERT_FIRST = "INSERT INTO {records} (run_id, idx, record) VALUES (%s, 0, %s)"
@@ -81,11 +86,13 @@ _LOCK_ONE = (
     "SELECT owner, lease_expires, lease_expires > now() FROM {runs} WHERE run_id = %s FOR UPDATE NOWAIT"
 )
 _TAKE = """
-    UPDATE {runs} SET owner = %s, epoch = epoch + 1, lease_expires = now() + %s
+    UPDATE {runs} SET owner = %s, epoch = epoch + 1, lease_expires = now() + %s,
+        due_at = least(due_at, extract(epoch from now()))
     WHERE run_id = %s RETURNING epoch
 """
 _TAKE_MANY = """
-    UPDATE {runs} SET owner = %s, epoch = epoch + 1, lease_expires = now() + %s
+    UPDATE {runs} SET owner = %s, epoch = epoch + 1, lease_expires = now() + %s,
+        due_at = least(due_at, extract(epoch from now()))
     WHERE run_id = ANY(%s) RETURNING run_id, epoch
 """
 #: The runs of a list that are free to take (not held under a live lease of another
@@ -134,10 +141,17 @@ def renew(conn: Conn, db: Database, writers: list[PgWriter]) -> list[PgWriter]:
     return [w for w in writers if (w.run_id, w.epoch) not in kept]
 
 
-def release(conn: Conn, db: Database, writers: list[PgWriter]) -> list[str]:
-    """Give up the leases of ``writers`` (those still theirs); return the runs released."""
+def release(conn: Conn, db: Database, groups: list[Group]) -> list[str]:
+    """Give up the leases of the groups' writers (those still theirs), setting the due
+    time of the runs let go; return the runs released."""
     rows = conn.execute(
-        db.q(_RELEASE), [[w.run_id for w in writers], [w.epoch for w in writers], db.owner]
+        db.q(_RELEASE),
+        [
+            [g.writer.run_id for g in groups],
+            [g.writer.epoch for g in groups],
+            [g.due for g in groups],
+            db.owner,
+        ],
     ).fetchall()
     return [row[0] for row in rows]
 
@@ -230,7 +244,9 @@ class Leases:
         """Insert a new run's row (its lease taken) and its first record; False if it exists."""
         db = self.db
         with conn.transaction():
-            row = conn.execute(db.q(_CREATE), [started.run_id, started.workflow, db.owner, db.ttl]).fetchone()
+            row = conn.execute(
+                db.q(_CREATE), [started.run_id, started.workflow, db.owner, db.ttl, started.t]
+            ).fetchone()
             if row is None:
                 return False
             conn.execute(db.q(_INSERT_FIRST), [started.run_id, record])
@@ -239,7 +255,7 @@ class Leases:
 
     async def open(self, run_id: str) -> Opened | None:
         run_id = check_run_id(run_id)
-        self.db.check_open()
+        await self.db.upgrade()
         self.committer.claim(run_id)
         try:
             take = functools.partial(self._take, run_id)
@@ -287,7 +303,7 @@ class Leases:
     ) -> list[Opened | DurableError | None]:
         """Claim many runs for recovery in one transaction (see ``PostgresStore.open_many``)."""
         ids = [check_run_id(run_id) for run_id in run_ids]
-        self.db.check_open()
+        await self.db.upgrade()
         results: dict[str, Opened | DurableError | None] = {}
         mine: list[str] = []
         for run_id in ids:
@@ -357,6 +373,23 @@ class Leases:
         if isinstance(found, JournalCorruptError):
             return found
         return _locked(run_id, "is held, or being taken, by another worker")
+
+    async def release(self, writer: JournalWriter, due: float) -> None:
+        """Let a run go until ``due``: its due time set and its lease given up in one
+        transaction (with the records still buffered, if any), fenced on the writer's
+        epoch; the writer is closed.
+
+        Raises:
+            StoreError: the lease moved to another worker meanwhile (nothing was changed:
+                the run is where it is held now), or the writer failed or was closed.
+        """
+        if not isinstance(writer, PgWriter) or writer.committer is not self.committer:
+            raise DurableInternalError(f"{writer.name} is not a journal of this store")
+        self.db.check_open()
+        job = self.committer.let_go(writer, due)
+        await job.wait()
+        if job.error is not None:
+            raise StoreError(job.error, run_id=writer.run_id)
 
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
         run_id = check_run_id(started.run_id)

@@ -11,7 +11,8 @@ A :class:`PostgresStore` is made of
 - a :class:`~.listener.Listener`: the ``LISTEN`` thread behind
   :meth:`PostgresStore.wait_for_change`;
 - a :class:`~.journal.Reader`: reading journals and listing runs;
-- an :class:`~.inbox.Inbox`: messages for runs held elsewhere.
+- an :class:`~.inbox.Inbox`: messages for runs held elsewhere;
+- a :class:`~.due.DueIndex`: which runs are due, and when the next one is.
 
 This module and ``dsn.py`` are imported with ``durable``; psycopg and the other
 parts are imported when the first store is made, so ``import durable`` costs
@@ -38,6 +39,7 @@ from .dsn import split_options
 if TYPE_CHECKING:
     from .committer import Committer
     from .connection import Database
+    from .due import DueIndex
     from .inbox import Inbox
     from .journal import Reader
     from .leases import Leases
@@ -113,6 +115,7 @@ class PostgresStore(Store):
         from .committer import Committer  # noqa: PLC0415 - the parts import psycopg
         from .connection import Database  # noqa: PLC0415
         from .dsn import Dsn  # noqa: PLC0415
+        from .due import DueIndex  # noqa: PLC0415
         from .inbox import Inbox  # noqa: PLC0415
         from .journal import Reader  # noqa: PLC0415
         from .leases import Leases  # noqa: PLC0415
@@ -135,6 +138,7 @@ class PostgresStore(Store):
         self._leases: Leases = Leases(self._db, self._committer, self._listener)
         self._reader: Reader = Reader(self._db)
         self._inbox: Inbox = Inbox(self._db, self._listener, self)
+        self._due: DueIndex = DueIndex(self._db, self._listener)
 
     # -- naming --------------------------------------------------------------------
 
@@ -213,6 +217,38 @@ class PostgresStore(Store):
     async def unfinished(self) -> list[str]:
         """Ids of the runs not ended, sorted, leaving out those another worker's live lease holds."""
         return await self._reader.unfinished()
+
+    # -- the due index -------------------------------------------------------------
+
+    async def due_runs(self, now: float, limit: int, *, among: Collection[str] | None = None) -> list[str]:
+        """Up to ``limit`` runs not ended, due at ``now`` and held by no live lease, oldest
+        due first (``among``: only these), read from the index on ``due_at``.
+
+        Tables of an older version (no index yet: nothing wrote to them since this
+        durable came) list every unfinished run, as a store without an index does.
+        """
+        found = await self._due.due_runs(now, limit, among)
+        return await super().due_runs(now, limit, among=among) if found is None else found
+
+    async def next_due(self, now: float) -> float | None:
+        return await self._due.next_due(now)
+
+    async def release(self, writer: JournalWriter, due: float) -> None:
+        """Set the run's due time and give up its lease, in one transaction fenced on the
+        writer's epoch, and close the writer.
+
+        Raises:
+            StoreError: the lease moved to another worker meanwhile (as an append would
+                say); nothing was changed.
+        """
+        await self._leases.release(writer, due)
+
+    async def wake(self, run_id: str) -> None:
+        await self._due.wake(run_id)
+
+    async def ended(self, run_id: str) -> None:
+        """Nothing to do: the transaction that committed the terminal record marked the
+        run ``ended``, which takes it out of the due index."""
 
     # -- the inbox -----------------------------------------------------------------
 

@@ -83,6 +83,10 @@ class PgWriter(JournalWriter):
             raise StoreError(f"{self.name} is closed; open the run again to write to it")
         super()._check()
 
+    def check(self) -> None:
+        """Raise :class:`~durable.StoreError` if the writer is closed or failed."""
+        self._check()
+
     def lose(self, message: str) -> None:
         """Fail the writer from the committer thread: the next append or sync raises."""
         if self._failure is None:
