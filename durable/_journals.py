@@ -38,6 +38,9 @@ class Journal:
     run_id: str
     events: list[Any]
     error: Exception | None = None
+    #: Whether a process holds the run (its lock, its lease): an unfinished run nobody
+    #: holds that only waits shows as ``waiting``.
+    held: bool = True
 
     @property
     def workflow(self) -> str | None:
@@ -53,7 +56,8 @@ class Journal:
         if error is not None:
             why = str(error) if isinstance(error, DurableError) else tl.error_text(error)
         try:
-            return tl.build(self.run_id, self.events, journal_error=why, corrupt=_is_damage(error))
+            timeline = tl.build(self.run_id, self.events, journal_error=why, corrupt=_is_damage(error))
+            return tl.mark_waiting(timeline, held=self.held)
         except Exception as exc:  # the timeline must show what it can, never stop a listing
             return tl.build(self.run_id, [], journal_error=f"cannot be shown: {tl.error_text(exc)}")
 
@@ -93,7 +97,11 @@ async def read(store: Store, run_id: str) -> Journal | None:
         if isinstance(exc, StoreError) and not its_journal:
             raise  # the database failed, not this run's journal
         return Journal(run_id, _salvage(store, run_id), exc)
-    return None if events is None else Journal(run_id, events)
+    if events is None:
+        return None
+    unfinished = bool(events) and not isinstance(events[-1], (*ev.TERMINAL, ev.RunContinuedAsNew))
+    held = unfinished and run_id in await store.held([run_id])
+    return Journal(run_id, events, held=held)
 
 
 async def read_all(store: Store) -> list[Journal]:

@@ -243,6 +243,12 @@ class Store(abc.ABC):
         """
         writer.close()
 
+    async def held(self, run_ids: Collection[str]) -> set[str]:
+        """Which of the runs a live process holds now (its lock, its lease), for tools
+        that tell a run being executed from one that waits. A store that cannot tell
+        answers all of them."""
+        return set(run_ids)
+
     async def wake(self, run_id: str) -> None:  # noqa: B027 - optional hook
         """Make the run due now: a message was journaled into it while nobody held it."""
 

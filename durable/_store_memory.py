@@ -140,6 +140,9 @@ class MemoryStore(Store):
         writer.close()
         self._notify()
 
+    async def held(self, run_ids: Collection[str]) -> set[str]:
+        return set(run_ids) & self._open
+
     async def wake(self, run_id: str) -> None:
         if run_id in self.due:
             self.due[run_id] = min(self.due[run_id], 0.0)

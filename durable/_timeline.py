@@ -44,9 +44,11 @@ from ._core.durations import format_duration
 from ._core.errors import ErrorInfo
 from ._core.values import loads
 
-#: Every status a run can have in ``durable ls`` / ``durable show``. ``running``
-#: means unfinished; ``corrupt`` and ``unreadable`` runs could not be read to their end.
-STATUSES = ("running", "completed", "failed", "cancelled", "continued", "corrupt", "unreadable")
+#: Every status a run can have in ``durable ls`` / ``durable show``. ``running`` means
+#: unfinished; ``waiting``, unfinished, held by no process, and all it does is wait (a
+#: worker let it go: see :func:`mark_waiting`); ``corrupt`` and ``unreadable`` runs could
+#: not be read to their end.
+STATUSES = ("running", "waiting", "completed", "failed", "cancelled", "continued", "corrupt", "unreadable")
 #: Version of the ``--json`` documents: keys are only ever added within a version.
 JSON_VERSION = 1
 
@@ -195,6 +197,8 @@ class Timeline:
     notes: list[Note] = attrs.Factory(list)
     events: int = 0
     journal_error: str | None = None
+    #: What a ``waiting`` run waits for, and until when (see :func:`mark_waiting`).
+    waiting: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -216,6 +220,39 @@ class Timeline:
         if t is None or self.started is None:
             return ""
         return "+" + duration_text(max(0.0, t - self.started))
+
+
+# --- waiting --------------------------------------------------------------------------
+
+
+def mark_waiting(timeline: Timeline, *, held: bool) -> Timeline:
+    """Mark an unfinished run that no process holds and whose open steps only wait as
+    ``waiting``, saying what for and until when: a timer, a retry backoff, or (nothing
+    open) a message, such as a signal the run waits for without a timeout.
+
+    An unfinished run held by a process, or with an activity in flight, stays
+    ``running``.
+    """
+    if timeline.status != "running" or held:
+        return timeline
+    waits: list[tuple[float, str]] = []
+    for step in timeline.steps:
+        if step.status != "running":
+            continue
+        last = step.attempts[-1] if step.attempts else None
+        if step.kind == "timer" and step.until is not None:
+            waits.append((step.until, f"timer {step.call} (step {step.seq})"))
+        elif last is not None and last.status == "failed" and last.retry_at is not None:
+            waits.append((last.retry_at, f"the next attempt of {step.call} (step {step.seq})"))
+        else:
+            return timeline  # something to do: an activity in flight, a value to record
+    timeline.status = "waiting"
+    if waits:
+        until, what = min(waits)
+        timeline.waiting = f"{what}, due {local_time(until, precise=True)} (local time)"
+    else:
+        timeline.waiting = "a message: a signal the workflow waits for (nothing is due before one comes)"
+    return timeline
 
 
 # --- building ------------------------------------------------------------------------
@@ -691,6 +728,8 @@ def facts(timeline: Timeline) -> list[tuple[str, str]]:
         found.append(("took" if timeline.ended is not None else "so far", duration_text(timeline.duration)))
     if timeline.outcome:
         found.append(("error" if timeline.error is not None else "result", timeline.outcome))
+    if timeline.waiting is not None:
+        found.append(("waits for", timeline.waiting))
     return found
 
 
@@ -717,6 +756,7 @@ def summary_json(timeline: Timeline) -> dict[str, Any]:
         "last_event": iso_time(timeline.last_event),
         "steps": len(timeline.steps),
         "error": timeline.journal_error,
+        "waiting": timeline.waiting,
     }
 
 
@@ -765,6 +805,7 @@ def to_json(timeline: Timeline) -> dict[str, Any]:
         "result": timeline.result,
         "error": _error_json(timeline.error),
         "journal_error": timeline.journal_error,
+        "waiting": timeline.waiting,
         "events": timeline.events,
         "steps": [_step_json(s) for s in timeline.steps],
         "recoveries": [

@@ -24,6 +24,7 @@ STATUS_STYLE = {
     "completed": "green",
     "failed": "red",
     "running": "blue",
+    "waiting": "cyan",
     "corrupt": "bold yellow",
     "unreadable": "bold yellow",
 }

@@ -303,7 +303,16 @@ def test_ls_json_and_filters(store: Path) -> None:
     assert outcome.code == 0, outcome
     runs = {run["id"]: run for run in json.loads(outcome.stdout)}
     assert set(runs) == {"order-7", "order-8", "order-9"}
-    assert set(runs["order-7"]) == {"id", "workflow", "status", "started", "last_event", "steps", "error"}
+    assert set(runs["order-7"]) == {
+        "id",
+        "workflow",
+        "status",
+        "started",
+        "last_event",
+        "steps",
+        "error",
+        "waiting",
+    }
     assert runs["order-7"]["status"] == "completed"
     assert runs["order-7"]["steps"] == 2
     assert parse_time(runs["order-7"]["started"]) == pytest.approx(T0)
@@ -417,6 +426,7 @@ def test_show_json_has_stable_keys(store: Path) -> None:
             "result",
             "error",
             "journal_error",
+            "waiting",
             "events",
             "steps",
             "recoveries",
@@ -792,7 +802,7 @@ def test_sim_of_a_crash_safe_workflow(workdir: Path) -> None:
     ):
         assert column in header
     row = lines[lines.index(header) + 2].split()
-    assert row[:3] == ["4", "27", "0"]
+    assert row[:3] == ["4", "31", "0"]
     assert "returned 'pay_" in outcome.stdout
     assert "all 4 schedules matched the crash-free run" in outcome.stdout
 

@@ -26,7 +26,7 @@ import durable
 from durable._core import events as ev
 from durable._store import JournalWriter, Store
 
-STORES = ["memory", "postgres"]
+STORES = ["memory", "file", "postgres"]
 
 #: Far in the future, but finite: what "any time at all" is for a due time.
 NEVER = 1e18
@@ -218,3 +218,13 @@ async def test_release_closes_the_writer(store: Store) -> None:
     opened = await store.open("r")  # nobody holds it now
     assert opened is not None
     opened.writer.close()
+
+
+async def test_held_says_which_runs_a_live_process_holds(store: Store) -> None:
+    """What ``durable ls`` asks to tell a run being executed from one that waits."""
+    writer = await create(store, "held", time.time() - 5)
+    await let_go(store, "let-go", time.time() + 3600)
+    assert await store.held(["held", "let-go", "no such run"]) == {"held"}
+    writer.close()
+    assert await store.held(["held", "let-go"]) == set()
+    assert await store.held([]) == set()

@@ -246,3 +246,43 @@ async def test_a_file_store_made_before_the_due_index_gets_one_built_from_its_jo
     fresh = durable.FileStore(tmp_path / "store", sync="none")
     assert await fresh.due_runs(2000.0, 10) == ["open"]  # every unfinished run, due at once
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["due", "runs"]  # none staged left
+
+
+def test_ls_and_show_tell_a_run_let_go_from_one_held(tmp_path: Path) -> None:
+    """An operator sees that a run waits, for what and until when, and that no process
+    holds it; a run a process holds stays ``running``."""
+    import json  # noqa: PLC0415
+
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from durable._cli import main as cli  # noqa: PLC0415
+
+    store_path = tmp_path / "store"
+    store = durable.FileStore(store_path, sync="none")
+
+    async def park() -> durable.lowlevel.JournalWriter:
+        async with durable.Runtime(store, waiting_cache=0) as runtime:
+            await runtime.start(reminder, "ada", id="sleeper")
+            await runtime.start(approval, id="approver")
+            while runtime.running:
+                await trio.sleep(0.01)
+        held = await store.create(durable.lowlevel.RunStarted("held", "wf", b"\x82\x80\xa0", 0.0))
+        assert held is not None
+        return held
+
+    held = trio.run(park)
+    try:
+        listed = CliRunner().invoke(cli, ["ls", "--json", "--store", str(store_path)])
+        shown = CliRunner().invoke(cli, ["show", "sleeper", "--store", str(store_path)])
+        waiting = CliRunner().invoke(cli, ["ls", "--status", "waiting", "--store", str(store_path)])
+    finally:
+        held.close()
+    assert listed.exit_code == 0, (listed.stdout, listed.stderr, listed.exception)
+    rows = {row["id"]: row for row in json.loads(listed.stdout)}
+    assert rows["sleeper"]["status"] == "waiting"
+    assert rows["sleeper"]["waiting"].startswith("timer sleep(1h) (step 1), due "), rows
+    assert rows["approver"]["status"] == "waiting"
+    assert rows["approver"]["waiting"].startswith("a message: a signal")
+    assert rows["held"]["status"] == "running" and rows["held"]["waiting"] is None
+    assert "waiting" in shown.stdout and "waits for" in shown.stdout, shown.stdout
+    assert "sleeper" in waiting.stdout and "held" not in waiting.stdout, waiting.stdout

@@ -166,7 +166,7 @@ class DueIndex:
             if (among is not None and run_id not in among) or run_id in found:
                 continue
             self._known.setdefault(run_id, set()).add(path)
-            state = self._journal_state(run_id)
+            state = self.state(run_id)
             if state == "gone":  # its creation failed, or it was removed: nothing to take
                 self.remove(run_id)
             elif state == "free":
@@ -201,10 +201,10 @@ class DueIndex:
                     yield os.path.join(second_dir, stem), stem
 
     def free(self, run_id: str) -> bool:
-        """Whether the run's journal is there and nobody holds it (see _journal_state)."""
-        return self._journal_state(run_id) == "free"
+        """Whether the run's journal is there and nobody holds it (see :meth:`state`)."""
+        return self.state(run_id) == "free"
 
-    def _journal_state(self, run_id: str) -> str:
+    def state(self, run_id: str) -> str:
         """``"free"`` (nobody holds the run's lock: a test, let go at once; whoever opens
         the run decides), ``"held"``, or ``"gone"`` (no journal: an entry is only made
         once its journal exists, so its creation failed or the run was removed)."""

@@ -132,6 +132,9 @@ class FileStore(Store):
         self._due.remove(writer.run_id, keep=kept)
         writer.close()
 
+    async def held(self, run_ids: Collection[str]) -> set[str]:
+        return {run_id for run_id in run_ids if self._due.state(run_id) == "held"}
+
     async def wake(self, run_id: str) -> None:
         events = await self.read(run_id)
         if events and not isinstance(events[-1], ev.TERMINAL):  # an ended run is due never

@@ -48,6 +48,10 @@ _DUE = """
         AND (owner IS NULL OR lease_expires IS NULL OR lease_expires <= now())
 """
 _ORDER = " ORDER BY due_at, run_id LIMIT %s"
+_HELD = """
+    SELECT run_id FROM {runs}
+    WHERE run_id = ANY(%s) AND owner IS NOT NULL AND lease_expires > now()
+"""
 _NEXT_DUE = """
     SELECT min(due_at) FROM {runs} WHERE status = 'open' AND due_at > %s AND due_at < 'Infinity'
 """
@@ -88,6 +92,19 @@ class DueIndex:
             older=lambda conn: None,
         )
         return None if row is None or row[0] is None else float(row[0])
+
+    async def held(self, run_ids: Collection[str]) -> set[str]:
+        """Which of the runs a worker holds under a live lease (for ``ls`` and ``show``)."""
+        ids = [check_run_id(run_id) for run_id in run_ids]
+        if not ids:
+            return set()
+        query = self.db.q(_HELD)
+        rows: list[tuple[Any, ...]] = await self.db.run(
+            "looking at who holds runs",
+            lambda conn: conn.execute(query, [ids]).fetchall(),
+            missing=[],
+        )
+        return {row[0] for row in rows}
 
     async def wake(self, run_id: str) -> None:
         """Make a run due now (nothing if there is no such run, or it ended), and say so

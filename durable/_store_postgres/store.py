@@ -243,6 +243,9 @@ class PostgresStore(Store):
         """
         await self._leases.release(writer, due)
 
+    async def held(self, run_ids: Collection[str]) -> set[str]:
+        return await self._due.held(run_ids)
+
     async def wake(self, run_id: str) -> None:
         await self._due.wake(run_id)
 
