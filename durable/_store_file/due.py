@@ -92,6 +92,9 @@ class DueIndex:
         self.dir.prepare()
         if self.fs.size(self.root) != -1:  # not there: a new store, or one made before the index
             await self._build()
+        # Entries only make a worker look at a run, but a planted one must not make it
+        # look at what it likes: the index is private, as the journals are.
+        self.dir.check_private(self.root)
         self._ready = True
 
     def add(self, run_id: str, due: float) -> str | None:
