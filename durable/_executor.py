@@ -49,6 +49,7 @@ from ._core.actions import (
     WaitForSignal,
     WaitTimer,
     next_action,
+    waits_for_children,
     waits_until,
 )
 from ._core.commands import ActivityCall, ChildCall
@@ -93,6 +94,11 @@ class WallClock:
         await trio.sleep(max(0.0, wall_time - self()))
 
 
+#: A run let go while it waits for a child run is looked at again after this many
+#: seconds at the latest (see RunExecution._due).
+CHILD_RECHECK = 300.0
+
+
 @attrs.frozen
 class Released:
     """What :meth:`RunExecution.drive` returns when it let its run go because all the
@@ -111,6 +117,10 @@ class ChildRunner(Protocol):
 
     async def child_outcome(self, child_id: str, call: ChildCall) -> tuple[bytes, ErrorInfo | None]:
         """Start (or attach to) the child run and wait for its end: ``(result, error)``."""
+
+    async def start_child(self, child_id: str, call: ChildCall) -> bool:
+        """Start the child run (nothing if it exists), without waiting for its end; True
+        if it has ended already (its outcome is there to take)."""
 
     async def cancel_child(self, child_id: str, reason: str) -> None:
         """Ask the child run to stop (durably); nothing if it has ended."""
@@ -137,6 +147,8 @@ class RunExecution:
         self.resumed = resumed
         self.children = children
         self._release = release
+        #: Child steps whose child run this execution made sure exists (it may be let go then).
+        self._children_started: set[int] = set()
         #: Set once the execution decided to let its run go: messages then go through
         #: the store (see deliver()).
         self.released = False
@@ -207,24 +219,41 @@ class RunExecution:
         perform = self._perform
         while core.outcome is None:
             action = next_action(core)
-            # A fresh activity (the hot path) is work: only other actions may be waits.
-            if self._release is not None and (type(action) is not RunActivity or action.step.retry_at):
+            # A fresh activity (the hot path) is work: only other actions may be waits. A
+            # child step only once this execution made sure the child run exists.
+            if self._release is not None and self._may_wait(action):
                 released = await self._release_if_waiting()
                 if released is not None:
                     return released
             await perform[type(action)](action)
         return None
 
+    def _may_wait(self, action: Any) -> bool:
+        """Whether an action may be a wait (checked before it is carried out)."""
+        kind = type(action)
+        if kind is RunActivity:
+            return bool(action.step.retry_at)
+        return kind is not RunChild or action.step.seq in self._children_started
+
     def _may_release(self) -> bool:
         """Whether the run only waits now and the policy lets it go (the wait actions ask
         this once their deadline is journaled, and return early if so)."""
         if self._release is None:
             return False
-        due = waits_until(self.core)
+        due = self._due()
         return due is not None and self._release(due)
 
-    async def _release_if_waiting(self) -> Released | None:
+    def _due(self) -> float | None:
+        """When the run has work again if all it does is wait (see waits_until): a run
+        waiting for a child is also looked at again after CHILD_RECHECK, in case the
+        child's end could not wake it (a crash right after the child ended)."""
         due = waits_until(self.core)
+        if due is not None and waits_for_children(self.core):
+            due = min(due, self.clock() + CHILD_RECHECK)
+        return due
+
+    async def _release_if_waiting(self) -> Released | None:
+        due = self._due()
         if due is None or self._release is None or not self._release(due):
             return None
         # From here a message for the run goes through the store (deliver() says no), so
@@ -299,6 +328,14 @@ class RunExecution:
             self._append(rec.started(self.core, step, self.clock()))
         # Durable before the child exists: its arguments may carry recorded values.
         await self._durable_start(action.durable_start)
+        if self._release is not None:
+            if self.children is None or step.child_id is None:
+                raise DurableInternalError(f"run {self.core.run_id!r}: child step {step.seq} cannot start")
+            ended = await self.children.start_child(step.child_id, command)  # exists before we go
+            if not ended:
+                self._children_started.add(step.seq)
+                if self._may_release():
+                    return  # the loop lets the run go; the child's end wakes it
         await self._record_durably(await self._child_outcome(step, command))
 
     async def _child_outcome(self, step: Step, command: ChildCall) -> ev.ChildCompleted:

@@ -28,7 +28,7 @@ from ._core.errors import (
     UnknownRunError,
     UnknownWorkflowError,
 )
-from ._core.ids import check_run_id
+from ._core.ids import check_run_id, parent_run_id
 from ._core.machine import Replay, replay
 from ._core.outcomes import Continued, Outcome, Raised, Returned, Stopped, outcome_of, result_of
 from ._core.values import encode_call, encode_value, load_stored, loads
@@ -350,7 +350,7 @@ class Runtime:
                 else:
                     self._watch.let_go[handle.run_id] = outcome.due
                 return  # the handle waits for the run's end, here or elsewhere
-            await self.store.ended(handle.run_id)
+            await self._ended(handle.run_id)
         except Exception as exc:
             self._finished(handle, exc)
         else:
@@ -407,6 +407,16 @@ class Runtime:
         except RunConflictError:  # the new incarnation ended at once: nobody will take them
             await drop_messages(self.store, run_id)
         return execution
+
+    async def _ended(self, run_id: str) -> None:
+        """The run's end is durable: wake its parent (if it is a child run a parent may
+        have let go waiting for it), then take it out of the due index. A crash in
+        between leaves it listed, and whoever takes it finds it ended and does both."""
+        parent = parent_run_id(run_id)
+        if parent is not None:
+            with contextlib.suppress(UnknownRunError, ValueError):
+                await self.store.wake(parent)
+        await self.store.ended(run_id)
 
     def _finished(self, handle: RunHandle, error: Exception) -> None:
         """Durable could not continue the run: a later start() may try again."""
@@ -539,7 +549,7 @@ class Runtime:
             raise DurableInternalError(f"run {run_id!r}: a recovered journal does not start with RunStarted")
         if isinstance(opened.events[-1], ev.TERMINAL):
             opened.writer.close()
-            await self.store.ended(run_id)  # listed as due by an entry its end left behind
+            await self._ended(run_id)  # listed as due by an entry its end left behind
             return None
         workflow = lookup_workflow(started.workflow)
         if workflow is None:
@@ -572,6 +582,15 @@ class _Children:
         if handle._outcome is None:
             raise DurableInternalError(f"child run {child_id!r} ended without an outcome")
         return _child_outcome(handle._outcome)
+
+    async def start_child(self, child_id: str, call: ChildCall) -> bool:
+        """Start (or attach to) a child run, here or held elsewhere, without waiting for its
+        end; True if it has ended already."""
+        try:
+            handle = await self.runtime.start(call.workflow, *call.call_args, id=child_id, **call.call_kwargs)
+        except RunLockedError:  # another process runs it
+            return False
+        return handle._done.is_set()
 
     async def _outcome_elsewhere(self, run_id: str) -> tuple[bytes, ErrorInfo | None]:
         return _child_outcome(await _end_in_store(self.runtime.store, run_id, self.runtime._poll or 0.2))

@@ -126,7 +126,7 @@ class StoreWatch:
         if isinstance(last, ev.TERMINAL):  # another process took it and ended it
             self.let_go.pop(run_id, None)
             opened.writer.close()
-            await self.store.ended(run_id)
+            await runtime._ended(run_id)
             if handle is not None and not handle._done.is_set():
                 handle._finish(outcome_of(last))
             return

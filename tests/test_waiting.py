@@ -286,3 +286,51 @@ def test_ls_and_show_tell_a_run_let_go_from_one_held(tmp_path: Path) -> None:
     assert rows["held"]["status"] == "running" and rows["held"]["waiting"] is None
     assert "waiting" in shown.stdout and "waits for" in shown.stdout, shown.stdout
     assert "sleeper" in waiting.stdout and "held" not in waiting.stdout, waiting.stdout
+
+
+@durable.workflow(name="tests.waiting.child")
+def napping_child(name: str):  # type: ignore[no-untyped-def]
+    yield durable.sleep("1h")
+    return (yield note(f"child {name} woke"))
+
+
+@durable.workflow(name="tests.waiting.parent")
+def parent_of_a_napper():  # type: ignore[no-untyped-def]
+    yield note("parent began")
+    woke = yield napping_child("c")
+    return (yield note(f"parent saw {woke!r}"))
+
+
+async def test_a_parent_waiting_for_its_child_is_let_go_and_the_childs_end_wakes_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = durable.MemoryStore()
+    async with durable.Runtime(store, waiting_cache=0) as runtime:
+        handle = await runtime.start(parent_of_a_napper, id="p")
+        await trio.sleep(60)
+        assert runtime.running == 0  # the parent waits for its child, the child for its timer
+        assert sorted(store.due) == ["p", "p/1"]
+        assert await handle.result() == "parent saw 'child c woke'"
+    # Woken by the child's end, not by the periodic look (CHILD_RECHECK) at the parent.
+    assert trio.current_time() == pytest.approx(3600, abs=1)
+    assert CALLS == ["parent began", "child c woke", "parent saw 'child c woke'"]
+
+
+async def test_a_parent_whose_child_could_not_wake_it_is_looked_at_again(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash right after the child ended, before it woke its parent: the parent is
+    taken back at its next periodic look, and finds the child's end."""
+    from durable._executor import CHILD_RECHECK  # noqa: PLC0415
+
+    store = durable.MemoryStore()
+
+    async def lost_wake(run_id: str) -> None:
+        pass
+
+    monkeypatch.setattr(store, "wake", lost_wake)
+    async with durable.Runtime(store, waiting_cache=0) as runtime:
+        handle = await runtime.start(parent_of_a_napper, id="p")
+        with trio.fail_after(3600 + 2 * CHILD_RECHECK):
+            assert await handle.result() == "parent saw 'child c woke'"
+    assert 3600 < trio.current_time() <= 3600 + CHILD_RECHECK + 1

@@ -45,6 +45,7 @@ import attrs
 
 from .commands import ActivityCall, ChildCall
 from .errors import DurableInternalError
+from .ids import parent_run_id
 from .machine import Replay, Step
 from .outcomes import Outcome
 from .primitives import SideEffect, Sleep, WaitSignal
@@ -205,9 +206,11 @@ def waits_until(core: Replay) -> float | None:
     """When the run has work to do again, if all it does now is wait; else None.
 
     A run waits when every open step is a timer, a signal wait or a retry
-    backoff whose deadline is journaled (durable since its start was synced):
-    nothing runs until the earliest deadline, or until a message comes
-    (:data:`ON_MESSAGE` when no step has a deadline). Such a run can be
+    backoff whose deadline is journaled (durable since its start was synced), or
+    a child run it started alone (not in a gather or race): nothing runs until
+    the earliest deadline, or until a message comes (:data:`ON_MESSAGE` when no
+    step has a deadline; a child's end wakes its parent, see
+    :func:`waits_for_children`). Such a run can be
     released: its holder lets it go, and whoever takes it when it is due
     replays it to where it was (the same path as crash recovery). None: the
     run has something to do now (a start record to journal, an activity to
@@ -226,9 +229,24 @@ def waits_until(core: Replay) -> float | None:
             if command.timeout is None:
                 continue  # only a signal ends it
             deadline = step.fire_at
+        elif type(command) is ChildCall and _child_wakes_parent(core, step):
+            continue  # its end wakes this run
         else:
-            return None  # a value to record now; a child run this process follows
+            return None  # a value to record now; a child run this process must follow
         if deadline is None:
             return None  # its start (a deadline) is not journaled yet: that is work
         earliest = min(earliest, deadline)
     return earliest
+
+
+def waits_for_children(core: Replay) -> bool:
+    """Whether the run waits for a child run (its executor makes sure the child exists
+    before it lets the run go, and the runtime re-checks such a run now and then: the
+    child's end wakes it, but a crash at that moment could leave it asleep)."""
+    return any(type(step.command) is ChildCall for step in core.pending.values())
+
+
+def _child_wakes_parent(core: Replay, step: Step) -> bool:
+    """A child started alone, whose id names this run as its parent (an id too long for
+    that is hashed: nothing would wake this run, so it keeps following the child)."""
+    return step.group is None and step.child_id is not None and parent_run_id(step.child_id) == core.run_id

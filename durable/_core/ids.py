@@ -44,3 +44,15 @@ def child_run_id(parent: str, seq: int) -> str:
     if len(child) <= MAX_RUN_ID:
         return child
     return f"{hashlib.sha256(parent.encode()).hexdigest()[:40]}/{seq}"
+
+
+def parent_run_id(run_id: str) -> str | None:
+    """The id of the run whose child ``run_id`` would be (``"<parent>/<seq>"``), or None.
+
+    Only a hint: a run started with an id of that form by hand has no parent, and a
+    child of a parent whose id was too long (hashed) names no parent. Whoever uses it
+    (waking a parent when its child ends) must do nothing worse than a replay when it
+    is wrong.
+    """
+    parent, slash, seq = run_id.rpartition("/")
+    return parent if slash and parent and seq.isdigit() else None
