@@ -99,6 +99,25 @@ class WallClock:
 CHILD_RECHECK = 300.0
 
 
+def _may_wait(action: Any, children_started: set[int]) -> bool:
+    """Whether an action may be a wait (checked before it is carried out): not a fresh
+    activity (the hot path), and a child step only once its child surely exists."""
+    kind = type(action)
+    if kind is RunActivity:
+        return bool(action.step.retry_at)
+    return kind is not RunChild or action.step.seq in children_started
+
+
+def _due(core: Replay, clock: WallClock) -> float | None:
+    """When the run has work again if all it does is wait (see waits_until): a run
+    waiting for a child is also looked at again after CHILD_RECHECK, in case the
+    child's end could not wake it (a crash right after the child ended)."""
+    due = waits_until(core)
+    if due is not None and waits_for_children(core):
+        due = min(due, clock() + CHILD_RECHECK)
+    return due
+
+
 @attrs.frozen
 class Released:
     """What :meth:`RunExecution.drive` returns when it let its run go because all the
@@ -221,39 +240,23 @@ class RunExecution:
             action = next_action(core)
             # A fresh activity (the hot path) is work: only other actions may be waits. A
             # child step only once this execution made sure the child run exists.
-            if self._release is not None and self._may_wait(action):
+            if self._release is not None and _may_wait(action, self._children_started):
                 released = await self._release_if_waiting()
                 if released is not None:
                     return released
             await perform[type(action)](action)
         return None
 
-    def _may_wait(self, action: Any) -> bool:
-        """Whether an action may be a wait (checked before it is carried out)."""
-        kind = type(action)
-        if kind is RunActivity:
-            return bool(action.step.retry_at)
-        return kind is not RunChild or action.step.seq in self._children_started
-
     def _may_release(self) -> bool:
         """Whether the run only waits now and the policy lets it go (the wait actions ask
         this once their deadline is journaled, and return early if so)."""
         if self._release is None:
             return False
-        due = self._due()
+        due = _due(self.core, self.clock)
         return due is not None and self._release(due)
 
-    def _due(self) -> float | None:
-        """When the run has work again if all it does is wait (see waits_until): a run
-        waiting for a child is also looked at again after CHILD_RECHECK, in case the
-        child's end could not wake it (a crash right after the child ended)."""
-        due = waits_until(self.core)
-        if due is not None and waits_for_children(self.core):
-            due = min(due, self.clock() + CHILD_RECHECK)
-        return due
-
     async def _release_if_waiting(self) -> Released | None:
-        due = self._due()
+        due = _due(self.core, self.clock)
         if due is None or self._release is None or not self._release(due):
             return None
         # From here a message for the run goes through the store (deliver() says no), so

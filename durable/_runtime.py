@@ -28,7 +28,7 @@ from ._core.errors import (
     UnknownRunError,
     UnknownWorkflowError,
 )
-from ._core.ids import check_run_id, parent_run_id
+from ._core.ids import check_run_id
 from ._core.machine import Replay, replay
 from ._core.outcomes import Continued, Outcome, Raised, Returned, Stopped, outcome_of, result_of
 from ._core.values import encode_call, encode_value, load_stored, loads
@@ -38,7 +38,7 @@ from ._inbox import drop_messages, forget_journaled, journal_messages, send
 from ._store import JournalWriter, Opened, Store
 from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url
-from ._watch import StoreWatch
+from ._watch import StoreWatch, ended
 
 R = TypeVar("R")
 _log = logging.getLogger("durable")
@@ -350,7 +350,7 @@ class Runtime:
                 else:
                     self._watch.let_go[handle.run_id] = outcome.due
                 return  # the handle waits for the run's end, here or elsewhere
-            await self._ended(handle.run_id)
+            await ended(self.store, handle.run_id)
         except Exception as exc:
             self._finished(handle, exc)
         else:
@@ -359,9 +359,9 @@ class Runtime:
             # The execution that ended, and the next incarnation's if _continue failed
             # after putting it in place.
             current = self._executions.pop(handle.run_id, None)
-            for ended in [execution] if current in (None, execution) else [execution, current]:
-                ended.writer.close()
-                ended.replaced.set()
+            for over in [execution] if current in (None, execution) else [execution, current]:
+                over.writer.close()
+                over.replaced.set()
 
     async def _continue(self, previous: RunExecution, outcome: Continued) -> RunExecution:
         """Start the next incarnation of a run that continued as new, in a fresh journal.
@@ -407,16 +407,6 @@ class Runtime:
         except RunConflictError:  # the new incarnation ended at once: nobody will take them
             await drop_messages(self.store, run_id)
         return execution
-
-    async def _ended(self, run_id: str) -> None:
-        """The run's end is durable: wake its parent (if it is a child run a parent may
-        have let go waiting for it), then take it out of the due index. A crash in
-        between leaves it listed, and whoever takes it finds it ended and does both."""
-        parent = parent_run_id(run_id)
-        if parent is not None:
-            with contextlib.suppress(UnknownRunError, ValueError):
-                await self.store.wake(parent)
-        await self.store.ended(run_id)
 
     def _finished(self, handle: RunHandle, error: Exception) -> None:
         """Durable could not continue the run: a later start() may try again."""
@@ -549,7 +539,7 @@ class Runtime:
             raise DurableInternalError(f"run {run_id!r}: a recovered journal does not start with RunStarted")
         if isinstance(opened.events[-1], ev.TERMINAL):
             opened.writer.close()
-            await self._ended(run_id)  # listed as due by an entry its end left behind
+            await ended(self.store, run_id)  # listed as due by an entry its end left behind
             return None
         workflow = lookup_workflow(started.workflow)
         if workflow is None:

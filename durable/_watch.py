@@ -11,6 +11,7 @@ follows it there: it reads the run's end from the store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import TYPE_CHECKING
@@ -18,16 +19,29 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._core import events as ev
-from ._core.errors import RunLockedError, StoreError
+from ._core.errors import RunLockedError, StoreError, UnknownRunError
+from ._core.ids import parent_run_id
 from ._core.outcomes import outcome_of
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from ._store import Store
 
 _log = logging.getLogger("durable")
 #: A run that waits less than this (seconds) keeps its place: letting it go and
 #: taking it back would cost more than the wait.
 SHORT_WAIT = 1.0
+
+
+async def ended(store: Store, run_id: str) -> None:
+    """The run's end is durable: wake its parent (if it is a child run a parent may have
+    let go waiting for it), then take it out of the due index. A crash in between
+    leaves it listed, and whoever takes it finds it ended and does both."""
+    parent = parent_run_id(run_id)
+    if parent is not None:
+        with contextlib.suppress(UnknownRunError, ValueError):
+            await store.wake(parent)
+    await store.ended(run_id)
 
 
 class StoreWatch:
@@ -126,7 +140,7 @@ class StoreWatch:
         if isinstance(last, ev.TERMINAL):  # another process took it and ended it
             self.let_go.pop(run_id, None)
             opened.writer.close()
-            await runtime._ended(run_id)
+            await ended(self.store, run_id)
             if handle is not None and not handle._done.is_set():
                 handle._finish(outcome_of(last))
             return
