@@ -15,6 +15,7 @@ import bench_live
 import bench_recovery
 import bench_replay
 import bench_sim
+import bench_waiting
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -22,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(h.environment())
     start = time.perf_counter()
     figures = []
-    for bench in (bench_replay, bench_live, bench_recovery, bench_sim):
+    for bench in (bench_replay, bench_live, bench_recovery, bench_sim, bench_waiting):
         figures += bench.collect(repeats=options.repeats, base=options.dir, quick=options.quick)
     h.main_table(figures)
     print(f"({time.perf_counter() - start:.0f} s, median of {options.repeats} repeats after one warm-up)")
