@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -245,7 +246,9 @@ def worker(modules: tuple[str, ...], poll: str, concurrency: int, store: str | N
     interval = parse_duration(poll, what="--poll")
     target = _open_store(store, tables=False)
     console = _console(stderr=True)
-    trio.run(target.unfinished)  # a store that cannot be reached at the start: one line, exit 2
+    # A store that cannot be reached at the start: one line, exit 2. Asking when the next
+    # run is due reads the due index only, however many runs the store holds.
+    trio.run(target.next_due, time.time())
     trio.run(
         serve,
         target,

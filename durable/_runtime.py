@@ -195,8 +195,6 @@ class Runtime:
         if waiting_cache is not None and not (isinstance(waiting_cache, int) and waiting_cache >= 0):
             raise ValueError(f"waiting_cache must be a number of runs >= 0 or None (got {waiting_cache!r})")
         self.waiting_cache = waiting_cache if poll is not None else None
-        #: The runs this runtime let go while they wait, with when each is due; it
-        #: takes them back then (unless another process does first).
         #: Messages for the runs held here, and the runs it let go (durable._watch).
         self._watch = StoreWatch(self)
         #: Set by take_due(): this runtime takes whatever the store says is due, its own
@@ -209,6 +207,11 @@ class Runtime:
         self._clock_anchor = clock_anchor
         self._handles: dict[str, RunHandle] = {}
         self._executions: dict[str, RunExecution] = {}
+        #: How many runs stopped executing here, ended or let go (not failed), and an
+        #: event set (and replaced) at each: a worker waiting for work looks again, as a slot is free
+        #: and the run let go may be due sooner than it planned to look (durable._worker).
+        self._runs_stopped = 0
+        self._a_run_stopped = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
         self._clock: WallClock | None = None
@@ -362,6 +365,10 @@ class Runtime:
             for over in [execution] if current in (None, execution) else [execution, current]:
                 over.writer.close()
                 over.replaced.set()
+            if handle._error is None:  # not one that failed: taken again at once, it would spin
+                self._runs_stopped += 1
+                self._a_run_stopped.set()
+                self._a_run_stopped = trio.Event()
 
     async def _continue(self, previous: RunExecution, outcome: Continued) -> RunExecution:
         """Start the next incarnation of a run that continued as new, in a fresh journal.
@@ -483,6 +490,12 @@ class Runtime:
     def running(self) -> int:
         """How many runs this runtime is executing now."""
         return len(self._executions)
+
+    async def _until_a_run_stops(self, since: int) -> None:
+        """Wait until a run executing here ends or is let go, unless one did since
+        ``self._runs_stopped`` was ``since``."""
+        if self._runs_stopped == since:
+            await self._a_run_stopped.wait()
 
     async def recover(self, *, limit: int | None = None) -> list[RunHandle]:
         """Resume every unfinished run in the store that no other process is running.

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 
@@ -56,7 +57,7 @@ async def _take_runs(store: Store, interval: float, concurrency: int, say: Say, 
         async with trio.open_nursery() as watchers:
             while True:
                 try:
-                    token = store.change_token()
+                    token = (store.change_token(), runtime._runs_stopped)
                     free = concurrency - runtime.running
                     for handle in await runtime.take_due(limit=free):
                         if handle.run_id not in seen:
@@ -64,19 +65,30 @@ async def _take_runs(store: Store, interval: float, concurrency: int, say: Say, 
                             state = "cannot run it" if handle.status == "error" else "running"
                             say(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
                             watchers.start_soon(_report_end, handle, seen, say)
-                    await _wait_for_work(store, interval, token)
+                    await _wait_for_work(runtime, interval, token)
                 except StoreError as exc:  # e.g. the database restarts: try again later
                     say(f"worker: the store failed ({first_line(exc)}); trying again")
                     await trio.sleep(max(interval, 1.0))
 
 
-async def _wait_for_work(store: Store, interval: float, token: int) -> None:
-    """Until the store changes (a run created or let go, a message), the next run let go
-    is due, or ``interval`` passes."""
+async def _wait_for_work(runtime: Runtime, interval: float, token: tuple[int, int]) -> None:
+    """Until the store changes (a run created or let go elsewhere, a message), a run
+    executing here stops (a slot is free, and a run let go may be due before the next
+    look), the next run let go is due, or ``interval`` passes. ``token``: the store's
+    change token and the runtime's count of runs stopped, taken before the last look."""
+    store = runtime.store
+    changes, stops = token
     now = time.time()
     due = await store.next_due(now)
     with trio.move_on_after(interval if due is None else min(interval, max(0.0, due - now))):
-        await store.wait_for_change(interval, since=token)
+        async with trio.open_nursery() as nursery:
+
+            async def first_of(wait: Callable[[], Awaitable[None]]) -> None:
+                await wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(first_of, partial(store.wait_for_change, interval, since=changes))
+            nursery.start_soon(first_of, partial(runtime._until_a_run_stops, stops))
 
 
 async def _report_end(handle: RunHandle, seen: set[str], say: Say) -> None:

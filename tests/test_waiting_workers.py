@@ -53,6 +53,10 @@ WORKFLOWS = textwrap.dedent(
             yield durable.sleep(seconds)
         return times
 
+    @durable.workflow(name="tests.waiting_workers.quick")
+    def quick():
+        return (yield note("quick"))
+
     @durable.workflow(name="tests.waiting_workers.approval")
     def approval():
         yield note("asked")
@@ -87,7 +91,9 @@ def wf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return importlib.import_module("waiting_wf")
 
 
-def start_worker(tmp_path: Path, store_url: str, *, concurrency: int = 100) -> subprocess.Popen[str]:
+def start_worker(
+    tmp_path: Path, store_url: str, *, concurrency: int = 100, poll: str = "50ms"
+) -> subprocess.Popen[str]:
     script = Path(sys.executable).parent / "durable"
     return subprocess.Popen(
         [
@@ -97,7 +103,7 @@ def start_worker(tmp_path: Path, store_url: str, *, concurrency: int = 100) -> s
             "--store",
             store_url,
             "--poll",
-            "50ms",
+            poll,
             "--concurrency",
             str(concurrency),
         ],
@@ -173,6 +179,21 @@ def test_more_waiting_runs_than_the_worker_has_room_for_all_start_and_all_end(
     finally:
         stop(worker)
     assert len(steps(tmp_path)) == 10
+    assert_each_step_once(tmp_path)
+
+
+def test_a_full_worker_takes_the_next_due_run_as_soon_as_one_of_its_runs_ends(
+    wf: Any, tmp_path: Path, store_url: str
+) -> None:
+    """Not at its next poll (an hour here): a slot freed is work to look for. Three runs
+    wait for a worker with room for one; nothing in the store changes once it starts."""
+    ids = ["q0", "q1", "q2"]
+    start_runs(store_url, wf.quick, (), ids)
+    worker = start_worker(tmp_path, store_url, concurrency=1, poll="1h")
+    try:
+        assert results(store_url, wf.quick, (), ids, timeout=60) == ["quick"] * 3
+    finally:
+        stop(worker)
     assert_each_step_once(tmp_path)
 
 
