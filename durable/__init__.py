@@ -75,6 +75,9 @@ from ._core.errors import (
     JournalVersionError as JournalVersionError,
 )
 from ._core.errors import (
+    LoopMismatchError as LoopMismatchError,
+)
+from ._core.errors import (
     NonDeterminismError as NonDeterminismError,
 )
 from ._core.errors import (
@@ -160,6 +163,7 @@ __all__ = [
     "FileStore",
     "JournalCorruptError",
     "JournalVersionError",
+    "LoopMismatchError",
     "MemoryStore",
     "NonDeterminismError",
     "PostgresStore",

@@ -1,8 +1,11 @@
 """Attempting an activity under its retry policy: attempts, timeouts, backoffs.
 
 The executor hands each activity step here. Attempts run on trio: an async
-activity is awaited on the run's task, a sync one runs in a worker thread (or
-inline, for the simulator's hooks). An attempt that raises is reported (the
+activity is awaited on the run's task (or, when the runtime is hosted on
+asyncio, runs as an asyncio task on the host loop: :mod:`durable._asyncio`), a
+sync one runs in a worker thread (or inline, for the simulator's hooks). An
+async activity written for the other loop fails at once, with the fix in its
+message (LoopMismatchError), and is not retried. An attempt that raises is reported (the
 record is made by :mod:`durable._core.records`, which asks the policy whether it
 is retried), durably, before the wait for the next one, so a crash during a
 backoff resumes it where it was. ``sys.exit()`` in an activity fails the attempt
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._asyncio import Guest, needs_other_loop
 from ._core import events as ev
 from ._core import records as rec
 from ._core.commands import ActivityCall, ActivityInfo, current_activity
@@ -31,12 +35,14 @@ if TYPE_CHECKING:
 class Attempts:
     """The attempts of one run's activities (see the module docstring)."""
 
-    def __init__(self, run_id: str, clock: WallClock, hooks: Hooks) -> None:
+    def __init__(self, run_id: str, clock: WallClock, hooks: Hooks, host: Guest | None = None) -> None:
         self.run_id = run_id
         self.clock = clock
         self.hooks = hooks
-        # Hooks nobody overrides are skipped on the hot path.
-        self._plain_hooks = type(hooks) is Hooks
+        #: The guest whose asyncio loop runs async activities; None: they run on trio.
+        self.host = host
+        # Hooks nobody overrides, on trio, are skipped on the hot path.
+        self._direct = type(hooks) is Hooks and host is None
 
     async def run(
         self,
@@ -68,7 +74,8 @@ class Attempts:
             except (Exception, SystemExit) as exc:
                 # sys.exit() inside an activity fails that attempt like any error: it
                 # must not stop the process that runs every other run (a worker).
-                failure = rec.attempt_failed(step, command, attempt, exc, self.clock(), started_at)
+                error = self._explained(exc, command)
+                failure = rec.attempt_failed(step, command, attempt, error, self.clock(), started_at)
                 if isinstance(failure, ev.ActivityFailed):
                     return failure
                 await report(failure)
@@ -85,10 +92,9 @@ class Attempts:
         info = ActivityInfo(self.run_id, seq, attempt, activity.name, command.policy.retries + 1)
         token = current_activity.set(info)
         try:
-            if limit is None and activity.is_async and self._plain_hooks:
+            if limit is None and activity.is_async and self._direct:
                 return await activity.fn(*command.call_args, **command.call_kwargs)
-            in_thread = not activity.is_async and self.hooks.sync_activities_in_thread
-            call = _call(activity.fn, activity.is_async, in_thread, command.call_args, command.call_kwargs)
+            call = self._call(activity.fn, activity.is_async, command.call_args, command.call_kwargs)
             if limit is None:
                 return await self.hooks.run_attempt(info, call)
             with trio.move_on_after(limit):
@@ -96,6 +102,24 @@ class Attempts:
             raise AttemptTimeout(activity.name, self.run_id, seq, attempt, limit)
         finally:
             current_activity.reset(token)
+
+    def _explained(self, exc: BaseException, command: ActivityCall) -> BaseException:
+        """``exc``, or the LoopMismatchError it means: an async activity written for the
+        other loop (with ``exc`` as its cause and its traceback)."""
+        if not command.activity.is_async:
+            return exc
+        mismatch = needs_other_loop(exc, command.activity.name, "trio" if self.host is None else "asyncio")
+        if mismatch is None:
+            return exc
+        mismatch.__cause__ = exc
+        return mismatch.with_traceback(exc.__traceback__)
+
+    def _call(
+        self, fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Callable[[], Awaitable[Any]]:
+        if is_async and self.host is not None:
+            return functools.partial(self.host.run_activity, functools.partial(fn, *args, **kwargs))
+        return _call(fn, is_async, not is_async and self.hooks.sync_activities_in_thread, args, kwargs)
 
 
 def _call(

@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from ._asyncio import on_trio
 from ._core import events as ev
 from ._core.commands import Workflow
 from ._core.errors import StoreError, UnknownRunError
@@ -37,11 +38,13 @@ class ClientHandle:
     def __repr__(self) -> str:
         return f"<ClientHandle {self.run_id!r} of {self.workflow!r}>"
 
+    @on_trio
     async def status(self) -> str:
         """``"running"`` (unfinished), ``"completed"``, ``"failed"`` or ``"cancelled"``."""
         last = (await self._events())[-1]
         return STATUS.get(type(last), "running")
 
+    @on_trio
     async def result(self, *, poll: float = 0.05) -> Any:
         """Wait until a worker finishes the run; return its result.
 
@@ -65,6 +68,8 @@ class ClientHandle:
 class Client:
     """Start, signal and cancel runs that ``durable worker`` processes execute.
 
+    Its methods are awaited from trio or from asyncio (a FastAPI handler) alike.
+
     Args:
         store: the store the workers share (a directory for a FileStore on the same
             machine), or None for the default (``$DURABLE_STORE`` or ``./.durable``).
@@ -73,6 +78,7 @@ class Client:
     def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
         self.store = store_from(store)
 
+    @on_trio
     async def start(
         self, workflow: Workflow[..., Any], *args: Any, id: str | None = None, **kwargs: Any
     ) -> ClientHandle:
@@ -96,6 +102,7 @@ class Client:
         _check_same(run_id, started.workflow, _first_args(started, encoded), workflow.name, encoded)
         return ClientHandle(self, run_id, workflow.name)
 
+    @on_trio
     async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
         """Send the signal ``name`` with ``payload`` to run ``run_id``.
 
@@ -113,6 +120,7 @@ class Client:
         encoded = encode_value(payload, what=f"the payload of signal {name!r}")
         await send(self.store, run_id, ev.SignalReceived(name, encoded, time.time()))
 
+    @on_trio
     async def cancel(self, run_id: str, reason: str = "") -> None:
         """Cancel run ``run_id``, durably, as :meth:`signal` delivers (see ``Runtime.cancel``).
 

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from ._asyncio import Guest
 from ._attempts import Attempts
 from ._core import events as ev
 from ._core import records as rec
@@ -158,6 +159,7 @@ class RunExecution:
         resumed: bool,
         children: ChildRunner | None = None,
         release: ReleasePolicy | None = None,
+        activity_host: Guest | None = None,
     ) -> None:
         self.core = core
         self.writer = writer
@@ -174,7 +176,7 @@ class RunExecution:
         # The hot path skips what does nothing: hooks nobody overrides, syncs of a
         # store that never syncs.
         self._plain_hooks = type(hooks) is Hooks
-        self._attempts = Attempts(core.run_id, clock, hooks)
+        self._attempts = Attempts(core.run_id, clock, hooks, activity_host)
         self._syncs = writer.syncs
         # What replay fed the core is durable (the store made the journal so when it
         # opened it): only values journaled from now on make an activity sync first.

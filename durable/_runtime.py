@@ -12,11 +12,14 @@ import hashlib
 import logging
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import attrs
 import trio
 
+from . import _asyncio
+from ._asyncio import Guest, Loop, check_loop, hosted, on_asyncio, on_trio
 from ._core import events as ev
 from ._core.commands import ChildCall, Workflow, call_text, lookup_workflow
 from ._core.errors import (
@@ -137,6 +140,7 @@ class RunHandle:
             nursery.start_soon(wait, self._done)
             nursery.start_soon(wait, self._let_go)
 
+    @on_trio
     async def result(self) -> Any:
         """Wait for the run to end and return the workflow's result.
 
@@ -157,7 +161,10 @@ class RunHandle:
 
 
 class Runtime:
-    """Runs workflows in a trio program: ``async with durable.Runtime(store) as rt: ...``.
+    """Runs workflows in a trio or asyncio program: ``async with durable.Runtime(store) as rt: ...``.
+
+    Under asyncio (``asyncio.run``, a FastAPI lifespan) it works as under trio, and
+    ``async def`` activities run on the asyncio loop, so asyncio libraries work in them.
 
     Args:
         store: a store, a directory for a :class:`FileStore`, or None for the
@@ -214,18 +221,46 @@ class Runtime:
         self._a_run_stopped = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
+        #: Under asyncio: the trio guest this runtime runs in (its async activities run
+        #: on the guest's host loop), the hold on it, and how its task is told to leave.
+        self._host: Guest | None = None
+        self._hosting: contextlib.AbstractAsyncContextManager[Guest] | None = None
+        self._leave_hosted: Callable[[], Awaitable[None]] | None = None
         self._clock: WallClock | None = None
         self._children = _Children(self)
 
     async def __aenter__(self) -> Runtime:
+        if on_asyncio():  # trio runs as a guest on this asyncio loop (durable._asyncio)
+            self._hosting = hosted()
+            guest = await self._hosting.__aenter__()
+            try:
+                await guest.call(self._open_hosted, guest)
+            except BaseException:
+                await self._hosting.__aexit__(None, None, None)
+                self._hosting = None
+                raise
+            return self
+        await self._enter()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._hosting is None:
+            await self._exit()
+            return
+        try:
+            await self._left_hosted()
+        finally:
+            hosting, self._hosting = self._hosting, None
+            await hosting.__aexit__(None, None, None)
+
+    async def _enter(self) -> None:
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         self._clock = WallClock(self._clock_anchor)
         if self._poll is not None:
             self._nursery.start_soon(self._watch.run, self._poll)
-        return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def _exit(self) -> None:
         if self._nursery is None:
             raise DurableInternalError("the runtime is leaving a context it never entered")
         self._nursery.cancel_scope.cancel()
@@ -236,11 +271,39 @@ class Runtime:
         finally:
             self._nursery = None
 
+    async def _open_hosted(self, guest: Guest) -> None:
+        """Under asyncio: one task of the guest enters the runtime's nursery, and stays
+        until the asyncio side leaves (a nursery is left by the task that entered it)."""
+        leave, left = trio.Event(), trio.Event()
+
+        async def host(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                await self._enter()
+                self._host = guest
+                task_status.started()
+                await leave.wait()
+                await self._exit()
+            finally:
+                left.set()
+
+        async def leave_and_wait() -> None:
+            leave.set()
+            await left.wait()
+
+        self._leave_hosted = leave_and_wait
+        await guest.nursery.start(host)
+
+    async def _left_hosted(self) -> None:
+        if self._host is None or self._leave_hosted is None:
+            raise DurableInternalError("the runtime is leaving an asyncio context it never entered")
+        await self._host.call(self._leave_hosted)
+
     def _running(self) -> tuple[trio.Nursery, WallClock]:
         if self._nursery is None or self._clock is None:
             raise RuntimeError("use the Runtime inside `async with durable.Runtime(...) as rt:`")
         return self._nursery, self._clock
 
+    @on_trio
     async def start(
         self, workflow: Workflow[..., Any], *args: Any, id: str | None = None, **kwargs: Any
     ) -> RunHandle:
@@ -332,6 +395,7 @@ class Runtime:
             resumed=recovery,
             children=self._children,
             release=self._watch.may_release,
+            activity_host=self._host,
         )
         self._executions[handle.run_id] = execution
         nursery.start_soon(self._drive, handle, execution, resumed)
@@ -421,6 +485,7 @@ class Runtime:
         if self._handles.get(handle.run_id) is handle:
             del self._handles[handle.run_id]
 
+    @on_trio
     async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
         """Send the signal ``name`` with ``payload`` to the run ``run_id``.
 
@@ -442,6 +507,7 @@ class Runtime:
         encoded = encode_value(payload, what=f"the payload of signal {name!r}")
         await self._deliver(run_id, ev.SignalReceived(name, encoded, clock()))
 
+    @on_trio
     async def cancel(self, run_id: str, reason: str = "") -> None:
         """Cancel the run ``run_id``: ``durable.Cancelled`` is thrown into it at its current
         ``yield`` and its in-flight activities are cancelled.
@@ -497,6 +563,7 @@ class Runtime:
         if self._runs_stopped == since:
             await self._a_run_stopped.wait()
 
+    @on_trio
     async def recover(self, *, limit: int | None = None) -> list[RunHandle]:
         """Resume every unfinished run in the store that no other process is running.
 
@@ -529,6 +596,7 @@ class Runtime:
                 handles.append(handle_or_none)
         return handles
 
+    @on_trio
     async def take_due(self, *, limit: int) -> list[RunHandle]:
         """Take up to ``limit`` runs that are due now and that no process holds: new runs
         nobody took, runs let go whose time came or that got a message, runs whose
@@ -699,24 +767,27 @@ def run(
     *args: Any,
     id: str | None = None,
     store: Store | str | os.PathLike[str] | None = None,
+    loop: Loop = "trio",
     **kwargs: Any,
 ) -> R:
     """Run (or resume) the run ``id`` of ``workflow`` to completion and return its result.
 
-    Synchronous: it starts trio itself. Without ``id`` a new unique id is made;
-    without ``store`` it uses the embedded default (``$DURABLE_STORE`` or
-    ``./.durable``).
+    Synchronous: it starts the event loop itself, trio unless ``loop="asyncio"``
+    (for ``async def`` activities written for asyncio libraries). Without ``id``
+    a new unique id is made; without ``store`` it uses the embedded default
+    (``$DURABLE_STORE`` or ``./.durable``).
 
     Raises:
         WorkflowFailed: the workflow raised.
     """
 
     check_workflow(workflow, "durable.run")
+    check_loop(loop)
 
     async def main() -> Any:
         async with Runtime(store) as runtime:
             handle = await runtime.start(workflow, *args, id=id, **kwargs)
             return await handle.result()
 
-    result: R = trio.run(main)
+    result: R = trio.run(main) if loop == "trio" else _asyncio.run(main)
     return result

@@ -301,6 +301,7 @@ PUBLIC_API = [
     "FileStore",
     "JournalCorruptError",
     "JournalVersionError",
+    "LoopMismatchError",
     "MemoryStore",
     "NonDeterminismError",
     "PostgresStore",

@@ -1,4 +1,7 @@
-"""The trio executor through the public API: Runtime, RunHandle, durable.run, stores.
+"""The executor through the public API: Runtime, RunHandle, durable.run, stores.
+
+Every test runs on trio and on asyncio (the ``loop`` parameter, tests/conftest.py),
+but for the few marked ``trio_only``.
 
 A crash is made the way a service stops: leaving the ``async with Runtime``
 block while an activity is in flight cancels it, and whatever was journaled
@@ -13,12 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import loops
 import pytest
 import trio
 
 import durable
 from durable._core import events as ev
 from durable._core.values import encode_call
+
+pytestmark = pytest.mark.usefixtures("loop")
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -51,12 +57,15 @@ class Blocker:
 
     def __init__(self) -> None:
         self.blocking = True
-        self.entered = trio.Event()
+        self.in_flight = False
 
     async def block(self) -> None:
         if self.blocking:
-            self.entered.set()
-            await trio.sleep_forever()
+            self.in_flight = True
+            await loops.sleep(86400)
+
+    async def entered(self) -> None:
+        await loops.until(lambda: self.in_flight, "an activity is in flight")
 
 
 # --- start and result ------------------------------------------------------------
@@ -118,7 +127,7 @@ async def test_runs_proceed_concurrently_in_one_runtime(store: durable.Store) ->
 
     async with durable.Runtime(store) as rt:
         stuck = await rt.start(slow, id="slow")
-        await blocker.entered.wait()
+        await blocker.entered()
         quick = await rt.start(pipeline, 2, id="quick")
         assert await quick.result() == [4, "hello world"]
         assert stuck.status == "running"
@@ -210,7 +219,7 @@ async def test_the_same_id_with_other_arguments_conflicts_while_the_run_is_in_fl
 
     async with durable.Runtime(store) as rt:
         first = await rt.start(waits, 1, id="busy")
-        await blocker.entered.wait()
+        await blocker.entered()
         assert await rt.start(waits, 1, id="busy") is first
         with pytest.raises(durable.RunConflictError, match="'busy'"):
             await rt.start(waits, 2, id="busy")
@@ -288,7 +297,7 @@ async def test_recover_resumes_an_unfinished_run_without_repeating_completed_ste
 
     async with durable.Runtime(store) as rt:
         handle = await rt.start(order, "book", id="o-1")
-        await blocker.entered.wait()
+        await blocker.entered()
     assert handle.status == "running"
     assert await events_of(store, "o-1") == [
         ev.RunStarted,
@@ -324,7 +333,7 @@ async def test_starting_an_unfinished_run_again_resumes_it(store: durable.Store)
 
     async with durable.Runtime(store) as rt:
         await rt.start(two_steps, id="s-1")
-        await blocker.entered.wait()
+        await blocker.entered()
     blocker.blocking = False
     async with durable.Runtime(store) as rt:
         assert await (await rt.start(two_steps, id="s-1")).result() == [0, 1]
@@ -407,7 +416,7 @@ async def test_nothing_is_written_after_a_non_determinism_error(store: durable.S
 
     async with durable.Runtime(store) as rt:
         await rt.start(old, "lamp", id="d-1")
-        await blocker.entered.wait()
+        await blocker.entered()
     before = journal_bytes(store, "d-1")
 
     @durable.workflow(name="test_runtime.changing")
@@ -471,6 +480,7 @@ async def test_activities_read_their_run_step_and_attempt(store: durable.Store) 
         durable.activity_info()
 
 
+@pytest.mark.trio_only  # a virtual clock for its backoffs
 async def test_the_idempotency_key_is_the_same_on_every_attempt(
     store: durable.Store, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -510,7 +520,7 @@ async def test_the_idempotency_key_survives_recovery(store: durable.Store) -> No
 
     async with durable.Runtime(store) as rt:
         await rt.start(wf, id="key-2")
-        await blocker.entered.wait()
+        await blocker.entered()
     blocker.blocking = False
     async with durable.Runtime(store) as rt:
         [handle] = await rt.recover()
@@ -528,43 +538,43 @@ def sync_entry(x: int):
     return doubled + 1
 
 
-def test_run_with_a_store_path_runs_to_the_result(tmp_path: Path) -> None:
-    assert durable.run(sync_entry, 20, id="r-1", store=tmp_path / "s") == 41
+def test_run_with_a_store_path_runs_to_the_result(loop: str, tmp_path: Path) -> None:
+    assert durable.run(sync_entry, 20, id="r-1", store=tmp_path / "s", loop=loop) == 41
     assert (tmp_path / "s" / "runs" / "r-1.journal").is_file()
-    assert durable.run(sync_entry, 20, id="r-1", store=str(tmp_path / "s")) == 41
+    assert durable.run(sync_entry, 20, id="r-1", store=str(tmp_path / "s"), loop=loop) == 41
 
 
 def test_run_without_a_store_uses_the_durable_store_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loop: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DURABLE_STORE", str(tmp_path / "from-env"))
-    assert durable.run(sync_entry, 1, id="env-1") == 3
+    assert durable.run(sync_entry, 1, id="env-1", loop=loop) == 3
     assert (tmp_path / "from-env" / "runs" / "env-1.journal").is_file()
     assert not (tmp_path / ".durable").exists()
 
 
 def test_run_without_a_store_or_variable_uses_dot_durable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    loop: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DURABLE_STORE", raising=False)
-    assert durable.run(sync_entry, 1, id="default-1") == 3
+    assert durable.run(sync_entry, 1, id="default-1", loop=loop) == 3
     assert (tmp_path / ".durable" / "runs" / "default-1.journal").is_file()
 
 
-def test_run_without_an_id_makes_a_new_run_each_time(tmp_path: Path) -> None:
+def test_run_without_an_id_makes_a_new_run_each_time(loop: str, tmp_path: Path) -> None:
     store = durable.FileStore(tmp_path)
-    assert durable.run(sync_entry, 1, store=store) == 3
-    assert durable.run(sync_entry, 1, store=store) == 3
+    assert durable.run(sync_entry, 1, store=store, loop=loop) == 3
+    assert durable.run(sync_entry, 1, store=store, loop=loop) == 3
     run_ids = trio.run(store.run_ids)
     assert len(run_ids) == 2
     assert run_ids[0] != run_ids[1]
 
 
-def test_run_raises_workflow_failed(tmp_path: Path) -> None:
+def test_run_raises_workflow_failed(loop: str, tmp_path: Path) -> None:
     with pytest.raises(durable.WorkflowFailed, match="over the limit"):
-        durable.run(fails, 3, id="f", store=tmp_path)
+        durable.run(fails, 3, id="f", store=tmp_path, loop=loop)
 
 
 # --- FileStore ------------------------------------------------------------------
@@ -583,7 +593,7 @@ async def test_a_file_store_refuses_a_second_writer(tmp_path: Path) -> None:
 
     async with durable.Runtime(durable.FileStore(tmp_path)) as first:
         await first.start(held, id="locked")
-        await blocker.entered.wait()
+        await blocker.entered()
         with pytest.raises(durable.RunLockedError, match="'locked' is open for writing"):
             await durable.FileStore(tmp_path).open("locked")
         async with durable.Runtime(durable.FileStore(tmp_path)) as second:
@@ -613,7 +623,7 @@ async def test_a_run_in_flight_cannot_be_opened_by_a_second_runtime(store: durab
 
     async with durable.Runtime(store) as first:
         await first.start(held, id="busy")
-        await blocker.entered.wait()
+        await blocker.entered()
         async with durable.Runtime(store) as second:
             with pytest.raises(durable.RunLockedError, match="'busy'"):
                 await second.start(held, id="busy")

@@ -167,6 +167,45 @@ class AttemptTimeout(DurableError, TimeoutError):
         return (type(self), (self.activity, self.run_id, self.seq, self.attempt, self.seconds))
 
 
+class LoopMismatchError(DurableError):
+    """An ``async def`` activity was written for the other event loop: it awaited an
+    asyncio library in a runtime on trio, or a trio one in a runtime on asyncio.
+
+    The activity fails at once, on its first attempt, and is not retried: another
+    attempt on the same loop would fail the same way. The fix is the runtime's
+    loop: ``durable.run(..., loop="asyncio")``, ``durable run/worker --loop
+    asyncio``, or ``async with durable.Runtime(...)`` inside ``asyncio.run``.
+
+    Attributes:
+        activity: the activity's journal name.
+        needs: the loop the activity needs (``"asyncio"`` or ``"trio"``).
+        runs_on: the loop the runtime runs on.
+    """
+
+    def __init__(self, activity: str, *, needs: str, runs_on: str) -> None:
+        self.activity = activity
+        self.needs = needs
+        self.runs_on = runs_on
+        how = (
+            "durable.run(..., loop='asyncio'), `durable run/worker --loop asyncio`, "
+            "or `async with durable.Runtime(...)` inside asyncio.run()"
+            if needs == "asyncio"
+            else "durable.run(..., loop='trio') (the default), `durable run/worker --loop trio`, "
+            "or `async with durable.Runtime(...)` inside trio.run()"
+        )
+        super().__init__(
+            f"activity {activity!r} needs the {needs} event loop, but the runtime runs on "
+            f"{runs_on}; run it on {needs}: {how}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_loop_mismatch, (self.activity, self.needs, self.runs_on))
+
+
+def _rebuild_loop_mismatch(activity: str, needs: str, runs_on: str) -> LoopMismatchError:
+    return LoopMismatchError(activity, needs=needs, runs_on=runs_on)
+
+
 class Cancelled(DurableError):
     """The run was cancelled (``Runtime.cancel`` or ``durable cancel``).
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import events as ev
 from .commands import ActivityCall, ChildCall
-from .errors import DurableInternalError, ErrorInfo, SerializationError
+from .errors import DurableInternalError, ErrorInfo, LoopMismatchError, SerializationError
 from .ids import child_run_id
 from .machine import Replay, Step
 from .primitives import Sleep, WaitSignal
@@ -111,9 +111,12 @@ def attempt_failed(
     step: Step, command: ActivityCall, attempt: int, exc: BaseException, failed_at: float, started_at: float
 ) -> ev.AttemptFailed | ev.ActivityFailed:
     """Attempt ``attempt`` raised ``exc``: ``AttemptFailed`` with the time of the next attempt
-    when the policy retries it, else the step's ``ActivityFailed``."""
-    retry_at = command.policy.next_retry(
-        attempt=attempt, error=exc, failed_at=failed_at, started_at=started_at
+    when the policy retries it, else the step's ``ActivityFailed``. An activity written
+    for the other event loop is never retried: it would fail the same way."""
+    retry_at = (
+        None
+        if isinstance(exc, LoopMismatchError)
+        else command.policy.next_retry(attempt=attempt, error=exc, failed_at=failed_at, started_at=started_at)
     )
     if retry_at is None:
         return ev.ActivityFailed(step.seq, error_info(exc), attempt, failed_at)
