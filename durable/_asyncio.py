@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import sys
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
@@ -227,6 +228,34 @@ async def hosted() -> AsyncIterator[Guest]:
         if guest.users == 0:
             del _guests[loop]
             await guest._close()
+
+
+def current_guest() -> Guest | None:
+    """The guest whose trio run the caller is in, when that run is hosted on asyncio
+    (from trio): a runtime entered there runs its async activities on the host loop."""
+    if "asyncio" not in sys.modules:
+        return None  # nothing imported asyncio: no loop can host this run
+    import asyncio  # noqa: PLC0415 - see TYPE_CHECKING above
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    guest = _guests.get(loop)
+    if guest is None or guest._token is not trio.lowlevel.current_trio_token():
+        return None
+    return guest
+
+
+def run_hosted(fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run trio code (``durable worker``'s loop) as the guest of a fresh asyncio loop:
+    its runtimes run async activities on asyncio."""
+
+    async def main() -> T:
+        async with hosted() as guest:
+            return await guest.call(fn, *args, **kwargs)
+
+    return run(main)
 
 
 def on_trio(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:

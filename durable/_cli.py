@@ -40,6 +40,7 @@ from rich.text import Text
 
 from . import _journals
 from . import _timeline as tl
+from ._asyncio import LOOPS, Loop, run_hosted
 from ._core.commands import Workflow, call_text
 from ._core.durations import parse_duration
 from ._core.errors import DurableError, NonDeterminismError, SerializationError, StoreError, WorkflowFailed
@@ -173,6 +174,15 @@ def _parse_args(args: Sequence[str]) -> list[Any]:
     return values
 
 
+_LOOP_OPTION = click.option(
+    "--loop",
+    type=click.Choice(LOOPS),
+    default="trio",
+    show_default=True,
+    help="The event loop: asyncio for async activities written for asyncio libraries.",
+)
+
+
 @main.command(
     context_settings={"ignore_unknown_options": True},
     epilog=_epilog(
@@ -183,8 +193,9 @@ def _parse_args(args: Sequence[str]) -> list[Any]:
 @click.argument("target", metavar="FILE_OR_MODULE:WORKFLOW")
 @click.argument("args", nargs=-1, metavar="[ARGS]...")
 @click.option("--id", "run_id", metavar="ID", help="The run id (default: a new unique id).")
+@_LOOP_OPTION
 @_common
-def run(target: str, args: tuple[str, ...], run_id: str | None, store: str | None) -> None:
+def run(target: str, args: tuple[str, ...], run_id: str | None, loop: Loop, store: str | None) -> None:
     """Run (or resume) a workflow to completion and print its result.
 
     Each ARG is parsed as a Python literal (42, 'text', [1, 2]); anything else is
@@ -194,7 +205,7 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, store: str | Non
     values = _parse_args(args)
     opened = _store_from(store)
     try:
-        result = run_workflow(workflow, *values, id=run_id, store=opened)
+        result = run_workflow(workflow, *values, id=run_id, store=opened, loop=loop)
     except cbor2.CBORDecodeError as exc:  # not a ValueError since cbor2 6
         which = f"run {run_id!r}" if run_id is not None else "the run"
         raise CliUsageError(
@@ -231,8 +242,9 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, store: str | Non
     type=click.IntRange(min=1),
     help="The most runs this worker executes at once; it takes more as they finish.",
 )
+@_LOOP_OPTION
 @_common
-def worker(modules: tuple[str, ...], poll: str, concurrency: int, store: str | None) -> None:
+def worker(modules: tuple[str, ...], poll: str, concurrency: int, loop: Loop, store: str | None) -> None:
     """Run workflows until stopped: recover every unfinished run, then take new ones.
 
     Imports the given modules (where the workflows and activities are defined),
@@ -249,7 +261,7 @@ def worker(modules: tuple[str, ...], poll: str, concurrency: int, store: str | N
     # A store that cannot be reached at the start: one line, exit 2. Asking when the next
     # run is due reads the due index only, however many runs the store holds.
     trio.run(target.next_due, time.time())
-    trio.run(
+    (trio.run if loop == "trio" else run_hosted)(
         serve,
         target,
         interval,

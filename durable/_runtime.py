@@ -19,7 +19,7 @@ import attrs
 import trio
 
 from . import _asyncio
-from ._asyncio import Guest, Loop, check_loop, hosted, on_asyncio, on_trio
+from ._asyncio import Guest, Loop, check_loop, current_guest, hosted, on_asyncio, on_trio
 from ._core import events as ev
 from ._core.commands import ChildCall, Workflow, call_text, lookup_workflow
 from ._core.errors import (
@@ -257,6 +257,7 @@ class Runtime:
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         self._clock = WallClock(self._clock_anchor)
+        self._host = current_guest()
         if self._poll is not None:
             self._nursery.start_soon(self._watch.run, self._poll)
 
@@ -279,7 +280,6 @@ class Runtime:
         async def host(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             try:
                 await self._enter()
-                self._host = guest
                 task_status.started()
                 await leave.wait()
                 await self._exit()
