@@ -598,6 +598,13 @@ async def _read_selected(store: Store, run_ids: tuple[str, ...]) -> list[_journa
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Play at most N schedules.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Decides each crash's disk damage.")
 @click.option("--explain", is_flag=True, help="Narrate one schedule (the first failure, if any) as a lesson.")
+@click.option(
+    "--loop",
+    type=click.Choice(LOOPS),
+    default="trio",
+    show_default=True,
+    help="The event loop the async activities are written for (virtual time either way).",
+)
 @_common
 def sim(
     target: str,
@@ -606,6 +613,7 @@ def sim(
     budget: int | None,
     seed: int,
     explain: bool,
+    loop: Loop,
     store: str | None,
 ) -> None:
     """Crash-test a workflow: crash it at every crash point and compare with the crash-free run.
@@ -646,7 +654,7 @@ def sim(
 
     try:
         with progress:
-            report = simulator.Simulator(on_schedule=on_schedule).explore(
+            report = simulator.Simulator(on_schedule=on_schedule, loop=loop).explore(
                 workflow, *values, seed=seed, max_crashes=crashes, budget=budget
             )
     except SerializationError:

@@ -67,6 +67,13 @@ class Explorer:
         self.faults = faults
         self.reference = self.play(Recipe(seed, (), faults))
         ending = self.reference.ending
+        if ending.kind == "failed" and "LoopMismatchError" in str(ending.error):
+            raise ValueError(
+                f"the crash-free run of {workflow.name!r} failed because an activity is written "
+                f"for the other event loop: {ending.error}. Tell the simulator the loop: "
+                f"sim.Simulator(loop={'asyncio' if simulator.loop == 'trio' else 'trio'!r}), or "
+                "durable sim --loop"
+            )
         if ending.kind in ("error", "hung", "crashed"):
             if ending.error is not None:
                 raise ending.error
@@ -78,7 +85,9 @@ class Explorer:
     def play(self, recipe: Recipe) -> World:
         if self.simulator.before_each is not None:
             self.simulator.before_each()
-        world = World(self.workflow, self.args, self.kwargs, recipe, sync=self.simulator.sync)
+        world = World(
+            self.workflow, self.args, self.kwargs, recipe, sync=self.simulator.sync, loop=self.simulator.loop
+        )
         return world.play()
 
     def _external_problem(self) -> str | None:
@@ -267,6 +276,10 @@ class Simulator:
             check that durable refuses it with JournalCorruptError, never misreads it.
         on_schedule: called after each schedule with the number played so far, its recipe
             and its failure (None if it passed): for progress bars.
+        loop: the event loop the workflow's ``async def`` activities are written for:
+            ``"trio"`` (default) or ``"asyncio"``. With ``"asyncio"`` each attempt runs to
+            its end on an asyncio loop of the simulator's own, as a sync activity runs:
+            in no virtual time, so the simulator keeps its virtual clock either way.
     """
 
     faults: tuple[ActivityFault, ...] = attrs.field(default=(), converter=tuple)
@@ -277,6 +290,7 @@ class Simulator:
     disk_faults: tuple[str, ...] = attrs.field(default=DISK_FAULTS, converter=tuple)
     bit_rot: bool = False
     on_schedule: Callable[[int, Recipe, Failure | None], None] | None = None
+    loop: str = attrs.field(default="trio", validator=lambda _, __, value: _check_loop(value))
 
     def __attrs_post_init__(self) -> None:
         unknown = [d for d in self.disk_faults if d not in _DISK_WEIGHTS]
@@ -371,6 +385,11 @@ class Simulator:
         if not report.ok:
             raise AssertionError(report.failure_text())
         return report
+
+
+def _check_loop(loop: object) -> None:
+    if loop not in ("trio", "asyncio"):
+        raise ValueError(f"loop must be 'trio' or 'asyncio' (got {loop!r})")
 
 
 _DEFAULT = Simulator()

@@ -23,6 +23,7 @@ differently on replay and is caught as a divergence.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -32,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import attrs
+import sniffio
 import trio
 import trio.testing
 
@@ -133,7 +135,7 @@ class SimHooks(Hooks):
                 await trio.sleep(random.Random(f"{order_seed}/{info.seq}/{info.attempt}").random() * 1e-6)
             if fault is not None:
                 await _misbehave(fault, info)
-            value = await call()
+            value = await self.world.attempt(call)
         except trio.Cancelled:
             execution.outcome = "cancelled (its timeout expired)"
             raise
@@ -157,6 +159,14 @@ class SimHooks(Hooks):
         if name == "durable.uuid4":
             return uuid.UUID(int=draw.getrandbits(128), version=4)
         return make()
+
+
+async def _coroutine(call: Callable[[], Awaitable[Any]]) -> Any:
+    return await call()
+
+
+async def _ready(value: Any) -> Any:
+    return value
 
 
 def _matching_fault(faults: tuple[ActivityFault, ...], info: durable.ActivityInfo) -> ActivityFault | None:
@@ -186,6 +196,7 @@ class World:
         *,
         sync: str = "always",
         run_id: str = RUN_ID,
+        loop: str = "trio",
     ) -> None:
         self.workflow = workflow
         self.args = args
@@ -193,6 +204,10 @@ class World:
         self.recipe = recipe
         self.sync = sync
         self.run_id = run_id
+        #: The loop async activities are written for (Simulator.loop), and the asyncio
+        #: loop that runs them when it is asyncio (made at the first, closed at the end).
+        self.loop = loop
+        self._asyncio_loop: asyncio.AbstractEventLoop | None = None
         self.disk = SimDisk()
         self.wall = EPOCH
         self.executions: list[Execution] = []
@@ -203,6 +218,27 @@ class World:
 
     def play(self) -> World:
         """Run lifetimes until one ends without crashing (at most one per crash, plus one)."""
+        try:
+            return self._play()
+        finally:
+            if self._asyncio_loop is not None:
+                self._asyncio_loop.close()
+
+    def attempt(self, call: Callable[[], Awaitable[Any]]) -> Awaitable[Any]:
+        """An activity attempt, on trio, or run to its end on asyncio (Simulator.loop)."""
+        if self.loop == "trio":
+            return call()
+        if self._asyncio_loop is None:
+            self._asyncio_loop = asyncio.new_event_loop()
+        # Inside it, sniffio must say asyncio (trio marks the whole thread as its own).
+        library, sniffio.thread_local.name = sniffio.thread_local.name, None
+        try:
+            value = self._asyncio_loop.run_until_complete(_coroutine(call))
+        finally:
+            sniffio.thread_local.name = library
+        return _ready(value)
+
+    def _play(self) -> World:
         journal: list[Event] = []
         for number in range(1, len(self.recipe.crashes) + 2):
             crashes = self.recipe.crashes
