@@ -1,4 +1,9 @@
-"""durable.Client and the `durable worker` verb: hand runs to a worker process, stop it, restart it."""
+"""durable.Client and the `durable worker` verb: hand runs to a worker process, stop it, restart it.
+
+Every worker runs on trio and on asyncio (``--loop``): the ``workspace`` fixture
+asks for ``loop`` (tests/conftest.py), and the activities sleep with the loop they
+run on, so that on asyncio they are asyncio code.
+"""
 
 from __future__ import annotations
 
@@ -20,13 +25,19 @@ import durable
 
 WORKFLOWS = textwrap.dedent(
     """
+    import asyncio
     import os
     import durable
+    import sniffio
     import trio
 
     @durable.activity
     async def step(i):
-        await trio.sleep(float(os.environ.get("STEP_SECONDS", "0")))
+        seconds = float(os.environ.get("STEP_SECONDS", "0"))
+        if sniffio.current_async_library() == "asyncio":
+            await asyncio.sleep(seconds)
+        else:
+            await trio.sleep(seconds)
         with open(os.environ["STEPS_LOG"], "a") as log:
             log.write(durable.activity_info().idempotency_key + "\\n")
         return i
@@ -51,8 +62,9 @@ WORKFLOWS = textwrap.dedent(
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop: str) -> Path:
     (tmp_path / "worker_wf.py").write_text(WORKFLOWS)
+    (tmp_path / "loop").write_text(loop)  # the loop of the workers _worker starts
     (tmp_path / "store").mkdir()
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("STEPS_LOG", str(tmp_path / "steps.log"))
@@ -75,6 +87,8 @@ def _worker(workspace: Path, step_seconds: float = 0.0, store: str | None = None
             store or str(workspace / "store"),
             "--poll",
             "20ms",
+            "--loop",
+            (workspace / "loop").read_text(),
         ],
         env=env,
         stdout=subprocess.PIPE,
