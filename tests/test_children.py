@@ -68,7 +68,7 @@ def _clear() -> None:
     DONE.clear()
 
 
-async def test_a_child_runs_as_its_own_run_and_its_result_comes_back() -> None:
+async def test_a_child_runs_as_its_own_run_and_its_result_comes_back(loop: str) -> None:
     store = durable.MemoryStore()
     async with durable.Runtime(store) as runtime:
         handle = await runtime.start(order, ["a", "b", "c"], id="o")
@@ -86,7 +86,7 @@ async def test_a_child_runs_as_its_own_run_and_its_result_comes_back() -> None:
     assert durable.lowlevel.loads_value(child[-1].result) == "PACKED B"  # type: ignore[union-attr]
 
 
-async def test_a_failed_child_raises_child_workflow_error_in_the_parent() -> None:
+async def test_a_failed_child_raises_child_workflow_error_in_the_parent(loop: str) -> None:
     async with durable.Runtime(durable.MemoryStore()) as runtime:
         handle = await runtime.start(compensating, "x", id="c")
         assert await handle.result() == "ValueError: no stock for x (run c/0)"
@@ -166,7 +166,7 @@ def test_calling_a_workflow_makes_a_command_that_runs_nothing() -> None:
         ship(object())  # type: ignore[arg-type]
 
 
-async def test_a_parent_that_changed_its_child_call_is_a_divergence(tmp_path: Path) -> None:
+async def test_a_parent_that_changed_its_child_call_is_a_divergence(loop: str, tmp_path: Path) -> None:
     async with durable.Runtime(durable.MemoryStore()) as runtime:
         await (await runtime.start(order, ["a"], id="o")).result()
         store = runtime.store

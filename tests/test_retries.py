@@ -557,6 +557,7 @@ async def test_sys_exit_inside_an_activity_fails_the_attempt_not_the_process(
 
 
 async def test_sys_exit_in_workflow_code_or_a_side_effect_fails_that_run_not_the_process(
+    loop: str,
     memory: durable.MemoryStore,
 ) -> None:
     import sys  # noqa: PLC0415

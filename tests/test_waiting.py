@@ -227,6 +227,7 @@ async def test_a_cancel_request_brings_a_waiting_run_back_to_be_cancelled(
 
 
 async def test_a_file_store_made_before_the_due_index_gets_one_built_from_its_journals(
+    loop: str,
     tmp_path: Path,
 ) -> None:
     import shutil  # noqa: PLC0415

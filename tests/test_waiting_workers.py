@@ -4,7 +4,8 @@ A worker lets a run go as soon as all it does is wait, so that ``--concurrency``
 counts runs with work to do; the store's due index brings the run back when its
 time comes or a message arrives. Here: more waiting runs than the worker's
 concurrency, a signal to a run let go, timers that fall due while no worker is
-up, workers killed with SIGKILL while they let runs go and take them back, and
+up, workers (on trio and on asyncio) killed with SIGKILL while they let runs go
+and take them back, and
 two workers racing for the same due runs. Each step runs once: every activity
 logs its idempotency key, and no key may appear twice.
 """
@@ -30,11 +31,15 @@ import durable
 
 WORKFLOWS = textwrap.dedent(
     """
+    import asyncio
     import os
     import durable
+    import sniffio
 
     @durable.activity
     async def note(label):
+        if sniffio.current_async_library() == "asyncio":  # asyncio code on a worker on asyncio
+            await asyncio.sleep(0.001)
         with open(os.environ["STEPS_LOG"], "a") as log:
             log.write(durable.activity_info().idempotency_key + "\\n")
         return label
@@ -92,7 +97,7 @@ def wf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def start_worker(
-    tmp_path: Path, store_url: str, *, concurrency: int = 100, poll: str = "50ms"
+    tmp_path: Path, store_url: str, *, concurrency: int = 100, poll: str = "50ms", loop: str = "trio"
 ) -> subprocess.Popen[str]:
     script = Path(sys.executable).parent / "durable"
     return subprocess.Popen(
@@ -106,6 +111,8 @@ def start_worker(
             poll,
             "--concurrency",
             str(concurrency),
+            "--loop",
+            loop,
         ],
         env=dict(os.environ, STEPS_LOG=str(tmp_path / "steps.log")),
         stdout=subprocess.PIPE,
@@ -253,7 +260,7 @@ def test_two_workers_race_for_due_runs_and_each_step_runs_once(
 
 
 def test_workers_killed_while_they_let_runs_go_and_take_them_back_lose_nothing(
-    wf: Any, tmp_path: Path, store_url: str
+    wf: Any, tmp_path: Path, store_url: str, loop: str
 ) -> None:
     """SIGKILL at arbitrary moments of runs that nap and wake again and again: while a
     worker lets a run go, while it takes one back, while it replays. Nothing is lost
@@ -262,10 +269,10 @@ def test_workers_killed_while_they_let_runs_go_and_take_them_back_lose_nothing(
     ids = [f"k{n}" for n in range(8)]
     start_runs(store_url, wf.naps, (4, 1), ids)
     for kill_after in (0.7, 1.3, 0.9, 1.6):
-        worker = start_worker(tmp_path, store_url, concurrency=4)
+        worker = start_worker(tmp_path, store_url, concurrency=4, loop=loop)
         time.sleep(kill_after)
         kill(worker)
-    worker = start_worker(tmp_path, store_url, concurrency=4)
+    worker = start_worker(tmp_path, store_url, concurrency=4, loop=loop)
     try:
         assert results(store_url, wf.naps, (4, 1), ids) == [4] * 8
     finally:
