@@ -206,6 +206,13 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, loop: Loop, stor
     opened = _store_from(store)
     try:
         result = run_workflow(workflow, *values, id=run_id, store=opened, loop=loop)
+    except KeyboardInterrupt:
+        which = f"--id {run_id}" if run_id is not None else "its --id (`durable ls` lists it)"
+        click.echo(
+            f"interrupted: what the run journaled stays; `durable run` with {which} resumes it",
+            err=True,
+        )
+        sys.exit(130)
     except cbor2.CBORDecodeError as exc:  # not a ValueError since cbor2 6
         which = f"run {run_id!r}" if run_id is not None else "the run"
         raise CliUsageError(

@@ -789,5 +789,11 @@ def run(
             handle = await runtime.start(workflow, *args, id=id, **kwargs)
             return await handle.result()
 
-    result: R = trio.run(main) if loop == "trio" else _asyncio.run(main)
+    try:
+        result: R = trio.run(main) if loop == "trio" else _asyncio.run(main)
+    except BaseExceptionGroup as group:
+        # Ctrl-C reaches trio's tasks and comes out grouped: a script sees it as itself.
+        if group.split(KeyboardInterrupt)[1] is None:
+            raise KeyboardInterrupt from None
+        raise
     return result

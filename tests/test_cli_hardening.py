@@ -685,3 +685,52 @@ def test_an_entry_durable_cannot_read_as_a_journal_is_listed_unreadable_not_corr
     assert outcome.code == 0, outcome
     statuses = {row["id"]: row["status"] for row in json.loads(outcome.stdout)}
     assert statuses == {"fine": "completed", "odd": "unreadable"}
+
+
+INTERRUPTIBLE = textwrap.dedent(
+    """
+    import asyncio
+    import os
+    import durable
+    import sniffio
+    import trio
+
+    @durable.activity
+    async def slow():
+        open(os.environ["IN_FLIGHT"], "w").close()
+        seconds = float(os.environ["SLOW_SECONDS"])
+        if sniffio.current_async_library() == "asyncio":
+            await asyncio.sleep(seconds)
+        else:
+            await trio.sleep(seconds)
+        return "done"
+
+    @durable.workflow
+    def wf():
+        return (yield slow())
+    """
+)
+
+
+def test_ctrl_c_during_durable_run_says_how_to_resume_and_loses_nothing(tmp_path: Path, loop: str) -> None:
+    """Not a traceback of trio's exception groups: one line, exit 130, and the run resumes."""
+    (tmp_path / "slow_wf.py").write_text(INTERRUPTIBLE)
+    command = [str(Path(sys.executable).parent / "durable"), "run", "slow_wf.py:wf", "--id", "ctrl-c"]
+    command += ["--store", str(tmp_path / "store"), "--loop", loop]
+    in_flight = tmp_path / "in-flight"
+    env = dict(os.environ, IN_FLIGHT=str(in_flight), SLOW_SECONDS="3600")
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60  # a hang guard, not a timing assertion
+    while not in_flight.exists():
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()  # type: ignore[union-attr]
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.decode() == (
+        "interrupted: what the run journaled stays; `durable run` with --id ctrl-c resumes it\n"
+    )
+    resumed = subprocess.run(
+        command, cwd=tmp_path, env=dict(env, SLOW_SECONDS="0"), capture_output=True, text=True, timeout=60
+    )
+    assert (resumed.returncode, resumed.stdout) == (0, "done\n"), resumed.stderr
