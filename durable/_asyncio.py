@@ -78,11 +78,13 @@ class Guest:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        #: How many Runtimes and calls use it now; it closes when the last one leaves.
         self.users = 0
+        self.closing = False
         self._token: trio.lowlevel.TrioToken | None = None
         self._nursery: trio.Nursery | None = None
         self._stop: trio.Event | None = None
-        self._ready: asyncio.Future[None] = loop.create_future()
+        self._ready: asyncio.Future[outcome.Outcome[None]] = loop.create_future()
         self._ended: asyncio.Future[outcome.Outcome[None]] = loop.create_future()
 
     @property
@@ -93,7 +95,6 @@ class Guest:
         return self._nursery
 
     async def _start(self) -> None:
-        import asyncio  # noqa: PLC0415 - see TYPE_CHECKING above
 
         trio.lowlevel.start_guest_run(
             self._main,
@@ -103,7 +104,14 @@ class Guest:
             # asyncio owns the process's signal wake-up fd (loop.add_signal_handler).
             host_uses_signal_set_wakeup_fd=True,
         )
-        await asyncio.shield(self._ready)
+        await self._until_ready()
+
+    async def _until_ready(self) -> None:
+        import asyncio  # noqa: PLC0415 - see TYPE_CHECKING above
+
+        ready = await asyncio.shield(self._ready)
+        if isinstance(ready, outcome.Error):  # read by every user: not unwrap(), once only
+            raise ready.error
 
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
@@ -115,17 +123,26 @@ class Guest:
             nursery.cancel_scope.cancel()
 
     def _done(self, result: outcome.Outcome[None]) -> None:
+        """The trio run has ended (asked to, or failed): the loop may host another."""
+        self.closing = True
+        if _guests.get(self.loop) is self:
+            del _guests[self.loop]
         _settle(self._ended, result)
-        if not self._ready.done():  # it ended before it was ready: say why to the starter
-            _settle(self._ready, result)
+        # Ended before it was ready: the starter and those waiting with it learn why.
+        if not self._ready.done():
+            never = DurableInternalError("a trio guest ended before it was ready")
+            _settle(self._ready, result if isinstance(result, outcome.Error) else outcome.Error(never))
 
     async def _close(self) -> None:
         import asyncio  # noqa: PLC0415 - see TYPE_CHECKING above
 
         if self._token is None or self._stop is None:
             raise DurableInternalError("a trio guest closed before it started")
+        self.closing = True
         self._token.run_sync_soon(self._stop.set)
-        (await asyncio.shield(self._ended)).unwrap()
+        ended = await asyncio.shield(self._ended)
+        if isinstance(ended, outcome.Error):
+            raise ended.error
 
     async def call(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` as a trio task in the guest and return what it returns (from asyncio).
@@ -209,24 +226,26 @@ async def hosted() -> AsyncIterator[Guest]:
 
     loop = asyncio.get_running_loop()
     guest = _guests.get(loop)
+    while guest is not None and guest.closing:
+        # A thread hosts one trio run at a time: the last one must end first.
+        await asyncio.shield(guest._ended)
+        guest = _guests.get(loop)
     if guest is None:
         guest = _guests[loop] = Guest(loop)
-        guest.users += 1
-        try:
+    guest.users += 1
+    try:
+        if guest.users == 1:
             await guest._start()
-        except BaseException:
-            guest.users -= 1
-            del _guests[loop]
-            raise
-    else:
-        guest.users += 1
-        await asyncio.shield(guest._ready)
+        else:
+            await guest._until_ready()
+    except BaseException:
+        guest.users -= 1
+        raise
     try:
         yield guest
     finally:
         guest.users -= 1
         if guest.users == 0:
-            del _guests[loop]
             await guest._close()
 
 

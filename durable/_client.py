@@ -8,6 +8,7 @@ runs and execute them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -15,7 +16,7 @@ from typing import Any
 
 import trio
 
-from ._asyncio import on_trio
+from ._asyncio import Guest, hosted, on_asyncio, on_trio
 from ._core import events as ev
 from ._core.commands import Workflow
 from ._core.errors import StoreError, UnknownRunError
@@ -77,6 +78,24 @@ class Client:
 
     def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
         self.store = store_from(store)
+        self._holds: list[contextlib.AbstractAsyncContextManager[Guest]] = []
+
+    async def __aenter__(self) -> Client:
+        """Optional: ``async with durable.Client(store) as client:`` (a FastAPI lifespan).
+
+        Under asyncio it keeps durable's trio guest on the loop between calls; each
+        call made outside such a block (and outside a Runtime) starts and stops it,
+        about half a millisecond. On trio it changes nothing.
+        """
+        if on_asyncio():
+            hold = hosted()
+            await hold.__aenter__()
+            self._holds.append(hold)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._holds:
+            await self._holds.pop().__aexit__(None, None, None)
 
     @on_trio
     async def start(

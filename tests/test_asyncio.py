@@ -400,3 +400,34 @@ def test_a_postgresql_call_that_waits_does_not_block_the_asyncio_loop(pg_url: st
     during, after = asyncio.run(main())
     assert during >= 10, f"the asyncio loop ran {during} times in 0.3 s while a call waited"
     assert after >= during
+
+
+# --- many callers at once ---------------------------------------------------------------
+
+
+@pytest.mark.trio_only  # asyncio's own concurrency: asyncio.gather under asyncio.run
+def test_many_asyncio_tasks_call_the_client_at_once_without_a_runtime(tmp_path: Path) -> None:
+    """Each call outside a Runtime starts durable's trio guest and stops it after: calls that
+    overlap share it, and one that comes while it stops waits for it (one per thread)."""
+
+    async def caller(client: durable.Client, n: int) -> list[str]:
+        statuses = []
+        for k in range(10):
+            handle = await client.start(child, n, id=f"c{n}-{k}")
+            statuses.append(await handle.status())
+        return statuses
+
+    async def main() -> list[list[str]]:
+        client = durable.Client(tmp_path)
+        return await asyncio.gather(*(caller(client, n) for n in range(10)))
+
+    assert asyncio.run(main()) == [["running"] * 10] * 10
+
+
+async def test_a_client_in_async_with_keeps_working_inside_and_after(tmp_path: Path) -> None:
+    async with durable.Client(tmp_path) as client:
+        handle = await client.start(child, 1, id="held")
+        assert await handle.status() == "running"
+    assert await handle.status() == "running"  # outside the block, each call on its own
+    with pytest.raises(durable.UnknownRunError):
+        await client.signal("no-such-run", "x")
