@@ -102,10 +102,13 @@ CHILD_RECHECK = 300.0
 
 def _may_wait(action: Any, children_started: set[int]) -> bool:
     """Whether an action may be a wait (checked before it is carried out): not a fresh
-    activity (the hot path), and a child step only once its child surely exists."""
+    activity (the hot path), and a child step (alone or in a group) only once its child
+    surely exists."""
     kind = type(action)
     if kind is RunActivity:
         return bool(action.step.retry_at)
+    if kind is RunGroup:
+        return all(type(a) is not RunChild or a.step.seq in children_started for a in action.actions)
     return kind is not RunChild or action.step.seq in children_started
 
 
@@ -440,7 +443,7 @@ class RunExecution:
         if group is None:
             raise DurableInternalError(f"run {self.core.run_id!r}: step {steps[0].seq} is in no group")
         await self._start_children(action)
-        if self._may_release():
+        if self._may_release() and await self._child_runs_exist(action):
             return  # all its steps wait: the loop lets the run go
         running = [child for child in action.actions if child.step.seq in self.core.pending]
         if not running:
@@ -457,7 +460,40 @@ class RunExecution:
                     except trio.WouldBlock:
                         break
                 await self._commit([event for event, _ in batch], [ack for _, ack in batch])
-            nursery.cancel_scope.cancel()  # the race is won, or the gather failed or finished
+                if self._waits_again(action):
+                    break  # what is left only waits (its child runs exist): the loop lets it go
+            nursery.cancel_scope.cancel()  # the race is won, the gather failed or finished, or it waits
+
+    async def _child_runs_exist(self, group: RunGroup) -> bool:
+        """Start the group's child runs not started yet (a worker lets the run go only
+        once they exist); False if one has ended already: its outcome is work to do."""
+        if self.children is None:
+            raise DurableInternalError(f"run {self.core.run_id!r} has a child step but no runner")
+        all_waiting = True
+        for child in group.actions:
+            step, command = child.step, child.step.command
+            if type(child) is not RunChild or step.seq not in self.core.pending:
+                continue
+            if step.child_id is None or not isinstance(command, ChildCall):
+                raise DurableInternalError(f"run {self.core.run_id!r}: child step {step.seq} cannot start")
+            if step.seq not in self._children_started:
+                if await self.children.start_child(step.child_id, command):
+                    all_waiting = False  # ended: its outcome is there to take
+                else:
+                    self._children_started.add(step.seq)
+        return all_waiting
+
+    def _waits_again(self, group: RunGroup) -> bool:
+        """After an event of a running group: whether the rest of it only waits now, with
+        each of its pending child runs known to exist (no event of theirs is lost: a
+        child's end is journaled in the child run, and it wakes this one)."""
+        if self._release is None:
+            return False
+        pending = [a for a in group.actions if a.step.seq in self.core.pending]
+        return (
+            all(type(a) is not RunChild or a.step.seq in self._children_started for a in pending)
+            and self._may_release()
+        )
 
     async def _start_children(self, group: RunGroup) -> None:
         """Journal each child's first record, in step order; side effects resolve at once.

@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 import durable
+import sim
 from durable.lowlevel import ActivityScheduled, RunResumed, TimerFired
 
 CALLS: list[str] = []
@@ -315,6 +316,38 @@ async def test_a_parent_waiting_for_its_child_is_let_go_and_the_childs_end_wakes
     # Woken by the child's end, not by the periodic look (CHILD_RECHECK) at the parent.
     assert trio.current_time() == pytest.approx(3600, abs=1)
     assert CALLS == ["parent began", "child c woke", "parent saw 'child c woke'"]
+
+
+@durable.workflow(name="tests.waiting.napping_children")
+def parent_of_nappers():  # type: ignore[no-untyped-def]
+    woke = yield durable.gather(napping_child("a"), napping_child("b"))
+    index, first = yield durable.race(napping_child("c"), durable.sleep("2h"))
+    return (yield note(f"parent saw {woke!r} then {index}: {first!r}"))
+
+
+async def test_a_parent_waiting_for_a_gather_or_race_of_children_is_let_go_between_their_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = durable.MemoryStore()
+    async with durable.Runtime(store, waiting_cache=0) as runtime:
+        handle = await runtime.start(parent_of_nappers, id="g")
+        await trio.sleep(60)
+        assert runtime.running == 0  # the parent waits for both children, each for its timer
+        assert sorted(store.due) == ["g", "g/0", "g/1"]
+        await trio.sleep(3600)
+        assert runtime.running == 0  # both woke and ended; the parent now waits in the race
+        assert sorted(store.due) == ["g", "g/2"]
+        assert await handle.result() == "parent saw ['child a woke', 'child b woke'] then 0: 'child c woke'"
+    assert trio.current_time() == pytest.approx(7200, abs=2)
+    assert CALLS[-1] == "parent saw ['child a woke', 'child b woke'] then 0: 'child c woke'"
+
+
+def test_a_parent_let_go_between_its_childrens_ends_survives_every_crash() -> None:
+    """Every crash point of the parent and its children (each let go and taken back, as a
+    worker does in the simulator), the release of the parent between two ends included."""
+    report = sim.explore(parent_of_nappers, max_crashes=1)
+    assert report.ok, report.failure_text()
+    assert report.crash_points > 100
 
 
 async def test_a_parent_whose_child_could_not_wake_it_is_looked_at_again(

@@ -207,7 +207,7 @@ def waits_until(core: Replay) -> float | None:
 
     A run waits when every open step is a timer, a signal wait or a retry
     backoff whose deadline is journaled (durable since its start was synced), or
-    a child run it started alone (not in a gather or race): nothing runs until
+    a child run (alone, or in a gather or race): nothing runs until
     the earliest deadline, or until a message comes (:data:`ON_MESSAGE` when no
     step has a deadline; a child's end wakes its parent, see
     :func:`waits_for_children`). Such a run can be
@@ -247,6 +247,6 @@ def waits_for_children(core: Replay) -> bool:
 
 
 def _child_wakes_parent(core: Replay, step: Step) -> bool:
-    """A child started alone, whose id names this run as its parent (an id too long for
-    that is hashed: nothing would wake this run, so it keeps following the child)."""
-    return step.group is None and step.child_id is not None and parent_run_id(step.child_id) == core.run_id
+    """A child run whose id names this run as its parent (an id too long for that is
+    hashed: nothing would wake this run, so it keeps following the child)."""
+    return step.child_id is not None and parent_run_id(step.child_id) == core.run_id
