@@ -104,6 +104,7 @@ from ._core.errors import (
 from ._core.errors import (
     WorkflowFailed as WorkflowFailed,
 )
+from ._core.named import register as register
 from ._core.policy import RetryPolicy as RetryPolicy
 from ._core.primitives import (
     continue_as_new as continue_as_new,
@@ -188,6 +189,7 @@ __all__ = [
     "patched",
     "race",
     "random",
+    "register",
     "run",
     "side_effect",
     "sleep",

@@ -28,7 +28,7 @@ from ._core.commands import Workflow, lookup_workflow
 from ._core.errors import NonDeterminismError
 from ._core.machine import Replay, replay
 from ._core.outcomes import Continued, Outcome, Raised, Returned, Stopped, outcome_of
-from ._core.values import loads
+from ._core.values import loads_shown
 from ._timeline import error_text, plural, shorten
 
 #: Every verdict of a :class:`ReplayCheck`; the last three fail a check.
@@ -170,7 +170,7 @@ def _where_it_stands(core: Replay) -> tuple[str, ...]:
 
 def _returns(outcome: Returned) -> str:
     try:
-        return f"returns {shorten(repr(loads(outcome.result)), 80)}"
+        return f"returns {shorten(repr(loads_shown(outcome.result)), 80)}"
     except Exception:
         return "returns an undecodable value"
 

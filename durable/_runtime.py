@@ -34,7 +34,7 @@ from ._core.errors import (
 from ._core.ids import check_run_id
 from ._core.machine import Replay, replay
 from ._core.outcomes import Continued, Outcome, Raised, Returned, Stopped, outcome_of, result_of
-from ._core.values import encode_call, encode_value, load_stored, loads
+from ._core.values import encode_call, encode_value, load_stored, loads, same_value
 from ._executor import Released, RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
 from ._inbox import drop_messages, forget_journaled, journal_messages, send
@@ -342,7 +342,8 @@ class Runtime:
             raise DurableInternalError(f"run {run_id!r}: an opened journal does not start with RunStarted")
         last = opened.events[-1]
         had_args = _first_args(started, encoded)
-        if isinstance(last, ev.TERMINAL) or started.workflow != workflow.name or had_args != encoded:
+        same_call = started.workflow == workflow.name and same_value(had_args, encoded)
+        if isinstance(last, ev.TERMINAL) or not same_call:
             opened.writer.close()
             _check_same(run_id, started.workflow, had_args, workflow.name, encoded)
             if not isinstance(last, ev.TERMINAL):
@@ -748,7 +749,7 @@ def _check_same(run_id: str, had_workflow: str, had_args: bytes, workflow: str, 
             f"be started again as {workflow!r} (choose another id)",
             run_id=run_id,
         )
-    if had_args != args:
+    if not same_value(had_args, args):
         had, now = load_stored(had_args, run_id=run_id, what="the run's arguments"), loads(args)
         raise RunConflictError(
             f"run {run_id!r} of workflow {workflow!r} already exists with arguments "

@@ -42,7 +42,7 @@ from ._core.codec import HEADER_SIZE, decode_record, read_header
 from ._core.commands import encoded_call_text
 from ._core.durations import format_duration
 from ._core.errors import ErrorInfo
-from ._core.values import loads
+from ._core.values import loads_shown
 
 #: Every status a run can have in ``durable ls`` / ``durable show``. ``running`` means
 #: unfinished; ``waiting``, unfinished, held by no process, and all it does is wait (a
@@ -499,7 +499,7 @@ def _plain(value: Any) -> str:
 def _value_text(data: bytes) -> str:
     """A journaled value as ``repr`` text (never raises: a viewer shows what it can)."""
     try:
-        return repr(loads(data))
+        return repr(loads_shown(data))
     except Exception:
         return f"<{len(data)} bytes that do not decode>"
 

@@ -33,7 +33,7 @@ from ._core.events import (
 from ._core.machine import Replay, Step, replay
 from ._core.outcomes import Raised, Returned, Stopped
 from ._core.values import dumps as dumps_value
-from ._core.values import loads_value
+from ._core.values import loads_shown, loads_value
 from ._executor import WallClock
 from ._fs import FileSystem, OsFileSystem
 from ._hooks import Hooks
@@ -82,6 +82,7 @@ __all__ = [
     "dumps_value",
     "encode_header",
     "encode_record",
+    "loads_shown",
     "loads_value",
     "replay",
     "scan",

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from durable.lowlevel import ActivityCompleted, ActivityFailed, ActivityScheduled, Event, loads_value
+from durable.lowlevel import ActivityCompleted, ActivityFailed, ActivityScheduled, Event, loads_shown
 
 from ._plan import Recipe
 from ._world import Lifetime, World
@@ -226,5 +226,5 @@ def _event_text(event: Event) -> str:
 
 
 def _value(data: bytes) -> str:
-    text = repr(loads_value(data))
+    text = repr(loads_shown(data))
     return text if len(text) <= 40 else text[:37] + "..."

@@ -157,8 +157,9 @@ def shared_file() -> str:
 
 def run_python(block: Block, namespace: dict[str, object]) -> str:
     """Execute the block; return what it printed."""
-    # Compiled under the page's name and line numbers, so a traceback points into the page.
-    code = compile("\n" * (block.line - 1) + block.text, str(block.page), "exec")
+    # Compiled under the page's name and line numbers, so a traceback points into the page;
+    # not under this file's `from __future__ import annotations` (a reader's copy is not).
+    code = compile("\n" * (block.line - 1) + block.text, str(block.page), "exec", dont_inherit=True)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(code, namespace)

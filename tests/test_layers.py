@@ -326,6 +326,7 @@ PUBLIC_API = [
     "patched",
     "race",
     "random",
+    "register",
     "run",
     "side_effect",
     "sleep",

@@ -53,6 +53,9 @@ scalars = st.one_of(
     st.uuids(),
     st.sets(hashable_scalars, max_size=4),
     st.frozensets(hashable_scalars, max_size=4),
+    st.times(timezones=st.one_of(st.none(), st.just(datetime.UTC), timezones)),
+    st.timedeltas(),
+    st.sampled_from(["NaN", "Infinity", "-Infinity"]).map(decimal.Decimal),
 )
 values = st.recursive(
     scalars,
@@ -67,15 +70,17 @@ values = st.recursive(
 
 
 def _same(sent: Any, got: Any) -> bool:
-    """``got`` is ``sent`` as the journal gives it back: tuples as lists, frozensets as sets."""
+    """``got`` is ``sent`` as the journal gives it back: the same types, the same values."""
     if isinstance(sent, list | tuple):
-        return type(got) is list and len(got) == len(sent) and all(map(_same, sent, got))
+        return type(got) is type(sent) and len(got) == len(sent) and all(map(_same, sent, got))
     if isinstance(sent, dict):
         return (
             type(got) is dict and list(got) == list(sent) and all(_same(sent[key], got[key]) for key in sent)
         )
     if isinstance(sent, set | frozenset):
-        return type(got) is set and got == set(sent)
+        return type(got) is type(sent) and got == sent
+    if isinstance(sent, decimal.Decimal) and sent.is_nan():
+        return type(got) is decimal.Decimal and got.is_nan()
     if isinstance(sent, float):
         return type(got) is float and got == sent and math.copysign(1, got) == math.copysign(1, sent)
     if isinstance(sent, datetime.datetime):
@@ -96,16 +101,26 @@ def test_a_value_encodes_the_same_after_a_round_trip(value: Any) -> None:
 
 
 @given(st.lists(st.integers(), max_size=5).map(tuple))
-def test_tuples_come_back_as_lists(value: tuple[int, ...]) -> None:
+def test_tuples_come_back_as_tuples(value: tuple[int, ...]) -> None:
     got = loads_value(dumps_value(value))
-    assert type(got) is list
-    assert got == list(value)
+    assert type(got) is tuple
+    assert got == value
 
 
-def test_nested_tuples_and_frozensets_come_back_as_lists_and_sets() -> None:
-    got = loads_value(dumps_value({"pair": (1, (2, 3)), "tags": frozenset({1})}))
-    assert got == {"pair": [1, [2, 3]], "tags": {1}}
-    assert type(got["tags"]) is set
+def test_nested_tuples_and_frozensets_come_back_as_tuples_and_frozensets() -> None:
+    got = loads_value(dumps_value({"pair": (1, (2, 3)), "tags": frozenset({1}), "set": {2}}))
+    assert got == {"pair": (1, (2, 3)), "tags": frozenset({1}), "set": {2}}
+    assert [type(got[key]) for key in ("pair", "tags", "set")] == [tuple, frozenset, set]
+
+
+def test_a_call_of_tuples_reads_the_same_as_one_journaled_when_tuples_were_lists() -> None:
+    # A journal written before tuples stayed tuples holds [1, 2]; today's call is the
+    # same call, not a divergence.
+    from durable._core.values import encode_call, same_value  # noqa: PLC0415
+
+    old = cbor2.dumps([[[1, 2], {"tags": [3]}], {}])
+    assert same_value(old, encode_call(((1, 2), {"tags": (3,)}), {}, what="test"))
+    assert not same_value(old, encode_call(((1, 3), {"tags": (3,)}), {}, what="test"))
 
 
 def test_float_nan_comes_back_as_nan() -> None:
@@ -129,15 +144,12 @@ def test_a_datetime_with_a_seconds_utc_offset_is_stored_readably_or_refused(valu
 
 
 @pytest.mark.parametrize("text", ["NaN", "-NaN", "sNaN", "Infinity", "-Infinity"])
-def test_a_non_finite_decimal_stays_a_decimal_or_is_refused(text: str) -> None:
+def test_a_non_finite_decimal_stays_that_decimal(text: str) -> None:
     # Turning a Decimal into a float silently would make `Decimal + result` raise on replay.
     value = decimal.Decimal(text)
-    try:
-        encoded = dumps_value(value)
-    except durable.SerializationError:
-        return
-    got = loads_value(encoded)
+    got = loads_value(dumps_value(value))
     assert type(got) is decimal.Decimal
+    assert str(got) == str(value)
     assert str(got) == str(value)
 
 
@@ -188,8 +200,6 @@ REFUSED = [
     pytest.param(ipaddress.ip_interface("10.0.0.1/8"), "IPv4Interface", id="IPv4Interface"),
     pytest.param(ipaddress.ip_interface("::1/64"), "IPv6Interface", id="IPv6Interface"),
     pytest.param(datetime.datetime(2024, 5, 1, 12, 0), "datetime", id="naive-datetime"),
-    pytest.param(datetime.time(12, 0), "time", id="time"),
-    pytest.param(datetime.timedelta(seconds=5), "timedelta", id="timedelta"),
     pytest.param(Opaque(), "Opaque", id="object"),
     pytest.param(object(), "object", id="bare-object"),
     pytest.param(_message(), "Message", id="email.Message"),

@@ -16,8 +16,9 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import attrs
 
+from . import named
 from .policy import DEFAULT_POLICY, RetryPolicy
-from .values import encode_call, encode_plain_call, loads
+from .values import encode_call, encode_plain_call, loads_shown
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -78,7 +79,7 @@ def encoded_call_text(data: bytes, *, limit: int | None = 120) -> str:
     """:func:`call_text` of a journaled ``[args, kwargs]``; a description of the bytes
     when they do not decode (a description must never hide what it describes)."""
     try:
-        args, kwargs = loads(data)
+        args, kwargs = loads_shown(data)
         return call_text(args, kwargs, limit=limit)
     except Exception:
         return f"(<{len(data)} bytes that do not decode>)"
@@ -137,6 +138,7 @@ def activity(fn: Callable[..., Any] | None = None, /, *, name: str | None = None
                 f"@durable.activity got the generator function {fn.__qualname__!r}; an activity "
                 "returns a value (use @durable.workflow for a function that yields commands)"
             )
+        named.note_annotations(fn)  # the classes its annotations name come back as themselves
         return Activity(fn, _name(name, fn), policy)
 
     return decorate if fn is None else decorate(fn)
@@ -297,6 +299,7 @@ def workflow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None
             raise TypeError(_not_a_generator(fn))
         wf = Workflow(fn, _name(name, fn))
         _REGISTRY[wf.name] = wf
+        named.note_annotations(fn)
         return wf
 
     return decorate if fn is None else decorate(fn)

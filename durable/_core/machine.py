@@ -68,7 +68,7 @@ from .errors import (
 )
 from .outcomes import Continued, Outcome, Raised, Returned, Stopped, ended_text, outcome_type
 from .primitives import ContinueAsNew, Gather, Patched, Race, SideEffect, Sleep, WaitSignal
-from .values import encode_value, load_call, load_stored, loads
+from .values import encode_value, load_call, load_stored, loads, loads_shown, same_value
 
 
 @attrs.define
@@ -200,7 +200,7 @@ class Replay:
         if not (
             isinstance(command, ActivityCall)
             and command.activity.name == event.name
-            and command.encoded_args == event.args
+            and (command.encoded_args == event.args or same_value(event.args, command.encoded_args))
         ):
             self._diverged(seq, _recorded(event), command.describe())
         step.scheduled_at = event.t
@@ -209,7 +209,11 @@ class Replay:
         step = self._claim(
             event.seq,
             event,
-            lambda c: isinstance(c, ChildCall) and c.name == event.workflow and c.encoded_args == event.args,
+            lambda c: (
+                isinstance(c, ChildCall)
+                and c.name == event.workflow
+                and same_value(event.args, c.encoded_args)
+            ),
         )
         step.scheduled_at = event.t
         step.child_id = event.run_id
@@ -446,7 +450,7 @@ class Replay:
         if self.patch is not None:
             return f"asked {self.patch.describe()}"
         if isinstance(self.outcome, Returned):
-            return f"returned {describe_value(loads(self.outcome.result))}"
+            return f"returned {describe_value(loads_shown(self.outcome.result))}"
         if isinstance(self.outcome, Raised):
             return f"raised {self.outcome.error}"
         step = self.pending.get(seq)

@@ -13,8 +13,10 @@ both times).
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import decimal
+import enum
 import functools
 import re
 import uuid
@@ -23,6 +25,7 @@ from typing import Any, NoReturn
 
 import cbor2
 
+from . import named
 from .errors import JournalCorruptError, SerializationError
 
 #: The largest journal record, in bytes (the frame's length field allows no more;
@@ -51,12 +54,14 @@ ALLOWED_TAGS = {
     1004: "datetime.date (text)",
 }
 SUPPORTED = (
-    "None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset, "
-    "datetime.datetime (timezone-aware), datetime.date, decimal.Decimal, uuid.UUID"
+    "None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset, aware datetime, "
+    "date, time, timedelta, Decimal, UUID, Enum, and the dataclasses, attrs classes and pydantic "
+    "models the code names"
 )
 _PLAIN = (type(None), bool, int, float, str, bytes, bytearray, memoryview)
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 _TAGGED = (datetime.datetime, datetime.date, decimal.Decimal, uuid.UUID)
+_NAMED_BUILTINS = (datetime.time, datetime.timedelta)
 
 # Tags cbor2 decodes natively that the journal does not allow (the full list of
 # cbor2 6's built-in tags, less ALLOWED_TAGS; a test rescans cbor2 for new ones).
@@ -77,6 +82,33 @@ def _unknown_tag(tag: Any, *_: Any) -> NoReturn:
     raise cbor2.CBORDecodeError(f"CBOR tag {number} is not allowed in a durable journal")
 
 
+#: The message of the last typed value that today's code could not read (see load_stored).
+_typed_failure: contextvars.ContextVar[str | None] = contextvars.ContextVar("typed_failure", default=None)
+
+
+class TypedValueError(cbor2.CBORDecodeError):
+    """A typed value that today's code cannot read: a class it does not name, a field
+    the class no longer has or lacks. The journal is intact; the code changed."""
+
+
+def _typed_decoder(*, shown: bool) -> Callable[[Any, bool], Any]:
+    """cbor2's decoder of tag 27, a typed value: ``[name, payload]`` read into the class
+    the code names (see named.py), or a ``named.Shown`` for a tool (``shown``)."""
+
+    def decode(value: Any, _immutable: bool) -> Any:
+        if not (isinstance(value, list | tuple) and len(value) == 2):
+            raise cbor2.CBORDecodeError("a typed value (CBOR tag 27) must be [name, payload]")
+        try:
+            return named.rebuild(value[0], value[1], shown=shown)
+        except (ValueError, TypeError) as exc:
+            # cbor2 wraps what this raises in a plain CBORDecodeError (the type and the
+            # cause are lost): load_stored learns of it here.
+            _typed_failure.set(str(exc))
+            raise TypedValueError(str(exc)) from None
+
+    return decode
+
+
 _SEMANTIC_DECODERS = {tag: _refuse_tag(tag) for tag in _REFUSED_BUILTIN_TAGS}
 
 
@@ -88,7 +120,21 @@ def _encode_set(encoder: Any, value: set[Any] | frozenset[Any]) -> None:
     # Sets iterate in an order that depends on the interpreter's hash seed; the
     # journal must not, or a replay in another process would see other arguments.
     encoder.encode_length(6, 258)
-    encoder.encode(sorted(value, key=lambda item: cbor2.dumps(item, encoders=_ENCODERS)))
+    encoder.encode(
+        sorted(value, key=lambda item: cbor2.dumps(item, encoders=_ENCODERS, default=_encode_typed))
+    )
+
+
+def _encode_typed(encoder: Any, value: Any) -> None:
+    """A value of a class the journal names (tag 27: ``[name, payload]``; see named.py)."""
+    if not named.is_typed(value):
+        if isinstance(value, tuple):  # a NamedTuple or another tuple subclass: a list, as always
+            encoder.encode(list(value))
+            return
+        raise SerializationError(f"{type(value).__qualname__} is not a journal type")
+    name, payload = named.payload_of(value)
+    encoder.encode_length(6, named.TAG)
+    encoder.encode([name, payload])
 
 
 def _encode_memoryview(encoder: Any, value: memoryview) -> None:
@@ -97,8 +143,9 @@ def _encode_memoryview(encoder: Any, value: memoryview) -> None:
 
 
 def _encode_decimal(encoder: Any, value: decimal.Decimal) -> None:
-    if not value.is_finite():
-        raise SerializationError(f"Decimal({str(value)!r}) is not finite, which a journal cannot hold")
+    if not value.is_finite():  # NaN, Infinity: by name (tag 27), which tag 4 cannot hold
+        _encode_typed(encoder, value)
+        return
     sign, digits, exponent = value.as_tuple()
     mantissa = int("".join(map(str, digits)) or "0")
     encoder.encode_length(6, 4)
@@ -110,14 +157,29 @@ def _encode_decimal(encoder: Any, value: decimal.Decimal) -> None:
 # encodes natively (Fraction, IP addresses, regexes, complex...) get tags that the
 # decoder refuses, so the verification in dumps() refuses them.
 _ENCODERS: dict[type, Callable[[Any, Any], None]] = {
+    # Before the types they subclass: cbor2 takes the first encoder whose type matches.
+    enum.Enum: _encode_typed,
+    tuple: _encode_typed,
+    frozenset: _encode_typed,
+    datetime.time: _encode_typed,
+    datetime.timedelta: _encode_typed,
     set: _encode_set,
-    frozenset: _encode_set,
     decimal.Decimal: _encode_decimal,
     memoryview: _encode_memoryview,
     cbor2.CBORTag: _refuse_encoding,
     cbor2.CBORSimpleValue: _refuse_encoding,
     type(cbor2.undefined): _refuse_encoding,
 }
+
+
+def _learn_enum(cls: type) -> None:
+    # An enum of int or str: cbor2 would take its int or str encoder before ours (it
+    # looks for the first type the value is an instance of); its exact type comes first.
+    if isinstance(cls, enum.EnumMeta):
+        _ENCODERS[cls] = _encode_typed
+
+
+named.on_named.append(_learn_enum)
 
 
 # CBOR without a byte in 0xc0-0xdb has no tag (and every tag-free encoding that
@@ -134,8 +196,9 @@ def dumps(value: Any) -> bytes:
     never hold a value that replay would fail to read. An encoding over
     :data:`MAX_VALUE` bytes is refused: its record could not be read back.
     """
+    named.read_annotations()  # the enums they name must be known before cbor2 sees one
     try:
-        data = cbor2.dumps(value, encoders=_ENCODERS)
+        data = cbor2.dumps(value, encoders=_ENCODERS, default=_encode_typed)
         if len(data) > _SHALLOW or _MAY_HOLD_TAGS(data):
             check_size(len(data))
             loads(data)
@@ -160,16 +223,66 @@ def check_size(size: int) -> None:
         )
 
 
-#: Decode bytes that :func:`dumps` produced. Raises ``cbor2.CBORDecodeError`` on bad data.
+#: Decode bytes that :func:`dumps` produced. Raises ``cbor2.CBORDecodeError`` on bad data,
+#: and for a typed value this process cannot read into a class its code names.
 loads: Callable[[bytes], Any] = functools.partial(
-    cbor2.loads, semantic_decoders=_SEMANTIC_DECODERS, tag_hook=_unknown_tag
+    cbor2.loads,
+    semantic_decoders={**_SEMANTIC_DECODERS, named.TAG: _typed_decoder(shown=False)},
+    tag_hook=_unknown_tag,
 )
+
+_loads_shown: Callable[[bytes], Any] = functools.partial(
+    cbor2.loads,
+    semantic_decoders={**_SEMANTIC_DECODERS, named.TAG: _typed_decoder(shown=True)},
+    tag_hook=_unknown_tag,
+)
+
+
+def loads_shown(data: bytes) -> Any:
+    """Decode a journal value for a tool that shows journals without the application's
+    code (``durable show``): a typed value of a class the code does not name comes back
+    as a stand-in that prints like the class, ``Customer(name='ada', tier=Tier('pro'))``.
+    Raises ``cbor2.CBORDecodeError`` on bad data."""
+    return _loads_shown(data)
 
 
 def loads_value(data: bytes) -> Any:
     """Decode a journal value (CBOR that :func:`dumps` produced), accepting only the
     tags journal contract v1 defines. Raises ``cbor2.CBORDecodeError`` on bad data."""
     return loads(data)
+
+
+def _encode_loosely(encoder: Any, value: Any) -> None:
+    if type(value) is tuple:
+        encoder.encode(list(value))
+    elif type(value) is frozenset:
+        _encode_set(encoder, value)
+    else:
+        _encode_typed(encoder, value)
+
+
+_LOOSE_ENCODERS = {**_ENCODERS, tuple: _encode_loosely, frozenset: _encode_loosely}
+
+
+def same_value(recorded: bytes, today: bytes) -> bool:
+    """Whether a value the journal holds and today's encoding of a value are the same.
+
+    Equal bytes are (the hot path). Else both are read with today's code and written
+    again with tuples as lists and frozensets as sets: a journal written before
+    tuples stayed tuples, or before a field with a default was added to a class,
+    holds the same call as today's code makes (journal contract v1, typed values).
+    """
+    if recorded == today:
+        return True
+    try:
+        return _loosely(loads(recorded)) == _loosely(loads(today))
+    except Exception:  # one of them does not read into today's classes: not the same
+        return False
+
+
+def _loosely(value: Any) -> bytes:
+    data: bytes = cbor2.dumps(value, encoders=_LOOSE_ENCODERS, default=_encode_typed)
+    return data
 
 
 def load_stored(data: bytes, *, run_id: str, what: str) -> Any:
@@ -180,9 +293,17 @@ def load_stored(data: bytes, *, run_id: str, what: str) -> Any:
     written by something other than durable: that run's ``JournalCorruptError``,
     never a raw decoder error.
     """
+    _typed_failure.set(None)
     try:
         return loads(data)
     except Exception as exc:
+        typed = _typed_failure.get()
+        if typed is not None:
+            raise SerializationError(
+                f"run {run_id!r}: {what} cannot be read with today's code: {typed}; the journal is "
+                "intact, and the run goes on once the code reads it again (see 'Changing the types "
+                "your workflows use')"
+            ) from None
         raise JournalCorruptError(f"run {run_id!r}", None, f"{what}: cannot be decoded ({exc})") from None
 
 
@@ -221,7 +342,7 @@ def encode_call(args: tuple[Any, ...], kwargs: Mapping[str, Any], *, what: str) 
     if len(kwargs) > 1:
         kwargs = dict(sorted(kwargs.items()))  # the same call encodes the same, however written
     try:
-        return dumps([args, kwargs])
+        return dumps([list(args), kwargs])  # the call's own tuple is a list, as always
     except SerializationError as exc:
         too_large = exc
     # Name the argument at fault (encoding each one alone, on the error path only).
@@ -318,7 +439,7 @@ def _find_unencodable(
     if problem is not None:
         return path, value, problem
     if not isinstance(value, _CONTAINERS):
-        return path, None, ""
+        return _find_in_fields(value, path, depth, inside)
     if id(value) in inside:
         return path, value, "is a container that holds itself (a cycle), which the journal cannot hold"
     if depth >= MAX_DEPTH - 2:  # the call's [args, kwargs] takes two levels
@@ -346,6 +467,15 @@ def _find_unencodable(
     return path, None, ""
 
 
+def _find_in_fields(value: Any, path: str, depth: int, inside: frozenset[int]) -> tuple[str, Any, str]:
+    """:func:`_find_unencodable` in the fields of a dataclass, attrs class or pydantic model."""
+    for field, item in named.fields(value).items():
+        found = _find_unencodable(item, f"{path}.{field}", depth + 1, inside)
+        if found[1] is not None:
+            return found
+    return path, None, ""
+
+
 def _problem(value: Any) -> str | None:
     """Why this one value (not its contents) cannot be journaled, or None."""
     if isinstance(value, datetime.datetime):
@@ -358,8 +488,6 @@ def _problem(value: Any) -> str | None:
         if offset.total_seconds() % 60:
             return "is a datetime whose UTC offset is not a whole number of minutes"
         return None
-    if isinstance(value, decimal.Decimal) and not value.is_finite():
-        return f"is the non-finite Decimal({str(value)!r}), which the journal cannot hold"
     if isinstance(value, str):
         try:
             str.encode(value)  # not value.encode: a subclass may override it
@@ -369,6 +497,8 @@ def _problem(value: Any) -> str | None:
                 "UTF-8, and so the journal, cannot hold (decode the bytes it came from with "
                 "errors='replace', or keep them as bytes)"
             )
-    if isinstance(value, _PLAIN + _TAGGED + _CONTAINERS):
+    if isinstance(value, _PLAIN + _TAGGED + _CONTAINERS + _NAMED_BUILTINS):
         return None
+    if named.is_typed(value):
+        return named.problem(value)
     return f"has type {type(value).__qualname__}, which is not a journal type"

@@ -20,8 +20,10 @@ again. Call :func:`reset` before each run.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import decimal
+import enum
 import hashlib
 import uuid
 from typing import Any
@@ -310,6 +312,52 @@ class Case:
     cancel: str | None = None
 
 
+# --- typed values (journal contract v1, section 8.1: tag 27) ---------------------------
+
+
+class Plan(enum.Enum):
+    BASIC = "basic"
+    PRO = "pro"
+
+
+@dataclasses.dataclass(frozen=True)
+class Price:
+    amount: decimal.Decimal
+    currency: str = "EUR"
+
+
+@attrs.frozen
+class Subscriber:
+    name: str
+    plan: Plan
+    price: Price
+    renews_every: datetime.timedelta
+    remind_at: datetime.time
+    tags: frozenset[str] = frozenset()
+
+
+SUBSCRIBER = Subscriber(
+    "grace",
+    Plan.PRO,
+    Price(decimal.Decimal("9.90")),
+    datetime.timedelta(days=30),
+    datetime.time(9, 15),
+    frozenset({"early", "annual"}),
+)
+
+
+@durable.activity(name="golden.v1.renew")
+def renew(subscriber: Subscriber, on: datetime.date) -> tuple[Price, datetime.date]:
+    _called("renew")
+    return subscriber.price, on + subscriber.renews_every
+
+
+@durable.workflow(name="golden.v1.subscription")
+def subscription(subscriber: Subscriber, on: datetime.date):  # type: ignore[no-untyped-def]
+    price, next_on = yield renew(subscriber, on)
+    return {"price": price, "next": next_on, "plan": subscriber.plan, "tags": subscriber.tags}
+
+
 CASES: dict[str, Case] = {
     case.run_id: case
     for case in [
@@ -327,5 +375,6 @@ CASES: dict[str, Case] = {
         Case("cancelled", cancellable, (4,), cancel="golden reason"),
         Case("continued", looper, (3,)),
         Case("family", family, (4,)),
+        Case("typed-values", subscription, (SUBSCRIBER, datetime.date(2026, 12, 5))),
     ]
 }
