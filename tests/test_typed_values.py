@@ -328,12 +328,26 @@ def test_a_crafted_journal_cannot_make_durable_instantiate_a_class_the_code_did_
         assert repr(shown) == f"{name.rpartition('.')[2]}(args='rm -rf /')"
 
 
+@dataclasses.dataclass(frozen=True)
+class VoucherOfTypedValuesTest:  # a qualname no other test or docs page uses
+    code: str
+
+
+durable.register(VoucherOfTypedValuesTest)
+
+# A second class whose qualname is Money, as another module of an application may have.
+SecondMoney = dataclasses.make_dataclass("Money", [("amount", int)], frozen=True)
+SecondMoney.__module__ = "tests_elsewhere"
+durable.register(SecondMoney)
+
+
 def test_a_typed_value_written_by_a_script_reads_back_in_a_worker_that_imports_the_module() -> None:
-    # `python app.py` writes __main__.Money; a worker that imports `app` knows app.Money.
-    data = cbor2.dumps(
-        cbor2.CBORTag(27, ["__main__.Money", {"amount": decimal.Decimal(1), "currency": "EUR"}])
-    )
-    assert loads(data) == Money(decimal.Decimal(1))
+    # `python app.py` writes __main__.X; a worker that imports `app` knows app.X.
+    data = cbor2.dumps(cbor2.CBORTag(27, ["__main__.VoucherOfTypedValuesTest", {"code": "x"}]))
+    assert loads(data) == VoucherOfTypedValuesTest("x")
+    # Two named classes of that qualname: which one is meant cannot be told, so none is.
+    with pytest.raises(cbor2.CBORDecodeError, match="which no workflow"):
+        loads(cbor2.dumps(cbor2.CBORTag(27, ["__main__.Money", {"amount": 1}])))
 
 
 def test_durable_show_renders_typed_values_without_importing_the_code(tmp_path: Path) -> None:
