@@ -16,6 +16,7 @@ import bench_loops
 import bench_recovery
 import bench_replay
 import bench_sim
+import bench_typed
 import bench_waiting
 
 
@@ -24,7 +25,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(h.environment())
     start = time.perf_counter()
     figures = []
-    for bench in (bench_replay, bench_live, bench_recovery, bench_sim, bench_waiting, bench_loops):
+    for bench in (
+        bench_replay,
+        bench_live,
+        bench_recovery,
+        bench_sim,
+        bench_waiting,
+        bench_loops,
+        bench_typed,
+    ):
         figures += bench.collect(repeats=options.repeats, base=options.dir, quick=options.quick)
     h.main_table(figures)
     print(f"({time.perf_counter() - start:.0f} s, median of {options.repeats} repeats after one warm-up)")

@@ -127,6 +127,12 @@ def payload_of(value: Any) -> tuple[str, Any]:
         SerializationError: an application class the code does not name.
     """
     cls = type(value)
+    known = _writing.get(cls)
+    if known is not None:  # the hot path: a named class seen before
+        name, attributes = known
+        if attributes is None:
+            return name, value.value  # an enum member
+        return name, {keyword: getattr(value, attribute) for attribute, keyword in attributes}
     builtin = _BUILTIN_NAMES.get(cls)
     if builtin is not None:
         return builtin, _builtin_payload(value)
@@ -138,7 +144,9 @@ def payload_of(value: Any) -> tuple[str, Any]:
             f"a journal could not read it back: annotate a parameter or result with it, or call "
             f"durable.register({cls.__qualname__})"
         )
-    if kind == "enum":
+    attributes = None if kind == "enum" else tuple((a, k) for a, k, _ in _init_fields(cls, kind))
+    _writing[cls] = (name, attributes)
+    if attributes is None:
         return name, value.value
     return name, _fields_of(value, kind)
 
@@ -156,6 +164,16 @@ def rebuild(name: Any, payload: Any, *, shown: bool) -> Any:
     """
     if not isinstance(name, str):
         raise TypeError(f"a typed value's name must be text (got {type(name).__name__})")
+    known = _reading.get(name)
+    if known is not None:  # the hot path: a name read before
+        seen, seen_kind, keywords = known
+        if seen_kind == "enum":
+            return seen(payload)
+        if isinstance(payload, Mapping) and payload.keys() <= keywords and seen_kind != "pydantic":
+            try:
+                return seen(**payload)
+            except TypeError:
+                pass  # a field it lacks: the slow path below names it
     if name in _BUILTINS_BY_NAME:
         return _BUILTINS_BY_NAME[name](payload)
     cls = _lookup(name)
@@ -167,6 +185,7 @@ def rebuild(name: Any, payload: Any, *, shown: bool) -> Any:
             "in this process names: import the module that defines it (or register the class)"
         )
     kind = _kind(cls)
+    _reading[name] = (cls, kind, frozenset(keyword for _, keyword, _ in _init_fields(cls, kind)))
     if kind == "enum":
         return cls(payload)
     if not isinstance(payload, Mapping):  # a frozendict where the value is a dict key
@@ -231,6 +250,10 @@ def _init_fields(cls: type, kind: str | None) -> list[tuple[str, str, Any]]:
 
 
 _fields_cache: dict[type, list[tuple[str, str, Any]]] = {}
+#: Per named class, once written: its name and its (attribute, keyword) pairs (None: an
+#: enum, written by value). Per name, once read: the class, its kind, its keywords.
+_writing: dict[type, tuple[str, tuple[tuple[str, str], ...] | None]] = {}
+_reading: dict[str, tuple[type, str | None, frozenset[str]]] = {}
 
 
 def _read_init_fields(cls: type, kind: str | None) -> list[tuple[str, str, Any]]:
@@ -415,6 +438,7 @@ def _name_class(cls: type, seen: set[int] | None = None) -> None:
     if _named.get(name) is cls:
         return
     _named[name] = cls
+    _reading.pop(name, None)  # another class took the name (a module reloaded)
     for tell in on_named:
         tell(cls)
     same = _by_qualname.setdefault(cls.__qualname__, [])
