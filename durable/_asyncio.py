@@ -25,6 +25,8 @@ and asyncio tasks take turns, nothing blocks the loop.
   cancels the asyncio task as it would cancel a trio one.
 - :func:`needs_other_loop`: the errors an activity raises when it was written
   for the other loop, turned into one clear, non-retried failure.
+- :class:`Hosting`: a ``Runtime`` entered from asyncio keeps its nursery in one
+  task of the guest (a nursery is left by the task that entered it).
 - :func:`run`: the synchronous entry points' way onto asyncio (``asyncio.run``).
 """
 
@@ -220,6 +222,63 @@ class ActivityTaskCancelled(Exception):
     (durable cancels it only on a timeout or when the run stops)."""
 
 
+class Hosting:
+    """A runtime entered from asyncio: its nursery must be entered and left by one trio
+    task, so one task of the guest enters it, waits, and leaves it when told to."""
+
+    def __init__(self) -> None:
+        self._hold: contextlib.AbstractAsyncContextManager[Guest] | None = None
+        self._guest: Guest | None = None
+        self._leave: trio.Event | None = None
+        self._left: trio.Event | None = None
+
+    async def enter(self, enter: Callable[[], Awaitable[None]], leave: Callable[[], Awaitable[None]]) -> None:
+        """From asyncio: hold the loop's guest, and run ``enter`` in a task of it that
+        runs ``leave`` when :meth:`leave` is called (or the guest ends)."""
+        self._hold = hosted()
+        self._guest = await self._hold.__aenter__()
+        try:
+            await self._guest.call(self._start, enter, leave)
+        except BaseException:
+            await self._hold.__aexit__(None, None, None)
+            raise
+
+    async def _start(
+        self, enter: Callable[[], Awaitable[None]], leave: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._leave, self._left = trio.Event(), trio.Event()
+
+        async def host(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            if self._leave is None or self._left is None:
+                raise DurableInternalError("a hosted runtime started without its events")
+            try:
+                await enter()
+                task_status.started()
+                await self._leave.wait()
+                await leave()
+            finally:
+                self._left.set()
+
+        if self._guest is None:
+            raise DurableInternalError("a hosted runtime started without its guest")
+        await self._guest.nursery.start(host)
+
+    async def leave(self) -> None:
+        """From asyncio: have the task leave the runtime, wait for it, let go of the guest."""
+        if self._guest is None or self._hold is None:
+            raise DurableInternalError("a hosted runtime left before it entered")
+        try:
+            await self._guest.call(self._stop)
+        finally:
+            await self._hold.__aexit__(None, None, None)
+
+    async def _stop(self) -> None:
+        if self._leave is None or self._left is None:
+            raise DurableInternalError("a hosted runtime left before it entered")
+        self._leave.set()
+        await self._left.wait()
+
+
 def _settle(future: asyncio.Future[Any], result: Any) -> None:
     if not future.done():
         future.set_result(result)
@@ -318,7 +377,19 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
 
 def needs_other_loop(exc: BaseException, activity: str, runs_on: Loop) -> LoopMismatchError | None:
     """The clear error for an activity written for the loop the runtime does not run on,
-    recognised by what each library raises when called from the other; else None."""
+    recognised by what each library raises when called from the other, itself or as the
+    cause of what a client library raised (redis.asyncio's ConnectionError); else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        mismatch = _mismatch(exc, activity, runs_on)
+        if mismatch is not None:
+            return mismatch
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
+
+
+def _mismatch(exc: BaseException, activity: str, runs_on: Loop) -> LoopMismatchError | None:
     text = str(exc)
     if runs_on == "trio" and (
         (isinstance(exc, RuntimeError) and "no running event loop" in text)

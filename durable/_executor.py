@@ -122,6 +122,33 @@ def _due(core: Replay, clock: WallClock) -> float | None:
     return due
 
 
+async def start_child_runs(
+    core: Replay, children: ChildRunner | None, group: RunGroup, started: set[int]
+) -> bool:
+    """Start the pending child runs of ``group`` that are not in ``started`` (adding each
+    one that is now waited for); False if one of them had ended already: its outcome
+    is work to do."""
+    all_waiting = True
+    for child in group.actions:
+        step, command = child.step, child.step.command
+        if type(child) is not RunChild or step.seq not in core.pending or step.seq in started:
+            continue
+        if children is None or step.child_id is None or not isinstance(command, ChildCall):
+            raise DurableInternalError(f"run {core.run_id!r}: child step {step.seq} cannot start")
+        if await children.start_child(step.child_id, command):
+            all_waiting = False  # ended: its outcome is there to take
+        else:
+            started.add(step.seq)
+    return all_waiting
+
+
+def _children_known(core: Replay, group: RunGroup, started: set[int]) -> bool:
+    """Whether every pending child run of ``group`` is known to exist."""
+    return all(
+        type(a) is not RunChild or a.step.seq in started for a in group.actions if a.step.seq in core.pending
+    )
+
+
 @attrs.frozen
 class Released:
     """What :meth:`RunExecution.drive` returns when it let its run go because all the
@@ -443,7 +470,10 @@ class RunExecution:
         if group is None:
             raise DurableInternalError(f"run {self.core.run_id!r}: step {steps[0].seq} is in no group")
         await self._start_children(action)
-        if self._may_release() and await self._child_runs_exist(action):
+        # A worker lets the run go only once its child runs exist (and none has ended).
+        if self._may_release() and await start_child_runs(
+            self.core, self.children, action, self._children_started
+        ):
             return  # all its steps wait: the loop lets the run go
         running = [child for child in action.actions if child.step.seq in self.core.pending]
         if not running:
@@ -460,40 +490,14 @@ class RunExecution:
                     except trio.WouldBlock:
                         break
                 await self._commit([event for event, _ in batch], [ack for _, ack in batch])
-                if self._waits_again(action):
-                    break  # what is left only waits (its child runs exist): the loop lets it go
+                # What is left only waits, its child runs known to exist (a child's end is
+                # journaled in the child run, and wakes this one): the loop lets it go.
+                known = self._release is not None and _children_known(
+                    self.core, action, self._children_started
+                )
+                if known and self._may_release():
+                    break
             nursery.cancel_scope.cancel()  # the race is won, the gather failed or finished, or it waits
-
-    async def _child_runs_exist(self, group: RunGroup) -> bool:
-        """Start the group's child runs not started yet (a worker lets the run go only
-        once they exist); False if one has ended already: its outcome is work to do."""
-        if self.children is None:
-            raise DurableInternalError(f"run {self.core.run_id!r} has a child step but no runner")
-        all_waiting = True
-        for child in group.actions:
-            step, command = child.step, child.step.command
-            if type(child) is not RunChild or step.seq not in self.core.pending:
-                continue
-            if step.child_id is None or not isinstance(command, ChildCall):
-                raise DurableInternalError(f"run {self.core.run_id!r}: child step {step.seq} cannot start")
-            if step.seq not in self._children_started:
-                if await self.children.start_child(step.child_id, command):
-                    all_waiting = False  # ended: its outcome is there to take
-                else:
-                    self._children_started.add(step.seq)
-        return all_waiting
-
-    def _waits_again(self, group: RunGroup) -> bool:
-        """After an event of a running group: whether the rest of it only waits now, with
-        each of its pending child runs known to exist (no event of theirs is lost: a
-        child's end is journaled in the child run, and it wakes this one)."""
-        if self._release is None:
-            return False
-        pending = [a for a in group.actions if a.step.seq in self.core.pending]
-        return (
-            all(type(a) is not RunChild or a.step.seq in self._children_started for a in pending)
-            and self._may_release()
-        )
 
     async def _start_children(self, group: RunGroup) -> None:
         """Journal each child's first record, in step order; side effects resolve at once.

@@ -12,14 +12,13 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import attrs
 import trio
 
 from . import _asyncio
-from ._asyncio import Guest, Loop, check_loop, current_guest, hosted, on_asyncio, on_trio
+from ._asyncio import Guest, Hosting, Loop, check_loop, current_guest, on_asyncio, on_trio
 from ._core import events as ev
 from ._core.commands import ChildCall, Workflow, call_text, lookup_workflow
 from ._core.errors import (
@@ -221,24 +220,19 @@ class Runtime:
         self._a_run_stopped = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: Any = None
-        #: Under asyncio: the trio guest this runtime runs in (its async activities run
-        #: on the guest's host loop), the hold on it, and how its task is told to leave.
+        #: The trio guest this runtime runs in when its trio run is hosted on asyncio
+        #: (its async activities run on the host loop); under asyncio, the task that
+        #: holds its nursery there (durable._asyncio).
         self._host: Guest | None = None
-        self._hosting: contextlib.AbstractAsyncContextManager[Guest] | None = None
-        self._leave_hosted: Callable[[], Awaitable[None]] | None = None
+        self._hosting: Hosting | None = None
         self._clock: WallClock | None = None
         self._children = _Children(self)
 
     async def __aenter__(self) -> Runtime:
         if on_asyncio():  # trio runs as a guest on this asyncio loop (durable._asyncio)
-            self._hosting = hosted()
-            guest = await self._hosting.__aenter__()
-            try:
-                await guest.call(self._open_hosted, guest)
-            except BaseException:
-                await self._hosting.__aexit__(None, None, None)
-                self._hosting = None
-                raise
+            hosting = Hosting()
+            await hosting.enter(self._enter, self._exit)
+            self._hosting = hosting
             return self
         await self._enter()
         return self
@@ -247,11 +241,8 @@ class Runtime:
         if self._hosting is None:
             await self._exit()
             return
-        try:
-            await self._left_hosted()
-        finally:
-            hosting, self._hosting = self._hosting, None
-            await hosting.__aexit__(None, None, None)
+        hosting, self._hosting = self._hosting, None
+        await hosting.leave()
 
     async def _enter(self) -> None:
         self._nursery_cm = trio.open_nursery()
@@ -271,32 +262,6 @@ class Runtime:
             await self._nursery_cm.__aexit__(None, None, None)
         finally:
             self._nursery = None
-
-    async def _open_hosted(self, guest: Guest) -> None:
-        """Under asyncio: one task of the guest enters the runtime's nursery, and stays
-        until the asyncio side leaves (a nursery is left by the task that entered it)."""
-        leave, left = trio.Event(), trio.Event()
-
-        async def host(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            try:
-                await self._enter()
-                task_status.started()
-                await leave.wait()
-                await self._exit()
-            finally:
-                left.set()
-
-        async def leave_and_wait() -> None:
-            leave.set()
-            await left.wait()
-
-        self._leave_hosted = leave_and_wait
-        await guest.nursery.start(host)
-
-    async def _left_hosted(self) -> None:
-        if self._host is None or self._leave_hosted is None:
-            raise DurableInternalError("the runtime is leaving an asyncio context it never entered")
-        await self._host.call(self._leave_hosted)
 
     def _running(self) -> tuple[trio.Nursery, WallClock]:
         if self._nursery is None or self._clock is None:
@@ -388,19 +353,25 @@ class Runtime:
         # A run that a Client created, and that nothing has executed yet, starts
         # here for the first time: not a recovery (no RunResumed on its timeline).
         recovery = resumed and any(not isinstance(e, ev.Message) for e in events[1:])
-        execution = RunExecution(
+        execution = self._execution(core, writer, clock, resumed=recovery)
+        self._executions[handle.run_id] = execution
+        nursery.start_soon(self._drive, handle, execution, resumed)
+        return handle
+
+    def _execution(
+        self, core: Replay, writer: JournalWriter, clock: WallClock, *, resumed: bool
+    ) -> RunExecution:
+        """An execution of a run (an incarnation of it) by this runtime."""
+        return RunExecution(
             core,
             writer,
             clock,
             self.hooks,
-            resumed=recovery,
+            resumed=resumed,
             children=self._children,
             release=self._watch.may_release,
             activity_host=self._host,
         )
-        self._executions[handle.run_id] = execution
-        nursery.start_soon(self._drive, handle, execution, resumed)
-        return handle
 
     async def _drive(self, handle: RunHandle, execution: RunExecution, opened: bool) -> None:
         try:
@@ -408,7 +379,7 @@ class Runtime:
                 await self._take_messages(handle.run_id)
             outcome = await execution.drive()
             while isinstance(outcome, Continued):  # follow the chain of fresh journals
-                execution = await self._continue(execution, outcome)
+                execution = await _continue(self, execution, outcome)
                 outcome = await execution.drive()
             if isinstance(outcome, Released):
                 await self.store.release(execution.writer, outcome.due)
@@ -434,51 +405,6 @@ class Runtime:
                 self._runs_stopped += 1
                 self._a_run_stopped.set()
                 self._a_run_stopped = trio.Event()
-
-    async def _continue(self, previous: RunExecution, outcome: Continued) -> RunExecution:
-        """Start the next incarnation of a run that continued as new, in a fresh journal.
-
-        The messages the old incarnation holds and never took (signals no
-        ``wait_signal`` took, a cancel request that came as it ended) carry over,
-        exactly once: they are posted to the run's inbox with their ids, durably,
-        before the fresh journal replaces the old one, then journaled first thing in
-        the new incarnation. A crash before the replacement replays the old journal
-        and posts them again (a post of a message id already waiting is a no-op); a
-        crash after it finds them in the inbox.
-        """
-        core = previous.core
-        run_id = core.run_id
-        started = ev.RunStarted(
-            run_id,
-            core.workflow.name,
-            outcome.args,
-            previous.clock(),
-            core.incarnation + 1,
-            core.next_seq,
-        )
-        carried = _carried_messages(core)
-        await forget_journaled(self.store, run_id, core.messages_seen)
-        for message in carried:
-            await self.store.post(run_id, message)
-        writer = await self.store.restart(started, previous.writer)
-        execution = RunExecution(
-            Replay(core.workflow, started),
-            writer,
-            previous.clock,
-            self.hooks,
-            resumed=False,
-            children=self._children,
-        )
-        self._executions[run_id] = execution
-        previous.replaced.set()
-        try:
-            for message in carried:  # first: they are older than what waits in the inbox
-                if not await execution.deliver(message):
-                    break  # it continued as new at once: they wait in the inbox for the next
-            await self._take_messages(run_id)  # removes the carried ones, journals any newer
-        except RunConflictError:  # the new incarnation ended at once: nobody will take them
-            await drop_messages(self.store, run_id)
-        return execution
 
     def _finished(self, handle: RunHandle, error: Exception) -> None:
         """Durable could not continue the run: a later start() may try again."""
@@ -631,6 +557,45 @@ class Runtime:
             return handle
         await self.hooks.point("recovering", run_id, None)
         return self._launch(workflow, opened.events, opened.writer, resumed=True)
+
+
+async def _continue(runtime: Runtime, previous: RunExecution, outcome: Continued) -> RunExecution:
+    """Start the next incarnation of a run that continued as new, in a fresh journal.
+
+    The messages the old incarnation holds and never took (signals no
+    ``wait_signal`` took, a cancel request that came as it ended) carry over,
+    exactly once: they are posted to the run's inbox with their ids, durably,
+    before the fresh journal replaces the old one, then journaled first thing in
+    the new incarnation. A crash before the replacement replays the old journal
+    and posts them again (a post of a message id already waiting is a no-op); a
+    crash after it finds them in the inbox.
+    """
+    core = previous.core
+    run_id = core.run_id
+    started = ev.RunStarted(
+        run_id,
+        core.workflow.name,
+        outcome.args,
+        previous.clock(),
+        core.incarnation + 1,
+        core.next_seq,
+    )
+    carried = _carried_messages(core)
+    await forget_journaled(runtime.store, run_id, core.messages_seen)
+    for message in carried:
+        await runtime.store.post(run_id, message)
+    writer = await runtime.store.restart(started, previous.writer)
+    execution = runtime._execution(Replay(core.workflow, started), writer, previous.clock, resumed=False)
+    runtime._executions[run_id] = execution
+    previous.replaced.set()
+    try:
+        for message in carried:  # first: they are older than what waits in the inbox
+            if not await execution.deliver(message):
+                break  # it continued as new at once: they wait in the inbox for the next
+        await runtime._take_messages(run_id)  # removes the carried ones, journals any newer
+    except RunConflictError:  # the new incarnation ended at once: nobody will take them
+        await drop_messages(runtime.store, run_id)
+    return execution
 
 
 class _Children:
