@@ -153,11 +153,15 @@ async def test_signals_and_cancellation_through_the_runtime_and_the_client(store
     assert CALLS[-1].startswith("cleaned up")  # the workflow's cleanup ran before it ended
 
 
-async def test_children_and_continue_as_new(store: durable.Store) -> None:
+async def test_children_and_continue_as_new(store: durable.Store, loop: str) -> None:
     async with loops.deadline(30), durable.Runtime(store) as runtime:
         assert await (await runtime.start(parent, id="parent")).result() == ["child 1", "child 2"]
         assert await (await runtime.start(countdown, 2, id="countdown")).result() == "lift-off"
-    assert [call.split(" on ")[0] for call in CALLS if call.startswith("at ")] == ["at 2", "at 1", "at 0"]
+    # Every incarnation's activities run on the runtime's loop, children's too.
+    assert [call for call in CALLS if call.startswith("at ")] == [f"at {n} on {loop}" for n in (2, 1, 0)]
+    assert sorted(call for call in CALLS if call.startswith("child")) == [
+        f"child {n} on {loop}" for n in (1, 2)
+    ]
 
 
 async def test_recover_resumes_a_run_left_in_flight(store: durable.Store) -> None:
