@@ -448,3 +448,35 @@ def test_generated_dataclass_and_attrs_shapes_round_trip_with_their_types(value:
     assert back == {"value": value, "list": [value]}
     for name, item in named.fields(value).items():
         assert type(named.fields(back["value"])[name]) is type(item)
+
+
+# --- pydantic models on their own --------------------------------------------------------
+
+
+class Invoice(pydantic.BaseModel):
+    number: int
+    lines: list[tuple[str, decimal.Decimal]]
+    paid: bool = False
+
+
+@durable.activity
+async def pay(invoice: Invoice) -> Invoice:
+    return invoice.model_copy(update={"paid": True})
+
+
+@durable.workflow(name="tests.typed.pydantic")
+def settle(invoice: Invoice) -> Any:
+    paid = yield pay(invoice)
+    return paid, [paid]
+
+
+async def test_a_pydantic_model_as_argument_and_result_comes_back_as_the_model() -> None:
+    invoice = Invoice(number=7, lines=[("tea", decimal.Decimal("3.20"))])
+    async with durable.Runtime(durable.MemoryStore()) as runtime:
+        paid, listed = await (await runtime.start(settle, invoice, id="inv")).result()
+    assert type(paid) is Invoice and paid.paid and paid.lines == [("tea", decimal.Decimal("3.20"))]
+    assert type(paid.lines[0]) is tuple and listed == [paid]
+    # A pydantic payload that fails the model's validation is a clear error, not a crash.
+    bad = cbor2.dumps(cbor2.CBORTag(27, [named.name_of(Invoice), {"number": "seven", "lines": []}]))
+    with pytest.raises(cbor2.CBORDecodeError, match="cannot be read into today's class: ValidationError"):
+        loads(bad)
