@@ -97,8 +97,8 @@ def _worker(workspace: Path, step_seconds: float = 0.0, store: str | None = None
     )
 
 
-def _stop(worker: subprocess.Popen[str]) -> str:
-    worker.send_signal(signal.SIGTERM)
+def _stop(worker: subprocess.Popen[str], how: signal.Signals = signal.SIGTERM) -> str:
+    worker.send_signal(how)
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err
     return err
@@ -120,6 +120,28 @@ def test_a_worker_runs_what_a_client_starts(workspace: Path) -> None:
         err = _stop(worker)
     assert "running 'job-1'" in err
     assert "SIGTERM received, stopping" in err
+
+
+def test_ctrl_c_stops_a_worker_cleanly_in_the_middle_of_a_run(workspace: Path) -> None:
+    """SIGINT as SIGTERM: the activity in flight is cancelled, the worker exits 0."""
+    wf = _module(workspace)
+    worker = _worker(workspace, step_seconds=3600)
+
+    async def start() -> None:
+        await durable.Client(workspace / "store").start(wf.job, 2, id="interrupted")  # type: ignore[attr-defined]
+
+    async def in_flight() -> bool:
+        events = await durable.FileStore(workspace / "store").read("interrupted") or []
+        return any(type(event).__name__ == "ActivityScheduled" for event in events)
+
+    trio.run(start)
+    deadline = time.monotonic() + 60  # a hang guard, not a timing assertion
+    while not trio.run(in_flight):
+        assert time.monotonic() < deadline and worker.poll() is None
+        time.sleep(0.02)
+    err = _stop(worker, signal.SIGINT)
+    assert "SIGINT received, stopping" in err
+    assert "worker stopped; its unfinished runs resume" in err
 
 
 def test_a_worker_stopped_by_sigterm_mid_run_resumes_after_a_restart_and_runs_each_step_once(
