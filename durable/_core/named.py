@@ -38,10 +38,11 @@ import datetime
 import decimal
 import enum
 import sys
-import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+import attrs
 
 from .errors import SerializationError
 
@@ -111,8 +112,8 @@ def problem(value: Any) -> str | None:
 
 def fields(value: Any) -> dict[str, Any]:
     """The fields a value of an application class is written with ({} for an enum)."""
-    kind = _kind(type(value))
-    return {} if kind in (None, "enum") else _fields_of(value, kind)
+    shape = _shape(type(value))
+    return {} if shape is None else _fields_of(value, shape)
 
 
 def is_typed(value: Any) -> bool:
@@ -127,28 +128,19 @@ def payload_of(value: Any) -> tuple[str, Any]:
         SerializationError: an application class the code does not name.
     """
     cls = type(value)
-    known = _writing.get(cls)
-    if known is not None:  # the hot path: a named class seen before
-        name, attributes = known
-        if attributes is None:
-            return name, value.value  # an enum member
-        return name, {keyword: getattr(value, attribute) for attribute, keyword in attributes}
     builtin = _BUILTIN_NAMES.get(cls)
     if builtin is not None:
         return builtin, _builtin_payload(value)
-    kind = _kind(cls)
-    name = name_of(cls)
-    if _lookup(name) is not cls:
+    shape = _shapes.get(cls) or _shape(cls)
+    if shape is None or (_named.get(shape.name) is not cls and _lookup(shape.name) is not cls):
         raise SerializationError(
             f"has type {cls.__qualname__}, a class no workflow or activity annotation names, so "
             f"a journal could not read it back: annotate a parameter or result with it, or call "
             f"durable.register({cls.__qualname__})"
         )
-    attributes = None if kind == "enum" else tuple((a, k) for a, k, _ in _init_fields(cls, kind))
-    _writing[cls] = (name, attributes)
-    if attributes is None:
-        return name, value.value
-    return name, _fields_of(value, kind)
+    if shape.kind == "enum":
+        return shape.name, value.value
+    return shape.name, _fields_of(value, shape)
 
 
 def rebuild(name: Any, payload: Any, *, shown: bool) -> Any:
@@ -164,33 +156,22 @@ def rebuild(name: Any, payload: Any, *, shown: bool) -> Any:
     """
     if not isinstance(name, str):
         raise TypeError(f"a typed value's name must be text (got {type(name).__name__})")
-    known = _reading.get(name)
-    if known is not None:  # the hot path: a name read before
-        seen, seen_kind, keywords = known
-        if seen_kind == "enum":
-            return seen(payload)
-        if isinstance(payload, Mapping) and payload.keys() <= keywords and seen_kind != "pydantic":
-            try:
-                return seen(**payload)
-            except TypeError:
-                pass  # a field it lacks: the slow path below names it
     if name in _BUILTINS_BY_NAME:
         return _BUILTINS_BY_NAME[name](payload)
-    cls = _lookup(name)
-    if cls is None:
+    cls = _named.get(name) or _lookup(name)  # the dict first: this is replay's hot path
+    shape = None if cls is None else _shapes.get(cls) or _shape(cls)
+    if cls is None or shape is None:
         if shown:
             return Shown(name, payload)
         raise ValueError(
             f"it holds a value of class {name!r}, which no workflow, activity or durable.register "
             "in this process names: import the module that defines it (or register the class)"
         )
-    kind = _kind(cls)
-    _reading[name] = (cls, kind, frozenset(keyword for _, keyword, _ in _init_fields(cls, kind)))
-    if kind == "enum":
+    if shape.kind == "enum":
         return cls(payload)
     if not isinstance(payload, Mapping):  # a frozendict where the value is a dict key
         raise TypeError(f"a value of class {name!r} holds {type(payload).__name__}, not its fields")
-    return _construct(cls, kind, dict(payload), name)
+    return _construct(cls, shape, payload, name)
 
 
 class Shown:
@@ -240,73 +221,82 @@ def _is_pydantic(cls: type) -> bool:
     return pydantic is not None and isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
 
 
-def _init_fields(cls: type, kind: str | None) -> list[tuple[str, str, Any]]:
-    """``(attribute, constructor keyword, annotation)`` of each field the constructor takes
-    (read once per class: every value written or read asks)."""
-    known = _fields_cache.get(cls)
-    if known is None:
-        known = _fields_cache[cls] = _read_init_fields(cls, kind)
-    return known
+@attrs.frozen
+class _Shape:
+    """What durable needs of an application class, read once per class (every value
+    written or read asks): its name, kind, and the fields its constructor takes."""
+
+    name: str
+    kind: str
+    #: (attribute, constructor keyword, annotation) of each field; () for an enum.
+    fields: tuple[tuple[str, str, Any], ...]
+    keywords: frozenset[str]
+    #: The keywords without a default, in field order.
+    required: tuple[str, ...]
 
 
-_fields_cache: dict[type, list[tuple[str, str, Any]]] = {}
-#: Per named class, once written: its name and its (attribute, keyword) pairs (None: an
-#: enum, written by value). Per name, once read: the class, its kind, its keywords.
-_writing: dict[type, tuple[str, tuple[tuple[str, str], ...] | None]] = {}
-_reading: dict[str, tuple[type, str | None, frozenset[str]]] = {}
+_shapes: dict[type, _Shape | None] = {}
 
 
-def _read_init_fields(cls: type, kind: str | None) -> list[tuple[str, str, Any]]:
+def _shape(cls: type) -> _Shape | None:
+    """The shape of ``cls``, or None for a class durable does not write by its fields."""
+    try:
+        return _shapes[cls]
+    except KeyError:
+        pass
+    kind = _kind(cls)
+    shape = None
+    if kind is not None:
+        fields, required = _read_fields(cls, kind)
+        shape = _Shape(name_of(cls), kind, fields, frozenset(k for _, k, _ in fields), required)
+    _shapes[cls] = shape
+    return shape
+
+
+def _read_fields(cls: type, kind: str) -> tuple[tuple[tuple[str, str, Any], ...], tuple[str, ...]]:
+    """The constructor's fields of a dataclass, attrs class or pydantic model, and the
+    keywords among them without a default (an enum has none)."""
     if kind == "dataclass":
         hints = _hints(cls)
-        return [(f.name, f.name, hints.get(f.name, f.type)) for f in dataclasses.fields(cls) if f.init]
-    if kind == "attrs":
-        import attrs  # noqa: PLC0415 - a dependency of durable anyway; only attrs classes get here
-
-        hints = _hints(cls)  # resolves the text of `from __future__ import annotations`
-        return [(a.name, a.alias or a.name, hints.get(a.name, a.type)) for a in attrs.fields(cls) if a.init]
-    if kind == "pydantic":
-        return [
-            (name, name, field.annotation)
-            for name, field in cls.model_fields.items()  # type: ignore[attr-defined]
-        ]
-    return []
-
-
-def _required(cls: type, kind: str | None) -> list[str]:
-    """The constructor keywords without a default, in field order."""
-    if kind == "dataclass":
+        init = [f for f in dataclasses.fields(cls) if f.init]
         missing = (dataclasses.MISSING, dataclasses.MISSING)
-        return [
-            f.name for f in dataclasses.fields(cls) if f.init and (f.default, f.default_factory) == missing
-        ]
+        return (
+            tuple((f.name, f.name, hints.get(f.name, f.type)) for f in init),
+            tuple(f.name for f in init if (f.default, f.default_factory) == missing),
+        )
     if kind == "attrs":
-        import attrs  # noqa: PLC0415 - see _init_fields
-
-        return [a.alias or a.name for a in attrs.fields(cls) if a.init and a.default is attrs.NOTHING]
+        hints = _hints(cls)  # resolves the text of `from __future__ import annotations`
+        given = [a for a in attrs.fields(cls) if a.init]
+        return (
+            tuple((a.name, a.alias or a.name, hints.get(a.name, a.type)) for a in given),
+            tuple(a.alias or a.name for a in given if a.default is attrs.NOTHING),
+        )
     if kind == "pydantic":
-        return [name for name, field in cls.model_fields.items() if field.is_required()]  # type: ignore[attr-defined]
-    return []
+        model_fields = cls.model_fields  # type: ignore[attr-defined]
+        return (
+            tuple((name, name, field.annotation) for name, field in model_fields.items()),
+            tuple(name for name, field in model_fields.items() if field.is_required()),
+        )
+    return (), ()
 
 
-def _fields_of(value: Any, kind: str | None) -> dict[str, Any]:
-    return {keyword: getattr(value, attribute) for attribute, keyword, _ in _init_fields(type(value), kind)}
+def _fields_of(value: Any, shape: _Shape) -> dict[str, Any]:
+    return {keyword: getattr(value, attribute) for attribute, keyword, _ in shape.fields}
 
 
-def _construct(cls: type, kind: str | None, payload: dict[str, Any], name: str) -> Any:
-    known = {keyword for _, keyword, _ in _init_fields(cls, kind)}
-    extra = [key for key in payload if key not in known]
-    if extra:
+def _construct(cls: type, shape: _Shape, payload: Mapping[str, Any], name: str) -> Any:
+    if not payload.keys() <= shape.keywords:
+        extra = next(key for key in payload if key not in shape.keywords)
         raise ValueError(
-            f"a value of class {name!r} holds the field {extra[0]!r}, which the class no longer has "
+            f"a value of class {name!r} holds the field {extra!r}, which the class no longer has "
             "(keep the field, with a default, while journals that hold it may be read)"
         )
     try:
-        if kind == "pydantic":
-            return cls.model_validate(payload)  # type: ignore[attr-defined]
+        if shape.kind == "pydantic":
+            return cls.model_validate(dict(payload))  # type: ignore[attr-defined]
         return cls(**payload)
     except TypeError as exc:
-        missing = [keyword for keyword in _required(cls, kind) if keyword not in payload]
+        missing = [keyword for keyword in shape.required if keyword not in payload]
         field = f"the field {missing[0]!r}, which it lacks and which has no default" if missing else exc
         raise ValueError(f"a value of class {name!r} cannot be read into today's class: {field}") from None
     except Exception as exc:  # pydantic's ValidationError, a failing __post_init__...
@@ -426,11 +416,8 @@ def _name_hint(hint: Any, seen: set[int] | None = None) -> None:
     seen.add(id(hint))
     if isinstance(hint, type) and _kind(hint) is not None:
         _name_class(hint, seen)
-    for argument in typing.get_args(hint):
+    for argument in typing.get_args(hint):  # list[User], User | None, dict[str, Money]...
         _name_hint(argument, seen)
-    if isinstance(hint, types.UnionType):
-        for argument in hint.__args__:
-            _name_hint(argument, seen)
 
 
 def _name_class(cls: type, seen: set[int] | None = None) -> None:
@@ -438,11 +425,11 @@ def _name_class(cls: type, seen: set[int] | None = None) -> None:
     if _named.get(name) is cls:
         return
     _named[name] = cls
-    _reading.pop(name, None)  # another class took the name (a module reloaded)
     for tell in on_named:
         tell(cls)
     same = _by_qualname.setdefault(cls.__qualname__, [])
     if cls not in same:
         same.append(cls)
-    for _, _, annotation in _init_fields(cls, _kind(cls)):
+    shape = _shape(cls)
+    for _, _, annotation in shape.fields if shape is not None else ():
         _name_hint(annotation, seen)
