@@ -101,7 +101,6 @@ class Guest:
         return self._nursery
 
     async def _start(self) -> None:
-
         trio.lowlevel.start_guest_run(
             self._main,
             run_sync_soon_threadsafe=self.loop.call_soon_threadsafe,
@@ -234,7 +233,7 @@ class Hosting:
 
     async def enter(self, enter: Callable[[], Awaitable[None]], leave: Callable[[], Awaitable[None]]) -> None:
         """From asyncio: hold the loop's guest, and run ``enter`` in a task of it that
-        runs ``leave`` when :meth:`leave` is called (or the guest ends)."""
+        runs ``leave`` when :meth:`leave` is called."""
         self._hold = hosted()
         self._guest = await self._hold.__aenter__()
         try:
@@ -315,6 +314,8 @@ async def hosted() -> AsyncIterator[Guest]:
             await guest._until_ready()
     except BaseException:
         guest.users -= 1
+        if guest.users == 0 and _guests.get(loop) is guest:
+            del _guests[loop]  # it never ran (or ended): the next user starts another
         raise
     try:
         yield guest
@@ -385,7 +386,8 @@ def needs_other_loop(exc: BaseException, activity: str, runs_on: Loop) -> LoopMi
         mismatch = _mismatch(exc, activity, runs_on)
         if mismatch is not None:
             return mismatch
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        # What Python shows as the cause: `raise ... from e`, or the error being handled.
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)  # type: ignore[assignment]
     return None
 
 

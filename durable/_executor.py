@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
 import attrs
@@ -108,7 +108,7 @@ def _may_wait(action: Any, children_started: set[int]) -> bool:
     if kind is RunActivity:
         return bool(action.step.retry_at)
     if kind is RunGroup:
-        return all(type(a) is not RunChild or a.step.seq in children_started for a in action.actions)
+        return _children_known(action, children_started)
     return kind is not RunChild or action.step.seq in children_started
 
 
@@ -142,10 +142,12 @@ async def start_child_runs(
     return all_waiting
 
 
-def _children_known(core: Replay, group: RunGroup, started: set[int]) -> bool:
-    """Whether every pending child run of ``group`` is known to exist."""
+def _children_known(group: RunGroup, started: set[int], pending: Collection[int] | None = None) -> bool:
+    """Whether every child run of ``group`` (of its ``pending`` steps) is known to exist."""
     return all(
-        type(a) is not RunChild or a.step.seq in started for a in group.actions if a.step.seq in core.pending
+        type(a) is not RunChild or a.step.seq in started
+        for a in group.actions
+        if pending is None or a.step.seq in pending
     )
 
 
@@ -493,7 +495,7 @@ class RunExecution:
                 # What is left only waits, its child runs known to exist (a child's end is
                 # journaled in the child run, and wakes this one): the loop lets it go.
                 known = self._release is not None and _children_known(
-                    self.core, action, self._children_started
+                    action, self._children_started, self.core.pending
                 )
                 if known and self._may_release():
                     break

@@ -138,6 +138,7 @@ def check_account(result: dict[str, Any]) -> None:
 
 
 async def test_typed_values_travel_live_and_through_a_recovery(tmp_path: Path) -> None:
+    SEEN.clear()
     store = durable.FileStore(tmp_path)
     async with durable.Runtime(store) as runtime:  # leaves while the run waits
         await runtime.start(account, ADA, id="acct")
@@ -162,13 +163,9 @@ async def test_continue_as_new_carries_typed_arguments(tmp_path: Path) -> None:
 
 
 def test_the_crash_simulator_passes_a_workflow_of_typed_values() -> None:
-    def signals(name: str) -> Any:
-        return Address("Paris", "75001")
-
     report = sim.explore(typed_without_signal, ADA, max_crashes=1)
     assert report.ok, report.failure_text()
     assert report.schedules > 10
-    del signals
 
 
 @durable.workflow(name="tests.typed.no_signal")
@@ -213,9 +210,11 @@ def gets_unnamed() -> Any:
 
 
 async def test_an_unnamed_class_is_refused_at_start_naming_its_path_and_the_fix() -> None:
-    async with durable.Runtime(durable.MemoryStore()) as runtime:
+    store = durable.MemoryStore()
+    async with durable.Runtime(store) as runtime:
         with pytest.raises(durable.SerializationError) as refused:
             await runtime.start(welcome, Unnamed(1), Priority.LOW, id="y")
+    assert not await store.read("y")  # nothing was written
     text = str(refused.value)
     assert "argument 1 of workflow 'tests.typed.child'" in text
     assert "durable.register(Unnamed)" in text
