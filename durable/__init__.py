@@ -81,6 +81,9 @@ from ._core.errors import (
     NonDeterminismError as NonDeterminismError,
 )
 from ._core.errors import (
+    PayloadCodecError as PayloadCodecError,
+)
+from ._core.errors import (
     RunConflictError as RunConflictError,
 )
 from ._core.errors import (
@@ -167,6 +170,7 @@ __all__ = [
     "LoopMismatchError",
     "MemoryStore",
     "NonDeterminismError",
+    "PayloadCodecError",
     "PostgresStore",
     "RetryPolicy",
     "RunConflictError",

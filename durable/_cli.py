@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import attrs
 import cbor2
 import click
 import trio
@@ -45,6 +46,7 @@ from ._core.commands import Workflow, call_text
 from ._core.durations import parse_duration
 from ._core.errors import DurableError, NonDeterminismError, SerializationError, StoreError, WorkflowFailed
 from ._core.ids import check_run_id
+from ._core.payloads import Payloads, payloads_from
 from ._loader import LoadError, load_module, load_workflow, parse_arg
 from ._runtime import DEFAULT_STORE_PATH, Runtime, store_from
 from ._runtime import run as run_workflow
@@ -98,8 +100,30 @@ def _check_text(params: dict[str, Any]) -> None:
                 )
 
 
+@attrs.frozen
+class StoreArg:
+    """What ``--store`` and ``--codec`` say: where the store is, and its payload codecs."""
+
+    path: str | None
+    #: ``MODULE:ATTR`` of the payload codec (or list of codecs); None: no codec.
+    codec: str | None = None
+
+    def payloads(self) -> Payloads | None:
+        """The codecs ``--codec`` names, imported and checked."""
+        if self.codec is None:
+            return None
+        where, sep, attr = self.codec.rpartition(":")
+        if not sep or not where or not attr:
+            raise CliUsageError(f"--codec takes MODULE:ATTR, e.g. myapp.settings:codec (got {self.codec!r})")
+        module = load_module(where)
+        if not hasattr(module, attr):
+            raise CliUsageError(f"--codec: {where!r} has no attribute {attr!r}")
+        return payloads_from(getattr(module, attr))
+
+
 def _common(fn: F) -> F:
-    """Add ``--store`` and ``--debug`` and turn known errors into one line and an exit code."""
+    """Add ``--store``, ``--codec`` and ``--debug`` (``store`` becomes a :class:`StoreArg`),
+    and turn known errors into one line and an exit code."""
 
     @click.option(
         "--store",
@@ -109,11 +133,18 @@ def _common(fn: F) -> F:
         help="The store: a directory, or a PostgreSQL DSN postgresql://... (default: $DURABLE_STORE "
         "or ./.durable).",
     )
+    @click.option(
+        "--codec",
+        metavar="MODULE:ATTR",
+        default=None,
+        help="The store's payload codec (or list of codecs), as the application passes it to codec=.",
+    )
     @click.option("--debug", is_flag=True, help="Show tracebacks.")
     @functools.wraps(fn)
-    def wrapper(*args: Any, debug: bool, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool, codec: str | None, **kwargs: Any) -> Any:
         try:
             _check_text(kwargs)
+            kwargs["store"] = StoreArg(kwargs["store"], codec)
             return fn(*args, **kwargs)
         except (WorkflowFailed, NonDeterminismError, CliFailure) as exc:
             if debug:
@@ -195,7 +226,7 @@ _LOOP_OPTION = click.option(
 @click.option("--id", "run_id", metavar="ID", help="The run id (default: a new unique id).")
 @_LOOP_OPTION
 @_common
-def run(target: str, args: tuple[str, ...], run_id: str | None, loop: Loop, store: str | None) -> None:
+def run(target: str, args: tuple[str, ...], run_id: str | None, loop: Loop, store: StoreArg) -> None:
     """Run (or resume) a workflow to completion and print its result.
 
     Each ARG is parsed as a Python literal (42, 'text', [1, 2]); anything else is
@@ -251,7 +282,7 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, loop: Loop, stor
 )
 @_LOOP_OPTION
 @_common
-def worker(modules: tuple[str, ...], poll: str, concurrency: int, loop: Loop, store: str | None) -> None:
+def worker(modules: tuple[str, ...], poll: str, concurrency: int, loop: Loop, store: StoreArg) -> None:
     """Run workflows until stopped: recover every unfinished run, then take new ones.
 
     Imports the given modules (where the workflows and activities are defined),
@@ -295,7 +326,7 @@ def worker(modules: tuple[str, ...], poll: str, concurrency: int, loop: Loop, st
 @click.argument("name")
 @click.argument("payload", required=False, metavar="[PAYLOAD]")
 @_common
-def signal(run_id: str, name: str, payload: str | None, store: str | None) -> None:
+def signal(run_id: str, name: str, payload: str | None, store: StoreArg) -> None:
     """Send the signal NAME (with PAYLOAD) to the run ID.
 
     PAYLOAD is parsed as a Python literal, else taken as a string; without it the
@@ -327,7 +358,7 @@ def signal(run_id: str, name: str, payload: str | None, store: str | None) -> No
 @click.argument("run_id", metavar="ID")
 @click.option("--reason", default="", help="Why: passed to the workflow in durable.Cancelled.")
 @_common
-def cancel(run_id: str, reason: str, store: str | None) -> None:
+def cancel(run_id: str, reason: str, store: StoreArg) -> None:
     """Cancel the run ID: durable.Cancelled is thrown into it at its current yield.
 
     The request is journaled, and durable, before this returns; a run that no
@@ -364,28 +395,32 @@ def _print(lines: Sequence[RenderableType]) -> None:
         console.print(line)
 
 
-def _store_from(path: str | None) -> Store:
-    """The store that ``--store`` (else ``$DURABLE_STORE``, else ``./.durable``) names.
+def _store_from(arg: StoreArg, *, codec: bool = True) -> Store:
+    """The store that ``--store`` (else ``$DURABLE_STORE``, else ``./.durable``) names,
+    with the payload codecs of ``--codec`` (unless not ``codec``: the reading verbs
+    decode payloads themselves, see _journals.read).
 
     A libpq ``key=value`` connection string (``host=db dbname=app``) is a PostgreSQL
     store, like a ``postgresql://`` URL, never a directory name (which would put its
     password into a path)."""
-    text = path if path is not None else os.environ.get("DURABLE_STORE") or DEFAULT_STORE_PATH
+    text = arg.path if arg.path is not None else os.environ.get("DURABLE_STORE") or DEFAULT_STORE_PATH
+    payloads = arg.payloads() if codec else None
+    codecs = None if payloads is None else list(payloads.codecs)
     if looks_like_dsn(text):
         try:
-            return PostgresStore(text)
+            return PostgresStore(text, codec=codecs)
         except ImportError as exc:  # psycopg is an optional dependency
             raise StoreError(str(exc)) from None
-    return store_from(text)
+    return store_from(text, codec=codecs)
 
 
-def _open_store(path: str | None, *, tables: bool = True) -> Store:
+def _open_store(arg: StoreArg, *, tables: bool = True, codec: bool = True) -> Store:
     """The store a verb uses; one that does not exist is a usage error, not an empty store.
 
     Nothing is created here: a directory that does not exist, or (``tables``) a
     PostgreSQL schema without durable's tables, is a usage error (a typo in --store
     must not look like "no runs", nor make a store)."""
-    store = _store_from(path)
+    store = _store_from(arg, codec=codec)
     if isinstance(store, FileStore):
         if not os.path.exists(store.path):
             raise CliUsageError(
@@ -402,12 +437,23 @@ def _open_store(path: str | None, *, tables: bool = True) -> Store:
     return store
 
 
-async def _read_one(store: Store, run_id: str) -> _journals.Journal:
+async def _read_one(store: Store, run_id: str, payloads: Payloads | None) -> _journals.Journal:
     check_run_id(run_id)  # an invalid id is a usage error, not a damaged journal
-    journal = await _journals.read(store, run_id)
+    journal = await _journals.read(store, run_id, payloads)
     if journal is None:
         raise CliUsageError(f"no run {run_id!r} in {_store_name(store)} (`durable ls` lists its runs)")
     return journal
+
+
+def _warn_codec(journals: Sequence[_journals.Journal]) -> None:
+    """On stderr: the runs whose payloads --codec could not decode (shown encoded)."""
+    refused = [journal for journal in journals if journal.codec_error is not None]
+    if refused:
+        more = f" (and {len(refused) - 1} more runs)" if len(refused) > 1 else ""
+        first = refused[0].codec_error or ""
+        _console(stderr=True).print(
+            Text(tl.printable(f"payloads left encoded: {first}{more}"), style="yellow")
+        )
 
 
 def _store_name(store: Store) -> str:
@@ -436,14 +482,16 @@ def _store_name(store: Store) -> str:
 @click.option("--workflow", "workflows", multiple=True, metavar="NAME", help="Only runs of this workflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects (see docs/cli.md).")
 @_common
-def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, store: str | None) -> None:
+def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, store: StoreArg) -> None:
     """List the runs in a store: id, workflow, status, start, last event, steps.
 
     A run whose journal is damaged is listed with status 'corrupt' (and the
     error with --json); it never stops the listing.
     """
-    opened = _open_store(store)
-    timelines = [journal.timeline() for journal in trio.run(_journals.read_all, opened)]
+    opened = _open_store(store, codec=False)
+    journals = trio.run(_journals.read_all, opened, store.payloads())
+    _warn_codec(journals)
+    timelines = [journal.timeline() for journal in journals]
     rows = [
         t
         for t in timelines
@@ -483,15 +531,17 @@ def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, sto
     help="Write the run as a Gantt chart to FILE: one self-contained HTML page.",
 )
 @_common
-def show(run_id: str, as_json: bool, html_file: str | None, store: str | None) -> None:
+def show(run_id: str, as_json: bool, html_file: str | None, store: StoreArg) -> None:
     """Show a run's history as a timeline: steps, attempts, recoveries, outcome.
 
     Each step shows its sequence number, kind, call, how long it took from
     scheduled to done, every failed attempt with its error and backoff, and
     each recovery (a process resumed the run and replayed the journal).
     """
-    opened = _open_store(store)
-    timeline = trio.run(_read_one, opened, run_id).timeline()
+    opened = _open_store(store, codec=False)
+    journal = trio.run(_read_one, opened, run_id, store.payloads())
+    _warn_codec([journal])
+    timeline = journal.timeline()
     if html_file is not None:
         try:
             _write_private(html_file, to_html(timeline))
@@ -540,7 +590,7 @@ def _write_private(path: str, text: str) -> None:
     help="Every run in the store; a run whose workflow the module does not define fails the check.",
 )
 @_common
-def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: str | None) -> None:
+def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: StoreArg) -> None:
     """Re-run recorded journals against the current code and report divergence.
 
     Imports FILE_OR_MODULE (where the workflows are defined), then feeds every
@@ -561,8 +611,8 @@ def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: str |
     else:
         module = load_module(target)
         defined = {wf.name: wf for wf in vars(module).values() if isinstance(wf, Workflow)}
-    opened = _open_store(store)
-    read = trio.run(_read_selected, opened, run_ids)
+    opened = _open_store(store, codec=False)
+    read = trio.run(_read_selected, opened, run_ids, store.payloads())
     if only is not None and not run_ids:
         read = [journal for journal in read if journal.workflow == only]
     skip_undefined = not run_ids and not replay_all
@@ -576,10 +626,12 @@ def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: str |
         )
 
 
-async def _read_selected(store: Store, run_ids: tuple[str, ...]) -> list[_journals.Journal]:
+async def _read_selected(
+    store: Store, run_ids: tuple[str, ...], payloads: Payloads | None
+) -> list[_journals.Journal]:
     if not run_ids:
-        return await _journals.read_all(store)
-    return [await _read_one(store, run_id) for run_id in run_ids]
+        return await _journals.read_all(store, payloads)
+    return [await _read_one(store, run_id, payloads) for run_id in run_ids]
 
 
 # --- sim -----------------------------------------------------------------------------
@@ -621,14 +673,15 @@ def sim(
     seed: int,
     explain: bool,
     loop: Loop,
-    store: str | None,
+    store: StoreArg,
 ) -> None:
     """Crash-test a workflow: crash it at every crash point and compare with the crash-free run.
 
     Runs the real runtime on a simulated disk in virtual time (the activities
     run for real, against whatever they talk to). ARGS are parsed as in
     `durable run`. Exit 1 if any schedule diverged. --store is accepted for
-    symmetry and ignored: the simulator never touches a real store.
+    symmetry and ignored: the simulator never touches a real store; --codec
+    makes its simulated store seal payloads with the application's codec.
     """
     # The simulator builds on durable, never the reverse: the CLI, an application of
     # both, imports it only when this verb runs (a test pins that).
@@ -661,9 +714,10 @@ def sim(
 
     try:
         with progress:
-            report = simulator.Simulator(on_schedule=on_schedule, loop=loop).explore(
-                workflow, *values, seed=seed, max_crashes=crashes, budget=budget
-            )
+            codecs = store.payloads()
+            report = simulator.Simulator(
+                on_schedule=on_schedule, loop=loop, codec=None if codecs is None else list(codecs.codecs)
+            ).explore(workflow, *values, seed=seed, max_crashes=crashes, budget=budget)
     except SerializationError:
         raise  # an argument the journal cannot hold: a usage error
     except Exception as exc:

@@ -24,8 +24,10 @@ from ._core.errors import (
     JournalCorruptError,
     JournalUnreadableError,
     JournalVersionError,
+    PayloadCodecError,
     StoreError,
 )
+from ._core.payloads import Payloads
 from ._replayer import ReplayCheck, check_replay
 from ._store import Store
 from ._store_file import FileStore
@@ -41,6 +43,9 @@ class Journal:
     #: Whether a process holds the run (its lock, its lease): an unfinished run nobody
     #: holds that only waits shows as ``waiting``.
     held: bool = True
+    #: Why payloads encoded by a codec stay encoded (``<encoded by NAME>``): the codec
+    #: given refuses them (a wrong key); None when all that could be decoded was.
+    codec_error: str | None = None
 
     @property
     def workflow(self) -> str | None:
@@ -68,8 +73,8 @@ class Journal:
         skip_undefined: bool,
     ) -> ReplayCheck:
         """The run replayed with the current code; a journal not read to its end cannot be."""
-        if self.error is not None:
-            why = f"cannot be replayed: {self.error}"
+        if self.error is not None or self.codec_error is not None:
+            why = f"cannot be replayed: {self.error or self.codec_error}"
             return ReplayCheck(self.run_id, self.workflow or "?", "error", why)
         return check_replay(self.events, workflows, run_id=self.run_id, skip_undefined=skip_undefined)
 
@@ -82,11 +87,13 @@ def _is_damage(error: Exception | None) -> bool:
     return isinstance(error, JournalCorruptError) or not isinstance(error, StoreError)
 
 
-async def read(store: Store, run_id: str) -> Journal | None:
+async def read(store: Store, run_id: str, payloads: Payloads | None = None) -> Journal | None:
     """A run's journal, or None if the store has no such run.
 
     Never raises for a damaged or unreadable journal (it is that run's problem: the others
-    are listed), but does for a store that fails (PostgreSQL unreachable).
+    are listed), but does for a store that fails (PostgreSQL unreachable). ``store`` has
+    no codec: the tools decode payloads with ``payloads`` (``--codec``) themselves, so
+    that a payload the codec refuses is shown encoded, not a failed listing.
     """
     try:
         events = await store.read(run_id)
@@ -96,19 +103,35 @@ async def read(store: Store, run_id: str) -> Journal | None:
         )
         if isinstance(exc, StoreError) and not its_journal:
             raise  # the database failed, not this run's journal
-        return Journal(run_id, _salvage(store, run_id), exc)
+        salvaged, codec_error = _decoded(_salvage(store, run_id), payloads, run_id)
+        return Journal(run_id, salvaged, exc, codec_error=codec_error)
     if events is None:
         return None
     unfinished = bool(events) and not isinstance(events[-1], (*ev.TERMINAL, ev.RunContinuedAsNew))
     held = unfinished and run_id in await store.held([run_id])
-    return Journal(run_id, events, held=held)
+    events, codec_error = _decoded(events, payloads, run_id)
+    return Journal(run_id, events, held=held, codec_error=codec_error)
 
 
-async def read_all(store: Store) -> list[Journal]:
-    """Every run's journal, in the store's order of run ids."""
+def _decoded(events: list[Any], payloads: Payloads | None, run_id: str) -> tuple[list[Any], str | None]:
+    """The events with every payload ``payloads`` can decode decoded, and the first refusal."""
+    if payloads is None:
+        return events, None
+    decoded, first_error = [], None
+    for event in events:
+        try:
+            decoded.append(payloads.unseal(event, run_id))
+        except PayloadCodecError as exc:
+            decoded.append(event)  # shown as <encoded by NAME>
+            first_error = first_error or str(exc)
+    return decoded, first_error
+
+
+async def read_all(store: Store, payloads: Payloads | None = None) -> list[Journal]:
+    """Every run's journal, in the store's order of run ids (see :func:`read`)."""
     journals = []
     for run_id in await store.run_ids():
-        journal = await read(store, run_id)
+        journal = await read(store, run_id, payloads)
         if journal is not None:
             journals.append(journal)
     return journals

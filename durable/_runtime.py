@@ -37,7 +37,7 @@ from ._core.values import encode_call, encode_value, load_stored, loads, same_va
 from ._executor import Released, RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
 from ._inbox import drop_messages, forget_journaled, journal_messages, send
-from ._store import JournalWriter, Opened, Store
+from ._store import CodecOption, JournalWriter, Opened, Store
 from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url
 from ._watch import StoreWatch, ended
@@ -55,11 +55,14 @@ def default_store() -> Store:
     return store_from(os.environ.get("DURABLE_STORE") or DEFAULT_STORE_PATH)
 
 
-def store_from(store: Store | str | os.PathLike[str] | None) -> Store:
+def store_from(store: Store | str | os.PathLike[str] | None, *, codec: CodecOption = None) -> Store:
     """A :class:`Store` from a store, a directory path, a PostgreSQL DSN
     (``postgresql://user@host/db``, optionally with ``?schema=...&lease_ttl=30s``
     for the store's options, or a libpq ``host=db dbname=app`` string), or None
-    (the default store)."""
+    (the default store). ``codec`` is the payload codecs of a store made from a path
+    or a DSN."""
+    if codec is not None and (store is None or isinstance(store, Store)):
+        raise TypeError("codec= goes with a store path or DSN; pass it to the store you make instead")
     if store is None:
         return default_store()
     if isinstance(store, Store):
@@ -71,10 +74,10 @@ def store_from(store: Store | str | os.PathLike[str] | None) -> Store:
             raise StoreError(mistyped)
         if looks_like_dsn(text):  # a URL or a libpq key=value string: never a directory name
             try:
-                return PostgresStore(text)
+                return PostgresStore(text, codec=codec)
             except ImportError as exc:  # psycopg is an optional dependency
                 raise StoreError(str(exc)) from None
-        return FileStore(text)
+        return FileStore(text, codec=codec)
     raise TypeError(f"store must be a durable store or a directory path (got {store!r})")
 
 

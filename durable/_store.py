@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TypeVar
 
 import attrs
 import trio
@@ -18,8 +19,10 @@ import trio
 from ._core import events as ev
 from ._core.codec import encode_record
 from ._core.errors import DurableError, StoreError
+from ._core.payloads import PayloadCodec, Payloads
 
 SYNC_MODES = ("always", "batch", "none")
+_E = TypeVar("_E", bound="ev.Event")
 
 
 def check_sync_mode(sync: str) -> str:
@@ -48,6 +51,9 @@ class JournalWriter(abc.ABC):
     #: False when :meth:`sync` can make nothing more durable (a store that never
     #: fsyncs): the executor then skips it, and records never claim durability.
     syncs: bool = True
+    #: The store's payload codecs (``codec=``): every appended event's payload is
+    #: sealed with them (see durable/_core/payloads.py). Set by the store.
+    payloads: Payloads | None = None
 
     def __init__(self, name: str, next_index: int) -> None:
         self.name = name
@@ -63,6 +69,8 @@ class JournalWriter(abc.ABC):
     def append(self, event: ev.Event) -> None:
         """Write one event (durable only after :meth:`sync`)."""
         self._check()
+        if self.payloads is not None:
+            event = self.payloads.seal(event)
         data = encode_record(event, self._next, self._synced)
         try:
             self._write(data)
@@ -135,8 +143,57 @@ async def open_each(
     return results
 
 
+#: What a store's ``codec=`` takes: one payload codec, or a list applied in order.
+CodecOption = PayloadCodec | Sequence[PayloadCodec] | None
+
+
 class Store(abc.ABC):
-    """Where journals live. See :class:`~durable.FileStore` and :class:`~durable.MemoryStore`."""
+    """Where journals live. See :class:`~durable.FileStore` and :class:`~durable.MemoryStore`.
+
+    A store with payload codecs (``codec=``) seals the payloads of what it writes and
+    unseals what it reads, at its public methods (the helpers below), so what is
+    inside a store only ever sees plain events.
+    """
+
+    #: The payload codecs of ``codec=`` (None: payloads are written as they are).
+    payloads: Payloads | None = None
+
+    def _sealed(self, event: _E) -> _E:
+        return event if self.payloads is None else self.payloads.seal(event)
+
+    def _unsealed(self, events: list[_E], run_id: str) -> list[_E]:
+        return events if self.payloads is None else self.payloads.unseal_all(events, run_id)
+
+    def _attach(self, writer: JournalWriter) -> JournalWriter:
+        """``writer``, sealing what it appends with this store's codecs."""
+        writer.payloads = self.payloads
+        return writer
+
+    def _attach_opened(self, opened: Opened | None, run_id: str) -> Opened | None:
+        """An opened journal with its events unsealed and its writer sealing; a payload
+        that cannot be unsealed closes the writer (the run is not taken) and raises."""
+        if opened is None or self.payloads is None:
+            return opened
+        try:
+            events = self.payloads.unseal_all(opened.events, run_id)
+        except BaseException:
+            opened.writer.close()
+            raise
+        return Opened(events, self._attach(opened.writer))
+
+    def _attach_each(
+        self, run_ids: Sequence[str], results: list[Opened | DurableError | None]
+    ) -> list[Opened | DurableError | None]:
+        """:meth:`_attach_opened` for :meth:`open_many`: a failure in its run's place."""
+        if self.payloads is None:
+            return results
+        attached: list[Opened | DurableError | None] = []
+        for run_id, result in zip(run_ids, results, strict=True):
+            try:
+                attached.append(self._attach_opened(result, run_id) if isinstance(result, Opened) else result)
+            except StoreError as exc:
+                attached.append(exc)
+        return attached
 
     @abc.abstractmethod
     async def create(self, started: ev.RunStarted) -> JournalWriter | None:

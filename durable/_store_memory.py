@@ -10,7 +10,8 @@ import trio
 from ._core import events as ev
 from ._core.codec import encode_header, encode_record, scan
 from ._core.errors import DurableInternalError, RunLockedError, UnknownRunError
-from ._store import JournalWriter, Opened, Store
+from ._core.payloads import payloads_from
+from ._store import CodecOption, JournalWriter, Opened, Store
 
 
 class _MemoryWriter(JournalWriter):
@@ -39,9 +40,13 @@ class MemoryStore(Store):
 
     ``journals`` maps each run id to its journal bytes, so a test can inspect or
     damage them.
+
+    Args:
+        codec: payload codecs (see :mod:`durable.codecs`): one, or a list applied in order.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, codec: CodecOption = None) -> None:
+        self.payloads = payloads_from(codec)
         self.journals: dict[str, bytearray] = {}
         self._open: set[str] = set()
         self.inboxes: dict[str, list[ev.Message]] = {}
@@ -63,10 +68,10 @@ class MemoryStore(Store):
             return None
         # Encoded first: a record the journal cannot hold is refused before the run
         # exists or is locked.
-        first = encode_record(started, 0, -1)
+        first = encode_record(self._sealed(started), 0, -1)
         self._lock(started.run_id)
         self.journals[started.run_id] = bytearray(encode_header() + first)
-        writer = _MemoryWriter(self, started.run_id, 1)
+        writer = self._attach(_MemoryWriter(self, started.run_id, 1))
         writer.synced_through(0)
         self.due.setdefault(started.run_id, started.t)  # kept by a continuation
         self._notify()
@@ -82,10 +87,11 @@ class MemoryStore(Store):
             self._open.discard(run_id)
             raise
         del self.journals[run_id][found.end :]
-        return Opened(found.events, _MemoryWriter(self, run_id, len(found.events)))
+        opened = Opened(found.events, _MemoryWriter(self, run_id, len(found.events)))
+        return self._attach_opened(opened, run_id)
 
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
-        encode_record(started, 0, -1)  # refused before the old journal goes, not after
+        encode_record(self._sealed(started), 0, -1)  # refused before the old journal goes, not after
         writer.close()
         del self.journals[started.run_id]
         fresh = await self.create(started)
@@ -95,7 +101,9 @@ class MemoryStore(Store):
 
     async def read(self, run_id: str) -> list[ev.Event] | None:
         data = self.journals.get(run_id)
-        return None if data is None else scan(bytes(data), f"memory journal {run_id!r}").events
+        if data is None:
+            return None
+        return self._unsealed(scan(bytes(data), f"memory journal {run_id!r}").events, run_id)
 
     async def run_ids(self) -> list[str]:
         return sorted(self.journals)
@@ -105,11 +113,11 @@ class MemoryStore(Store):
             raise UnknownRunError(run_id, self)
         inbox = self.inboxes.setdefault(run_id, [])
         if all(m.message_id != message.message_id for m in inbox):
-            inbox.append(message)
+            inbox.append(self._sealed(message))  # held as a store holds it: sealed
         await self.wake(run_id)
 
     async def messages(self, run_id: str) -> list[ev.Message]:
-        return list(self.inboxes.get(run_id, ()))
+        return self._unsealed(list(self.inboxes.get(run_id, ())), run_id)
 
     async def remove_messages(self, run_id: str, message_ids: Collection[str]) -> None:
         gone = set(message_ids)

@@ -32,6 +32,7 @@ from ._core.events import (
 )
 from ._core.machine import Replay, Step, replay
 from ._core.outcomes import Raised, Returned, Stopped
+from ._core.payloads import Encoded, PayloadCodec, Payloads, payloads_from
 from ._core.values import dumps as dumps_value
 from ._core.values import loads_shown, loads_value
 from ._executor import WallClock
@@ -50,6 +51,7 @@ __all__ = [
     "CancelRequested",
     "ChildCompleted",
     "ChildStarted",
+    "Encoded",
     "Event",
     "FileSystem",
     "Hooks",
@@ -57,6 +59,8 @@ __all__ = [
     "Opened",
     "OsFileSystem",
     "PatchRecorded",
+    "PayloadCodec",
+    "Payloads",
     "Raised",
     "Replay",
     "ReplayCheck",
@@ -84,6 +88,7 @@ __all__ = [
     "encode_record",
     "loads_shown",
     "loads_value",
+    "payloads_from",
     "replay",
     "scan",
 ]

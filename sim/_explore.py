@@ -30,6 +30,7 @@ from durable.lowlevel import (
     TimerFired,
     TimerStarted,
     decode_record,
+    payloads_from,
 )
 
 from ._check import check
@@ -86,7 +87,13 @@ class Explorer:
         if self.simulator.before_each is not None:
             self.simulator.before_each()
         world = World(
-            self.workflow, self.args, self.kwargs, recipe, sync=self.simulator.sync, loop=self.simulator.loop
+            self.workflow,
+            self.args,
+            self.kwargs,
+            recipe,
+            sync=self.simulator.sync,
+            loop=self.simulator.loop,
+            codec=self.simulator.codec,
         )
         return world.play()
 
@@ -101,7 +108,7 @@ class Explorer:
     def hash_seed_failures(self, seeds: tuple[int, ...]) -> tuple[list[Failure], str | None]:
         """Replay the reference journal under other string-hash seeds (in child interpreters)."""
         found, note = hash_seed_divergences(
-            self.workflow, self.reference.journal_bytes(), seeds, sim_seed=self.seed
+            self.workflow, self.reference.plain_journal_bytes(), seeds, sim_seed=self.seed
         )
         failures = [
             Failure(Recipe(self.seed, (), self.faults, hash_seed=seed), divergence, self._replayer())
@@ -280,6 +287,9 @@ class Simulator:
             ``"trio"`` (default) or ``"asyncio"``. With ``"asyncio"`` each attempt runs to
             its end on an asyncio loop of the simulator's own, as a sync activity runs:
             in no virtual time, so the simulator keeps its virtual clock either way.
+        codec: payload codecs for the simulated store, as ``FileStore(codec=...)`` takes
+            them: every schedule runs with its journals sealed by them, and every check
+            reads them unsealed.
     """
 
     faults: tuple[ActivityFault, ...] = attrs.field(default=(), converter=tuple)
@@ -291,8 +301,10 @@ class Simulator:
     bit_rot: bool = False
     on_schedule: Callable[[int, Recipe, Failure | None], None] | None = None
     loop: str = attrs.field(default="trio", validator=lambda _, __, value: _check_loop(value))
+    codec: Any = None
 
     def __attrs_post_init__(self) -> None:
+        payloads_from(self.codec)  # a codec that is not one fails here, not in a schedule
         unknown = [d for d in self.disk_faults if d not in _DISK_WEIGHTS]
         if unknown or not self.disk_faults:
             raise ValueError(

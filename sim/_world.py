@@ -38,7 +38,7 @@ import trio
 import trio.testing
 
 import durable
-from durable.lowlevel import Event, Hooks, scan
+from durable.lowlevel import Event, Hooks, encode_header, encode_record, payloads_from, scan
 
 from ._disk import Crasher, Damage, Point, SimDisk, SimulatedCrash
 from ._plan import ActivityFault, Crash, InjectedFault, Recipe
@@ -197,6 +197,7 @@ class World:
         sync: str = "always",
         run_id: str = RUN_ID,
         loop: str = "trio",
+        codec: Any = None,
     ) -> None:
         self.workflow = workflow
         self.args = args
@@ -208,6 +209,10 @@ class World:
         #: loop that runs them when it is asyncio (made at the first, closed at the end).
         self.loop = loop
         self._asyncio_loop: asyncio.AbstractEventLoop | None = None
+        #: The store's payload codecs (Simulator.codec): the journals on the simulated disk
+        #: are sealed with them, and every check reads them unsealed.
+        self.codec = codec
+        self.payloads = payloads_from(codec)
         self.disk = SimDisk()
         self.wall = EPOCH
         self.executions: list[Execution] = []
@@ -269,13 +274,26 @@ class World:
         if file is None:
             return []
         try:
-            return scan(bytes(file.data), self._journal).events
+            return self._events(bytes(file.data), self._journal)
         except durable.JournalCorruptError:
             return []
+
+    def _events(self, data: bytes, path: str) -> list[Event]:
+        """The events of journal bytes, with their payloads unsealed (Simulator.codec)."""
+        events = scan(data, path).events
+        return events if self.payloads is None else self.payloads.unseal_all(events, self.run_id)
 
     def journal_bytes(self) -> bytes:
         file = self.disk.files.get(self._journal)
         return b"" if file is None else bytes(file.data)
+
+    def plain_journal_bytes(self) -> bytes:
+        """The run's journal with its payloads unsealed, for a replay without the codec."""
+        data = self.journal_bytes()
+        if self.payloads is None or not data:
+            return data
+        records = (encode_record(event, at, at) for at, event in enumerate(self._events(data, self._journal)))
+        return encode_header() + b"".join(records)
 
     def _lifetime(self, number: int, crash: Crash | None, journal: list[Event]) -> Lifetime:
         crasher = Crasher(crash.at if crash is not None else None)
@@ -288,7 +306,7 @@ class World:
 
         async def main() -> None:
             crasher.on_crash = lambda: crash_time.__setitem__(0, trio.current_time())
-            store = durable.FileStore(ROOT, sync=self.sync, fs=self.disk)
+            store = durable.FileStore(ROOT, sync=self.sync, fs=self.disk, codec=self.codec)
             with trio.move_on_after(TIME_LIMIT) as scope:
                 # Every run that waits is let go and taken back by replay, as a worker
                 # does: its crash points are explored with the rest.
@@ -334,7 +352,7 @@ class World:
         lifetime.crashed_at = point
         file = self.disk.files.get(self._journal)
         if file is not None:
-            lifetime.durable_at_crash = scan(bytes(file.synced), self._journal).events
+            lifetime.durable_at_crash = self._events(bytes(file.synced), self._journal)
         lifetime.durable_runs_at_crash = self._journals(synced=True)
         rng = random.Random(f"{self.recipe.seed}/{lifetime.number}/{crash.at}/{crash.disk}")
         lifetime.damage = self.disk.crash("drop" if crash.disk == "eio" else crash.disk, rng)
@@ -352,7 +370,7 @@ class World:
             if not path.endswith(".journal"):
                 continue
             try:
-                events = scan(bytes(file.synced if synced else file.data), path).events
+                events = self._events(bytes(file.synced if synced else file.data), path)
             except durable.JournalCorruptError:
                 continue
             first = events[0] if events else None

@@ -22,6 +22,7 @@ import cbor2
 import pytest
 
 import durable
+from durable.codecs import AesGcm, Zlib
 from durable.lowlevel import (
     ActivityCompleted,
     ActivityFailed,
@@ -35,7 +36,9 @@ from durable.lowlevel import (
     RunFailed,
     RunStarted,
     Stopped,
+    loads_shown,
     loads_value,
+    payloads_from,
     scan,
 )
 
@@ -64,11 +67,13 @@ def _journal(run_id: str) -> bytes:
 
 
 def _events(run_id: str) -> list[Any]:
+    """The journal's events, with payloads decoded by its case's codec (if it had one)."""
     found = scan(_journal(run_id), f"{run_id}.journal")
     assert found.exists
     assert not found.torn, "a golden journal must decode to its last byte"
     assert found.end == len(_journal(run_id))
-    return found.events
+    payloads = payloads_from(workflows.CASES[run_id].codec)
+    return found.events if payloads is None else payloads.unseal_all(found.events, run_id)
 
 
 @pytest.fixture(autouse=True)
@@ -187,7 +192,7 @@ def test_replaying_the_golden_journal_gives_the_expected_outcome(run_id: str) ->
 
 
 def _store_with(run_id: str, tmp_path: Path) -> durable.FileStore:
-    store = durable.FileStore(tmp_path / "store")
+    store = durable.FileStore(tmp_path / "store", codec=workflows.CASES[run_id].codec)
     target = Path(store.journal_path(run_id))
     target.parent.mkdir(parents=True)
     shutil.copyfile(GOLDEN / f"{run_id}.journal", target)
@@ -334,3 +339,60 @@ def test_documented_annotated_journal() -> None:
     assert data[:16].hex() == "894455520d0a1a0a0100000029c9878c"
     assert data[16:26].hex() == "d54a2a000000750e616a"
     assert [type(event).__name__ for event in _events("double")] == EXPECTED["double"]["events"]
+
+
+# --- payload codecs (journal contract v1, section 8.2) ---------------------------------
+
+CODEC_CASES = sorted(run_id for run_id, case in workflows.CASES.items() if case.codec is not None)
+
+
+def test_there_are_golden_journals_with_codecs() -> None:
+    assert CODEC_CASES == ["codec-encrypted", "codec-zlib"]
+
+
+@pytest.mark.parametrize("run_id", CODEC_CASES)
+def test_every_payload_of_a_codec_golden_journal_is_sealed(run_id: str) -> None:
+    raw = scan(_journal(run_id), run_id).events
+    names = "zlib" if run_id == "codec-zlib" else "zlib+aes-gcm"
+    shown = [
+        loads_shown(getattr(event, field))
+        for event in raw
+        for field in ("args", "result", "value", "payload")
+        if isinstance(getattr(event, field, None), bytes)
+    ]
+    assert shown and all(repr(value) == f"<encoded by {names}>" for value in shown)
+
+
+def test_an_encrypted_golden_journal_holds_no_plain_payload() -> None:
+    data = _journal("codec-encrypted")
+    subscriber = workflows.SUBSCRIBER
+    assert subscriber.name.encode() not in data
+    assert b"golden-2026-12" in data  # the key id travels with each payload (never the key)
+
+
+@pytest.mark.parametrize("run_id", CODEC_CASES)
+def test_a_codec_golden_journal_without_its_codec_is_a_clear_error(run_id: str, tmp_path: Path) -> None:
+    case = workflows.CASES[run_id]
+    store = durable.FileStore(tmp_path / "store")
+    target = Path(store.journal_path(run_id))
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(GOLDEN / f"{run_id}.journal", target)
+    with pytest.raises(durable.PayloadCodecError, match=r"without that codec; pass the same") as failed:
+        durable.run(case.workflow, *case.args, id=run_id, store=store, **case.kwargs)
+    assert failed.value.run_id == run_id
+    assert sum(workflows.CALLS.values()) == 0
+    assert target.read_bytes() == _journal(run_id), "nothing is written to a journal it cannot read"
+
+
+def test_an_encrypted_golden_journal_with_the_wrong_key_is_refused(tmp_path: Path) -> None:
+    run_id = "codec-encrypted"
+    wrong = [Zlib(), AesGcm({"golden-2026-12": bytes(32)})]
+    store = durable.FileStore(tmp_path / "store", codec=wrong)
+    target = Path(store.journal_path(run_id))
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(GOLDEN / f"{run_id}.journal", target)
+    case = workflows.CASES[run_id]
+    with pytest.raises(durable.PayloadCodecError, match="authentication failed") as failed:
+        durable.run(case.workflow, *case.args, id=run_id, store=store)
+    assert failed.value.codec == "aes-gcm"
+    assert target.read_bytes() == _journal(run_id)

@@ -304,6 +304,7 @@ PUBLIC_API = [
     "LoopMismatchError",
     "MemoryStore",
     "NonDeterminismError",
+    "PayloadCodecError",
     "PostgresStore",
     "RetryPolicy",
     "RunConflictError",

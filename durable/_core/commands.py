@@ -17,6 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import attrs
 
 from . import named
+from .payloads import Encoded
 from .policy import DEFAULT_POLICY, RetryPolicy
 from .values import encode_call, encode_plain_call, loads_shown
 
@@ -77,9 +78,13 @@ def call_text(args: Sequence[Any], kwargs: Mapping[str, Any], *, limit: int | No
 
 def encoded_call_text(data: bytes, *, limit: int | None = 120) -> str:
     """:func:`call_text` of a journaled ``[args, kwargs]``; a description of the bytes
-    when they do not decode (a description must never hide what it describes)."""
+    when they do not decode (a description must never hide what it describes), and
+    ``(<encoded by NAME>)`` for arguments a payload codec sealed."""
     try:
-        args, kwargs = loads_shown(data)
+        call = loads_shown(data)
+        if isinstance(call, Encoded):
+            return f"({call!r})"
+        args, kwargs = call
         return call_text(args, kwargs, limit=limit)
     except Exception:
         return f"(<{len(data)} bytes that do not decode>)"

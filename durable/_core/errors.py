@@ -449,6 +449,22 @@ class UnsafeStoreError(StoreError):
         )
 
 
+class PayloadCodecError(StoreError):
+    """A payload encoded by a codec cannot be decoded: the store was opened without
+    that codec, or the codec refuses the bytes (a wrong or missing key, tampered data).
+    Nothing is lost: the journal is intact, and the run goes on once the store has the
+    codec (and key) that wrote it.
+
+    Attributes:
+        codec: the name of the codec concerned (``"?"`` if the payload names none).
+        run_id: the run concerned, when known.
+    """
+
+    def __init__(self, message: str, *, codec: str, run_id: str | None = None) -> None:
+        super().__init__(message, run_id=run_id)
+        self.codec = codec
+
+
 class JournalVersionError(StoreError):
     """A journal was written by a newer format version than this durable reads."""
 

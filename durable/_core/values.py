@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import cbor2
 
-from . import named
+from . import named, payloads
 from .errors import JournalCorruptError, SerializationError
 
 #: The largest journal record, in bytes (the frame's length field allows no more;
@@ -231,9 +231,22 @@ loads: Callable[[bytes], Any] = functools.partial(
     tag_hook=_unknown_tag,
 )
 
+
+def _encoded(value: Any, _immutable: bool) -> payloads.Encoded:
+    """A sealed payload (see payloads.py) shown without its codec: ``<encoded by NAME>``."""
+    try:
+        return payloads.Encoded(payloads.codec_names(value))
+    except ValueError as exc:
+        raise cbor2.CBORDecodeError(str(exc)) from None
+
+
 _loads_shown: Callable[[bytes], Any] = functools.partial(
     cbor2.loads,
-    semantic_decoders={**_SEMANTIC_DECODERS, named.TAG: _typed_decoder(shown=True)},
+    semantic_decoders={
+        **_SEMANTIC_DECODERS,
+        named.TAG: _typed_decoder(shown=True),
+        payloads.TAG: _encoded,
+    },
     tag_hook=_unknown_tag,
 )
 
@@ -241,7 +254,8 @@ _loads_shown: Callable[[bytes], Any] = functools.partial(
 def loads_shown(data: bytes) -> Any:
     """Decode a journal value for a tool that shows journals without the application's
     code (``durable show``): a typed value of a class the code does not name comes back
-    as a stand-in that prints like the class, ``Customer(name='ada', tier=Tier('pro'))``.
+    as a stand-in that prints like the class, ``Customer(name='ada', tier=Tier('pro'))``,
+    and a payload still encoded by a codec as ``<encoded by NAME>``.
     Raises ``cbor2.CBORDecodeError`` on bad data."""
     return _loads_shown(data)
 
@@ -297,6 +311,8 @@ def load_stored(data: bytes, *, run_id: str, what: str) -> Any:
     try:
         return loads(data)
     except Exception as exc:
+        if payloads.is_sealed(data):  # the store was opened without the codec that wrote it
+            raise payloads.missing_codec(data, run_id=run_id, what=what) from None
         typed = _typed_failure.get()
         if typed is not None:
             raise SerializationError(

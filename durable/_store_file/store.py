@@ -22,8 +22,9 @@ import trio
 
 from .._core import events as ev
 from .._core.errors import DurableError, DurableInternalError
+from .._core.payloads import payloads_from
 from .._fs import FileSystem, OsFileSystem
-from .._store import JournalWriter, Opened, Store, check_sync_mode
+from .._store import CodecOption, JournalWriter, Opened, Store, check_sync_mode
 from .commit import _FileWriter, _GroupCommit
 from .directory import Directory
 from .due import DueIndex
@@ -41,12 +42,19 @@ class FileStore(Store):
             across concurrent runs; callers still wait for their fsync) or ``"none"``
             (no fsync: for tests and benchmarks; a power loss can lose steps).
         fs: the file system to use (the simulator passes a simulated disk).
+        codec: payload codecs (see :mod:`durable.codecs`): one, or a list applied in order.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, sync: str = "always", fs: FileSystem | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        sync: str = "always",
+        fs: FileSystem | None = None,
+        codec: CodecOption = None,
     ) -> None:
         self.path = os.fspath(path)
+        self.payloads = payloads_from(codec)
         self.sync = check_sync_mode(sync)
         self.fs: FileSystem = fs if fs is not None else OsFileSystem()
         self._dir = Directory(self.path, self.fs)
@@ -56,7 +64,8 @@ class FileStore(Store):
         self._due = DueIndex(self._dir, self._reader, sync=self.sync != "none")
 
     def __repr__(self) -> str:
-        return f"FileStore({self.path!r}, sync={self.sync!r})"
+        codec = "" if self.payloads is None else f", codec={self.payloads.name!r}"
+        return f"FileStore({self.path!r}, sync={self.sync!r}{codec})"
 
     def journal_path(self, run_id: str) -> str:
         """Where the journal of ``run_id`` lives."""
@@ -66,23 +75,27 @@ class FileStore(Store):
         await self._due.prepare()
         # A new run is due at once: whoever holds it keeps the entry until it lets the
         # run go, so that a crash of the holder leaves the run found (see due.py).
-        return await self._journals.create(started, lambda: self._due.add(started.run_id, started.t))
+        writer = await self._journals.create(
+            self._sealed(started), lambda: self._due.add(started.run_id, started.t)
+        )
+        return None if writer is None else self._attach(writer)
 
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
-        return await self._journals.restart(started, writer)
+        return self._attach(await self._journals.restart(self._sealed(started), writer))
 
     async def open(self, run_id: str) -> Opened | None:
-        return await self._journals.open(run_id)
+        return self._attach_opened(await self._journals.open(run_id), run_id)
 
     async def open_many(
         self, run_ids: Sequence[str], *, limit: int | None = None
     ) -> list[Opened | DurableError | None]:
         """Open runs for recovery, then make them durable in one parallel round of
         fdatasyncs and one directory fsync (instead of two fsyncs per run)."""
-        return await self._journals.open_many(run_ids, limit=limit)
+        return self._attach_each(run_ids, await self._journals.open_many(run_ids, limit=limit))
 
     async def read(self, run_id: str) -> list[ev.Event] | None:
-        return await self._reader.read(run_id)
+        events = await self._reader.read(run_id)
+        return None if events is None else self._unsealed(events, run_id)
 
     def journal_bytes(self, run_id: str) -> bytes | None:
         """The bytes of a run's journal as they are (None if there is none), for tools that
@@ -99,10 +112,10 @@ class FileStore(Store):
         return await self._reader.run_ids()
 
     async def post(self, run_id: str, message: ev.Message) -> None:
-        await self._inbox.post(run_id, message)
+        await self._inbox.post(run_id, self._sealed(message))
 
     async def messages(self, run_id: str) -> list[ev.Message]:
-        return await self._inbox.messages(run_id)
+        return self._unsealed(await self._inbox.messages(run_id), run_id)
 
     async def remove_messages(self, run_id: str, message_ids: Collection[str]) -> None:
         await self._inbox.remove_messages(run_id, message_ids)
@@ -136,7 +149,7 @@ class FileStore(Store):
         return {run_id for run_id in run_ids if self._due.state(run_id) == "held"}
 
     async def wake(self, run_id: str) -> None:
-        events = await self.read(run_id)
+        events = await self._reader.read(run_id)  # only its end matters: payloads stay sealed
         if events and not isinstance(events[-1], ev.TERMINAL):  # an ended run is due never
             await self._due.prepare()
             self._due.add(run_id, -math.inf)

@@ -33,7 +33,8 @@ import trio
 from .._core import events as ev
 from .._core.durations import Duration, parse_duration
 from .._core.errors import DurableError
-from .._store import JournalWriter, Opened, Store
+from .._core.payloads import payloads_from
+from .._store import CodecOption, JournalWriter, Opened, Store
 from .dsn import split_options
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class PostgresStore(Store):
             of seconds or a timedelta); a crashed worker's runs can be taken over after this.
         pool_size: the most connections the store's pool opens (besides one for LISTEN).
         connect_timeout: how long to wait for the server when connecting.
+        codec: payload codecs (see :mod:`durable.codecs`): one, or a list applied in order.
 
     Raises:
         StoreError: the DSN cannot be parsed (a server that cannot be reached is
@@ -91,8 +93,10 @@ class PostgresStore(Store):
         lease_ttl: Duration | None = None,
         pool_size: int = 10,
         connect_timeout: Duration = "10s",
+        codec: CodecOption = None,
     ) -> None:
         _require_psycopg()
+        self.payloads = payloads_from(codec)
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a str (got {type(dsn).__name__})")
         dsn, options = split_options(dsn)
@@ -185,10 +189,11 @@ class PostgresStore(Store):
     # -- runs ----------------------------------------------------------------------
 
     async def create(self, started: ev.RunStarted) -> JournalWriter | None:
-        return await self._leases.create(started)
+        writer = await self._leases.create(self._sealed(started))
+        return None if writer is None else self._attach(writer)
 
     async def open(self, run_id: str) -> Opened | None:
-        return await self._leases.open(run_id)
+        return self._attach_opened(await self._leases.open(run_id), run_id)
 
     async def open_many(
         self, run_ids: Sequence[str], *, limit: int | None = None
@@ -203,13 +208,14 @@ class PostgresStore(Store):
         journals are read and checked in the same transaction, and only runs whose
         journal reads get their lease taken.
         """
-        return await self._leases.open_many(run_ids, limit=limit)
+        return self._attach_each(run_ids, await self._leases.open_many(run_ids, limit=limit))
 
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
-        return await self._leases.restart(started, writer)
+        return self._attach(await self._leases.restart(self._sealed(started), writer))
 
     async def read(self, run_id: str) -> list[ev.Event] | None:
-        return await self._reader.read(run_id)
+        events = await self._reader.read(run_id)
+        return None if events is None else self._unsealed(events, run_id)
 
     async def run_ids(self) -> list[str]:
         return await self._reader.run_ids()
@@ -256,10 +262,10 @@ class PostgresStore(Store):
     # -- the inbox -----------------------------------------------------------------
 
     async def post(self, run_id: str, message: ev.Message) -> None:
-        await self._inbox.post(run_id, message)
+        await self._inbox.post(run_id, self._sealed(message))
 
     async def messages(self, run_id: str) -> list[ev.Message]:
-        return await self._inbox.messages(run_id)
+        return self._unsealed(await self._inbox.messages(run_id), run_id)
 
     async def remove_messages(self, run_id: str, message_ids: Collection[str]) -> None:
         await self._inbox.remove(run_id, message_ids)

@@ -44,6 +44,7 @@ from durable.lowlevel import (
     RunCompleted,
     RunFailed,
     loads_value,
+    payloads_from,
     scan,
 )
 
@@ -94,8 +95,14 @@ def run_case(workflows: ModuleType, case: Any, store: durable.FileStore) -> dict
         else:
             durable.run(case.workflow, *case.args, id=case.run_id, store=store, **case.kwargs)
     with open(store.journal_path(case.run_id), "rb") as file:
-        events = scan(file.read(), case.run_id).events
+        events = unsealed(case, scan(file.read(), case.run_id).events)
     return {"outcome": describe_end(events[-1]), "calls": dict(sorted(workflows.CALLS.items()))}
+
+
+def unsealed(case: Any, events: list[Any]) -> list[Any]:
+    """The events of a case's journal with their payloads decoded by the case's codec."""
+    payloads = payloads_from(case.codec)
+    return events if payloads is None else payloads.unseal_all(events, case.run_id)
 
 
 async def _run_with_signals(case: Any, store: durable.FileStore) -> None:
@@ -128,7 +135,7 @@ def describe_end(event: Any) -> dict[str, Any]:
 
 def record(workflows: ModuleType, case: Any, tmp: Path) -> tuple[bytes, dict[str, Any]]:
     """Record one case; return the journal's bytes and its expected.json entry."""
-    store = durable.FileStore(tmp / "store")
+    store = durable.FileStore(tmp / "store", codec=case.codec)
     first = run_case(workflows, case, store)
     path = store.journal_path(case.run_id)
     with open(path, "rb") as file:
@@ -148,7 +155,7 @@ def record(workflows: ModuleType, case: Any, tmp: Path) -> tuple[bytes, dict[str
             entry["calls_on_resume"] = resumed["calls"]
         else:
             # Resume a copy, to record what finishing the run does.
-            copy = durable.FileStore(tmp / "copy")
+            copy = durable.FileStore(tmp / "copy", codec=case.codec)
             Path(copy.journal_path(case.run_id)).parent.mkdir(parents=True)
             shutil.copyfile(path, copy.journal_path(case.run_id))
             resumed = run_case(workflows, case, copy)

@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 
 import durable
+from durable.codecs import AesGcm, Zlib
 
 #: Calls of each activity since the last :func:`reset`, by journal name.
 CALLS: collections.Counter[str] = collections.Counter()
@@ -300,6 +301,7 @@ class Case:
         cut_after_scheduled: for an unfinished run, keep the journal only up to the end
             of the ``ActivityScheduled`` record of this step (the process "died" while it ran).
         resume: for a resumed run, record the cut journal, then run it again to its end.
+        codec: the payload codecs of the store it was recorded in (journal contract v1, 8.2).
     """
 
     run_id: str
@@ -310,6 +312,7 @@ class Case:
     resume: bool = False
     signals: tuple[tuple[str, Any], ...] = ()
     cancel: str | None = None
+    codec: Any = None
 
 
 # --- typed values (journal contract v1, section 8.1: tag 27) ---------------------------
@@ -358,6 +361,14 @@ def subscription(subscriber: Subscriber, on: datetime.date):  # type: ignore[no-
     return {"price": price, "next": next_on, "plan": subscriber.plan, "tags": subscriber.tags}
 
 
+# --- payload codecs (journal contract v1, section 8.2) ---------------------------------
+
+#: A key for the golden journals only: published here, so it protects nothing.
+GOLDEN_KEY = bytes(range(32))
+ZLIB = Zlib()
+ENCRYPTED = [Zlib(), AesGcm({"golden-2026-12": GOLDEN_KEY})]
+
+
 CASES: dict[str, Case] = {
     case.run_id: case
     for case in [
@@ -376,5 +387,12 @@ CASES: dict[str, Case] = {
         Case("continued", looper, (3,)),
         Case("family", family, (4,)),
         Case("typed-values", subscription, (SUBSCRIBER, datetime.date(2026, 12, 5))),
+        Case("codec-zlib", approval, ("o-10",), signals=(("decision", "approved"),), codec=ZLIB),
+        Case(
+            "codec-encrypted",
+            subscription,
+            (SUBSCRIBER, datetime.date(2026, 12, 5)),
+            codec=ENCRYPTED,
+        ),
     ]
 }
