@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 import _harness as h
+import bench_codecs
 import bench_live
 import bench_loops
 import bench_recovery
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         bench_waiting,
         bench_loops,
         bench_typed,
+        bench_codecs,
     ):
         figures += bench.collect(repeats=options.repeats, base=options.dir, quick=options.quick)
     h.main_table(figures)
