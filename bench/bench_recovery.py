@@ -20,6 +20,14 @@ mid-sleep leaves them. Then, on the same ``FileStore`` (``sync="always"``):
 
 The store is copied fresh for each repeat, so every repeat recovers the same
 journals.
+
+Then, on a store holding a long history: ``n`` finished runs (10,000, and
+100,000 without ``--quick``) and nothing to do, the two looks a worker takes
+(target: <= 5 ms at 100,000 finished runs: cost follows the unfinished runs,
+never the history):
+
+* ``recover()``: the unfinished runs (none), through the due index;
+* ``due_runs()``: what a worker's poll asks for.
 """
 
 from __future__ import annotations
@@ -36,9 +44,12 @@ import _harness as h
 import trio
 
 import durable
+from durable import lowlevel
 
 SIZES = (2_000, 10_000)
 QUICK_SIZES = (1_000, 2_000)
+HISTORY_SIZES = (10_000, 100_000)
+QUICK_HISTORY_SIZES = (10_000,)
 FSYNC_THREADS = 16
 
 
@@ -105,6 +116,73 @@ def resume_one_once(path: str) -> float:
         shutil.rmtree(copy)
 
 
+def make_history(n: int, base: str | None) -> str:
+    """A FileStore directory holding ``n`` finished runs (written through the store API:
+    created, completed, ended, as a runtime leaves them; sync="none" to fill it fast)."""
+    path = tempfile.mkdtemp(prefix="durable-bench-history-", dir=base)
+    store = durable.FileStore(path, sync="none")
+    args = lowlevel.dumps_value([[1], {}])
+    result = lowlevel.dumps_value(1)
+
+    async def fill() -> None:
+        now = time.time()
+        for i in range(n):
+            writer = await store.create(lowlevel.RunStarted(f"done-{i}", "bench.history", args, now))
+            assert writer is not None
+            writer.append(lowlevel.RunCompleted(result, now))
+            await writer.sync()
+            writer.close()
+            await store.ended(f"done-{i}")
+
+    trio.run(fill)
+    return path
+
+
+def history_once(path: str, what: str) -> float:
+    """One ``recover()`` (in a running Runtime) or one ``due_runs()`` on a fresh store object."""
+    store = durable.FileStore(path)
+
+    async def main() -> float:
+        async with durable.Runtime(store, poll=None) as runtime:
+            start = time.perf_counter()
+            if what == "recover":
+                found = await runtime.recover()
+            else:
+                found = await store.due_runs(time.time(), 100)
+            seconds = time.perf_counter() - start
+            assert not found, f"{what} found work in a store of finished runs"
+            return seconds
+
+    return trio.run(main)
+
+
+def history_figures(*, repeats: int, base: str | None, quick: bool) -> list[h.Figure]:
+    figures = []
+    for n in QUICK_HISTORY_SIZES if quick else HISTORY_SIZES:
+        path = make_history(n, base)
+        try:
+            h.header(f"a worker's look for work in a store of {n:,} finished runs (FileStore)")
+            recover, due = h.measure_interleaved(
+                [
+                    functools.partial(history_once, path, "recover"),
+                    functools.partial(history_once, path, "due"),
+                ],
+                repeats=repeats,
+            )
+            for name, timing in (
+                (f"recover(), {n:,} finished runs", recover),
+                (f"due_runs(), {n:,} finished runs", due),
+            ):
+                figures.append(
+                    h.report(
+                        h.Figure(name, timing.median * 1e3, "ms", 5, "<=", timing.spread, timing.best * 1e3)
+                    )
+                )
+        finally:
+            shutil.rmtree(path)
+    return figures
+
+
 def fsync_floor_once(path: str, n: int) -> float:
     """``n`` fdatasyncs of the store's journals from 16 threads at once."""
     import concurrent.futures  # noqa: PLC0415 - only for the floor
@@ -165,7 +243,7 @@ def collect(*, repeats: int, base: str | None, quick: bool = False) -> list[h.Fi
                 )
         finally:
             shutil.rmtree(path)
-    return figures
+    return figures + history_figures(repeats=repeats, base=base, quick=quick)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,6 +14,7 @@ to the second (FileStore does), so the due times set here are whole seconds.
 from __future__ import annotations
 
 import math
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,13 @@ from typing import Any
 import cbor2
 import pgutil
 import pytest
+import trio
 
 import durable
+import sim
 from durable._core import events as ev
 from durable._store import JournalWriter, Store
+from sim._disk import Crasher
 
 STORES = ["memory", "file", "postgres"]
 
@@ -228,3 +232,148 @@ async def test_held_says_which_runs_a_live_process_holds(store: Store) -> None:
     writer.close()
     assert await store.held(["held", "let-go"]) == set()
     assert await store.held([]) == set()
+
+
+# -- the runs that have not ended, without reading the finished ones ----------------------
+
+
+async def test_unfinished_lists_runs_waiting_for_time_or_a_message_never_ended_ones(store: Store) -> None:
+    now = whole_seconds()
+    await let_go(store, "timer", now + 3600)
+    await let_go(store, "signal", math.inf)
+    held = await create(store, "held", now - 5)
+    ended = await create(store, "ended", now - 5)
+    ended.append(ev.RunCompleted(cbor2.dumps(None), now))
+    await ended.sync()
+    ended.close()
+    await store.ended("ended")
+    assert await store.unfinished() == ["held", "signal", "timer"]
+    held.close()
+
+
+class CountingReads(durable.lowlevel.OsFileSystem):
+    """The real file system, counting the journals opened for reading."""
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+
+    def open(self, path: str, *, write: bool) -> int:
+        if path.endswith(".journal") and not write:
+            self.opened.append(Path(path).name)
+        return super().open(path, write=write)
+
+
+async def test_a_file_store_finds_its_unfinished_runs_without_reading_the_finished(tmp_path: Path) -> None:
+    setup = durable.FileStore(tmp_path / "store")
+    now = whole_seconds()
+    for n in range(40):
+        writer = await create(setup, f"done-{n}", now - 60)
+        writer.append(ev.RunCompleted(cbor2.dumps(n), now - 30))
+        await writer.sync()
+        writer.close()
+        await setup.ended(f"done-{n}")
+    await let_go(setup, "waits-for-a-signal", math.inf)
+    await let_go(setup, "waits-for-a-timer", now + 3600)
+    fs = CountingReads()
+    store = durable.FileStore(tmp_path / "store", fs=fs)
+    assert await store.unfinished() == ["waits-for-a-signal", "waits-for-a-timer"]
+    assert sorted(fs.opened) == ["waits-for-a-signal.journal", "waits-for-a-timer.journal"]
+
+
+async def test_an_entry_left_by_a_run_that_ended_is_removed_when_found(tmp_path: Path) -> None:
+    store = durable.FileStore(tmp_path / "store")
+    writer = await create(store, "r", whole_seconds() - 5)
+    writer.append(ev.RunCompleted(cbor2.dumps(1), whole_seconds()))
+    await writer.sync()
+    writer.close()  # a crash before ended(): its entry stays
+    entries = [p for p in (tmp_path / "store" / "due").rglob("*") if p.is_file()]
+    assert [p.name for p in entries] == ["r"]
+    assert await durable.FileStore(tmp_path / "store").unfinished() == []
+    assert not [p for p in (tmp_path / "store" / "due").rglob("*") if p.is_file()]
+    assert (tmp_path / "store" / "due" / "waiting").is_dir()  # it stays, empty: the index has it
+
+
+async def test_an_index_from_before_waiting_entries_gets_them_from_the_journals_once(tmp_path: Path) -> None:
+    store = durable.FileStore(tmp_path / "store")
+    await let_go(store, "signal", math.inf)
+    await let_go(store, "timer", whole_seconds() + 3600)
+    # As an older durable left it: no waiting/, and no entry for a run let go until a message.
+    waiting = tmp_path / "store" / "due" / "waiting"
+    for entry in waiting.iterdir():
+        entry.unlink()
+    waiting.rmdir()
+    fs = CountingReads()
+    upgraded = durable.FileStore(tmp_path / "store", fs=fs)
+    assert await upgraded.unfinished() == ["signal", "timer"]
+    assert (waiting / "signal").is_file()
+    fs.opened.clear()
+    again = durable.FileStore(tmp_path / "store", fs=fs)
+    assert await again.unfinished() == ["signal", "timer"]
+    assert sorted(fs.opened) == ["signal.journal", "timer.journal"]  # no second migration
+
+
+async def test_recover_resumes_a_run_let_go_until_a_signal(tmp_path: Path) -> None:
+    @durable.workflow(name="tests.due.approve")
+    def approve() -> Any:
+        decision = yield durable.wait_signal("decision")
+        return decision
+
+    store = durable.FileStore(tmp_path / "store")
+    async with durable.Runtime(store, waiting_cache=0) as runtime:
+        await runtime.start(approve, id="a-1")
+        while not (events := await store.read("a-1")) or not isinstance(
+            events[-1], ev.RunStarted | ev.TimerStarted
+        ):
+            await trio.sleep(0.01)
+    async with durable.Runtime(store) as runtime:
+        assert [h.run_id for h in await runtime.recover()] == ["a-1"]
+
+
+# -- the index after a crash at every point ----------------------------------------------
+
+
+async def _life_of_four_runs(store: durable.FileStore) -> None:
+    """Runs let go until a message and until a time, one that ends, one held at the crash."""
+    now = whole_seconds()
+    for run_id, due in (("message", math.inf), ("timer", now + 3600), ("ends", now + 1)):
+        writer = await create(store, run_id, now - 10)
+        await writer.sync()
+        await store.release(writer, due)
+    opened = await store.open("ends")
+    assert opened is not None
+    opened.writer.append(ev.RunCompleted(cbor2.dumps(1), now))
+    await opened.writer.sync()
+    opened.writer.close()
+    await store.ended("ends")
+    held = await create(store, "held", now - 5)
+    await held.sync()
+    taken = await store.open("message")  # a message woke it, and a worker holds it now
+    assert taken is not None
+
+
+def _crash_points() -> int:
+    disk = sim.SimDisk()
+    trio.run(_life_of_four_runs, durable.FileStore("/s", fs=disk))
+    return len(disk.crasher.points)
+
+
+async def _listed_and_unfinished(store: durable.FileStore) -> tuple[list[str], list[str]]:
+    """What the index lists as unfinished, and what the journals say is."""
+    unfinished = []
+    for run_id in await store.run_ids():
+        events = await store.read(run_id)
+        if events and not isinstance(events[-1], ev.TERMINAL):
+            unfinished.append(run_id)
+    return await store.unfinished(), unfinished
+
+
+@pytest.mark.parametrize("how", ["kill", "drop", "torn"])
+def test_after_a_crash_at_any_point_every_unfinished_run_is_listed(how: str) -> None:
+    for crash_at in range(1, _crash_points() + 1):
+        disk = sim.SimDisk(Crasher(crash_at))
+        with pytest.raises(sim.SimulatedCrash):
+            trio.run(_life_of_four_runs, durable.FileStore("/s", fs=disk))
+        disk.crash(how, random.Random(crash_at))
+        disk.crasher = Crasher()
+        listed, unfinished = trio.run(_listed_and_unfinished, durable.FileStore("/s", fs=disk))
+        assert listed == unfinished, f"crash at point {crash_at} ({how})"

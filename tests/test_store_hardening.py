@@ -262,11 +262,14 @@ def test_recover_runs_the_other_runs_beside_a_directory_named_like_a_journal(tmp
                 handle = await runtime.start(echo, 1, id=run_id)
                 await handle.result()
         call = durable.lowlevel.dumps_value([[1], {}])
-        for run_id in ("a", "c"):  # two unfinished runs, as a crash leaves them
-            Path(store.journal_path(run_id)).unlink()
+        for run_id in ("a", "b", "c"):  # three unfinished runs, as a crash leaves them
+            Path(store.journal_path(run_id)).unlink(missing_ok=True)
             writer = await store.create(ev.RunStarted(run_id, "tests.hardening.echo", call, 1.0))
             assert writer is not None
             writer.close()
+        # b's journal is replaced by a directory (recovery looks at the runs the store's
+        # index lists: a run it created, whatever is in its place now).
+        Path(store.journal_path("b")).unlink()
         Path(store.journal_path("b")).mkdir()
         async with durable.Runtime(store) as runtime:
             handles = {h.run_id: h for h in await runtime.recover()}

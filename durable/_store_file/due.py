@@ -6,15 +6,21 @@ Layout: ``<path>/due/<chunk>/<second>/<stem>``, one empty file per entry, where
 divided by 4,096 (68 minutes): a worker lists the chunks, then the seconds of
 the chunks that have begun, then the entries of the seconds that have passed.
 What it reads grows with the runs that are due (and the seconds and chunks
-they fall in), never with the runs that wait for later.
+they fall in), never with the runs that wait for later. A run that only a
+message can wake has its entry in ``<path>/due/waiting/<stem>`` instead.
 
 A run gets an entry when it is created (due at once: a run nobody has taken
 yet), and its holder moves it when it lets the run go (to the second its timer
-or backoff ends; nowhere, when only a message can wake it: the inbox is that
-index) and removes it when the run ends. A run held by a live process keeps
+or backoff ends; to ``waiting/`` when only a message can wake it: the inbox
+says when) and removes it when the run ends. A run held by a live process keeps
 the entry it was taken through: other workers see it due, find its journal
 locked, and skip it; if its holder dies the lock goes with it, and the run is
 found like any other.
+
+So every unfinished run has an entry, and the index also answers "which runs
+have not ended" (:meth:`DueIndex.unfinished`, behind ``Runtime.recover()``)
+by listing the entries, at a cost that grows with the unfinished runs, never
+with the finished ones.
 
 The journal is the truth and this is a cache of it:
 
@@ -27,7 +33,9 @@ The journal is the truth and this is a cache of it:
   finds it;
 * a store made by a durable without the index has no ``due/``: the first
   process that needs it builds it from the journals (every unfinished run due
-  at once), under a temporary name, then renames it into place.
+  at once), under a temporary name, then renames it into place; an index made
+  before ``waiting/`` existed gets it the same way (an entry for each unfinished
+  run it lacks), once.
 """
 
 from __future__ import annotations
@@ -42,13 +50,15 @@ from collections.abc import Collection, Iterator
 from .._core import events as ev
 from .._core.errors import DurableInternalError, StoreError
 from .directory import Directory
-from .names import _SUFFIX, _file_name, _is_hashed
+from .names import _MIN_JOURNAL, _SUFFIX, _file_name, _is_hashed
 from .reading import Reader
 
 #: Seconds per chunk directory: 2**12, about 68 minutes.
 _CHUNK_BITS = 12
 #: The second of an entry that is due at once (a new run, one a message woke).
 _NOW = 0
+#: Where the entries of the runs that only a message can wake are (never due by time).
+_WAITING = "waiting"
 
 
 def _second(due: float) -> int:
@@ -75,6 +85,9 @@ class DueIndex:
     def _second_dir(self, second: int) -> str:
         return os.path.join(self.root, f"{second >> _CHUNK_BITS:09d}", f"{second:012d}")
 
+    def _waiting_dir(self) -> str:
+        return os.path.join(self.root, _WAITING)
+
     def _stem(self, run_id: str) -> str:
         return _file_name(run_id)[: -len(_SUFFIX)]
 
@@ -92,19 +105,21 @@ class DueIndex:
         self.dir.prepare()
         if self.fs.size(self.root) != -1:  # not there: a new store, or one made before the index
             await self._build()
+        if self.fs.size(self._waiting_dir()) != -1:  # an index made before waiting/ existed
+            await self._build_waiting()
         # Entries only make a worker look at a run, but a planted one must not make it
         # look at what it likes: the index is private, as the journals are.
         self.dir.check_private(self.root)
         self._ready = True
 
-    def add(self, run_id: str, due: float) -> str | None:
-        """Make the run due at ``due`` (an entry, durable when this returns); None for
-        math.inf (only a message wakes it: the inbox says so). After :meth:`prepare`."""
+    def add(self, run_id: str, due: float) -> str:
+        """Make the run due at ``due`` (an entry, durable when this returns); for
+        math.inf (only a message wakes it: the inbox says when), an entry in
+        ``waiting/``. Returns the entry's path. After :meth:`prepare`."""
         if not self._ready:
             raise DurableInternalError(f"the due index of {self.dir.path!r} is used before it is prepared")
-        if due == math.inf:
-            return None
-        path = self._make(self._second_dir(_second(due)), self._stem(run_id), run_id)
+        where = self._waiting_dir() if due == math.inf else self._second_dir(_second(due))
+        path = self._make(where, self._stem(run_id), run_id)
         self._known.setdefault(run_id, set()).add(path)
         return path
 
@@ -147,6 +162,8 @@ class DueIndex:
             except OSError as exc:
                 raise self._failed(f"removing {path}", exc) from exc
         second = os.path.dirname(path)
+        if not os.path.basename(second).isdigit():
+            return  # waiting/ stays, empty or not: it says the index has it
         # An empty directory goes (another process may fill it again meanwhile: rmdir
         # refuses then, and add() makes it again if it went first).
         for directory in (second, os.path.dirname(second)):
@@ -190,7 +207,26 @@ class DueIndex:
                     return float(int(second))
         return None
 
-    def _entries_until(self, second: int) -> Iterator[tuple[str, str]]:
+    async def unfinished(self) -> list[str]:
+        """Every run with an entry, sorted: each run that has not ended has one, and a
+        run that ended may still have one (removed by whoever finds it). Reads the
+        index only: its cost grows with the unfinished runs."""
+        await self.prepare()
+        ids = set()
+        for path, stem in [*self._entries_until(math.inf), *self._entries_in(self._waiting_dir())]:
+            run_id = self._run_id(stem)
+            if run_id is None:
+                self._unlink(path)  # its journal is gone (a hashed name is read from it)
+                continue
+            self._known.setdefault(run_id, set()).add(path)
+            ids.add(run_id)
+        return sorted(ids)
+
+    def _entries_in(self, directory: str) -> Iterator[tuple[str, str]]:
+        for stem in sorted(self._list(directory)):
+            yield os.path.join(directory, stem), stem
+
+    def _entries_until(self, second: float) -> Iterator[tuple[str, str]]:
         """``(path, stem)`` of each entry due by ``second``, oldest second first."""
         for chunk in sorted(self._list(self.root)):
             if not chunk.isdigit() or int(chunk) << _CHUNK_BITS > second:
@@ -199,9 +235,7 @@ class DueIndex:
             for name in sorted(self._list(chunk_dir)):
                 if not name.isdigit() or int(name) > second:
                     continue
-                second_dir = os.path.join(chunk_dir, name)
-                for stem in sorted(self._list(second_dir)):
-                    yield os.path.join(second_dir, stem), stem
+                yield from self._entries_in(os.path.join(chunk_dir, name))
 
     def free(self, run_id: str) -> bool:
         """Whether the run's journal is there and nobody holds it (see :meth:`state`)."""
@@ -209,8 +243,9 @@ class DueIndex:
 
     def state(self, run_id: str) -> str:
         """``"free"`` (nobody holds the run's lock: a test, let go at once; whoever opens
-        the run decides), ``"held"``, or ``"gone"`` (no journal: an entry is only made
-        once its journal exists, so its creation failed or the run was removed)."""
+        the run decides), ``"held"``, or ``"gone"`` (no journal, or one nobody holds
+        that is too short for a first record: its creation failed, or the run was
+        removed)."""
         try:
             fd = self.fs.open(self.dir.journal_path(run_id), write=False)
         except FileNotFoundError:
@@ -218,11 +253,14 @@ class DueIndex:
         except OSError:
             return "free"  # opening it says what is wrong with it, for this run alone
         try:
-            return "free" if self.fs.lock(fd) else "held"
+            if not self.fs.lock(fd):
+                return "held"
         except OSError:
             return "free"
         finally:
             self.fs.close(fd)
+        # Free, and too short to hold a first record: a creation that died before it.
+        return "gone" if 0 <= self.reader.size(self.dir.journal_path(run_id)) <= _MIN_JOURNAL else "free"
 
     def _list(self, directory: str) -> list[str]:
         try:
@@ -241,11 +279,12 @@ class DueIndex:
         """
         unfinished = await self._unfinished()
         if not unfinished:
-            self._makedirs(self.root)  # a new store (or nothing to take)
+            self._makedirs(self._waiting_dir())  # a new store (or nothing to take)
             return
         staged = f"{self.root}.building-{uuid.uuid4().hex}"
         second = os.path.join(staged, *os.path.relpath(self._second_dir(_NOW), self.root).split(os.sep))
         self._makedirs(second)
+        self._makedirs(os.path.join(staged, _WAITING))
         for run_id in unfinished:
             self._make(second, self._stem(run_id), run_id)
         try:
@@ -261,6 +300,30 @@ class DueIndex:
             # Another process built it first: ours goes.
             for stem in self._list(second):
                 self._unlink(os.path.join(second, stem))
+            for directory in (os.path.join(staged, _WAITING), staged):
+                with contextlib.suppress(OSError):
+                    self.fs.rmdir(directory)
+
+    async def _build_waiting(self) -> None:
+        """Give an index made before ``waiting/`` existed an entry for each unfinished
+        run it lacks (those an older durable let go until a message), reading every
+        journal once; built aside and renamed into place, as :meth:`_build`."""
+        listed = {stem for _, stem in self._entries_until(math.inf)}
+        missing = [run_id for run_id in await self._unfinished() if self._stem(run_id) not in listed]
+        staged = f"{self._waiting_dir()}.building-{uuid.uuid4().hex}"
+        self._makedirs(staged)
+        for run_id in missing:
+            self._make(staged, self._stem(run_id), run_id)
+        try:
+            self.fs.rename(staged, self._waiting_dir())
+            if self._sync:
+                self.fs.fsync_dir(self.root)
+        except OSError as exc:
+            if self.fs.size(self._waiting_dir()) != -1:
+                raise self._failed(f"putting {staged} in place", exc) from exc
+            for stem in self._list(staged):  # another process put its own in place first
+                with contextlib.suppress(OSError):
+                    self.fs.unlink(os.path.join(staged, stem))
             with contextlib.suppress(OSError):
                 self.fs.rmdir(staged)
 

@@ -185,12 +185,16 @@ class Journals:
         """Write the header and first record of a journal just created and locked, durably."""
         fs = self.fs
         try:
+            # The announcement (the run's due entry) is durable before the journal has a
+            # record: whatever a crash leaves of the journal, even a process killed right
+            # after its write, the index lists the run (an entry for a creation that never
+            # finished is removed by whoever finds it).
+            if announce is not None:
+                announce()
             fs.write(fd, encode_header())
             writer = self._writer(path, fd, 0, started.run_id)
             writer.append(started)
             fs.fdatasync(fd)
-            if announce is not None:
-                announce()
             fs.fsync_dir(self.dir.runs)
             writer.synced_through(0)
         except BaseException as exc:

@@ -21,7 +21,7 @@ from collections.abc import Collection, Sequence
 import trio
 
 from .._core import events as ev
-from .._core.errors import DurableError, DurableInternalError
+from .._core.errors import DurableError, DurableInternalError, StoreError
 from .._core.payloads import payloads_from
 from .._fs import FileSystem, OsFileSystem
 from .._store import CodecOption, JournalWriter, Opened, Store, check_sync_mode
@@ -110,6 +110,24 @@ class FileStore(Store):
 
     async def run_ids(self) -> list[str]:
         return await self._reader.run_ids()
+
+    async def unfinished(self) -> list[str]:
+        """Ids of the runs that have not ended, sorted, found through the due index (every
+        unfinished run has an entry) and checked against their journals: the cost grows
+        with the unfinished runs, never with the finished ones. An entry left by a run
+        that ended is removed here."""
+        ids = []
+        for run_id in await self._due.unfinished():
+            try:
+                events = await self._reader.read(run_id)
+            except StoreError:
+                ids.append(run_id)  # recovery reports it, and goes on with the others
+                continue
+            if events is None or (events and isinstance(events[-1], ev.TERMINAL)):
+                self._due.remove(run_id)  # ended, or gone: the entry was stale
+            elif events:
+                ids.append(run_id)
+        return ids
 
     async def post(self, run_id: str, message: ev.Message) -> None:
         await self._inbox.post(run_id, self._sealed(message))
