@@ -18,8 +18,9 @@ where it stopped. For example::
     durable.run(order, 4200, id="order-1")
 """
 
-from ._client import Client as Client
-from ._client import ClientHandle as ClientHandle
+import importlib as _importlib
+import typing as _typing
+
 from ._core.commands import (
     Activity as Activity,
 )
@@ -139,13 +140,50 @@ from ._core.primitives import (
 from ._core.primitives import (
     wait_signal as wait_signal,
 )
-from ._runtime import RunHandle as RunHandle
-from ._runtime import Runtime as Runtime
-from ._runtime import run as run
-from ._store import Store as Store
-from ._store_file import FileStore as FileStore
-from ._store_memory import MemoryStore as MemoryStore
-from ._store_postgres import PostgresStore as PostgresStore
+
+if _typing.TYPE_CHECKING:
+    from ._client import Client as Client
+    from ._client import ClientHandle as ClientHandle
+    from ._runtime import RunHandle as RunHandle
+    from ._runtime import Runtime as Runtime
+    from ._runtime import run as run
+    from ._store import Store as Store
+    from ._store_file import FileStore as FileStore
+    from ._store_memory import MemoryStore as MemoryStore
+    from ._store_postgres import PostgresStore as PostgresStore
+
+# What runs workflows (the runtime, the client, the stores) needs trio, which takes
+# longer to import than the rest of durable together: it is imported on first use,
+# so that a module that only defines workflows and activities (a web app importing
+# them, a CLI's --help) does not pay for it. The names behave as plain attributes.
+_LAZY = {
+    "Client": "._client",
+    "ClientHandle": "._client",
+    "RunHandle": "._runtime",
+    "Runtime": "._runtime",
+    "run": "._runtime",
+    "Store": "._store",
+    "FileStore": "._store_file",
+    "MemoryStore": "._store_memory",
+    "PostgresStore": "._store_postgres",
+}
+_SUBMODULES = ("codecs", "lowlevel")
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        value = _as_public(getattr(_importlib.import_module(_LAZY[name], __name__), name))
+    elif name in _SUBMODULES:
+        value = _importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'durable' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})
+
 
 __version__ = "0.1.0"
 
@@ -203,12 +241,13 @@ __all__ = [
 ]
 
 
-def _fix_module_names() -> None:
+def _as_public(obj: _typing.Any) -> _typing.Any:
     # Tracebacks and docs should say durable.X, not durable._core.errors.X.
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("durable._"):
-            obj.__module__ = "durable"
+    if getattr(obj, "__module__", "").startswith("durable._"):
+        obj.__module__ = "durable"
+    return obj
 
 
-_fix_module_names()
+for _name in __all__:
+    if _name not in _LAZY:
+        _as_public(globals()[_name])

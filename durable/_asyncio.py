@@ -38,13 +38,14 @@ import functools
 import sys
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import outcome
 import sniffio
 import trio
 
 from ._core.errors import DurableInternalError, LoopMismatchError
+from ._loops import Loop
 
 if TYPE_CHECKING:  # asyncio is imported when used: only asyncio programs pay for it
     import asyncio
@@ -52,23 +53,12 @@ if TYPE_CHECKING:  # asyncio is imported when used: only asyncio programs pay fo
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: The loops durable runs on, as the ``loop`` option names them.
-Loop = Literal["trio", "asyncio"]
-LOOPS: tuple[Loop, ...] = ("trio", "asyncio")
-
 #: Turns of the asyncio loop an activity's trio task waits for it before it sleeps
 #: (Guest.run_activity).
 _SPINS = 3
 
 #: The guest of each asyncio loop that has one now.
 _guests: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Guest] = weakref.WeakKeyDictionary()
-
-
-def check_loop(loop: object) -> Loop:
-    """``loop`` as an option names it, or a ValueError that lists the choices."""
-    if loop in LOOPS:
-        return loop
-    raise ValueError(f"loop must be 'trio' or 'asyncio' (got {loop!r})")
 
 
 def on_asyncio() -> bool:

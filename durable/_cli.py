@@ -27,35 +27,31 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import attrs
 import cbor2
 import click
-import trio
-from rich import box
-from rich.console import Console, RenderableType
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
-from . import _journals
 from . import _timeline as tl
-from ._asyncio import LOOPS, Loop, run_hosted
 from ._core.commands import Workflow, call_text
 from ._core.durations import parse_duration
 from ._core.errors import DurableError, NonDeterminismError, SerializationError, StoreError, WorkflowFailed
 from ._core.ids import check_run_id
 from ._core.payloads import Payloads, payloads_from
 from ._loader import LoadError, load_module, load_workflow, parse_arg
-from ._runtime import DEFAULT_STORE_PATH, Runtime, store_from
-from ._runtime import run as run_workflow
-from ._store import Store
-from ._store_file import FileStore
-from ._store_postgres import PostgresStore, looks_like_dsn
-from ._timeline_html import to_html
-from ._timeline_text import replay_report, runs_text, timeline_text
-from ._worker import serve
+from ._loops import LOOPS, Loop
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+    from . import _journals
+    from ._store import Store
+
+# Start-up: `durable --help`, and a verb's usage errors, come before trio, rich and
+# the stores are imported (SPEC section 8: --help within 300 ms). So each verb and
+# helper imports what it runs with where it runs it, and this module's top imports
+# only what declaring the verbs needs.
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -232,6 +228,8 @@ def run(target: str, args: tuple[str, ...], run_id: str | None, loop: Loop, stor
     Each ARG is parsed as a Python literal (42, 'text', [1, 2]); anything else is
     taken as a string. Running an id that exists attaches to that run.
     """
+    from ._runtime import run as run_workflow
+
     workflow = load_workflow(target)
     values = _parse_args(args)
     opened = _store_from(store)
@@ -291,6 +289,11 @@ def worker(modules: tuple[str, ...], poll: str, concurrency: int, loop: Loop, st
     stops it cleanly: in-flight activities are cancelled, nothing journaled is
     lost, and a restart resumes where it stopped.
     """
+    import trio
+
+    from ._asyncio import run_hosted
+    from ._worker import serve
+
     for module in modules:
         load_module(module)
     interval = parse_duration(poll, what="--poll")
@@ -335,10 +338,15 @@ def signal(run_id: str, name: str, payload: str | None, store: StoreArg) -> None
     recovered. A run that a worker holds gets it through the store's inbox: it is
     durable there when this returns, and the worker journals it within its --poll.
     """
+    import trio
+
+    from ._runtime import Runtime
+
     value = None if payload is None else parse_arg(payload)
     target = _open_store(store)
 
     async def send() -> None:
+        await _refuse_clear_payload(target, run_id, what="a signal's payload")
         async with Runtime(target) as runtime:
             await runtime.signal(run_id, name, value)
 
@@ -366,6 +374,10 @@ def cancel(run_id: str, reason: str, store: StoreArg) -> None:
     may catch durable.Cancelled and run cleanup steps. A run that a worker holds
     gets the request through the store's inbox, as for `durable signal`.
     """
+    import trio
+
+    from ._runtime import Runtime
+
     target = _open_store(store)
 
     async def send() -> None:
@@ -381,6 +393,8 @@ def cancel(run_id: str, reason: str, store: StoreArg) -> None:
 
 def _console(*, stderr: bool = False) -> Console:
     """A rich console; piped output gets wide lines (rows stay whole for grep) unless COLUMNS is set."""
+    from rich.console import Console
+
     # markup=False: a run named "[bold]x" prints as written (every string printed here is text).
     options: dict[str, Any] = {"highlight": False, "emoji": False, "markup": False, "soft_wrap": True}
     console = Console(stderr=stderr, **options)
@@ -403,6 +417,9 @@ def _store_from(arg: StoreArg, *, codec: bool = True) -> Store:
     A libpq ``key=value`` connection string (``host=db dbname=app``) is a PostgreSQL
     store, like a ``postgresql://`` URL, never a directory name (which would put its
     password into a path)."""
+    from ._runtime import DEFAULT_STORE_PATH, store_from
+    from ._store_postgres import PostgresStore, looks_like_dsn
+
     text = arg.path if arg.path is not None else os.environ.get("DURABLE_STORE") or DEFAULT_STORE_PATH
     payloads = arg.payloads() if codec else None
     codecs = None if payloads is None else list(payloads.codecs)
@@ -420,6 +437,11 @@ def _open_store(arg: StoreArg, *, tables: bool = True, codec: bool = True) -> St
     Nothing is created here: a directory that does not exist, or (``tables``) a
     PostgreSQL schema without durable's tables, is a usage error (a typo in --store
     must not look like "no runs", nor make a store)."""
+    import trio
+
+    from ._store_file import FileStore
+    from ._store_postgres import PostgresStore
+
     store = _store_from(arg, codec=codec)
     if isinstance(store, FileStore):
         if not os.path.exists(store.path):
@@ -438,6 +460,8 @@ def _open_store(arg: StoreArg, *, tables: bool = True, codec: bool = True) -> St
 
 
 async def _read_one(store: Store, run_id: str, payloads: Payloads | None) -> _journals.Journal:
+    from . import _journals
+
     check_run_id(run_id)  # an invalid id is a usage error, not a damaged journal
     journal = await _journals.read(store, run_id, payloads)
     if journal is None:
@@ -447,6 +471,8 @@ async def _read_one(store: Store, run_id: str, payloads: Payloads | None) -> _jo
 
 def _warn_codec(journals: Sequence[_journals.Journal]) -> None:
     """On stderr: the runs whose payloads --codec could not decode (shown encoded)."""
+    from rich.text import Text
+
     refused = [journal for journal in journals if journal.codec_error is not None]
     if refused:
         more = f" (and {len(refused) - 1} more runs)" if len(refused) > 1 else ""
@@ -456,8 +482,26 @@ def _warn_codec(journals: Sequence[_journals.Journal]) -> None:
         )
 
 
+async def _refuse_clear_payload(store: Store, run_id: str, *, what: str) -> None:
+    """Refuse to write ``what`` in clear into a run whose payloads a codec encoded (the
+    store was opened without ``--codec``): it would sit in the journal unencrypted."""
+    from ._core.payloads import is_sealed
+
+    if store.payloads is not None:
+        return
+    events = await store.read(run_id)
+    first = events[0] if events else None
+    if first is not None and is_sealed(getattr(first, "args", b"")):
+        raise CliUsageError(
+            f"run {run_id!r} keeps its payloads encoded by a codec, and no --codec was given: "
+            f"{what} would be written in clear; pass the application's --codec MODULE:ATTR"
+        )
+
+
 def _store_name(store: Store) -> str:
     """How messages name a store (a PostgreSQL DSN without its password)."""
+    from ._store_file import FileStore
+
     return f"the store {store.path!r}" if isinstance(store, FileStore) else repr(store)
 
 
@@ -488,9 +532,14 @@ def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, sto
     A run whose journal is damaged is listed with status 'corrupt' (and the
     error with --json); it never stops the listing.
     """
+    import trio
+    from rich.text import Text
+
+    from . import _journals
+    from ._timeline_text import runs_text
+
     opened = _open_store(store, codec=False)
     journals = trio.run(_journals.read_all, opened, store.payloads())
-    _warn_codec(journals)
     timelines = [journal.timeline() for journal in journals]
     rows = [
         t
@@ -538,6 +587,11 @@ def show(run_id: str, as_json: bool, html_file: str | None, store: StoreArg) -> 
     scheduled to done, every failed attempt with its error and backoff, and
     each recovery (a process resumed the run and replayed the journal).
     """
+    import trio
+
+    from ._timeline_html import to_html
+    from ._timeline_text import timeline_text
+
     opened = _open_store(store, codec=False)
     journal = trio.run(_read_one, opened, run_id, store.payloads())
     _warn_codec([journal])
@@ -602,6 +656,10 @@ def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: Store
     WORKFLOW alone); runs of other workflows are skipped. Exit 1 if any run
     diverged or could not be replayed.
     """
+    import trio
+
+    from ._timeline_text import replay_report
+
     if run_ids and replay_all:
         raise CliUsageError("give run ids or --all, not both")
     only: str | None = None
@@ -629,6 +687,8 @@ def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: Store
 async def _read_selected(
     store: Store, run_ids: tuple[str, ...], payloads: Payloads | None
 ) -> list[_journals.Journal]:
+    from . import _journals
+
     if not run_ids:
         return await _journals.read_all(store, payloads)
     return [await _read_one(store, run_id, payloads) for run_id in run_ids]
@@ -683,9 +743,12 @@ def sim(
     symmetry and ignored: the simulator never touches a real store; --codec
     makes its simulated store seal payloads with the application's codec.
     """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
     # The simulator builds on durable, never the reverse: the CLI, an application of
     # both, imports it only when this verb runs (a test pins that).
-    import sim as simulator  # noqa: PLC0415 - the CLI sits above both packages; only this verb needs sim
+    import sim as simulator
 
     workflow = load_workflow(target)
     values = _parse_args(args)
@@ -712,9 +775,9 @@ def sim(
         text = f"{label}: {played} schedules played, {found[0]} failures"
         progress.update(task, completed=played, description=text)
 
+    codecs = store.payloads()  # a --codec that names nothing is a usage error, before any run
     try:
         with progress:
-            codecs = store.payloads()
             report = simulator.Simulator(
                 on_schedule=on_schedule, loop=loop, codec=None if codecs is None else list(codecs.codecs)
             ).explore(workflow, *values, seed=seed, max_crashes=crashes, budget=budget)
@@ -739,6 +802,10 @@ _SHOWN_DIVERGENCES = 3
 
 def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: int) -> None:
     """The summary table, then each distinct divergence with a recipe that plays it again."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     console.print(Text(tl.printable(f"sim: {call}"), style="bold"))
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name in ("schedules", "crash points", "failures", "time", "seed", "crashes"):

@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from . import _asyncio
-from ._asyncio import Guest, Hosting, Loop, check_loop, current_guest, on_asyncio, on_trio
+from ._asyncio import Guest, Hosting, current_guest, on_asyncio, on_trio
 from ._core import events as ev
 from ._core.commands import ChildCall, Workflow, call_text, lookup_workflow
 from ._core.errors import (
@@ -37,6 +37,7 @@ from ._core.values import encode_call, encode_value, load_stored, loads, same_va
 from ._executor import Released, RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
 from ._inbox import drop_messages, forget_journaled, journal_messages, send
+from ._loops import Loop, check_loop
 from ._store import CodecOption, JournalWriter, Opened, Store
 from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url

@@ -184,7 +184,9 @@ def test_the_import_scanner_sees_relative_and_nested_imports() -> None:
     chain = reachable("durable._cli")
     assert "trio" in chain
     assert chain["trio"][0] == "durable._cli"
-    assert "trio" in reachable("durable")  # the root reaches everything
+    # The root reaches the runtime only on first use (durable/__init__.py's __getattr__).
+    assert "trio" not in reachable("durable")
+    assert "durable._core.commands" in reachable("durable")
 
 
 @pytest.mark.parametrize("module", CORE)
@@ -364,6 +366,23 @@ def test_no_private_name_leaks_into_the_root() -> None:
     # Submodules show up as attributes once imported; everything else must be in __all__.
     extra = {n for n in public - set(durable.__all__) if not inspect.ismodule(getattr(durable, n))}
     assert not extra, f"public-looking names outside __all__: {sorted(extra)}"
+
+
+def test_importing_durable_or_the_cli_imports_no_loop_and_no_printing() -> None:
+    # Start-up (SPEC section 8): a module that defines workflows, and `durable --help`,
+    # must not wait for trio, asyncio's guest machinery, rich or the stores. The runtime
+    # loads on first use of durable.Runtime (and the like), as a plain attribute.
+    code = (
+        "import sys, durable, durable._cli\n"
+        "heavy = ('trio', 'rich', 'durable._runtime', 'durable._store_file')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "runtime = durable.Runtime\n"
+        "print('trio' in sys.modules, runtime.__module__, durable.lowlevel.scan.__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.splitlines() == ["[]", "True durable scan"]
 
 
 def test_importing_durable_does_not_import_psycopg() -> None:
