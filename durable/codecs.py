@@ -115,7 +115,10 @@ class AesGcm:
                 "pip install 'durable-yield[encryption]'"
             ) from None
         if not isinstance(keys, Mapping) or not keys:
-            raise ValueError("keys must be a non-empty mapping of key id -> key bytes")
+            raise ValueError(
+                "keys must be a non-empty mapping of key id -> key bytes, for example "
+                f"AesGcm({{'2026-12': key}}) (got a {type(keys).__name__})"
+            )
         self._ciphers: dict[str, Any] = {}
         for key_id, key in keys.items():
             self._check_key(key_id, key)
@@ -132,6 +135,11 @@ class AesGcm:
     def _check_key(key_id: object, key: object) -> None:
         if not isinstance(key_id, str) or not key_id or len(key_id.encode()) > 255:
             raise ValueError(f"a key id must be non-empty text of at most 255 bytes (got {key_id!r})")
+        if isinstance(key, str):
+            raise TypeError(
+                f"the key {key_id!r} must be bytes, not text: bytes.fromhex(...) for a hex key, "
+                "base64.b64decode(...) for a base64 one"
+            )
         if not isinstance(key, bytes | bytearray) or len(key) not in (16, 24, 32):
             size = len(key) if isinstance(key, bytes | bytearray) else type(key).__name__
             raise ValueError(f"the key {key_id!r} must be 16, 24 or 32 bytes (got {size})")

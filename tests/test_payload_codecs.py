@@ -466,3 +466,32 @@ def test_a_codec_option_that_names_nothing_is_a_usage_error(cli: Any, tmp_path: 
         args = ["show", "r-1", "--store", cli.store, "--codec", spec]
         result = CliRunner().invoke(main, args, catch_exceptions=False)
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_signal_without_the_codec_refuses_to_write_a_payload_in_clear(cli: Any) -> None:
+    _start_waiting(cli)
+    refused = cli("signal", "r-1", "approve", "{'code': 'IN-CLEAR'}", codec=None)
+    assert refused.exit_code == 2
+    assert "would be written in clear" in refused.output and "--codec" in refused.output
+    inbox = Path(cli.store) / "inbox"
+    assert not inbox.exists() or all(
+        b"IN-CLEAR" not in p.read_bytes() for p in inbox.rglob("*") if p.is_file()
+    )
+
+
+def test_sim_reports_a_codec_option_that_names_nothing_as_a_usage_error(cli: Any) -> None:
+    result = cli("sim", f"{cli.flows}:receipt", "card", "5", codec="missing")
+    assert result.exit_code == 2 and "no attribute 'missing'" in result.output
+
+
+def test_codec_errors_never_print_a_key_and_a_class_is_not_a_codec() -> None:
+    key = bytes(range(32))
+    with pytest.raises(TypeError) as refused:
+        durable.MemoryStore(codec=key)  # type: ignore[arg-type]
+    assert repr(key) not in str(refused.value) and "got a bytes" in str(refused.value)
+    with pytest.raises(TypeError, match=r"pass Zlib\(\), not Zlib"):
+        durable.MemoryStore(codec=Zlib)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"AesGcm\(\{'2026-12': key\}\)"):
+        AesGcm(key)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"bytes.fromhex"):
+        AesGcm({"k": key.hex()})  # type: ignore[dict-item]

@@ -129,13 +129,17 @@ def payloads_from(codec: PayloadCodec | Sequence[PayloadCodec] | None) -> Payloa
     if not codecs:
         return None
     for each in codecs:
+        if isinstance(each, type):
+            raise TypeError(
+                f"codec= takes codec objects, not classes: pass {each.__name__}(), not {each.__name__}"
+            )
         name = getattr(each, "name", None)
         if not (isinstance(name, str) and name) or not (
             callable(getattr(each, "encode", None)) and callable(getattr(each, "decode", None))
         ):
             raise TypeError(
                 f"codec= takes an object with a non-empty `name` (str) and `encode(bytes) -> bytes` "
-                f"and `decode(bytes) -> bytes` methods, or a list of them; got {each!r}"
+                f"and `decode(bytes) -> bytes` methods, or a list of them; got a {type(each).__name__}"
             )
     names = [c.name for c in codecs]
     if len(set(names)) != len(names):
