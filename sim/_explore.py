@@ -35,7 +35,8 @@ from durable.lowlevel import (
 
 from ._check import check
 from ._disk import DISK_FAULTS, Point
-from ._hashseed import hash_seed_divergences
+from ._hashseed import HashSeedReplays
+from ._parallel import play_all, worker_count
 from ._plan import ActivityFault, Crash, Recipe
 from ._report import Failure, Report
 from ._world import World
@@ -105,11 +106,15 @@ class Explorer:
         except AssertionError as exc:
             return str(exc) or "AssertionError"
 
-    def hash_seed_failures(self, seeds: tuple[int, ...]) -> tuple[list[Failure], str | None]:
-        """Replay the reference journal under other string-hash seeds (in child interpreters)."""
-        found, note = hash_seed_divergences(
-            self.workflow, self.reference.plain_journal_bytes(), seeds, sim_seed=self.seed
-        )
+    def hash_seed_replays(self, seeds: tuple[int, ...]) -> HashSeedReplays:
+        """Start replaying the reference journal under other string-hash seeds (in child
+        interpreters, which run meanwhile); :meth:`hash_seed_failures` reads their verdicts."""
+        return HashSeedReplays(self.workflow, self.reference.plain_journal_bytes(), seeds, sim_seed=self.seed)
+
+    def hash_seed_failures(self, replays: HashSeedReplays) -> tuple[list[Failure], str | None]:
+        """The failures of the hash-seed replays (waiting for them to end), and a note if
+        they could not run."""
+        found, note = replays.results()
         failures = [
             Failure(Recipe(self.seed, (), self.faults, hash_seed=seed), divergence, self._replayer())
             for seed, divergence in found.items()
@@ -290,6 +295,14 @@ class Simulator:
         codec: payload codecs for the simulated store, as ``FileStore(codec=...)`` takes
             them: every schedule runs with its journals sealed by them, and every check
             reads them unsealed.
+        workers: how many processes play the schedules of one exploration: 1 (default)
+            plays them all in this process; None plays them in one forked copy of this
+            process per core (when there are enough schedules to be worth it and this
+            process runs no other thread). Each schedule still starts with ``before_each``
+            and ends with ``after_each`` in the process that plays it, and the report is the
+            same, provided the outside world the activities touch lives in this process's
+            memory: forked copies share files, databases and services, so schedules played
+            at the same time would see each other's effects.
     """
 
     faults: tuple[ActivityFault, ...] = attrs.field(default=(), converter=tuple)
@@ -302,6 +315,7 @@ class Simulator:
     on_schedule: Callable[[int, Recipe, Failure | None], None] | None = None
     loop: str = attrs.field(default="trio", validator=lambda _, __, value: _check_loop(value))
     codec: Any = None
+    workers: int | None = attrs.field(default=1, eq=False)
 
     def __attrs_post_init__(self) -> None:
         payloads_from(self.codec)  # a codec that is not one fails here, not in a schedule
@@ -338,19 +352,15 @@ class Simulator:
             raise ValueError(f"budget must be a positive number of schedules (got {budget!r})")
         started = time.perf_counter()
         explorer = Explorer(self, workflow, args, kwargs, seed=seed, faults=self.faults)
-        failures, note = explorer.hash_seed_failures(self.hash_seeds)
-        played = 0
-        rot = explorer.bit_rot_recipes() if self.bit_rot else []
-        orders = explorer.order_recipes()
-        for recipe in itertools.chain(orders, explorer.schedules(max_crashes), rot):
-            if budget is not None and played >= budget:
-                break
-            played += 1
-            _, failure = explorer.failure(recipe)
-            if failure is not None:
-                failures.append(failure)
-            if self.on_schedule is not None:
-                self.on_schedule(played, recipe, failure)
+        # The hash-seed replays run in child interpreters while the schedules are played.
+        replays = explorer.hash_seed_replays(self.hash_seeds)
+        try:
+            played, failures = self._play_schedules(explorer, max_crashes, budget)
+        except BaseException:
+            replays.stop()
+            raise
+        seeded, note = explorer.hash_seed_failures(replays)
+        failures = seeded + failures
         return Report(
             workflow=workflow.name,
             reference=explorer.reference,
@@ -362,6 +372,25 @@ class Simulator:
             notes=[note] if note else [],
         )
 
+    def _play_schedules(
+        self, explorer: Explorer, max_crashes: int, budget: int | None
+    ) -> tuple[int, list[Failure]]:
+        """Play and check every schedule (up to ``budget``): how many, and their failures."""
+        rot = explorer.bit_rot_recipes() if self.bit_rot else []
+        orders = explorer.order_recipes()
+        recipes = list(
+            itertools.islice(itertools.chain(orders, explorer.schedules(max_crashes), rot), budget)
+        )
+        workers = worker_count(self.workers, len(recipes))
+        failures = []
+        verdicts = play_all(recipes, lambda recipe: explorer.failure(recipe)[1], workers)
+        for played, (recipe, failure) in enumerate(zip(recipes, verdicts, strict=True), start=1):
+            if failure is not None:
+                failures.append(failure)
+            if self.on_schedule is not None:
+                self.on_schedule(played, recipe, failure)
+        return len(recipes), failures
+
     def replay_recipe(
         self, workflow: durable.Workflow[..., Any], *args: Any, recipe: Recipe, **kwargs: Any
     ) -> Report:
@@ -370,7 +399,7 @@ class Simulator:
         explorer = Explorer(self, workflow, args, kwargs, seed=recipe.seed, faults=recipe.faults)
         notes = []
         if recipe.hash_seed is not None:
-            found, note = explorer.hash_seed_failures((recipe.hash_seed,))
+            found, note = explorer.hash_seed_failures(explorer.hash_seed_replays((recipe.hash_seed,)))
             failure = found[0] if found else None
             notes = [note] if note else []
         else:

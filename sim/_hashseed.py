@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import durable
@@ -53,6 +54,64 @@ def _module_source(workflow: durable.Workflow[..., Any]) -> tuple[str, str] | No
     return (module, path) if path else None
 
 
+class HashSeedReplays:
+    """Child interpreters replaying a journal under other hash seeds, started at once and
+    read when :meth:`results` is called: they run while the parent explores."""
+
+    def __init__(
+        self, workflow: durable.Workflow[..., Any], journal: bytes, seeds: tuple[int, ...], *, sim_seed: int
+    ) -> None:
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._note: str | None = None
+        if not seeds:
+            return
+        source = _module_source(workflow)
+        if source is None:
+            self._note = "the hash-seed replay was skipped: the workflow's module cannot be imported"
+            return
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        for hash_seed in seeds:
+            # The journal goes in through a file of the child's own (an offset of its own),
+            # so that starting a child never waits for it to read.
+            with tempfile.TemporaryFile() as journal_file:
+                journal_file.write(journal)
+                journal_file.seek(0)
+                self._children[hash_seed] = subprocess.Popen(
+                    [sys.executable, "-c", _CHILD, source[0], source[1], workflow.name, str(sim_seed)],
+                    stdin=journal_file,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=dict(env, PYTHONHASHSEED=str(hash_seed)),
+                )
+
+    def results(self) -> tuple[dict[int, str], str | None]:
+        """Wait for the children; return ``({seed: divergence}, note)`` (see
+        :func:`hash_seed_divergences`)."""
+        found: dict[int, str] = {}
+        note = self._note
+        for seed, child in self._children.items():
+            _, stderr = child.communicate(timeout=120)
+            if child.returncode == 0:
+                continue
+            text = stderr.decode(errors="replace").strip()
+            if "NonDeterminismError" in text:
+                message = text[text.index("NonDeterminismError") :].split(": ", 1)[-1]
+                found[seed] = f"with PYTHONHASHSEED={seed} the replay diverged:\n{message}\n{HASH_SEED_CAUSE}"
+            else:
+                why = text.splitlines()[-1] if text else child.returncode
+                note = f"the hash-seed replay could not run: {why}"
+        self._children.clear()
+        return found, note
+
+    def stop(self) -> None:
+        """Stop the children that are still running (an exploration that raised)."""
+        for child in self._children.values():
+            if child.poll() is None:
+                child.kill()
+            child.communicate()
+        self._children.clear()
+
+
 def hash_seed_divergences(
     workflow: durable.Workflow[..., Any],
     journal: bytes,
@@ -65,34 +124,4 @@ def hash_seed_divergences(
     The note explains why the check could not run (e.g. the workflow's module is
     not importable by a child interpreter); it is None when the check ran.
     """
-    if not seeds:
-        return {}, None
-    source = _module_source(workflow)
-    if source is None:
-        return {}, "the hash-seed replay was skipped: the workflow's module cannot be imported"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    children = {
-        hash_seed: subprocess.Popen(
-            [sys.executable, "-c", _CHILD, source[0], source[1], workflow.name, str(sim_seed)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env, PYTHONHASHSEED=str(hash_seed)),
-        )
-        for hash_seed in seeds
-    }
-    found: dict[int, str] = {}
-    note = None
-    for seed, child in children.items():
-        _, stderr = child.communicate(journal, timeout=120)
-        if child.returncode == 0:
-            continue
-        text = stderr.decode(errors="replace").strip()
-        if "NonDeterminismError" in text:
-            message = text[text.index("NonDeterminismError") :].split(": ", 1)[-1]
-            found[seed] = f"with PYTHONHASHSEED={seed} the replay diverged:\n{message}\n{HASH_SEED_CAUSE}"
-        else:
-            note = (
-                f"the hash-seed replay could not run: {text.splitlines()[-1] if text else child.returncode}"
-            )
-    return found, note
+    return HashSeedReplays(workflow, journal, seeds, sim_seed=sim_seed).results()

@@ -24,6 +24,7 @@ differently on replay and is caught as a divergence.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import random
@@ -280,7 +281,7 @@ class World:
 
     def _events(self, data: bytes, path: str) -> list[Event]:
         """The events of journal bytes, with their payloads unsealed (Simulator.codec)."""
-        events = scan(data, path).events
+        events = _scanned(data, path)
         return events if self.payloads is None else self.payloads.unseal_all(events, self.run_id)
 
     def journal_bytes(self) -> bytes:
@@ -377,6 +378,28 @@ class World:
             if isinstance(first, durable.lowlevel.RunStarted):
                 found[first.run_id] = events
         return found
+
+
+#: Journals decoded lately, by path and content: a schedule reads the same bytes several
+#: times (the durable journal at a crash is what survives a "drop", and what the checks
+#: read), and schedules that crash between two fsyncs find the same durable journal.
+_SCANS: collections.OrderedDict[tuple[str, bytes], list[Event]] = collections.OrderedDict()
+_SCANS_KEPT = 16
+
+
+def _scanned(data: bytes, path: str) -> list[Event]:
+    """``scan(data, path).events``, decoded once per content (events are frozen values:
+    the same bytes decode to equal events, so a copy of the list is as good as a scan)."""
+    key = (path, data)
+    events = _SCANS.get(key)
+    if events is None:
+        events = scan(data, path).events  # a corrupt journal raises, and is not kept
+        _SCANS[key] = events
+        if len(_SCANS) > _SCANS_KEPT:
+            _SCANS.popitem(last=False)
+    else:
+        _SCANS.move_to_end(key)
+    return list(events)
 
 
 def _is_crash(exc: BaseException) -> bool:

@@ -1,8 +1,13 @@
-"""The simulator's opt-in fault classes (fsync errors, bit rot) and run_stubbed."""
+"""The simulator's opt-in fault classes (fsync errors, bit rot), run_stubbed, and schedules
+played in forked workers."""
 
 from __future__ import annotations
 
+import os
+
+import attrs
 import pytest
+from simflows import bad
 
 import durable
 import sim
@@ -173,3 +178,48 @@ def test_run_stubbed_answers_a_patch_and_a_race_as_the_executor_would() -> None:
     run = sim.run_stubbed(patched_race, stubs={"tests.sim_extras.fast": "F", "tests.sim_extras.slow": "S"})
     assert run.result == [True, 0, "F"]  # live: the new path; the first answered wins the race
     assert [call.activity for call in run.calls] == ["tests.sim_extras.fast"]
+
+
+# --- schedules played in forked workers ------------------------------------------------------
+
+
+def _explored(simulator: sim.Simulator, workers: int) -> tuple[sim.Report, list[tuple[int, str, bool]]]:
+    """An exploration of the non-idempotent payment in ``workers`` processes, and what
+    ``on_schedule`` saw (in order)."""
+    seen: list[tuple[int, str, bool]] = []
+    simulator = attrs.evolve(
+        simulator,
+        workers=workers,
+        before_each=bad.LEDGER.reset,
+        after_each=bad.LEDGER.problem,
+        on_schedule=lambda n, recipe, failure: seen.append((n, repr(recipe), failure is None)),
+    )
+    return simulator.explore(bad.pay_without_key, 42, max_crashes=2), seen
+
+
+def test_workers_find_the_same_failures_in_the_same_order_as_one_process() -> None:
+    """Forked workers play the schedules (each with its own copy of the fake service, reset
+    by before_each and checked by after_each): the report is the one a single process gives."""
+    simulator = sim.Simulator(hash_seeds=())
+    alone, seen_alone = _explored(simulator, workers=1)
+    forked, seen_forked = _explored(simulator, workers=2)
+    assert not alone.ok
+    assert forked.schedules == alone.schedules
+    assert forked.failures == alone.failures
+    assert seen_forked == seen_alone
+
+
+def test_a_schedule_a_worker_cannot_play_is_played_in_this_process() -> None:
+    """A worker that fails (here: before_each raises in workers only) leaves the rest of the
+    schedules to this process, which reports as a single process does."""
+    parent = os.getpid()
+
+    def reset_here_only() -> None:
+        if os.getpid() != parent:
+            raise RuntimeError("not in a worker")
+        bad.LEDGER.reset()
+
+    simulator = sim.Simulator(hash_seeds=())
+    alone, _ = _explored(simulator, workers=1)
+    forked, _ = _explored(attrs.evolve(simulator, before_each=reset_here_only), workers=2)
+    assert forked.failures == alone.failures
