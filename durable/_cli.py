@@ -512,6 +512,7 @@ def _store_name(store: Store) -> str:
     epilog=_epilog(
         "Examples:",
         "  durable ls",
+        "  durable ls --limit 50                 the 50 newest; the next page: --before THE_LAST_ID",
         "  durable ls --status running --status failed --store /var/lib/shop/durable",
         "  durable ls --workflow process_order --json",
     )
@@ -524,39 +525,81 @@ def _store_name(store: Store) -> str:
     help="Only runs with this status (repeat for several). 'running' means unfinished.",
 )
 @click.option("--workflow", "workflows", multiple=True, metavar="NAME", help="Only runs of this workflow.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N runs, the newest first.")
+@click.option("--before", "before", metavar="ID", default=None, help="Only runs started before the run ID.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects (see docs/cli.md).")
 @_common
-def ls(statuses: tuple[str, ...], workflows: tuple[str, ...], as_json: bool, store: StoreArg) -> None:
-    """List the runs in a store: id, workflow, status, start, last event, steps.
+def ls(
+    statuses: tuple[str, ...],
+    workflows: tuple[str, ...],
+    limit: int | None,
+    before: str | None,
+    as_json: bool,
+    store: StoreArg,
+) -> None:
+    """List the runs in a store, the newest first: id, workflow, status, start,
+    last event, steps.
 
-    A run whose journal is damaged is listed with status 'corrupt' (and the
-    error with --json); it never stops the listing.
+    With --limit, only that many journals are read (the store knows when each run
+    started without reading them), so a page costs the same in a store of a
+    hundred runs or of a million; --before ID gives the next page. A run whose
+    journal is damaged is listed with status 'corrupt' (and the error with
+    --json); it never stops the listing.
     """
     import trio
     from rich.text import Text
 
-    from . import _journals
     from ._timeline_text import runs_text
 
     opened = _open_store(store, codec=False)
-    journals = trio.run(_journals.read_all, opened, store.payloads())
-    timelines = [journal.timeline() for journal in journals]
-    rows = [
-        t
-        for t in timelines
-        if (not statuses or t.status in statuses) and (not workflows or t.workflow in workflows)
-    ]
-    rows.sort(key=lambda t: (t.started is None, t.started or 0.0, t.run_id))
+
+    def wanted(timeline: tl.Timeline) -> bool:
+        return (not statuses or timeline.status in statuses) and (
+            not workflows or timeline.workflow in workflows
+        )
+
+    rows = trio.run(_newest, opened, store.payloads(), wanted, limit, before)
     if as_json:
         click.echo(json.dumps([tl.summary_json(t) for t in rows], indent=2))
-        return
-    console = _console()
-    if not rows:
+    elif rows:
+        console = _console()
+        for part in runs_text(rows):
+            console.print(part)
+    else:
         what = "matching runs" if statuses or workflows else "runs"
-        console.print(Text(tl.printable(f"no {what} in {_store_name(opened)}")))
-        return
-    for part in runs_text(rows):
-        console.print(part)
+        _console().print(Text(tl.printable(f"no {what} in {_store_name(opened)}")))
+    if limit is not None and len(rows) == limit:  # on stderr: stdout stays the listing
+        next_page = f"durable ls --limit {limit} --before {rows[-1].run_id}"
+        _console(stderr=True).print(Text(tl.printable(f"the next page: {next_page}"), style="dim"))
+
+
+async def _newest(
+    store: Store,
+    payloads: Payloads | None,
+    wanted: Callable[[tl.Timeline], bool],
+    limit: int | None,
+    before: str | None,
+) -> list[tl.Timeline]:
+    """The timelines of the newest runs ``wanted`` keeps, reading journals only until
+    ``limit`` are found (those after the run ``before``, if given)."""
+    from . import _journals
+
+    ids = await store.newest_first()
+    if before is not None:
+        if before not in ids:
+            raise CliUsageError(f"--before {before!r}: no such run in {_store_name(store)}")
+        ids = ids[ids.index(before) + 1 :]
+    rows = []
+    for run_id in ids:
+        journal = await _journals.read(store, run_id, payloads)
+        if journal is None:
+            continue  # removed meanwhile
+        timeline = journal.timeline()
+        if wanted(timeline):
+            rows.append(timeline)
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
 
 
 # --- show ----------------------------------------------------------------------------

@@ -98,6 +98,12 @@ class FileSystem(Protocol):
         """Append all of ``data``."""
         ...
 
+    def append(self, path: str, data: bytes) -> None:
+        """Append ``data`` to the file at ``path`` (made, mode 0600, if missing; never
+        through a symbolic link), never fsynced: for caches that a crash may cut
+        short, which their readers tolerate (the simulator makes it no crash point)."""
+        ...
+
     def fdatasync(self, fd: int) -> None:
         """Make the file's content durable."""
         ...
@@ -205,6 +211,13 @@ class OsFileSystem:
             view = memoryview(data)[written:]
             while view:
                 view = view[os.write(fd, view) :]
+
+    def append(self, path: str, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW, 0o600)
+        try:
+            self.write(fd, data)
+        finally:
+            os.close(fd)
 
     def fdatasync(self, fd: int) -> None:
         os.fdatasync(fd)

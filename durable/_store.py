@@ -244,6 +244,24 @@ class Store(abc.ABC):
     async def run_ids(self) -> list[str]:
         """Every run id in the store, sorted."""
 
+    async def newest_first(self) -> list[str]:
+        """Every run id in the store, the newest run first (by its start; ids break ties).
+
+        For listings that page (``durable ls --limit``): a store answers without
+        reading its journals where it can (FileStore: its list of starts; PostgreSQL:
+        a column), so that the cost follows the runs shown, not the history. This
+        default reads every journal's first record.
+        """
+        starts = []
+        for run_id in await self.run_ids():
+            try:
+                events = await self.read(run_id)
+            except StoreError:
+                events = None
+            first = events[0] if events else None
+            starts.append((first.t if isinstance(first, ev.RunStarted) else 0.0, run_id))
+        return [run_id for _, run_id in sorted(starts, reverse=True)]
+
     async def unfinished(self) -> list[str]:
         """Ids of the runs that have not ended, sorted: the candidates for recovery.
 

@@ -108,6 +108,13 @@ class MemoryStore(Store):
     async def run_ids(self) -> list[str]:
         return sorted(self.journals)
 
+    async def newest_first(self) -> list[str]:
+        starts = {}
+        for run_id, data in self.journals.items():
+            events = scan(bytes(data), f"memory journal {run_id!r}").events
+            starts[run_id] = events[0].t if events else 0.0
+        return sorted(starts, key=lambda run_id: (starts[run_id], run_id), reverse=True)
+
     async def post(self, run_id: str, message: ev.Message) -> None:
         if run_id not in self.journals:
             raise UnknownRunError(run_id, self)

@@ -252,6 +252,17 @@ class SimDisk:
         self.crasher.changed()
         self._point("after write", handle.path, data)
 
+    def append(self, path: str, data: bytes) -> None:
+        """A cache's append (FileSystem.append): no crash point, since nothing durable
+        depends on it; a crash still loses what was not synced, as for any file."""
+        self._alive()
+        file = self.files.get(path)
+        if file is None:
+            self._need_dir(os.path.dirname(path))
+            file = self.files[path] = _File()
+            self.removed.pop(path, None)
+        file.data += data
+
     def fdatasync(self, fd: int) -> None:
         handle = self._handle(fd)
         path = handle.path

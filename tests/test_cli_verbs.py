@@ -295,7 +295,7 @@ def test_ls_lists_each_run_with_its_status_and_steps(store: Path) -> None:
     assert rows["order-7"][-1] == "2" and rows["order-9"][-1] == "1"
     started = datetime.datetime.fromtimestamp(T0).strftime("%Y-%m-%d %H:%M:%S")
     assert started in " ".join(rows["order-7"])
-    assert list(rows) == ["order-7", "order-8", "order-9"]  # by start time
+    assert list(rows) == ["order-9", "order-8", "order-7"]  # the newest first
 
 
 def test_ls_json_and_filters(store: Path) -> None:
@@ -353,7 +353,20 @@ def test_ls_of_an_empty_store(workdir: Path, layout: str) -> None:
 def test_ls_as_a_process(store: Path) -> None:
     outcome = process("ls", "--json", "--store", str(store))
     assert outcome.code == 0, outcome
-    assert [r["id"] for r in json.loads(outcome.stdout)] == ["order-7", "order-8", "order-9"]
+    assert [r["id"] for r in json.loads(outcome.stdout)] == ["order-9", "order-8", "order-7"]
+
+
+def test_ls_pages_the_newest_first(store: Path) -> None:
+    first = cli("ls", "--limit", "2", "--json", "--store", str(store))
+    assert [r["id"] for r in json.loads(first.stdout)] == ["order-9", "order-8"]
+    assert "the next page: durable ls --limit 2 --before order-8" in first.stderr
+    second = cli("ls", "--limit", "2", "--before", "order-8", "--json", "--store", str(store))
+    assert [r["id"] for r in json.loads(second.stdout)] == ["order-7"]
+    assert "the next page" not in second.stderr
+    filtered = cli("ls", "--limit", "1", "--status", "completed", "--json", "--store", str(store))
+    assert [r["id"] for r in json.loads(filtered.stdout)] == ["order-7"]
+    missing = cli("ls", "--before", "order-1", "--store", str(store))
+    assert missing.code == 2 and "--before 'order-1': no such run" in missing.stderr
 
 
 @pytest.mark.parametrize("run", [cli, process], ids=["runner", "process"])
@@ -874,3 +887,14 @@ def test_the_timeout_of_a_wait_that_a_signal_answered_is_not_drawn_in_flight() -
     [step] = timeline.steps
     assert (step.status, step.name) == ("completed", "wait_signal timeout")
     assert step.result == "a signal came first"
+
+
+def test_ls_pages_a_store_without_its_starts_log_by_reading_first_records(store: Path) -> None:
+    # A store made before the log (or one whose log a crash cut short): the journals'
+    # first records say when each run started.
+    (store / "starts.log").unlink()
+    listed = cli("ls", "--limit", "2", "--json", "--store", str(store))
+    assert [r["id"] for r in json.loads(listed.stdout)] == ["order-9", "order-8"]
+    (store / "starts.log").write_text("garbage line\n1.0 order-8\n")  # a torn line, a stale start
+    listed = cli("ls", "--json", "--store", str(store))
+    assert [r["id"] for r in json.loads(listed.stdout)] == ["order-9", "order-7", "order-8"]

@@ -390,7 +390,7 @@ async def test_odd_run_ids_map_to_safe_file_names(tmp_path: Path) -> None:
     names = sorted(p.name for p in runs.iterdir())
     assert len(names) == len(ODD_IDS), "two run ids mapped to one file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"], "a journal escaped the store"
-    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["due", "runs"]
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["due", "runs", "starts.log"]
     # The due index names its entries after the journals: nothing escaped there either.
     entries = [p for p in (tmp_path / "store" / "due").rglob("*") if p.is_file()]
     assert sorted(p.name + ".journal" for p in entries) == names
@@ -716,3 +716,16 @@ async def test_an_unusable_store_path_is_a_store_error(
     if operation in ("create", "open") and not under_file:
         assert "is a file, not a directory" in message
     assert regular.read_text() == "hello"
+
+
+async def test_newest_first_lists_every_run_by_its_start(store: Store) -> None:
+    for run_id, t in (("middle", 2.0), ("oldest", 1.0), ("newest", 3.0), ("tie-a", 2.0)):
+        event = ev.RunStarted(run_id, "wf", b"\x82\x80\xa0", t)
+        writer = await store.create(event)
+        assert writer is not None
+        writer.close()
+    listed = await store.newest_first()
+    if isinstance(store, durable.PostgresStore):  # by the server's clock at creation: insertion order
+        assert listed == ["tie-a", "newest", "oldest", "middle"]
+    else:
+        assert listed == ["newest", "tie-a", "middle", "oldest"]

@@ -8,7 +8,8 @@ A :class:`FileStore` is made of
   their locks, with writers (``commit.py``) that share one group commit;
 - a :class:`~.reading.Reader`: reading journals without locking them, listing runs;
 - an :class:`~.inbox.Inbox`: messages for runs held by another process;
-- a :class:`~.due.DueIndex`: which unfinished runs to take, and when.
+- a :class:`~.due.DueIndex`: which unfinished runs to take, and when;
+- :class:`~.starts.Starts`: when each run started, for listings newest first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .due import DueIndex
 from .inbox import Inbox
 from .journals import Journals
 from .reading import Reader
+from .starts import Starts
 
 
 class FileStore(Store):
@@ -62,6 +64,7 @@ class FileStore(Store):
         self._reader = Reader(self._dir)
         self._inbox = Inbox(self._dir, self._reader, self)
         self._due = DueIndex(self._dir, self._reader, sync=self.sync != "none")
+        self._starts = Starts(self._dir, self._reader)
 
     def __repr__(self) -> str:
         codec = "" if self.payloads is None else f", codec={self.payloads.name!r}"
@@ -78,7 +81,10 @@ class FileStore(Store):
         writer = await self._journals.create(
             self._sealed(started), lambda: self._due.add(started.run_id, started.t)
         )
-        return None if writer is None else self._attach(writer)
+        if writer is None:
+            return None
+        self._starts.add(self._dir.journal_path(started.run_id), started.t)
+        return self._attach(writer)
 
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
         return self._attach(await self._journals.restart(self._sealed(started), writer))
@@ -110,6 +116,11 @@ class FileStore(Store):
 
     async def run_ids(self) -> list[str]:
         return await self._reader.run_ids()
+
+    async def newest_first(self) -> list[str]:
+        """Every run id, the newest start first, from the starts log (see starts.py): one
+        listing of ``runs/``, and a journal read only for a run the log lacks."""
+        return self._starts.newest_first()
 
     async def unfinished(self) -> list[str]:
         """Ids of the runs that have not ended, sorted, found through the due index (every

@@ -59,6 +59,14 @@ class Reader:
         )
         return sorted(row[0] for row in rows)
 
+    async def newest_first(self) -> list[str]:
+        """Every run id, the newest created first (the ``created_at`` column)."""
+        query = self.db.q("SELECT run_id FROM {runs} ORDER BY created_at DESC, run_id DESC")
+        rows: list[tuple[Any, ...]] = await self.db.run(
+            "listing runs", lambda conn: conn.execute(query).fetchall(), missing=[]
+        )
+        return [row[0] for row in rows]
+
     async def unfinished(self) -> list[str]:
         """Ids of the runs not ended, sorted, leaving out those another worker's live lease holds."""
         query, owner = self.db.q(_UNFINISHED), self.db.owner

@@ -220,6 +220,9 @@ class PostgresStore(Store):
     async def run_ids(self) -> list[str]:
         return await self._reader.run_ids()
 
+    async def newest_first(self) -> list[str]:
+        return await self._reader.newest_first()
+
     async def unfinished(self) -> list[str]:
         """Ids of the runs not ended, sorted, leaving out those another worker's live lease holds."""
         return await self._reader.unfinished()
