@@ -182,10 +182,11 @@ def history_figures(*, repeats: int, base: str | None, quick: bool) -> list[h.Fi
         path = make_history(n, base)
         try:
             h.header(f"a worker's look for work in a store of {n:,} finished runs (FileStore)")
-            recover, due = h.measure_interleaved(
+            recover, due, listing = h.measure_interleaved(
                 [
                     functools.partial(history_once, path, "recover"),
                     functools.partial(history_once, path, "due"),
+                    functools.partial(ls_once, path),
                 ],
                 repeats=repeats,
             )
@@ -198,6 +199,10 @@ def history_figures(*, repeats: int, base: str | None, quick: bool) -> list[h.Fi
                         h.Figure(name, timing.median * 1e3, "ms", 5, "<=", timing.spread, timing.best * 1e3)
                     )
                 )
+            ls_name = f"durable ls --limit 50, {n:,} runs (a process)"
+            figures.append(
+                h.report(h.Figure(ls_name, listing.median, "s", 0.3, "<=", listing.spread, listing.best))
+            )
         finally:
             shutil.rmtree(path)
     return figures

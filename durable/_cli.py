@@ -767,6 +767,14 @@ async def _read_selected(
     show_default=True,
     help="The event loop the async activities are written for (virtual time either way).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Processes that play the schedules (0: one per core). Only for activities whose outside "
+    "world lives in the process: forked copies share files and services.",
+)
 @_common
 def sim(
     target: str,
@@ -776,6 +784,7 @@ def sim(
     seed: int,
     explain: bool,
     loop: Loop,
+    workers: int,
     store: StoreArg,
 ) -> None:
     """Crash-test a workflow: crash it at every crash point and compare with the crash-free run.
@@ -822,7 +831,10 @@ def sim(
     try:
         with progress:
             report = simulator.Simulator(
-                on_schedule=on_schedule, loop=loop, codec=None if codecs is None else list(codecs.codecs)
+                on_schedule=on_schedule,
+                loop=loop,
+                codec=None if codecs is None else list(codecs.codecs),
+                workers=workers or None,
             ).explore(workflow, *values, seed=seed, max_crashes=crashes, budget=budget)
     except SerializationError:
         raise  # an argument the journal cannot hold: a usage error

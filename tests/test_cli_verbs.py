@@ -898,3 +898,17 @@ def test_ls_pages_a_store_without_its_starts_log_by_reading_first_records(store:
     (store / "starts.log").write_text("garbage line\n1.0 order-8\n")  # a torn line, a stale start
     listed = cli("ls", "--json", "--store", str(store))
     assert [r["id"] for r in json.loads(listed.stdout)] == ["order-9", "order-7", "order-8"]
+
+
+def test_sim_with_workers_reports_what_one_process_reports(workdir: Path) -> None:
+    call = ("sim", f"{EXAMPLE}:process_order", "alice", "4200", "tok_visa", "--crashes", "1")
+    alone, forked = cli(*call), cli(*call, "--workers", "2")
+    assert alone.code == forked.code == 0, (alone, forked)
+
+    def row(outcome: Outcome) -> list[str]:
+        lines = outcome.stdout.splitlines()
+        header = next(line for line in lines if "crash points" in line)
+        values = lines[lines.index(header) + 2].split()
+        return values[:3]  # schedules, crash points, failures (not the time)
+
+    assert row(forked) == row(alone)
