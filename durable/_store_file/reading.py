@@ -124,6 +124,12 @@ class Reader:
         from a listing (reading it then reports the damage). An entry that cannot be
         read at all is left out: nothing tells which run it belongs to.
         """
+        first = self.first_record(path)
+        return None if first is None else first.run_id
+
+    def first_record(self, path: str) -> ev.RunStarted | None:
+        """The first record of the journal at ``path``, if it is a RunStarted that names
+        a run (else None: the entry cannot be read, or is no journal)."""
         try:
             fd = self.fs.open(path, write=False)
         except OSError:
@@ -140,4 +146,4 @@ class Reader:
             return None
         if not isinstance(first, ev.RunStarted) or not isinstance(first.run_id, str):
             return None
-        return first.run_id
+        return first

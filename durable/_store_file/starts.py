@@ -16,8 +16,6 @@ import contextlib
 import os
 import urllib.parse
 
-from .._core import events as ev
-from .._core.codec import HEADER_SIZE, decode_record
 from .directory import Directory
 from .names import _MIN_JOURNAL, _SUFFIX, _is_hashed, _names
 from .reading import Reader
@@ -94,7 +92,7 @@ class Starts:
         size = self.reader.size(path)
         if 0 <= size <= _MIN_JOURNAL:
             return None
-        first = self._first_record(name)
+        first = self.reader.first_record(path)
         if first is not None:
             return (first.t, first.run_id) if _names(first.run_id, name) else None
         stem = name[: -len(_SUFFIX)]
@@ -102,21 +100,3 @@ class Starts:
             return None  # no record says which run it is
         run_id = urllib.parse.unquote(stem)
         return (0.0, run_id) if _names(run_id, name) else None
-
-    def _first_record(self, name: str) -> ev.RunStarted | None:
-        path = os.path.join(self.dir.runs, name)
-        try:
-            fd = self.fs.open(path, write=False)
-        except OSError:
-            return None
-        try:
-            data = self.fs.read(fd)
-        except OSError:
-            return None
-        finally:
-            self.fs.close(fd)
-        try:
-            first, _, _, _ = decode_record(data, HEADER_SIZE)
-        except ValueError:
-            return None
-        return first if isinstance(first, ev.RunStarted) and isinstance(first.run_id, str) else None
