@@ -171,8 +171,10 @@ def ls_once(path: str) -> float:
         "--store",
         path,
     ]
+    # As an installed package runs: with its bytecode cached (the warm-up run writes it).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, env=env)
     return time.perf_counter() - start
 
 

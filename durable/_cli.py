@@ -553,10 +553,12 @@ def ls(
 
     opened = _open_store(store, codec=False)
 
-    def wanted(timeline: tl.Timeline) -> bool:
+    def kept(timeline: tl.Timeline) -> bool:
         return (not statuses or timeline.status in statuses) and (
             not workflows or timeline.workflow in workflows
         )
+
+    wanted = kept if statuses or workflows else _every
 
     rows = trio.run(_newest, opened, store.payloads(), wanted, limit, before)
     if as_json:
@@ -573,6 +575,11 @@ def ls(
         _console(stderr=True).print(Text(tl.printable(f"the next page: {next_page}"), style="dim"))
 
 
+def _every(timeline: tl.Timeline) -> bool:
+    """``ls`` without filters: every run."""
+    return True
+
+
 async def _newest(
     store: Store,
     payloads: Payloads | None,
@@ -584,11 +591,14 @@ async def _newest(
     ``limit`` are found (those after the run ``before``, if given)."""
     from . import _journals
 
-    ids = await store.newest_first()
     if before is not None:
-        if before not in ids:
+        check_run_id(before)
+        if await store.read(before) is None:
             raise CliUsageError(f"--before {before!r}: no such run in {_store_name(store)}")
-        ids = ids[ids.index(before) + 1 :]
+    # Without filters, the store picks the page; with them, runs are read newest first
+    # until the page is full.
+    filtered = wanted is not _every
+    ids = await store.newest_first(None if filtered else limit, before)
     rows = []
     for run_id in ids:
         journal = await _journals.read(store, run_id, payloads)

@@ -143,6 +143,15 @@ async def open_each(
     return results
 
 
+def page(ids: list[str], limit: int | None, before: str | None) -> list[str]:
+    """The ``limit`` ids after ``before`` in ``ids`` (see Store.newest_first)."""
+    if before is not None:
+        if before not in ids:
+            return []
+        ids = ids[ids.index(before) + 1 :]
+    return ids if limit is None else ids[:limit]
+
+
 #: What a store's ``codec=`` takes: one payload codec, or a list applied in order.
 CodecOption = PayloadCodec | Sequence[PayloadCodec] | None
 
@@ -244,14 +253,19 @@ class Store(abc.ABC):
     async def run_ids(self) -> list[str]:
         """Every run id in the store, sorted."""
 
-    async def newest_first(self) -> list[str]:
-        """Every run id in the store, the newest run first (by its start; ids break ties).
+    async def newest_first(self, limit: int | None = None, before: str | None = None) -> list[str]:
+        """Run ids, the newest run first (by its start; ids break ties): at most
+        ``limit``, and only those after the run ``before`` in that order (none if
+        there is no such run).
 
         For listings that page (``durable ls --limit``): a store answers without
-        reading its journals where it can (FileStore: its list of starts; PostgreSQL:
+        reading its journals where it can (FileStore: its log of starts; PostgreSQL:
         a column), so that the cost follows the runs shown, not the history. This
         default reads every journal's first record.
         """
+        return page(await self._all_newest_first(), limit, before)
+
+    async def _all_newest_first(self) -> list[str]:
         starts = []
         for run_id in await self.run_ids():
             try:

@@ -11,7 +11,7 @@ from ._core import events as ev
 from ._core.codec import encode_header, encode_record, scan
 from ._core.errors import DurableInternalError, RunLockedError, UnknownRunError
 from ._core.payloads import payloads_from
-from ._store import CodecOption, JournalWriter, Opened, Store
+from ._store import CodecOption, JournalWriter, Opened, Store, page
 
 
 class _MemoryWriter(JournalWriter):
@@ -108,7 +108,10 @@ class MemoryStore(Store):
     async def run_ids(self) -> list[str]:
         return sorted(self.journals)
 
-    async def newest_first(self) -> list[str]:
+    async def newest_first(self, limit: int | None = None, before: str | None = None) -> list[str]:
+        return page(await self._all_newest_first(), limit, before)
+
+    async def _all_newest_first(self) -> list[str]:
         starts = {}
         for run_id, data in self.journals.items():
             events = scan(bytes(data), f"memory journal {run_id!r}").events

@@ -13,14 +13,24 @@ the size of their journals; a removed run drops out with its journal.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
+import re
 import urllib.parse
 
 from .directory import Directory
-from .names import _MIN_JOURNAL, _SUFFIX, _is_hashed, _names
+from .names import _MIN_JOURNAL, _SUFFIX, _file_name, _is_hashed, _names
 from .reading import Reader
 
 _LOG = "starts.log"
+#: A start as the log writes it: seconds, zero-padded to a fixed width, so that
+#: lines compare as text in the order of time (until the year 2286).
+_WIDTH = 17
+_LINE = re.compile(r"\d{10}\.\d{6} [^ ]+").fullmatch
+
+
+def _when(t: float) -> str:
+    return f"{max(t, 0.0):0{_WIDTH}.6f}"
 
 
 class Starts:
@@ -39,35 +49,58 @@ class Starts:
         (a listing then reads that journal's first record instead)."""
         stem = os.path.basename(journal_path)[: -len(_SUFFIX)]
         with contextlib.suppress(OSError):
-            self.fs.append(self.path, f"{t:.6f} {stem}\n".encode())
+            self.fs.append(self.path, f"{_when(t)} {stem}\n".encode())
 
-    def newest_first(self) -> list[str]:
-        """Every run id in ``runs/``, the newest start first (ties: by file name)."""
+    def newest_first(self, limit: int | None = None, before: str | None = None) -> list[str]:
+        """Run ids in ``runs/``, the newest start first (ties: by file name), at most
+        ``limit``, and only those after the run ``before`` in that order.
+
+        Whatever the number of runs, the work per run is done in C (a directory
+        listing, a split, set operations, a partial sort); Python code runs only for
+        the runs returned and those the log lacks."""
         try:
             names = self.fs.listdir(self.dir.runs)
         except FileNotFoundError:
             return []
-        logged = self._read_log()
-        starts: list[tuple[float, str, str]] = []
-        for name in names:
-            if not name.endswith(_SUFFIX):
-                continue
-            stem = name[: -len(_SUFFIX)]
-            t = logged.get(stem)
-            if t is not None and not _is_hashed(stem):
-                starts.append((t, stem, urllib.parse.unquote(stem) if "%" in stem else stem))
-                continue
-            found = self._unlogged(name)
+        present = {name[: -len(_SUFFIX)] for name in names if name.endswith(_SUFFIX)}
+        latest = self._read_log()
+        logged = latest.keys() & present
+        starts = [(latest[stem], stem) for stem in logged]
+        for stem in present - logged:
+            found = self._unlogged(stem + _SUFFIX)
             if found is not None:
-                starts.append((found[0] if t is None else t, stem, found[1]))
-        starts.sort(reverse=True)
-        return [run_id for _, _, run_id in starts]
+                starts.append((_when(found[0]), stem))
+        if before is not None:
+            cut = self._start_of(before, latest)
+            if cut is None:
+                return []
+            starts = [start for start in starts if start < cut]
+        chosen = sorted(starts, reverse=True) if limit is None else heapq.nlargest(limit, starts)
+        return [run_id for _, stem in chosen if (run_id := self._run_id(stem)) is not None]
 
-    def _read_log(self) -> dict[str, float]:
-        """The log's lines as stem -> start (a later line wins: a run made again)."""
+    def _start_of(self, run_id: str, latest: dict[str, str]) -> tuple[str, str] | None:
+        """The sort key of a run (None if there is no such run)."""
+        stem = _file_name(run_id)[: -len(_SUFFIX)]
+        when = latest.get(stem)
+        if when is None:
+            found = self._unlogged(stem + _SUFFIX)
+            if found is None:
+                return None
+            when = _when(found[0])
+        return when, stem
+
+    def _run_id(self, stem: str) -> str | None:
+        if _is_hashed(stem):
+            first = self.reader.first_record(os.path.join(self.dir.runs, stem + _SUFFIX))
+            return None if first is None else first.run_id
+        return urllib.parse.unquote(stem) if "%" in stem else stem
+
+    def _read_log(self) -> dict[str, str]:
+        """The log's lines as stem -> start, as written (fixed width, so that text
+        compares as the time does); a later line wins: a run made again."""
         try:
             fd = self.fs.open(self.path, write=False)
-        except (FileNotFoundError, OSError):
+        except OSError:
             return {}
         try:
             data = self.fs.read(fd)
@@ -75,14 +108,10 @@ class Starts:
             return {}
         finally:
             self.fs.close(fd)
-        logged = {}
-        for line in data.decode(errors="replace").splitlines():
-            t_text, _, stem = line.partition(" ")
-            try:
-                logged[stem] = float(t_text)
-            except ValueError:
-                continue  # a line torn by a crash: its run is read from its journal
-        return logged
+        lines = data.decode(errors="replace").split("\n")
+        # A line a crash cut short (or garbage) does not have the shape: its run, if
+        # any, is read from its journal.
+        return {line[_WIDTH + 1 :]: line[:_WIDTH] for line in lines if _LINE(line)}
 
     def _unlogged(self, name: str) -> tuple[float, str] | None:
         """``(start, run id)`` of a journal the log lacks, as ``Reader.run_ids`` lists it:

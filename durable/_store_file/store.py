@@ -117,10 +117,11 @@ class FileStore(Store):
     async def run_ids(self) -> list[str]:
         return await self._reader.run_ids()
 
-    async def newest_first(self) -> list[str]:
-        """Every run id, the newest start first, from the starts log (see starts.py): one
-        listing of ``runs/``, and a journal read only for a run the log lacks."""
-        return self._starts.newest_first()
+    async def newest_first(self, limit: int | None = None, before: str | None = None) -> list[str]:
+        """From the starts log (see starts.py): one listing of ``runs/``, and a journal
+        read only for a run the log lacks (and for a returned run whose file name does
+        not say its id)."""
+        return self._starts.newest_first(limit, before)
 
     async def unfinished(self) -> list[str]:
         """Ids of the runs that have not ended, sorted, found through the due index (every

@@ -34,7 +34,7 @@ from .._core import events as ev
 from .._core.durations import Duration, parse_duration
 from .._core.errors import DurableError
 from .._core.payloads import payloads_from
-from .._store import CodecOption, JournalWriter, Opened, Store
+from .._store import CodecOption, JournalWriter, Opened, Store, page
 from .dsn import split_options
 
 if TYPE_CHECKING:
@@ -220,8 +220,8 @@ class PostgresStore(Store):
     async def run_ids(self) -> list[str]:
         return await self._reader.run_ids()
 
-    async def newest_first(self) -> list[str]:
-        return await self._reader.newest_first()
+    async def newest_first(self, limit: int | None = None, before: str | None = None) -> list[str]:
+        return page(await self._reader.newest_first(), limit, before)
 
     async def unfinished(self) -> list[str]:
         """Ids of the runs not ended, sorted, leaving out those another worker's live lease holds."""
