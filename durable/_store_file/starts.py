@@ -17,6 +17,7 @@ import heapq
 import os
 import re
 import urllib.parse
+from operator import itemgetter
 
 from .directory import Directory
 from .names import _MIN_JOURNAL, _SUFFIX, _file_name, _is_hashed, _names
@@ -26,7 +27,10 @@ _LOG = "starts.log"
 #: A start as the log writes it: seconds, zero-padded to a fixed width, so that
 #: lines compare as text in the order of time (until the year 2286).
 _WIDTH = 17
-_LINE = re.compile(r"\d{10}\.\d{6} [^ ]+").fullmatch
+_LINES = re.compile(r"^(\d{10}\.\d{6}) ([^\s]+)$", re.MULTILINE).findall
+
+
+_FILE_NAME = ("{}" + _SUFFIX).format
 
 
 def _when(t: float) -> str:
@@ -56,27 +60,40 @@ class Starts:
         ``limit``, and only those after the run ``before`` in that order.
 
         Whatever the number of runs, the work per run is done in C (a directory
-        listing, a split, set operations, a partial sort); Python code runs only for
-        the runs returned and those the log lacks."""
+        listing, a regular expression, a set, a partial sort); Python code runs only
+        for the runs returned, and for each run when the log and ``runs/`` disagree
+        (then a journal's first record is read only for a run the log lacks)."""
         try:
             names = self.fs.listdir(self.dir.runs)
         except FileNotFoundError:
             return []
+        pairs = self._read_log()
+        # The common case, checked with set operations: the journals in runs/ are
+        # exactly the stems of the log, one line each (runs created, none lost).
+        logged_files = set(map(_FILE_NAME, map(itemgetter(1), pairs)))
+        journals = sum(1 for name in names if name.endswith(_SUFFIX))
+        exact = len(logged_files) == len(pairs) == journals and logged_files <= set(names)
+        starts = pairs if exact else self._reconciled(names, pairs)
+        if before is not None:
+            cut = self._start_of(before, {stem: when for when, stem in pairs})
+            if cut is None:
+                return []
+            starts = [start for start in starts if start < cut]
+        chosen = sorted(starts, reverse=True) if limit is None else heapq.nlargest(limit, starts)
+        return [run_id for _, stem in chosen if (run_id := self._run_id(stem)) is not None]
+
+    def _reconciled(self, names: list[str], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``(start, stem)`` of each journal in ``names``: from the log (its last line for a
+        stem), else from the journal's first record; lines of runs no longer there go."""
         present = {name[: -len(_SUFFIX)] for name in names if name.endswith(_SUFFIX)}
-        latest = self._read_log()
+        latest = {stem: when for when, stem in pairs}
         logged = latest.keys() & present
         starts = [(latest[stem], stem) for stem in logged]
         for stem in present - logged:
             found = self._unlogged(stem + _SUFFIX)
             if found is not None:
                 starts.append((_when(found[0]), stem))
-        if before is not None:
-            cut = self._start_of(before, latest)
-            if cut is None:
-                return []
-            starts = [start for start in starts if start < cut]
-        chosen = sorted(starts, reverse=True) if limit is None else heapq.nlargest(limit, starts)
-        return [run_id for _, stem in chosen if (run_id := self._run_id(stem)) is not None]
+        return starts
 
     def _start_of(self, run_id: str, latest: dict[str, str]) -> tuple[str, str] | None:
         """The sort key of a run (None if there is no such run)."""
@@ -95,23 +112,22 @@ class Starts:
             return None if first is None else first.run_id
         return urllib.parse.unquote(stem) if "%" in stem else stem
 
-    def _read_log(self) -> dict[str, str]:
-        """The log's lines as stem -> start, as written (fixed width, so that text
-        compares as the time does); a later line wins: a run made again."""
+    def _read_log(self) -> list[tuple[str, str]]:
+        """The log's lines as ``(start, stem)``, the start as written (fixed width, so that
+        text compares as the time does). A line a crash cut short (or garbage) does not
+        have the shape and is left out: its run, if any, is read from its journal."""
         try:
             fd = self.fs.open(self.path, write=False)
         except OSError:
-            return {}
+            return []
         try:
             data = self.fs.read(fd)
         except OSError:
-            return {}
+            return []
         finally:
             self.fs.close(fd)
-        lines = data.decode(errors="replace").split("\n")
-        # A line a crash cut short (or garbage) does not have the shape: its run, if
-        # any, is read from its journal.
-        return {line[_WIDTH + 1 :]: line[:_WIDTH] for line in lines if _LINE(line)}
+        pairs: list[tuple[str, str]] = _LINES(data.decode(errors="replace"))
+        return pairs
 
     def _unlogged(self, name: str) -> tuple[float, str] | None:
         """``(start, run id)`` of a journal the log lacks, as ``Reader.run_ids`` lists it:
