@@ -1,7 +1,7 @@
 """When each run started, so that listings page newest first without reading journals.
 
-``<store>/starts.log`` gets a line ``<epoch seconds> <stem>`` each time a run is
-created (``stem`` is its journal's file name without ``.journal``): one append,
+``<store>/starts.log`` gets a line ``<epoch seconds> <file name>`` each time a
+run is created (the file name of its journal in ``runs/``): one append,
 never fsynced, since it is a cache. Listing the runs newest first takes the
 journals that ``runs/`` holds (one directory listing), each with its start from
 the log; a run the log lacks (a crash lost its line, a store made before the
@@ -17,7 +17,7 @@ import heapq
 import os
 import re
 import urllib.parse
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 
 from .directory import Directory
 from .names import _MIN_JOURNAL, _SUFFIX, _file_name, _is_hashed, _names
@@ -27,10 +27,8 @@ _LOG = "starts.log"
 #: A start as the log writes it: seconds, zero-padded to a fixed width, so that
 #: lines compare as text in the order of time (until the year 2286).
 _WIDTH = 17
-_LINES = re.compile(r"^(\d{10}\.\d{6}) ([^\s]+)$", re.MULTILINE).findall
-
-
-_FILE_NAME = ("{}" + _SUFFIX).format
+_LINES = re.compile(r"^(\d{10}\.\d{6}) ([^\s]+\.journal)$", re.MULTILINE).findall
+_IS_JOURNAL = methodcaller("endswith", _SUFFIX)
 
 
 def _when(t: float) -> str:
@@ -51,9 +49,8 @@ class Starts:
 
         Best effort: the log is a cache, so a failure to write it is not the run's
         (a listing then reads that journal's first record instead)."""
-        stem = os.path.basename(journal_path)[: -len(_SUFFIX)]
         with contextlib.suppress(OSError):
-            self.fs.append(self.path, f"{_when(t)} {stem}\n".encode())
+            self.fs.append(self.path, f"{_when(t)} {os.path.basename(journal_path)}\n".encode())
 
     def newest_first(self, limit: int | None = None, before: str | None = None) -> list[str]:
         """Run ids in ``runs/``, the newest start first (ties: by file name), at most
@@ -69,46 +66,47 @@ class Starts:
             return []
         pairs = self._read_log()
         # The common case, checked with set operations: the journals in runs/ are
-        # exactly the stems of the log, one line each (runs created, none lost).
-        logged_files = set(map(_FILE_NAME, map(itemgetter(1), pairs)))
-        journals = sum(1 for name in names if name.endswith(_SUFFIX))
-        exact = len(logged_files) == len(pairs) == journals and logged_files <= set(names)
+        # exactly the names in the log, one line each (runs created, none lost).
+        logged = set(map(itemgetter(1), pairs))
+        journals = sum(map(_IS_JOURNAL, names))
+        exact = len(logged) == len(pairs) == journals and logged <= set(names)
         starts = pairs if exact else self._reconciled(names, pairs)
         if before is not None:
-            cut = self._start_of(before, {stem: when for when, stem in pairs})
+            cut = self._start_of(before, {name: when for when, name in pairs})
             if cut is None:
                 return []
             starts = [start for start in starts if start < cut]
         chosen = sorted(starts, reverse=True) if limit is None else heapq.nlargest(limit, starts)
-        return [run_id for _, stem in chosen if (run_id := self._run_id(stem)) is not None]
+        return [run_id for _, name in chosen if (run_id := self._run_id(name)) is not None]
 
     def _reconciled(self, names: list[str], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """``(start, stem)`` of each journal in ``names``: from the log (its last line for a
-        stem), else from the journal's first record; lines of runs no longer there go."""
-        present = {name[: -len(_SUFFIX)] for name in names if name.endswith(_SUFFIX)}
-        latest = {stem: when for when, stem in pairs}
+        """``(start, name)`` of each journal in ``names``: from the log (its last line for a
+        name), else from the journal's first record; lines of runs no longer there go."""
+        present = set(filter(_IS_JOURNAL, names))
+        latest = {name: when for when, name in pairs}
         logged = latest.keys() & present
-        starts = [(latest[stem], stem) for stem in logged]
-        for stem in present - logged:
-            found = self._unlogged(stem + _SUFFIX)
+        starts = [(latest[name], name) for name in logged]
+        for name in present - logged:
+            found = self._unlogged(name)
             if found is not None:
-                starts.append((_when(found[0]), stem))
+                starts.append((_when(found[0]), name))
         return starts
 
     def _start_of(self, run_id: str, latest: dict[str, str]) -> tuple[str, str] | None:
         """The sort key of a run (None if there is no such run)."""
-        stem = _file_name(run_id)[: -len(_SUFFIX)]
-        when = latest.get(stem)
+        name = _file_name(run_id)
+        when = latest.get(name)
         if when is None:
-            found = self._unlogged(stem + _SUFFIX)
+            found = self._unlogged(name)
             if found is None:
                 return None
             when = _when(found[0])
-        return when, stem
+        return when, name
 
-    def _run_id(self, stem: str) -> str | None:
+    def _run_id(self, name: str) -> str | None:
+        stem = name[: -len(_SUFFIX)]
         if _is_hashed(stem):
-            first = self.reader.first_record(os.path.join(self.dir.runs, stem + _SUFFIX))
+            first = self.reader.first_record(os.path.join(self.dir.runs, name))
             return None if first is None else first.run_id
         return urllib.parse.unquote(stem) if "%" in stem else stem
 
@@ -126,7 +124,15 @@ class Starts:
             return []
         finally:
             self.fs.close(fd)
-        pairs: list[tuple[str, str]] = _LINES(data.decode(errors="replace"))
+        text = data.decode(errors="replace")
+        # Fast, in C: split on white space, and check the shape of every start and name;
+        # a line cut short or garbage breaks it, and then a regular expression keeps the
+        # lines that have the shape.
+        parts = text.split()
+        whens, names = parts[0::2], parts[1::2]
+        if len(whens) == len(names) and set(map(len, whens)) <= {_WIDTH} and all(map(_IS_JOURNAL, names)):
+            return list(zip(whens, names, strict=True))
+        pairs: list[tuple[str, str]] = _LINES(text)
         return pairs
 
     def _unlogged(self, name: str) -> tuple[float, str] | None:
