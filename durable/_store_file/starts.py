@@ -124,15 +124,7 @@ class Starts:
             return []
         finally:
             self.fs.close(fd)
-        text = data.decode(errors="replace")
-        # Fast, in C: split on white space, and check the shape of every start and name;
-        # a line cut short or garbage breaks it, and then a regular expression keeps the
-        # lines that have the shape.
-        parts = text.split()
-        whens, names = parts[0::2], parts[1::2]
-        if len(whens) == len(names) and set(map(len, whens)) <= {_WIDTH} and all(map(_IS_JOURNAL, names)):
-            return list(zip(whens, names, strict=True))
-        pairs: list[tuple[str, str]] = _LINES(text)
+        pairs: list[tuple[str, str]] = _LINES(data.decode(errors="replace"))
         return pairs
 
     def _unlogged(self, name: str) -> tuple[float, str] | None:
