@@ -895,7 +895,8 @@ def test_ls_pages_a_store_without_its_starts_log_by_reading_first_records(store:
     (store / "starts.log").unlink()
     listed = cli("ls", "--limit", "2", "--json", "--store", str(store))
     assert [r["id"] for r in json.loads(listed.stdout)] == ["order-9", "order-8"]
-    (store / "starts.log").write_text("garbage\n0000000001.000000 order-8.journal\n00000")  # torn lines, a stale start
+    # Torn lines, and a start that is not the journal's: the log is what is listed by.
+    (store / "starts.log").write_text("garbage\n0000000001.000000 order-8.journal\n00000")
     listed = cli("ls", "--json", "--store", str(store))
     assert [r["id"] for r in json.loads(listed.stdout)] == ["order-9", "order-7", "order-8"]
 

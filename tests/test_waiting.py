@@ -247,7 +247,8 @@ async def test_a_file_store_made_before_the_due_index_gets_one_built_from_its_jo
     shutil.rmtree(tmp_path / "store" / "due")  # as a durable without the index left the store
     fresh = durable.FileStore(tmp_path / "store", sync="none")
     assert await fresh.due_runs(2000.0, 10) == ["open"]  # every unfinished run, due at once
-    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["due", "runs", "starts.log"]  # none staged left
+    entries = sorted(p.name for p in (tmp_path / "store").iterdir())
+    assert entries == ["due", "runs", "starts.log"]  # none staged left
 
 
 def test_ls_and_show_tell_a_run_let_go_from_one_held(tmp_path: Path) -> None:

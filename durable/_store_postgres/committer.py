@@ -45,10 +45,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("durable.postgres")
 
-_INSERT_RECORDS = """
-    INSERT INTO {records} (run_id, idx, record)
-    SELECT * FROM unnest(%s::text[], %s::integer[], %s::bytea[])
-"""
 _NOTIFY_MANY: LiteralString = "SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x"
 
 
@@ -361,15 +357,7 @@ class Committer:
     def _append(self, conn: Conn, writes: list[Group]) -> list[str]:
         """Insert the records of the runs whose fence passes (``group.error`` says why for
         the others). Returns the runs that ended."""
-        ok = leases.advance(conn, self.db, writes)
-        if ok:
-            run_ids, indexes, records = [], [], []
-            for group in ok:
-                for offset, record in enumerate(group.records):
-                    run_ids.append(group.writer.run_id)
-                    indexes.append(group.first + offset)
-                    records.append(record)
-            conn.execute(self.db.q(_INSERT_RECORDS), [run_ids, indexes, records])
+        ok = leases.advance_and_append(conn, self.db, writes)
         return [g.writer.run_id for g in ok if g.ended]
 
     @staticmethod
