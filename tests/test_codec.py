@@ -31,6 +31,7 @@ from durable.lowlevel import (
     ActivityFailed,
     ActivityScheduled,
     AttemptFailed,
+    AttemptHeartbeat,
     CancelRequested,
     ChildCompleted,
     ChildStarted,
@@ -41,6 +42,7 @@ from durable.lowlevel import (
     RunContinuedAsNew,
     RunFailed,
     RunResumed,
+    RunRetried,
     RunStarted,
     Scan,
     SideEffectRecorded,
@@ -81,6 +83,8 @@ V1_LAYOUT: dict[type[Any], tuple[int, tuple[str, ...]]] = {
     RunContinuedAsNew: (16, ("args", "t")),
     ChildStarted: (10, ("seq", "workflow", "args", "run_id", "t")),
     ChildCompleted: (11, ("seq", "result", "error", "t")),
+    AttemptHeartbeat: (20, ("seq", "attempt", "details", "t")),
+    RunRetried: (21, ("t", "reason")),
 }
 
 # Each example scans a journal many times; fewer examples keep the file fast (CI runs 50).

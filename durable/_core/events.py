@@ -191,6 +191,28 @@ class RunResumed:
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class AttemptHeartbeat:
+    """Attempt ``attempt`` of activity step ``seq`` reported progress: ``details`` (CBOR)
+    are the latest it passed to ``durable.heartbeat``. Journaled at a bounded rate, not
+    at every call; replay ignores it, the next attempt reads the latest details."""
+
+    seq: int
+    attempt: int
+    details: bytes
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class RunRetried:
+    """Someone retried the failed run (``durable retry``): its ``RunFailed`` before this
+    record, and the failure of the step it came from, are superseded; the run goes on
+    from there with the code of the process that opens it."""
+
+    t: float
+    reason: str = ""
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class RunCompleted:
     """The workflow returned ``result`` (CBOR)."""
 
@@ -224,6 +246,8 @@ Event = (
     | RunCancelled
     | RunContinuedAsNew
     | RunResumed
+    | AttemptHeartbeat
+    | RunRetried
     | RunCompleted
     | RunFailed
 )
@@ -262,4 +286,6 @@ EVENT_TYPES: dict[type[Any], int] = {
     RunResumed: 17,
     PatchRecorded: 18,
     StepCancelled: 19,
+    AttemptHeartbeat: 20,
+    RunRetried: 21,
 }

@@ -372,8 +372,8 @@ class Replay:
             self._diverged(seq, ended_text(event, with_error=True), self._what_code_did(seq))
         self.terminal = event
 
-    def _on_resumed(self, event: ev.RunResumed) -> None:
-        pass
+    def _on_resumed(self, event: ev.RunResumed | ev.AttemptHeartbeat) -> None:
+        """For the timeline and the next attempt only: replay has nothing to do."""
 
     def _scheduled_step(self, seq: int, event: ev.Event) -> Step:
         step = self.pending.get(seq)
@@ -585,5 +585,6 @@ _HANDLERS: dict[type[Any], Any] = {
     ev.RunCompleted: Replay._on_terminal,
     ev.RunFailed: Replay._on_terminal,
     ev.RunResumed: Replay._on_resumed,
+    ev.AttemptHeartbeat: Replay._on_resumed,
     ev.RunStarted: Replay._on_started_again,
 }

@@ -50,6 +50,7 @@ _FIELDS: dict[type[Any], str] = {
     ev.SignalReceived: "payload",
     ev.RunContinuedAsNew: "args",
     ev.RunCompleted: "result",
+    ev.AttemptHeartbeat: "details",
 }
 
 

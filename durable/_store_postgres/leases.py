@@ -66,7 +66,7 @@ _ADVANCE_AND_APPEND = """
     WITH advanced AS (
         UPDATE {runs} AS r
         SET next_index = v.next_index,
-            status = CASE WHEN v.ended THEN 'ended' ELSE r.status END,
+            status = CASE WHEN v.ended THEN 'ended' ELSE 'open' END,  -- open again: a retry
             lease_expires = now() + %s
         FROM unnest(%s::text[], %s::bigint[], %s::integer[], %s::integer[], %s::boolean[])
             AS v(run_id, epoch, first_idx, next_index, ended)
