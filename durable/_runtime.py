@@ -38,7 +38,7 @@ from ._executor import Released, RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
 from ._inbox import drop_messages, forget_journaled, journal_messages, send
 from ._loops import Loop, check_loop
-from ._store import CodecOption, JournalWriter, Opened, Store
+from ._store import CodecOption, Holder, JournalWriter, Opened, Store
 from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url
 from ._watch import StoreWatch, ended
@@ -101,6 +101,11 @@ class RunHandle:
         #: the run's end is then read from the store.
         self._let_go = trio.Event()
         self._store: Store | None = None
+        #: How this runtime came to run it, for a worker's log: ``"started"`` (nothing
+        #: had executed it), ``"resumed"`` (a run let go while it waited, or one whose
+        #: process crashed) or ``"taken over"`` (from ``_previous``, a holder that died).
+        self._taken = "started"
+        self._previous: Holder | None = None
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id!r} of {self.workflow!r}: {self.status}>"
@@ -357,6 +362,7 @@ class Runtime:
         # A run that a Client created, and that nothing has executed yet, starts
         # here for the first time: not a recovery (no RunResumed on its timeline).
         recovery = resumed and any(not isinstance(e, ev.Message) for e in events[1:])
+        handle._taken = "resumed" if recovery else "started"
         execution = self._execution(core, writer, clock, resumed=recovery)
         self._executions[handle.run_id] = execution
         nursery.start_soon(self._drive, handle, execution, resumed)
@@ -560,7 +566,11 @@ class Runtime:
             handle._abort(UnknownWorkflowError(started.workflow, run_id))
             return handle
         await self.hooks.point("recovering", run_id, None)
-        return self._launch(workflow, opened.events, opened.writer, resumed=True)
+        handle = self._launch(workflow, opened.events, opened.writer, resumed=True)
+        handle._previous = opened.previous
+        if opened.previous is not None and handle._taken == "resumed":
+            handle._taken = "taken over"
+        return handle
 
 
 async def _continue(runtime: Runtime, previous: RunExecution, outcome: Continued) -> RunExecution:

@@ -32,11 +32,40 @@ def check_sync_mode(sync: str) -> str:
 
 
 @attrs.frozen
+class Holder:
+    """Who holds a run, or held it last without letting it go: for ``durable ls``, ``show``
+    and a worker's log.
+
+    A FileStore keeps a small record beside the journal's lock (``holders/``), a
+    PostgreSQL store the lease's owner. The lock or lease says whether the holder still
+    holds the run (``live``); a record left by a holder that is gone is how a run whose
+    process died is told from one nobody took yet.
+    """
+
+    #: The holding process's id and host name.
+    pid: int
+    host: str
+    #: When it took the run (epoch seconds; None when the store does not know).
+    since: float | None
+    #: Whether it holds the run now (its lock, its unexpired lease).
+    live: bool
+    #: When its lease expires (PostgreSQL; epoch seconds), None for a FileStore.
+    lease_expires: float | None = None
+
+    def describe(self) -> str:
+        """``pid 123 on host-a``."""
+        return f"pid {self.pid} on {self.host}"
+
+
+@attrs.frozen
 class Opened:
     """A run's journal opened for writing: its events so far and the writer."""
 
     events: list[ev.Event]
     writer: JournalWriter
+    #: Who held the run before this open without letting it go (a process that died, a
+    #: lease that expired): the open took it over. None when the run was free.
+    previous: Holder | None = None
 
 
 class JournalWriter(abc.ABC):
@@ -188,7 +217,7 @@ class Store(abc.ABC):
         except BaseException:
             opened.writer.close()
             raise
-        return Opened(events, self._attach(opened.writer))
+        return Opened(events, self._attach(opened.writer), opened.previous)
 
     def _attach_each(
         self, run_ids: Sequence[str], results: list[Opened | DurableError | None]
