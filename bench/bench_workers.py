@@ -414,6 +414,13 @@ def collect_throughput(options: Options, kinds: Sequence[str]) -> list[h.Figure]
                 f"runs at {create_rate:,.0f} runs/s; runs taken per worker: {info.shares[-1]})",
                 flush=True,
             )
+        one = by_config[(kind, 1, True)]
+        for n in WORKER_COUNTS[1:]:
+            # Same runs, so the ratio of rates is the inverse ratio of times, repeat by repeat.
+            scaling = h.median_ratio(one, by_config[(kind, n, True)])
+            out.append(
+                h.report(h.Figure(f"{_label(kind)}, {n} workers / 1 worker, backlog: steps/s", scaling, "x"))
+            )
     return out
 
 
@@ -570,6 +577,7 @@ def collect(
     concurrency: int = 100,
     poll: str = "50ms",
     lease_ttl: str = "2s",
+    runs: int | None = None,
 ) -> list[h.Figure]:
     """Measure and print every figure; return them for the summary table."""
     dsn = dsn or os.environ.get("DURABLE_TEST_PG") or DEFAULT_DSN
@@ -580,7 +588,7 @@ def collect(
             print(f"PostgreSQL at {dsn} cannot be used ({why}): FileStore only", flush=True)
             kinds.remove("pg")
     options = Options(
-        runs=100 if quick else 400,
+        runs=runs if runs is not None else 100 if quick else 400,
         concurrency=concurrency,
         poll=poll,
         lease_ttl=lease_ttl,
@@ -609,6 +617,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="100 runs, 20 for the takeover")
     parser.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="runs for the throughput (400; --quick 100): more than workers x --concurrency keeps every "
+        "worker busy, as one worker claims up to its free capacity at once",
+    )
+    parser.add_argument(
         "--dsn", default=None, help="PostgreSQL server (default: $DURABLE_TEST_PG or the test one)"
     )
     parser.add_argument(
@@ -630,6 +645,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         concurrency=options.concurrency,
         poll=options.poll,
         lease_ttl=options.lease_ttl,
+        runs=options.runs,
     )
     h.main_table(figures)
 
