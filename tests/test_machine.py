@@ -858,3 +858,255 @@ def test_a_cancelled_step_is_closed_before_any_cleanup_runs() -> None:
     assert isinstance(cleaning, act.RunActivity)  # ...then the cleanup runs, and its start
     assert cleaning.step.command.name == "tests.machine.wa_cleanup"
     assert cleaning.durable_start  # is durable: the cancel request came from outside
+
+
+# --- a retried run (RunRetried supersedes the failure before it) -------------------
+
+from durable._core import machine as _machine  # noqa: E402
+from durable._core.retried import reopened_steps, supersession  # noqa: E402
+
+RETRY_T = T0 + 1000.0
+workflow_bug: list[bool] = [True]  # the bug of retryable_flow below, fixed by setting it False
+
+
+@durable.workflow(name="test_machine.retryable")
+def retryable_flow(customer: str):
+    payment = yield charge(10, "tok")
+    if workflow_bug[0]:
+        raise KeyError("customer")  # a bug in the workflow itself, fixed later
+    yield send_email(customer, payment)
+    return payment
+
+
+def whole(wf: durable.Workflow[..., Any], args: tuple[Any, ...], *events: ev.Event) -> Replay:
+    """The journal replayed whole, as a recovering process does (``durable.lowlevel.replay``)."""
+    return _machine.replay(wf, [run_started(wf, *args), *events])
+
+
+def run_failed(error: str = "ActivityError") -> ev.RunFailed:
+    return ev.RunFailed(durable.ErrorInfo(error, "boom"), T0 + 50)
+
+
+#: A run whose second step failed for good after two attempts, and failed the run.
+FAILED_AT_STEP_1 = (
+    scheduled(0, charge, 4200, "tok_visa"),
+    completed(0, "pay-1"),
+    scheduled(1, send_email, "alice", "Receipt for pay-1"),
+    attempt_failed(1, 1, T0 + 2),
+    ev.AttemptHeartbeat(1, 2, dumps("half"), T0 + 3),
+    attempt_failed(1, 2, T0 + 4),
+    failed(1, "OSError", "smtp down", 3),
+    run_failed(),
+)
+
+
+def test_a_retry_reopens_the_failed_step_with_fresh_attempts() -> None:
+    core = whole(process_order, ("alice", 4200, "tok_visa"), *FAILED_AT_STEP_1, ev.RunRetried(RETRY_T))
+    assert core.outcome is None and core.terminal is None
+    step = core.pending[1]
+    assert step.command == send_email("alice", "Receipt for pay-1")
+    assert (step.failed_attempts, step.retry_at) == (0, None)  # attempt 1 next, at once
+    assert step.scheduled_at == RETRY_T  # its time budget counts from the retry
+    assert core.reopened == {1}
+
+
+def test_after_the_retry_the_step_counts_attempts_from_1_and_the_run_completes() -> None:
+    core = whole(
+        process_order,
+        ("alice", 4200, "tok_visa"),
+        *FAILED_AT_STEP_1,
+        ev.RunRetried(RETRY_T, "smtp fixed"),
+        ev.RunResumed(RETRY_T, 1),
+        attempt_failed(1, 1, RETRY_T + 1),
+        completed(1, None, attempts=2),
+        ev.RunCompleted(dumps("pay-1"), RETRY_T + 2),
+    )
+    assert result_of(core) == "pay-1"
+    assert isinstance(core.terminal, ev.RunCompleted)
+
+
+def test_the_superseded_records_are_the_failure_its_attempts_and_the_run_failed() -> None:
+    journal = [
+        run_started(process_order, "alice", 4200, "tok_visa"),
+        *FAILED_AT_STEP_1,
+        ev.RunRetried(RETRY_T),
+    ]
+    plan = supersession(journal, RUN)
+    assert sorted(type(journal[i]).__name__ for i in plan.skipped) == sorted(
+        ["AttemptFailed", "AttemptHeartbeat", "AttemptFailed", "ActivityFailed", "RunFailed"]
+    )
+    assert plan.reopened == {len(journal) - 1: (1,)}
+    assert reopened_steps(journal[:-1], RUN) == (1,)
+
+
+def test_a_workflow_that_raised_by_itself_goes_on_with_the_fixed_code() -> None:
+    journal = (scheduled(0, charge, 10, "tok"), completed(0, "pay-1"), run_failed("KeyError"))
+    assert reopened_steps([run_started(retryable_flow, "bob"), *journal], RUN) == ()
+    workflow_bug[0] = True
+    try:
+        again = whole(retryable_flow, ("bob",), *journal, ev.RunRetried(RETRY_T))
+        assert isinstance(again.outcome, Raised)  # not fixed: it raises again (a new RunFailed)
+        assert again.terminal is None and again.reopened == frozenset()
+        workflow_bug[0] = False
+        fixed = whole(retryable_flow, ("bob",), *journal, ev.RunRetried(RETRY_T))
+    finally:
+        workflow_bug[0] = True
+    assert fixed.outcome is None
+    assert fixed.pending[1].command == send_email("bob", "pay-1")  # live: a new step
+    assert fixed.pending[1].scheduled_at is None
+    assert calls == []
+
+
+def test_a_run_retried_twice_replays_both_retries() -> None:
+    core = whole(
+        process_order,
+        ("alice", 4200, "tok_visa"),
+        *FAILED_AT_STEP_1,
+        ev.RunRetried(RETRY_T),
+        ev.RunResumed(RETRY_T, 1),
+        attempt_failed(1, 1, RETRY_T + 1),
+        failed(1, "OSError", "still down", 2),
+        ev.RunFailed(durable.ErrorInfo("ActivityError", "boom"), RETRY_T + 2),
+        ev.RunRetried(RETRY_T + 100),
+    )
+    assert core.pending[1].failed_attempts == 0
+    assert core.pending[1].scheduled_at == RETRY_T + 100
+    done = whole(
+        process_order,
+        ("alice", 4200, "tok_visa"),
+        *FAILED_AT_STEP_1,
+        ev.RunRetried(RETRY_T),
+        attempt_failed(1, 1, RETRY_T + 1),
+        failed(1, "OSError", "still down", 2),
+        ev.RunFailed(durable.ErrorInfo("ActivityError", "boom"), RETRY_T + 2),
+        ev.RunRetried(RETRY_T + 100),
+        completed(1, None),
+        ev.RunCompleted(dumps("pay-1"), RETRY_T + 101),
+    )
+    assert result_of(done) == "pay-1"
+
+
+def test_a_failure_the_workflow_caught_is_replayed_as_it_was() -> None:
+    """The saga compensated, then raised: the last step outcome is not a failure, so
+    no step is reopened, and replay feeds the recorded failure again."""
+
+    @durable.workflow(name="test_machine.compensating")
+    def compensating():  # type: ignore[no-untyped-def]
+        try:
+            yield charge(1, "tok")
+        except durable.ActivityError:
+            yield refund("none")
+            raise
+
+    journal = (
+        scheduled(0, charge, 1, "tok"),
+        failed(0, "OSError", "declined", 1),
+        scheduled(1, refund, "none"),
+        completed(1, None),
+        run_failed(),
+    )
+    assert reopened_steps([run_started(compensating), *journal], RUN) == ()
+    core = whole(compensating, (), *journal, ev.RunRetried(RETRY_T))
+    assert isinstance(core.outcome, Raised) and core.terminal is None  # it fails again
+
+
+@durable.activity(name="test_machine.part")
+def part(n: int) -> int:
+    calls.append(f"part {n}")
+    return n
+
+
+@durable.workflow(name="test_machine.fan_out")
+def fan_out():
+    return (yield durable.gather(part(1), part(2), part(3)))
+
+
+def test_a_failed_gather_reopens_the_failed_step_and_the_ones_it_cancelled() -> None:
+    journal = (
+        scheduled(0, part, 1),
+        scheduled(1, part, 2),
+        scheduled(2, part, 3),
+        completed(0, 1),
+        attempt_failed(2, 1, T0 + 9),
+        failed(1, "OSError", "down", 1),  # decides the gather
+        failed(2, "OSError", "down too", 2),  # arrived with it: step 2 is cancelled after it
+        ev.StepCancelled(2, T0 + 10),
+        run_failed(),
+    )
+    core = whole(fan_out, (), *journal, ev.RunRetried(RETRY_T))
+    assert sorted(core.pending) == [1, 2]  # step 0 completed: never run again
+    assert core.pending[2].failed_attempts == 0 and not core.cancelled
+    assert core.reopened == {1, 2}
+    done = whole(fan_out, (), *journal, ev.RunRetried(RETRY_T), completed(2, 3), completed(1, 2))
+    assert result_of(done) == [1, 2, 3]
+
+
+def test_a_reopened_timer_of_a_race_gets_a_fresh_deadline() -> None:
+    @durable.workflow(name="test_machine.deadline")
+    def deadline():  # type: ignore[no-untyped-def]
+        return (yield durable.race(part(1), durable.sleep(60)))
+
+    journal = (
+        scheduled(0, part, 1),
+        ev.TimerStarted(1, 60.0, T0 + 60, T0),
+        failed(0, "OSError", "down", 1),
+        ev.StepCancelled(1, T0 + 5),
+        run_failed(),
+    )
+    core = whole(deadline, (), *journal, ev.RunRetried(RETRY_T))
+    assert core.pending[1].fire_at == RETRY_T + 60
+    assert core.pending[0].scheduled_at == RETRY_T
+
+
+def test_a_race_a_kept_outcome_decides_after_the_superseded_failure() -> None:
+    """Step 1 completed after step 0's failure decided the race: after the retry, that
+    completion (kept, never run again) wins the race, and step 0 is closed as cancelled."""
+
+    @durable.workflow(name="test_machine.first")
+    def first():  # type: ignore[no-untyped-def]
+        return (yield durable.race(part(1), part(2)))
+
+    journal = (
+        scheduled(0, part, 1),
+        scheduled(1, part, 2),
+        failed(0, "OSError", "down", 1),
+        completed(1, 2),
+        ev.StepCancelled(1, T0 + 5),
+        run_failed(),
+    )
+    core = whole(first, (), *journal, ev.RunRetried(RETRY_T))
+    assert result_of(core) == (1, 2)
+    assert list(core.cancelled) == [0]
+
+
+def test_a_divergence_after_a_retry_names_the_step_and_both_sides() -> None:
+    journal = (*FAILED_AT_STEP_1, ev.RunRetried(RETRY_T), completed(1, None), scheduled(2, refund, "x"))
+    with pytest.raises(durable.NonDeterminismError) as caught:
+        whole(process_order, ("alice", 4200, "tok_visa"), *journal)
+    assert caught.value.seq == 2
+    assert "refund" in caught.value.recorded and "returned 'pay-1'" in caught.value.yielded
+
+
+def test_a_run_retried_that_follows_no_run_failed_is_journal_corrupt_error() -> None:
+    with pytest.raises(durable.JournalCorruptError, match="does not follow a RunFailed"):
+        whole(
+            process_order,
+            ("alice", 4200, "tok_visa"),
+            scheduled(0, charge, 4200, "tok_visa"),
+            ev.RunRetried(1.0),
+        )
+
+
+def test_a_run_retried_applied_event_by_event_says_to_replay_the_whole_journal() -> None:
+    core = replay(process_order, ("alice", 4200, "tok_visa"), *FAILED_AT_STEP_1)
+    with pytest.raises(durable.DurableError, match=r"replay the whole journal with durable.lowlevel.replay"):
+        core.apply(ev.RunRetried(RETRY_T))
+
+
+def test_a_journal_without_run_retried_is_replayed_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*args: Any) -> Any:
+        raise AssertionError("a journal without RunRetried went through the retried replay")
+
+    monkeypatch.setattr(_machine, "_replay_retried", never)
+    core = whole(process_order, ("alice", 4200, "tok_visa"), *FAILED_AT_STEP_1)
+    assert isinstance(core.terminal, ev.RunFailed)

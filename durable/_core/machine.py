@@ -30,6 +30,20 @@ makes a resumed run behave exactly like one that never stopped.
   past that point (a step's first record, the run's end) answers False.
 * When the generator returns or raises, :attr:`Replay.outcome` is set; the
   executor journals it as ``RunCompleted`` / ``RunFailed``.
+* ``RunRetried`` (``durable retry``) follows a ``RunFailed``: it supersedes
+  that ``RunFailed`` and, when the workflow raised from a step's failure
+  (``ActivityFailed``, a ``ChildCompleted`` with an error), that failure and the
+  step's failed attempts, and the ``StepCancelled`` of the steps cancelled
+  because of it (:mod:`durable._core.retried` says exactly which records, from
+  the journal alone). Superseded records stay in the journal and are skipped, so
+  replay reaches the failed step unresolved; at the marker :meth:`Replay.reopen`
+  starts the reopened steps afresh at its time (attempts from 1, a timer's
+  deadline and a time budget from then), and the executor runs them again live.
+  The records of a step are applied before the marker that supersedes some of
+  them, so a journal holding a ``RunRetried`` is replayed whole, by
+  :func:`replay`: it replays as usual, and only if that stops (at the first
+  ``RunRetried``, or earlier at a record it supersedes) does it replay again
+  without the superseded records. A journal without one costs nothing more.
 
 The executor asks what to do next by looking at ``patch``, ``cancelled``,
 ``outcome`` and ``pending``: a pending step that is not yet journaled is new
@@ -43,6 +57,7 @@ This module is the only place that calls ``gen.send`` and ``gen.throw``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import linecache
 import types
@@ -58,6 +73,7 @@ from .errors import (
     ActivityError,
     Cancelled,
     ChildWorkflowError,
+    DurableError,
     DurableInternalError,
     ErrorInfo,
     JournalCorruptError,
@@ -68,6 +84,7 @@ from .errors import (
 )
 from .outcomes import Continued, Outcome, Raised, Returned, Stopped, ended_text, outcome_type
 from .primitives import ContinueAsNew, Gather, Patched, Race, SideEffect, Sleep, WaitSignal
+from .retried import supersession
 from .values import encode_value, load_call, load_stored, loads, loads_shown, same_value
 
 
@@ -79,7 +96,7 @@ class Step:
         seq: the step's sequence number.
         command: what the workflow yielded.
         scheduled_at: wall-clock time of its ``ActivityScheduled`` (or ``TimerStarted``) event
-            (None: not journaled yet).
+            (None: not journaled yet), or of the ``RunRetried`` that reopened it.
         failed_attempts: attempts that failed so far, per the journal.
         retry_at: when the next attempt may start (wall clock), after a failed attempt.
         fire_at: when a timer fires (wall clock), once journaled.
@@ -113,6 +130,9 @@ class Group:
 
 class Replay:
     """One run's generator, fed from its journal. See the module docstring."""
+
+    #: The steps a ``RunRetried`` reopened (run again live with fresh attempts).
+    reopened: frozenset[int] = frozenset()
 
     def __init__(self, workflow: Workflow[..., Any], started: ev.RunStarted) -> None:
         self.run_id = started.run_id
@@ -148,6 +168,13 @@ class Replay:
             self.outcome = Raised(_error_info(exc))
             return
         self._resume(None, None)
+
+    def close(self) -> None:
+        """Close the workflow's generator (a replay given up: its ``finally`` blocks run)."""
+        gen = getattr(self, "_gen", None)
+        if gen is not None:
+            with contextlib.suppress(Exception):  # code that yields in a finally: given up anyway
+                gen.close()
 
     @property
     def next_seq(self) -> int:
@@ -375,6 +402,28 @@ class Replay:
     def _on_resumed(self, event: ev.RunResumed | ev.AttemptHeartbeat) -> None:
         """For the timeline and the next attempt only: replay has nothing to do."""
 
+    def _on_retried(self, event: ev.RunRetried) -> NoReturn:
+        raise _Superseding(self.run_id)
+
+    def reopen(self, steps: Sequence[int], t: float) -> None:
+        """A ``RunRetried`` at ``t`` reopens ``steps`` (their failures were skipped): each
+        still open starts afresh, as if started at ``t``: no failed attempt, no backoff, a
+        time budget from ``t``, a timer's deadline ``t`` plus its duration. A step that
+        is no longer open (a race a sibling's kept outcome decided) is left alone."""
+        if self.terminal is not None:
+            self._inconsistent("a RunRetried follows the run's end without superseding it")
+        for seq in steps:
+            step = self.pending.get(seq)
+            if step is None:
+                continue
+            step.failed_attempts = 0
+            step.retry_at = None
+            step.scheduled_at = t
+            command = step.command
+            if step.fire_at is not None and isinstance(command, Sleep | WaitSignal):
+                step.fire_at = t + (command.seconds if isinstance(command, Sleep) else command.timeout or 0.0)
+            self.reopened = self.reopened | {seq}
+
     def _scheduled_step(self, seq: int, event: ev.Event) -> Step:
         step = self.pending.get(seq)
         if step is None or step.scheduled_at is None:
@@ -512,9 +561,47 @@ def replay(workflow: Workflow[..., Any], events: Sequence[ev.Event]) -> Replay:
         )
     core = Replay(workflow, started)
     apply = core.apply
-    for event in itertools.islice(events, 1, None):
-        apply(event)
+    try:
+        for event in itertools.islice(events, 1, None):
+            apply(event)
+    except Exception:
+        # A retried journal stops this loop at its first RunRetried, or earlier at a
+        # record the marker supersedes: replay it again, skipping those. Here, and not
+        # in a scan before the loop, so that a journal without one costs nothing more.
+        if ev.RunRetried not in map(type, events):
+            raise
+        core.close()
+        return _replay_retried(workflow, started, events)
     return core
+
+
+def _replay_retried(
+    workflow: Workflow[..., Any], started: ev.RunStarted, events: Sequence[ev.Event]
+) -> Replay:
+    """:func:`replay` of a journal holding ``RunRetried`` records, without the records they
+    supersede (:mod:`durable._core.retried`)."""
+    plan = supersession(events, started.run_id)
+    core = Replay(workflow, started)
+    apply = core.apply
+    for index in range(1, len(events)):
+        if index in plan.skipped:
+            continue
+        event = events[index]
+        if type(event) is ev.RunRetried:
+            core.reopen(plan.reopened[index], event.t)
+        else:
+            apply(event)
+    return core
+
+
+class _Superseding(DurableError):
+    """A ``RunRetried`` was applied on its own: the records it supersedes come before it."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(
+            f"run {run_id!r}: a RunRetried cannot be applied event by event, since it supersedes "
+            "records before it; replay the whole journal with durable.lowlevel.replay()"
+        )
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
@@ -586,5 +673,6 @@ _HANDLERS: dict[type[Any], Any] = {
     ev.RunFailed: Replay._on_terminal,
     ev.RunResumed: Replay._on_resumed,
     ev.AttemptHeartbeat: Replay._on_resumed,
+    ev.RunRetried: Replay._on_retried,
     ev.RunStarted: Replay._on_started_again,
 }
