@@ -522,7 +522,8 @@ def _store_name(store: Store) -> str:
     "statuses",
     multiple=True,
     type=click.Choice(tl.STATUSES),
-    help="Only runs with this status (repeat for several). 'running' means unfinished.",
+    help="Only runs with this status (repeat for several): queued, running, waiting and stalled "
+    "are the unfinished runs (see docs/cli.md).",
 )
 @click.option("--workflow", "workflows", multiple=True, metavar="NAME", help="Only runs of this workflow.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N runs, the newest first.")
@@ -910,3 +911,7 @@ def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: 
         console.print(
             Text(f"\n... and {len(groups) - _SHOWN_DIVERGENCES} more kinds of failure", style="dim")
         )
+
+
+# The operators' verbs (rm, prune, retry) live beside this module and register on `main`.
+from . import _cli_ops  # noqa: E402, F401

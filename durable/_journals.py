@@ -11,6 +11,7 @@ replay check (:mod:`durable._replayer`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,7 +30,8 @@ from ._core.errors import (
 )
 from ._core.payloads import Payloads
 from ._replayer import ReplayCheck, check_replay
-from ._store import Store
+from ._states import mark_state
+from ._store import Holder, Store
 from ._store_file import FileStore
 
 
@@ -40,9 +42,9 @@ class Journal:
     run_id: str
     events: list[Any]
     error: Exception | None = None
-    #: Whether a process holds the run (its lock, its lease): an unfinished run nobody
-    #: holds that only waits shows as ``waiting``.
-    held: bool = True
+    #: Who holds the unfinished run, or held it last without letting it go (see
+    #: Store.holders): with the journal, what tells its state (durable/_states.py).
+    holder: Holder | None = None
     #: Why payloads encoded by a codec stay encoded (``<encoded by NAME>``): the codec
     #: given refuses them (a wrong key); None when all that could be decoded was.
     codec_error: str | None = None
@@ -55,14 +57,21 @@ class Journal:
             first.workflow if isinstance(first, ev.RunStarted) and isinstance(first.workflow, str) else None
         )
 
-    def timeline(self) -> tl.Timeline:
+    @property
+    def held(self) -> bool:
+        """Whether a live process holds the run (its lock, its lease)."""
+        return self.holder is not None and self.holder.live
+
+    def timeline(self, now: float | None = None) -> tl.Timeline:
+        """The run's timeline; an unfinished run's state as of ``now`` (default: the time
+        of the call)."""
         error = self.error
         why = None
         if error is not None:
             why = str(error) if isinstance(error, DurableError) else tl.error_text(error)
         try:
             timeline = tl.build(self.run_id, self.events, journal_error=why, corrupt=_is_damage(error))
-            return tl.mark_waiting(timeline, held=self.held)
+            return mark_state(timeline, self.holder, time.time() if now is None else now)
         except Exception as exc:  # the timeline must show what it can, never stop a listing
             return tl.build(self.run_id, [], journal_error=f"cannot be shown: {tl.error_text(exc)}")
 
@@ -108,9 +117,9 @@ async def read(store: Store, run_id: str, payloads: Payloads | None = None) -> J
     if events is None:
         return None
     unfinished = bool(events) and not isinstance(events[-1], (*ev.TERMINAL, ev.RunContinuedAsNew))
-    held = unfinished and run_id in await store.held([run_id])
+    holder = (await store.holders([run_id])).get(run_id) if unfinished else None
     events, codec_error = _decoded(events, payloads, run_id)
-    return Journal(run_id, events, held=held, codec_error=codec_error)
+    return Journal(run_id, events, holder=holder, codec_error=codec_error)
 
 
 def _decoded(events: list[Any], payloads: Payloads | None, run_id: str) -> tuple[list[Any], str | None]:

@@ -10,8 +10,9 @@ before it acts on it. Every store writes the same journal contract v1 records
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import attrs
 import trio
@@ -22,6 +23,9 @@ from ._core.errors import DurableError, StoreError
 from ._core.payloads import PayloadCodec, Payloads
 
 SYNC_MODES = ("always", "batch", "none")
+#: What :meth:`Store.remove` did: removed the run, found no such run, or left it
+#: because it has not ended.
+Removal = Literal["removed", "missing", "unfinished"]
 _E = TypeVar("_E", bound="ev.Event")
 
 
@@ -42,9 +46,9 @@ class Holder:
     process died is told from one nobody took yet.
     """
 
-    #: The holding process's id and host name.
-    pid: int
-    host: str
+    #: The holding process's id and host name (None where the store does not know them).
+    pid: int | None
+    host: str | None
     #: When it took the run (epoch seconds; None when the store does not know).
     since: float | None
     #: Whether it holds the run now (its lock, its unexpired lease).
@@ -53,8 +57,10 @@ class Holder:
     lease_expires: float | None = None
 
     def describe(self) -> str:
-        """``pid 123 on host-a``."""
-        return f"pid {self.pid} on {self.host}"
+        """``pid 123 on host-a`` (``a process`` when the store does not know which)."""
+        if self.pid is None:
+            return "a process" if self.host is None else f"a process on {self.host}"
+        return f"pid {self.pid}" if self.host is None else f"pid {self.pid} on {self.host}"
 
 
 @attrs.frozen
@@ -366,6 +372,61 @@ class Store(abc.ABC):
         that tell a run being executed from one that waits. A store that cannot tell
         answers all of them."""
         return set(run_ids)
+
+    async def holders(self, run_ids: Collection[str]) -> dict[str, Holder]:
+        """Who holds each of the runs now (``live``), or held it last without letting it
+        go (a process that died, a lease that expired: not ``live``); a run nobody holds
+        is left out. For ``durable ls`` and ``show``: how a run held by a live process is
+        told from a stalled one. A store that cannot tell who answers :meth:`held`'s
+        runs, holders unknown."""
+        return {run_id: Holder(None, None, None, live=True) for run_id in await self.held(run_ids)}
+
+    # -- retention: removing runs -------------------------------------------------
+
+    async def remove(self, run_id: str, *, unfinished: bool = False) -> Removal:
+        """Remove a run and all the store keeps for it (journal, messages, index
+        entries), durably, if it has ended; a run that has not ended (or whose journal
+        is damaged, so that its end cannot be told) only with ``unfinished``.
+
+        Returns ``"removed"``, ``"missing"`` (no such run) or ``"unfinished"`` (nothing
+        was removed).
+
+        Raises:
+            RunLockedError: a live process holds the run (even with ``unfinished``:
+                stop it first).
+        """
+        raise StoreError(f"{type(self).__name__} cannot remove runs")
+
+    async def finished_before(self, t: float) -> list[str]:
+        """Ids of the runs that ended before ``t`` (epoch seconds), oldest first: what
+        ``durable prune`` removes. A store answers from what it knows of each run's
+        start where it can (a run that ended before ``t`` started before it); this
+        default reads every journal."""
+        return [run_id for run_id, _ in await self._ends_before(await self.run_ids(), t)]
+
+    async def started_before(self, t: float) -> list[str]:
+        """Ids of the runs that started before ``t``, oldest first (``prune --force``
+        looks at unfinished runs among them). This default reads every journal."""
+        found = []
+        for run_id in await self.run_ids():
+            with contextlib.suppress(StoreError):
+                events = await self.read(run_id)
+                if events and isinstance(events[0], ev.RunStarted) and events[0].t < t:
+                    found.append((events[0].t, run_id))
+        return [run_id for _, run_id in sorted(found)]
+
+    async def _ends_before(self, run_ids: Sequence[str], t: float) -> list[tuple[str, float]]:
+        """``(run id, end)`` of each of the runs that ended before ``t``, oldest end first."""
+        ends = []
+        for run_id in run_ids:
+            try:
+                events = await self.read(run_id)
+            except StoreError:
+                continue  # damaged: its end cannot be told, so it is not pruned
+            last = events[-1] if events else None
+            if isinstance(last, ev.TERMINAL) and last.t < t:
+                ends.append((last.t, run_id))
+        return [(run_id, end) for end, run_id in sorted(ends)]
 
     async def wake(self, run_id: str) -> None:  # noqa: B027 - optional hook
         """Make the run due now: a message was journaled into it while nobody held it."""

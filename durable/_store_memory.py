@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
+import socket
 from collections.abc import Collection
 
 import trio
 
 from ._core import events as ev
 from ._core.codec import encode_header, encode_record, scan
-from ._core.errors import DurableInternalError, RunLockedError, UnknownRunError
+from ._core.errors import DurableInternalError, RunLockedError, StoreError, UnknownRunError
 from ._core.payloads import payloads_from
-from ._store import CodecOption, JournalWriter, Opened, Store, page
+from ._store import CodecOption, Holder, JournalWriter, Opened, Removal, Store, page
 
 
 class _MemoryWriter(JournalWriter):
@@ -160,6 +162,29 @@ class MemoryStore(Store):
 
     async def held(self, run_ids: Collection[str]) -> set[str]:
         return set(run_ids) & self._open
+
+    async def remove(self, run_id: str, *, unfinished: bool = False) -> Removal:
+        data = self.journals.get(run_id)
+        if data is None:
+            return "missing"
+        if run_id in self._open:
+            raise RunLockedError(f"run {run_id!r} is open for writing in this store", run_id=run_id)
+        if not unfinished:
+            try:
+                events = scan(bytes(data), f"memory journal {run_id!r}").events
+            except StoreError:
+                return "unfinished"  # damaged: its end cannot be told
+            if not events or not isinstance(events[-1], ev.TERMINAL):
+                return "unfinished"
+        del self.journals[run_id]
+        self.inboxes.pop(run_id, None)
+        self.due.pop(run_id, None)
+        return "removed"
+
+    async def holders(self, run_ids: Collection[str]) -> dict[str, Holder]:
+        """Only this process can hold a run of a memory store, and only while it lives."""
+        me = Holder(os.getpid(), socket.gethostname(), None, live=True)
+        return {run_id: me for run_id in await self.held(run_ids)}
 
     async def wake(self, run_id: str) -> None:
         if run_id in self.due:

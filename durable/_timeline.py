@@ -44,11 +44,22 @@ from ._core.durations import format_duration
 from ._core.errors import ErrorInfo
 from ._core.values import loads_shown
 
-#: Every status a run can have in ``durable ls`` / ``durable show``. ``running`` means
-#: unfinished; ``waiting``, unfinished, held by no process, and all it does is wait (a
-#: worker let it go: see :func:`mark_waiting`); ``corrupt`` and ``unreadable`` runs could
-#: not be read to their end.
-STATUSES = ("running", "waiting", "completed", "failed", "cancelled", "continued", "corrupt", "unreadable")
+#: Every status a run can have in ``durable ls`` / ``durable show``. A journal alone says
+#: ``running`` for every unfinished run; the store tells which of ``queued``, ``running``,
+#: ``waiting`` and ``stalled`` it is (see durable/_states.py); ``corrupt`` and
+#: ``unreadable`` runs could not be read to their end.
+STATUSES = (
+    "queued",
+    "running",
+    "waiting",
+    "stalled",
+    "completed",
+    "failed",
+    "cancelled",
+    "continued",
+    "corrupt",
+    "unreadable",
+)
 #: Version of the ``--json`` documents: keys are only ever added within a version.
 JSON_VERSION = 1
 
@@ -56,6 +67,14 @@ JSON_VERSION = 1
 _RUN_ENDS_BY_NAME = {"RunCancelled": "cancelled", "RunContinuedAsNew": "continued"}
 _STEP_ENDS_BY_NAME = {"StepCancelled": "cancelled"}
 _KIND_BY_NAME: dict[str, str] = {}
+
+
+@attrs.frozen
+class Heartbeat:
+    """The latest heartbeat of an attempt the journal holds (``AttemptHeartbeat``)."""
+
+    t: float
+    details: str
 
 
 @attrs.define
@@ -70,6 +89,7 @@ class Attempt:
         error: why it failed.
         retry_at: for a failed attempt that is retried, when the next one may start.
         resumed: a process restarted while this attempt was in flight; it ran again from here.
+        heartbeat: its latest heartbeat journaled (heartbeats are journaled at a bounded rate).
     """
 
     number: int
@@ -79,6 +99,7 @@ class Attempt:
     error: ErrorInfo | None = None
     retry_at: float | None = None
     resumed: float | None = None
+    heartbeat: Heartbeat | None = None
 
 
 @attrs.define
@@ -130,6 +151,13 @@ class Step:
     @property
     def call(self) -> str:
         return f"{self.name}{self.args}"
+
+    @property
+    def name_text(self) -> str:
+        """What the step is, for a sentence: ``timer sleep(1h)``, ``signal 'approved'``."""
+        if self.kind == "signal":
+            return f"signal {self.name!r}{self.args}"
+        return f"{self.kind} {self.call}"
 
     @property
     def outcome(self) -> str:
@@ -197,13 +225,22 @@ class Timeline:
     notes: list[Note] = attrs.Factory(list)
     events: int = 0
     journal_error: str | None = None
-    #: What a ``waiting`` run waits for, and until when (see :func:`mark_waiting`).
+    #: What an unfinished run waits for, and until when (see durable/_states.py).
     waiting: str | None = None
+    #: What a running run is doing: its steps in hand, attempts in flight for how long.
+    doing: str | None = None
+    #: Who holds an unfinished run (a process, since when), or held it last and is gone.
+    holder: str | None = None
+    #: When the tools looked at an unfinished run: its times "so far" run to then.
+    now: float | None = None
+    #: The state in a few words, for a column of ``durable ls`` (``by pid 812 on web-1``).
+    brief: str | None = None
 
     @property
     def duration(self) -> float | None:
-        """Seconds from the run's start to its end, or to its last event while unfinished."""
-        end = self.ended if self.ended is not None else self.last_event
+        """Seconds from the run's start to its end; while unfinished, to when the tools
+        looked (``now``), else to its last event."""
+        end = self.ended if self.ended is not None else (self.now or self.last_event)
         return None if self.started is None or end is None else max(0.0, end - self.started)
 
     @property
@@ -220,39 +257,6 @@ class Timeline:
         if t is None or self.started is None:
             return ""
         return "+" + duration_text(max(0.0, t - self.started))
-
-
-# --- waiting --------------------------------------------------------------------------
-
-
-def mark_waiting(timeline: Timeline, *, held: bool) -> Timeline:
-    """Mark an unfinished run that no process holds and whose open steps only wait as
-    ``waiting``, saying what for and until when: a timer, a retry backoff, or (nothing
-    open) a message, such as a signal the run waits for without a timeout.
-
-    An unfinished run held by a process, or with an activity in flight, stays
-    ``running``.
-    """
-    if timeline.status != "running" or held:
-        return timeline
-    waits: list[tuple[float, str]] = []
-    for step in timeline.steps:
-        if step.status != "running":
-            continue
-        last = step.attempts[-1] if step.attempts else None
-        if step.kind == "timer" and step.until is not None:
-            waits.append((step.until, f"timer {step.call} (step {step.seq})"))
-        elif last is not None and last.status == "failed" and last.retry_at is not None:
-            waits.append((last.retry_at, f"the next attempt of {step.call} (step {step.seq})"))
-        else:
-            return timeline  # something to do: an activity in flight, a value to record
-    timeline.status = "waiting"
-    if waits:
-        until, what = min(waits)
-        timeline.waiting = f"{what}, due {local_time(until, precise=True)} (local time)"
-    else:
-        timeline.waiting = "a message: a signal the workflow waits for (nothing is due before one comes)"
-    return timeline
 
 
 # --- building ------------------------------------------------------------------------
@@ -399,6 +403,21 @@ class _Builder:
         else:
             step.status, step.result = "completed", _value_text(event.result)
 
+    def attempt_heartbeat(self, event: ev.AttemptHeartbeat) -> None:
+        step, attempt = self._attempt(event.seq, event.t)
+        target = next((a for a in step.attempts if a.number == event.attempt), attempt)
+        target.heartbeat = Heartbeat(event.t, _value_text(event.details))
+
+    def cancel_requested(self, event: ev.CancelRequested) -> None:
+        reason = repr(event.reason) if event.reason else "(none given)"
+        self.timeline.notes.append(Note("CancelRequested", event.t, {"reason": reason}))
+
+    def run_cancelled(self, event: ev.RunCancelled) -> None:
+        self._close_open_timers(event.t)
+        timeline = self.timeline
+        timeline.status, timeline.ended = "cancelled", event.t
+        timeline.result = f"cancelled: {event.reason}" if event.reason else "cancelled"
+
     def run_resumed(self, event: ev.RunResumed) -> None:
         replayed, in_flight = [], []
         for step in sorted(self.timeline.steps, key=lambda s: s.seq):
@@ -469,6 +488,9 @@ _HANDLERS: dict[type[Any], Callable[[_Builder, Any], None]] = {
     ev.ChildStarted: _Builder.child_started,
     ev.ChildCompleted: _Builder.child_completed,
     ev.RunResumed: _Builder.run_resumed,
+    ev.AttemptHeartbeat: _Builder.attempt_heartbeat,
+    ev.CancelRequested: _Builder.cancel_requested,
+    ev.RunCancelled: _Builder.run_cancelled,
     ev.RunCompleted: _Builder.run_completed,
     ev.RunFailed: _Builder.run_failed,
 }
@@ -630,6 +652,7 @@ def attempt_text(attempt: Attempt) -> str:
 _NOTE_ROWS = {
     "PatchRecorded": ("patch", "patched({change_id}) is True from here: the run takes the new code path"),
     "SignalReceived": ("signal", "signal {name} received, payload {payload}"),
+    "CancelRequested": ("cancel", "cancellation requested, reason {reason}"),
 }
 
 
@@ -675,6 +698,9 @@ def _step_row_of(timeline: Timeline, step: Step) -> Row:
     details += [("note", f"{n.type} {n.text()}") for n in step.notes]
     if step.until is not None and step.status == "running":
         details.append(("running", f"fires at {local_time(step.until, precise=True)}"))
+    took = duration_text(step.duration) if step.attempts or step.kind in ("timer", "child", "signal") else ""
+    if step.status == "running" and timeline.now is not None and step.scheduled is not None:
+        took = f"{duration_text(max(0.0, timeline.now - step.scheduled))} so far"
     outcome = step.outcome
     if step.attempts and step.status in ("completed", "failed") and step.attempts[-1].number > 1:
         outcome += f" (attempt {step.attempts[-1].number})"
@@ -685,7 +711,7 @@ def _step_row_of(timeline: Timeline, step: Step) -> Row:
         text=step.call,
         status=step.status,
         step=str(step.seq),
-        took=duration_text(step.duration) if step.attempts or step.kind in ("timer", "child") else "",
+        took=took,
         outcome=outcome,
         details=tuple(details),
         seq=step.seq,
@@ -728,6 +754,10 @@ def facts(timeline: Timeline) -> list[tuple[str, str]]:
         found.append(("took" if timeline.ended is not None else "so far", duration_text(timeline.duration)))
     if timeline.outcome:
         found.append(("error" if timeline.error is not None else "result", timeline.outcome))
+    if timeline.holder is not None:
+        found.append(("held by", timeline.holder))
+    if timeline.doing is not None:
+        found.append(("doing", timeline.doing))
     if timeline.waiting is not None:
         found.append(("waits for", timeline.waiting))
     return found
@@ -757,6 +787,9 @@ def summary_json(timeline: Timeline) -> dict[str, Any]:
         "steps": len(timeline.steps),
         "error": timeline.journal_error,
         "waiting": timeline.waiting,
+        "doing": timeline.doing,
+        "held_by": timeline.holder,
+        "brief": timeline.brief,
     }
 
 
@@ -769,6 +802,9 @@ def _attempt_json(attempt: Attempt) -> dict[str, Any]:
         "error": _error_json(attempt.error),
         "retry_at": iso_time(attempt.retry_at),
         "resumed": iso_time(attempt.resumed),
+        "heartbeat": None
+        if attempt.heartbeat is None
+        else {"t": iso_time(attempt.heartbeat.t), "details": attempt.heartbeat.details},
     }
 
 
@@ -813,4 +849,8 @@ def to_json(timeline: Timeline) -> dict[str, Any]:
             for r in timeline.recoveries
         ],
         "notes": [_note_json(n) for n in timeline.notes],
+        # Added in this version, after the keys before them (whose order is stable):
+        "doing": timeline.doing,
+        "held_by": timeline.holder,
+        "now": iso_time(timeline.now),
     }

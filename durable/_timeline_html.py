@@ -125,6 +125,7 @@ class _Scale:
     def __init__(self, start: float, end: float) -> None:
         self.start = start
         self.span = max(end - start, 1e-3)
+        self.end = start + self.span
 
     def x(self, t: float) -> float:
         if not math.isfinite(t):  # a time that is no date: at the chart's end (or start, NaN)
@@ -140,9 +141,16 @@ class _Scale:
 
 
 def _bar(scale: _Scale, css: str, start: float, end: float, y: float, title: str, **data: object) -> str:
+    """A bar from ``start`` to ``end``; one that goes on past the chart's end (a deadline far
+    ahead: a timeout nobody reached, a long timer) stops at the edge with an arrow, its
+    true end in its title, rather than stretching the chart until every bar is a sliver."""
     x = scale.x(start)
+    beyond = math.isfinite(end) and end > scale.end * (1 + 1e-12) and end - scale.end > scale.span * 1e-3
+    if beyond:
+        title += f"\n(goes on past the chart: until {local_time(end, precise=True)})"
+        end = scale.end
     width = max(scale.x(end) - x, _MIN_BAR)
-    return _tag(
+    rect = _tag(
         "rect",
         _title(title),
         class_=css,
@@ -153,6 +161,11 @@ def _bar(scale: _Scale, css: str, start: float, end: float, y: float, title: str
         rx=2,
         **data,
     )
+    if not beyond:
+        return rect
+    tip, mid = x + width, y + _BAR_H / 2
+    points = f"{_num(tip)},{_num(y - 2)} {_num(tip + 8)},{_num(mid)} {_num(tip)},{_num(y + _BAR_H + 2)}"
+    return rect + _tag("polygon", _title(title), class_=f"{css} open", points=points)
 
 
 def _attempt_bars(scale: _Scale, step: Step, attempt: Attempt, y: float, chart_end: float) -> list[str]:
@@ -229,17 +242,26 @@ def _step_row(scale: _Scale, step: Step, top: float, chart_end: float) -> str:
     return _tag("g", "".join(parts), class_="step", data_seq=step.seq, data_status=step.status)
 
 
+#: How far past what happened the chart reaches to show a deadline (a backoff, a timer),
+#: as a share of what happened: a deadline further away is drawn as an arrow at the edge.
+_DEADLINE_ROOM = 0.25
+
+
 def _chart_span(timeline: Timeline) -> tuple[float, float]:
-    """The chart's first and last time; times that are not finite (a damaged journal) are
-    left out, and drawn at an edge."""
+    """The chart's first and last time: what happened (to the run's end, or to when the
+    tools looked at an unfinished run), and the deadlines close after it. Times that are
+    not finite (a damaged journal) are left out, and drawn at an edge."""
     start = next(
         (t for t in (timeline.started, timeline.last_event) if t is not None and math.isfinite(t)), 0.0
     )
-    ends = [start, timeline.last_event or start]
-    for step in timeline.steps:
-        ends += [a.retry_at for a in step.attempts if a.retry_at is not None]
-        ends += [step.until] if step.until is not None else []
-    end = max(t for t in ends if math.isfinite(t))
+    seen = [start, timeline.last_event or start, timeline.ended or start]
+    if timeline.ended is None and timeline.now is not None:
+        seen.append(timeline.now)
+    end = max(t for t in seen if math.isfinite(t))
+    room = end + max(end - start, 1e-3) * _DEADLINE_ROOM
+    deadlines = [a.retry_at for step in timeline.steps for a in step.attempts if a.retry_at is not None]
+    deadlines += [step.until for step in timeline.steps if step.until is not None]
+    end = max([end, *(t for t in deadlines if math.isfinite(t) and t <= room)])
     if timeline.ended is None:  # room to show what was still in flight
         end += max((end - start) * 0.06, 1e-3)
     return start, end

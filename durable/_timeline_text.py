@@ -23,8 +23,10 @@ from ._replayer import ReplayCheck
 STATUS_STYLE = {
     "completed": "green",
     "failed": "red",
+    "queued": "yellow",
     "running": "blue",
     "waiting": "cyan",
+    "stalled": "bold magenta",
     "corrupt": "bold yellow",
     "unreadable": "bold yellow",
 }
@@ -42,21 +44,28 @@ _MARKS = {"failed": "✗ ", "completed": "✓ ", "running": "… "}
 
 
 def runs_text(timelines: Sequence[tl.Timeline]) -> list[Table | Text]:
-    """``durable ls``: one row per run (id, workflow, status, start, last event, steps),
-    then why each damaged journal could not be read to its end."""
+    """``durable ls``: one row per run (id, workflow, status, start, last event, steps, and
+    what an unfinished run is doing now in a few words), then why each damaged journal
+    could not be read to its end."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for name in ("id", "workflow", "status", "started", "last event"):
         table.add_column(name)
     table.add_column("steps", justify="right")
+    briefs = any(t.brief for t in timelines)  # a column only when an unfinished run has one
+    if briefs:
+        table.add_column("now")
     for t in timelines:
-        table.add_row(
+        cells = [
             Text(tl.printable(t.run_id)),
             Text(tl.printable(t.workflow or "?")),
             Text(t.status, style=STATUS_STYLE.get(t.status, "")),
             Text(tl.local_time(t.started)),
             Text(tl.local_time(t.last_event)),
             Text(str(len(t.steps))),
-        )
+        ]
+        if briefs:
+            cells.append(Text(tl.printable(tl.shorten(t.brief or "", 60)), style="dim"))
+        table.add_row(*cells)
     damaged = [t for t in timelines if t.journal_error]
     return [table, *(Text(tl.printable(f"{t.run_id}: {t.journal_error}"), style="yellow") for t in damaged)]
 

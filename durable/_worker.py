@@ -11,6 +11,7 @@ fails (the database restarts) is retried, not fatal. Printing is the caller's:
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -62,13 +63,28 @@ async def _take_runs(store: Store, interval: float, concurrency: int, say: Say, 
                     for handle in await runtime.take_due(limit=free):
                         if handle.run_id not in seen:
                             seen.add(handle.run_id)
-                            state = "cannot run it" if handle.status == "error" else "running"
-                            say(f"worker: {state} {handle.run_id!r} ({handle.workflow})")
+                            say(f"worker: {_taken_text(handle)}")
                             watchers.start_soon(_report_end, handle, seen, say)
                     await _wait_for_work(runtime, interval, token)
                 except StoreError as exc:  # e.g. the database restarts: try again later
                     say(f"worker: the store failed ({first_line(exc)}); trying again")
                     await trio.sleep(max(interval, 1.0))
+
+
+def _taken_text(handle: RunHandle) -> str:
+    """How the worker came to run a run, in one line: started, resumed (it was let go
+    while it waited, or its process crashed on this host) or taken over (from a holder
+    on another host that died or whose lease expired); or that it cannot run it."""
+    what = f"{handle.run_id!r} ({handle.workflow})"
+    if handle.status == "error":
+        return f"cannot run {what}"
+    previous = handle._previous
+    if handle._taken != "taken over" or previous is None:
+        return f"{handle._taken} {what}"
+    why = "its lease expired" if previous.lease_expires is not None else "it is gone"
+    if previous.host == socket.gethostname():
+        return f"resumed {what} after a crash: {previous.describe()} held it ({why})"
+    return f"taken over {what} from {previous.describe()} ({why})"
 
 
 async def _wait_for_work(runtime: Runtime, interval: float, token: tuple[int, int]) -> None:

@@ -291,8 +291,9 @@ def test_ls_lists_each_run_with_its_status_and_steps(store: Path) -> None:
     rows = {line.split()[0]: line.split() for line in lines if line.startswith("order-")}
     assert rows["order-7"][1:3] == ["verbs.order", "completed"]
     assert rows["order-8"][2] == "failed"
-    assert rows["order-9"][2] == "running"
-    assert rows["order-7"][-1] == "2" and rows["order-9"][-1] == "1"
+    # Written straight into the store: an unfinished run nobody took is queued.
+    assert rows["order-9"][2] == "queued"
+    assert rows["order-7"][-1] == "2" and rows["order-9"][-5:] == ["1", "no", "process", "holds", "it"]
     started = datetime.datetime.fromtimestamp(T0).strftime("%Y-%m-%d %H:%M:%S")
     assert started in " ".join(rows["order-7"])
     assert list(rows) == ["order-9", "order-8", "order-7"]  # the newest first
@@ -312,6 +313,9 @@ def test_ls_json_and_filters(store: Path) -> None:
         "steps",
         "error",
         "waiting",
+        "doing",
+        "held_by",
+        "brief",
     }
     assert runs["order-7"]["status"] == "completed"
     assert runs["order-7"]["steps"] == 2
@@ -319,7 +323,7 @@ def test_ls_json_and_filters(store: Path) -> None:
     assert parse_time(runs["order-7"]["last_event"]) == pytest.approx(T0 + 4.6)
     assert runs["order-7"]["error"] is None
 
-    only = cli("ls", "--json", "--status", "running", "--status", "failed", "--store", str(store))
+    only = cli("ls", "--json", "--status", "queued", "--status", "failed", "--store", str(store))
     assert sorted(r["id"] for r in json.loads(only.stdout)) == ["order-8", "order-9"]
     write_journal(store, [RunStarted("x-1", "verbs.other", call(), T0 + 30)])
     by_name = cli("ls", "--json", "--workflow", "verbs.other", "--store", str(store))
@@ -417,7 +421,8 @@ def test_show_a_failed_and_an_unfinished_run(store: Path) -> None:
     assert "failed: ValueError: amount too small" in failed
     assert "run failed → durable.ActivityError" in failed
     running = cli("show", "order-9", "--store", str(store)).stdout
-    assert "· running" in running and "verbs.charge(5) → in flight" in running
+    assert "· queued" in running and "verbs.charge(5) → in flight" in running
+    assert "waits for  a worker to take it, then step 0 activity verbs.charge(5)" in running
     assert "run completed" not in running and "run failed" not in running
 
 
@@ -444,6 +449,9 @@ def test_show_json_has_stable_keys(store: Path) -> None:
             "steps",
             "recoveries",
             "notes",
+            "doing",
+            "held_by",
+            "now",
         ]
     )
     assert doc["version"] == 1
@@ -482,7 +490,16 @@ def test_show_json_has_stable_keys(store: Path) -> None:
     assert charge["duration"] == pytest.approx(2.24)
     assert [a["status"] for a in charge["attempts"]] == ["failed", "failed", "completed"]
     first = charge["attempts"][0]
-    assert set(first) == {"attempt", "status", "started", "ended", "error", "retry_at", "resumed"}
+    assert set(first) == {
+        "attempt",
+        "status",
+        "started",
+        "ended",
+        "error",
+        "retry_at",
+        "resumed",
+        "heartbeat",
+    }
     assert first["error"]["type"] == "ConnectionError"
     assert first["error"]["message"] == "card service down"
     assert parse_time(first["retry_at"]) == pytest.approx(T0 + 0.51)

@@ -238,6 +238,7 @@ _NORMALIZE = [
     (re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d)?"), "<time>"),
     (re.compile(r"\d+(\.\d+)?(µs|ms|s|m|h)\b"), "<duration>"),
     (re.compile(r"\b(process|pid) \d+"), r"\1 <pid>"),
+    (re.compile(r"\b(pid <pid> on) \S+?(,| is\b)"), r"\1 <host>\2"),
     (re.compile(r"─+"), "─"),
     (re.compile(r"\s+"), " "),
 ]

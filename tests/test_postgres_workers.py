@@ -360,7 +360,7 @@ def test_four_workers_share_200_runs_and_two_sigkilled_workers_runs_are_taken_ov
         victims = wait_until(victims_found, "two workers holding runs while some runs are done")
         killed_at = time.time()
         for victim in victims:
-            assert "worker: running 'pg-" in victim.stderr()
+            assert "worker: started 'pg-" in victim.stderr()
             victim.kill()
         survivors = [w for w in workers if w not in victims]
         victim_pids = {w.pid for w in victims}
@@ -397,7 +397,7 @@ def test_four_workers_share_200_runs_and_two_sigkilled_workers_runs_are_taken_ov
         line.split("'")[1]
         for worker in survivors
         for line in worker.stderr().splitlines()
-        if line.startswith("worker: running '")
+        if line.startswith(("worker: started '", "worker: resumed '", "worker: taken over '"))
     }
     assert set(orphans) <= run_by_survivors
     assert all(journals[run_id][-1].t > killed_at for run_id in orphans)
@@ -693,7 +693,7 @@ def test_durable_signal_cancel_ls_and_show_work_on_runs_a_worker_holds_on_postgr
         assert (shown["id"], shown["status"]) == ("pa", "completed")
         text = _cli("show", "pb", "--store", dsn).stdout
         assert text.splitlines()[0] == "run pb · tests.pgworkers.approval · cancelled"
-        assert "reason='not needed'" in text
+        assert "cancellation requested, reason 'not needed'" in text and "cancelled: not needed" in text
         assert worker.stop() == 0, worker.stderr()
     finally:
         stop_all([worker])

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,14 @@ import pgutil
 import pytest
 import trio
 import trio.testing
+from psycopg import sql
 
 import durable
 import sim
 from durable._core import codec as _codec
 from durable._core import events as ev
 from durable._store import JournalWriter, Opened, Store
+from durable._store_file.commit import _FileWriter
 
 # "file-on-simdisk" is the FileStore the crash simulator runs: the same code on
 # sim's simulated disk, which must behave like a real one when nothing crashes.
@@ -390,7 +393,7 @@ async def test_odd_run_ids_map_to_safe_file_names(tmp_path: Path) -> None:
     names = sorted(p.name for p in runs.iterdir())
     assert len(names) == len(ODD_IDS), "two run ids mapped to one file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"], "a journal escaped the store"
-    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["due", "runs", "starts.log"]
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["due", "holders", "runs", "starts.log"]
     # The due index names its entries after the journals: nothing escaped there either.
     entries = [p for p in (tmp_path / "store" / "due").rglob("*") if p.is_file()]
     assert sorted(p.name + ".journal" for p in entries) == names
@@ -729,3 +732,96 @@ async def test_newest_first_lists_every_run_by_its_start(store: Store) -> None:
         assert listed == ["tie-a", "newest", "oldest", "middle"]
     else:
         assert listed == ["newest", "tie-a", "middle", "oldest"]
+
+
+# --- holders and removal (durable ls states, durable rm / prune) ----------------------
+
+
+async def finish(store: Store, run_id: str, t: float = 2.0) -> None:
+    opened = await store.open(run_id)
+    assert opened is not None
+    opened.writer.append(ev.RunCompleted(cbor2.dumps(1), t))
+    await opened.writer.sync()
+    opened.writer.close()
+
+
+async def test_holders_name_the_live_holder_and_nobody_once_let_go(store: Store) -> None:
+    writer = await create(store)
+    (await create(store, "free")).close()
+    found = await store.holders(["run-1", "free", "no such run"])
+    assert set(found) == {"run-1"} and found["run-1"].live
+    if not isinstance(store, durable.PostgresStore):  # PostgreSQL: the pid of its owner string
+        assert found["run-1"].pid == os.getpid()
+    writer.close()
+    assert await store.holders(["run-1", "free"]) == {}
+
+
+async def test_a_holder_that_died_without_letting_go_is_named_and_not_live(store: Store) -> None:
+    if isinstance(store, durable.MemoryStore):
+        pytest.skip("only this process can hold a memory store's run, and only while it lives")
+    writer = await create(store)
+    if isinstance(store, durable.PostgresStore):
+        pgutil.execute(
+            sql.SQL("UPDATE {} SET lease_expires = now() - interval '1 second'").format(
+                sql.Identifier(store.schema, "durable_runs")
+            )
+        )
+    else:
+        assert isinstance(writer, _FileWriter)
+        writer.on_close = None  # as a process killed: its lock goes, its record stays
+        writer.close()
+    found = await store.holders(["run-1"])
+    assert not found["run-1"].live
+    if isinstance(store, durable.PostgresStore):
+        assert found["run-1"].lease_expires is not None
+    # Taken over (on PostgreSQL by another owner, as another worker): the open names whom from.
+    taker = pgutil.store_on(store.schema) if isinstance(store, durable.PostgresStore) else store
+    try:
+        opened = await taker.open("run-1")
+        assert opened is not None and opened.previous is not None and not opened.previous.live
+        assert (await store.holders(["run-1"]))["run-1"].live
+        opened.writer.close()
+    finally:
+        if taker is not store:
+            await taker.aclose()
+    writer.close()
+
+
+async def test_remove_takes_a_finished_run_and_everything_kept_for_it(store: Store) -> None:
+    (await create(store, "done")).close()
+    (await create(store, "other")).close()
+    await store.post("done", signal("m-1"))
+    await finish(store, "done")
+    assert await store.remove("done") == "removed"
+    assert await store.read("done") is None
+    assert await store.run_ids() == ["other"]
+    assert await store.messages("done") == []
+    assert "done" not in await store.newest_first()
+    assert await store.remove("done") == "missing"
+    (await create(store, "done")).close()  # the id can be used again
+    assert await store.read("done") == [started("done")]
+
+
+async def test_remove_keeps_an_unfinished_run_unless_asked_and_never_a_held_one(store: Store) -> None:
+    (await create(store, "idle")).close()
+    assert await store.remove("idle") == "unfinished"
+    assert await store.read("idle") == [started("idle")]
+    assert await store.remove("idle", unfinished=True) == "removed"
+    writer = await create(store, "held")
+    with pytest.raises(durable.RunLockedError):
+        await store.remove("held", unfinished=True)
+    assert await store.read("held") == [started("held")]
+    writer.close()
+
+
+async def test_finished_before_lists_the_runs_that_ended_before_a_time(store: Store) -> None:
+    for run_id in ("first", "second", "open"):
+        (await create(store, run_id)).close()
+    now = time.time()
+    await finish(store, "first", now - 2)
+    await finish(store, "second", now - 1)
+    assert await store.finished_before(now + 60) == ["first", "second"]
+    assert await store.finished_before(1.5) == []
+    assert set(await store.started_before(now + 60)) == {"first", "second", "open"}
+    if not isinstance(store, durable.PostgresStore):  # PostgreSQL goes by the server's clock
+        assert await store.finished_before(now - 1.5) == ["first"]

@@ -248,7 +248,7 @@ async def test_a_file_store_made_before_the_due_index_gets_one_built_from_its_jo
     fresh = durable.FileStore(tmp_path / "store", sync="none")
     assert await fresh.due_runs(2000.0, 10) == ["open"]  # every unfinished run, due at once
     entries = sorted(p.name for p in (tmp_path / "store").iterdir())
-    assert entries == ["due", "runs", "starts.log"]  # none staged left
+    assert entries == ["due", "holders", "runs", "starts.log"]  # none staged left
 
 
 def test_ls_and_show_tell_a_run_let_go_from_one_held(tmp_path: Path) -> None:
@@ -283,7 +283,7 @@ def test_ls_and_show_tell_a_run_let_go_from_one_held(tmp_path: Path) -> None:
     assert listed.exit_code == 0, (listed.stdout, listed.stderr, listed.exception)
     rows = {row["id"]: row for row in json.loads(listed.stdout)}
     assert rows["sleeper"]["status"] == "waiting"
-    assert rows["sleeper"]["waiting"].startswith("timer sleep(1h) (step 1), due "), rows
+    assert rows["sleeper"]["waiting"].startswith("timer sleep(1h) (step 1), until "), rows
     assert rows["approver"]["status"] == "waiting"
     assert rows["approver"]["waiting"].startswith("a message: a signal")
     assert rows["held"]["status"] == "running" and rows["held"]["waiting"] is None

@@ -118,7 +118,7 @@ def test_a_worker_runs_what_a_client_starts(workspace: Path) -> None:
         assert trio.run(main) == 6
     finally:
         err = _stop(worker)
-    assert "running 'job-1'" in err
+    assert "started 'job-1'" in err
     assert "SIGTERM received, stopping" in err
 
 
@@ -381,7 +381,7 @@ def test_a_timer_that_fell_due_while_no_worker_held_its_run_fires_on_the_worker_
             assert trio.run(result) == "rested"
         finally:
             err = _stop(worker)
-        assert "running 'nap-1'" in err
+        assert "resumed 'nap-1'" in err
 
         async def events() -> list[object]:
             store = durable.PostgresStore(dsn)
@@ -427,5 +427,5 @@ def test_a_worker_reports_a_damaged_journal_once_and_runs_the_others(workspace: 
     finally:
         err = _stop(worker)
     lines = [line for line in err.splitlines() if "'broken'" in line]
-    assert len(lines) == 2, err  # "cannot run it", then "gave up ... damaged": once each
-    assert "cannot run it" in lines[0] and "damaged" in lines[1]
+    assert len(lines) == 2, err  # "cannot run", then "gave up ... damaged": once each
+    assert "cannot run 'broken'" in lines[0] and "damaged" in lines[1]

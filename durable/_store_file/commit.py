@@ -37,6 +37,9 @@ class _FileWriter(JournalWriter):
         self._sync_mode = sync
         self._group = group
         self.syncs = sync != "none"
+        #: Called once when the writer closes, before its lock goes (the store notes
+        #: that this process let the run go: holders.py).
+        self.on_close: Callable[[], None] | None = None
 
     def _write(self, data: bytes) -> None:
         self._fs.write(self.fd, data)
@@ -49,6 +52,8 @@ class _FileWriter(JournalWriter):
 
     def close(self) -> None:
         if self.fd >= 0:
+            if self.on_close is not None:
+                self.on_close()
             fd, self.fd = self.fd, -1
             self._group.release(fd, self._fs.close)
 

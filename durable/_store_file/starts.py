@@ -60,17 +60,7 @@ class Starts:
         listing, a regular expression, a set, a partial sort); Python code runs only
         for the runs returned, and for each run when the log and ``runs/`` disagree
         (then a journal's first record is read only for a run the log lacks)."""
-        try:
-            names = self.fs.listdir(self.dir.runs)
-        except FileNotFoundError:
-            return []
-        pairs = self._read_log()
-        # The common case, checked with set operations: the journals in runs/ are
-        # exactly the names in the log, one line each (runs created, none lost).
-        logged = set(map(itemgetter(1), pairs))
-        journals = sum(map(_IS_JOURNAL, names))
-        exact = len(logged) == len(pairs) == journals and logged <= set(names)
-        starts = pairs if exact else self._reconciled(names, pairs)
+        starts, pairs = self._starts()
         if before is not None:
             cut = self._start_of(before, {name: when for when, name in pairs})
             if cut is None:
@@ -78,6 +68,27 @@ class Starts:
             starts = [start for start in starts if start < cut]
         chosen = sorted(starts, reverse=True) if limit is None else heapq.nlargest(limit, starts)
         return [run_id for _, name in chosen if (run_id := self._run_id(name)) is not None]
+
+    def started_before(self, t: float) -> list[str]:
+        """Run ids in ``runs/`` that started before ``t`` (for ``durable prune``: a run that
+        ended before ``t`` started before it), the oldest first."""
+        cut = _when(t)
+        starts = sorted(start for start in self._starts()[0] if start[0] < cut)
+        return [run_id for _, name in starts if (run_id := self._run_id(name)) is not None]
+
+    def _starts(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """``(start, file name)`` of each journal in ``runs/``, and the log's lines."""
+        try:
+            names = self.fs.listdir(self.dir.runs)
+        except FileNotFoundError:
+            return [], []
+        pairs = self._read_log()
+        # The common case, checked with set operations: the journals in runs/ are
+        # exactly the names in the log, one line each (runs created, none lost).
+        logged = set(map(itemgetter(1), pairs))
+        journals = sum(map(_IS_JOURNAL, names))
+        exact = len(logged) == len(pairs) == journals and logged <= set(names)
+        return (pairs if exact else self._reconciled(names, pairs)), pairs
 
     def _reconciled(self, names: list[str], pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """``(start, name)`` of each journal in ``names``: from the log (its last line for a

@@ -23,15 +23,18 @@ import trio
 
 from .._core import events as ev
 from .._core.errors import DurableError, DurableInternalError, StoreError
+from .._core.ids import check_run_id
 from .._core.payloads import payloads_from
 from .._fs import FileSystem, OsFileSystem
-from .._store import CodecOption, JournalWriter, Opened, Store, check_sync_mode
+from .._store import CodecOption, Holder, JournalWriter, Opened, Removal, Store, check_sync_mode
 from .commit import _FileWriter, _GroupCommit
 from .directory import Directory
 from .due import DueIndex
+from .holders import Holders
 from .inbox import Inbox
 from .journals import Journals
 from .reading import Reader
+from .removal import remove_journal
 from .starts import Starts
 
 
@@ -65,6 +68,7 @@ class FileStore(Store):
         self._inbox = Inbox(self._dir, self._reader, self)
         self._due = DueIndex(self._dir, self._reader, sync=self.sync != "none")
         self._starts = Starts(self._dir, self._reader)
+        self._holders = Holders(self._dir)
 
     def __repr__(self) -> str:
         codec = "" if self.payloads is None else f", codec={self.payloads.name!r}"
@@ -84,20 +88,38 @@ class FileStore(Store):
         if writer is None:
             return None
         self._starts.add(self._dir.journal_path(started.run_id), started.t)
+        self._held_here(writer)
         return self._attach(writer)
 
     async def restart(self, started: ev.RunStarted, writer: JournalWriter) -> JournalWriter:
-        return self._attach(await self._journals.restart(self._sealed(started), writer))
+        new = await self._journals.restart(self._sealed(started), writer)
+        self._held_here(new)
+        return self._attach(new)
 
     async def open(self, run_id: str) -> Opened | None:
-        return self._attach_opened(await self._journals.open(run_id), run_id)
+        return self._attach_opened(self._taken(await self._journals.open(run_id)), run_id)
 
     async def open_many(
         self, run_ids: Sequence[str], *, limit: int | None = None
     ) -> list[Opened | DurableError | None]:
         """Open runs for recovery, then make them durable in one parallel round of
         fdatasyncs and one directory fsync (instead of two fsyncs per run)."""
-        return self._attach_each(run_ids, await self._journals.open_many(run_ids, limit=limit))
+        opened = await self._journals.open_many(run_ids, limit=limit)
+        return self._attach_each(run_ids, [self._taken(o) if isinstance(o, Opened) else o for o in opened])
+
+    def _held_here(self, writer: JournalWriter) -> Holder | None:
+        """Note that this process holds the journal ``writer`` writes, until it closes;
+        the holder that held it before without letting it go, if any."""
+        if not isinstance(writer, _FileWriter):
+            raise DurableInternalError(f"{writer.name} is not a journal of this store")
+        run_id = writer.run_id
+        writer.on_close = lambda: self._holders.free(run_id)
+        return self._holders.take(run_id)
+
+    def _taken(self, opened: Opened | None) -> Opened | None:
+        if opened is None:
+            return None
+        return Opened(opened.events, opened.writer, self._held_here(opened.writer))
 
     async def read(self, run_id: str) -> list[ev.Event] | None:
         events = await self._reader.read(run_id)
@@ -177,6 +199,38 @@ class FileStore(Store):
 
     async def held(self, run_ids: Collection[str]) -> set[str]:
         return {run_id for run_id in run_ids if self._due.state(run_id) == "held"}
+
+    async def remove(self, run_id: str, *, unfinished: bool = False) -> Removal:
+        """Under the journal's lock, the journal first (durably), then its messages and
+        holder records (see removal.py)."""
+        check_run_id(run_id)
+        removal = remove_journal(self._journals, run_id, unfinished=unfinished)
+        if removal == "removed":
+            self._due.remove(run_id)
+            messages = await self._inbox.messages(run_id)
+            await self._inbox.remove_messages(run_id, [m.message_id for m in messages])
+            self._holders.remove(run_id)
+        return removal
+
+    async def finished_before(self, t: float) -> list[str]:
+        """From the starts log: only the journals of runs that started before ``t`` are read."""
+        return [run_id for run_id, _ in await self._ends_before(self._starts.started_before(t), t)]
+
+    async def started_before(self, t: float) -> list[str]:
+        return self._starts.started_before(t)
+
+    async def holders(self, run_ids: Collection[str]) -> dict[str, Holder]:
+        """From the lock and the holder records (holders.py): a record whose lock is free
+        is a holder that died."""
+        found = {}
+        for run_id in run_ids:
+            locked = self._due.state(run_id) == "held"
+            holder = self._holders.last(run_id, locked=locked)
+            if holder is None and locked:
+                holder = Holder(None, None, None, live=True)  # a durable without holder records
+            if holder is not None:
+                found[run_id] = holder
+        return found
 
     async def wake(self, run_id: str) -> None:
         events = await self._reader.read(run_id)  # only its end matters: payloads stay sealed

@@ -30,6 +30,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from .._core.ids import check_run_id
+from .._store import Holder
 
 if TYPE_CHECKING:
     from .connection import Database
@@ -52,9 +53,28 @@ _HELD = """
     SELECT run_id FROM {runs}
     WHERE run_id = ANY(%s) AND owner IS NOT NULL AND lease_expires > now()
 """
+#: Who holds each of the runs, or held it last without letting it go (an expired lease
+#: not given up: its holder died or froze).
+_HOLDERS = """
+    SELECT run_id, owner, extract(epoch from lease_expires), coalesce(lease_expires > now(), false)
+    FROM {runs} WHERE run_id = ANY(%s) AND owner IS NOT NULL
+"""
 _NEXT_DUE = """
     SELECT min(due_at) FROM {runs} WHERE status = 'open' AND due_at > %s AND due_at < 'Infinity'
 """
+
+
+def owner_holder(owner: str, lease_expires: float | None, *, live: bool) -> Holder:
+    """The holder a lease's owner (``host:pid:random``, see PostgresStore) names."""
+    host = owner.rpartition(":")[0]  # without the random part
+    host, _, pid = host.rpartition(":")
+    return Holder(
+        int(pid) if pid.isdigit() else None,
+        host or None,
+        None,
+        live=live,
+        lease_expires=None if lease_expires is None else float(lease_expires),
+    )
 
 
 class DueIndex:
@@ -105,6 +125,17 @@ class DueIndex:
             missing=[],
         )
         return {row[0] for row in rows}
+
+    async def holders(self, run_ids: Collection[str]) -> dict[str, Holder]:
+        """Who holds each of the runs under a lease, live or expired (see Store.holders)."""
+        ids = [check_run_id(run_id) for run_id in run_ids]
+        if not ids:
+            return {}
+        query = self.db.q(_HOLDERS)
+        rows: list[tuple[Any, ...]] = await self.db.run(
+            "looking at who holds runs", lambda conn: conn.execute(query, [ids]).fetchall(), missing=[]
+        )
+        return {run_id: owner_holder(owner, expires, live=live) for run_id, owner, expires, live in rows}
 
     async def wake(self, run_id: str) -> None:
         """Make a run due now (nothing if there is no such run, or it ended), and say so

@@ -43,7 +43,8 @@ from .._core.errors import (
     StoreError,
 )
 from .._core.ids import check_run_id
-from .._store import JournalWriter, Opened
+from .._store import Holder, JournalWriter, Opened
+from .due import owner_holder
 from .journal import read_journal, read_journals
 from .writer import PgWriter
 
@@ -93,9 +94,10 @@ _CREATE = """
     ON CONFLICT (run_id) DO NOTHING RETURNING epoch
 """
 _INSERT_FIRST = "INSERT INTO {records} (run_id, idx, record) VALUES (%s, 0, %s)"
-_LOCK_ONE = (
-    "SELECT owner, lease_expires, lease_expires > now() FROM {runs} WHERE run_id = %s FOR UPDATE NOWAIT"
-)
+_LOCK_ONE = """
+    SELECT owner, lease_expires, lease_expires > now(), extract(epoch from lease_expires)
+    FROM {runs} WHERE run_id = %s FOR UPDATE NOWAIT
+"""
 _TAKE = """
     UPDATE {runs} SET owner = %s, epoch = epoch + 1, lease_expires = now() + %s,
         due_at = least(due_at, extract(epoch from now()))
@@ -109,7 +111,7 @@ _TAKE_MANY = """
 #: The runs of a list that are free to take (not held under a live lease of another
 #: owner), oldest first; rows another worker has locked are skipped, not waited for.
 _LOCK_FREE = """
-    SELECT run_id FROM {runs} WHERE run_id = ANY(%s)
+    SELECT run_id, owner, extract(epoch from lease_expires) FROM {runs} WHERE run_id = ANY(%s)
         AND (owner IS NULL OR owner = %s OR lease_expires IS NULL OR lease_expires <= now())
     ORDER BY created_at, run_id LIMIT %s FOR UPDATE SKIP LOCKED
 """
@@ -120,8 +122,18 @@ _SWAP = """
 """
 
 #: What ``open_many`` takes in its transaction: the epochs of the runs it took, their
-#: journals (or the damage found), and which of the runs it skipped exist.
-_Taken: TypeAlias = tuple[dict[str, int], dict[str, "list[ev.Event] | JournalCorruptError"], set[str]]
+#: journals (or the damage found), which of the runs it skipped exist, and the holders
+#: whose expired leases it took over.
+_Taken: TypeAlias = tuple[
+    dict[str, int], dict[str, "list[ev.Event] | JournalCorruptError"], set[str], dict[str, Holder]
+]
+
+
+def _taken_over(owner: str | None, expires_at: float | None, me: str) -> Holder | None:
+    """The holder whose expired lease an open takes over (None: the run was free, or ours)."""
+    if owner is None or owner == me:
+        return None
+    return owner_holder(owner, expires_at, live=False)
 
 
 def lease_moved(run_id: str) -> str:
@@ -287,12 +299,12 @@ class Leases:
         if taken is None:
             self.committer.unclaim(run_id)
             return None
-        epoch, events = taken
+        epoch, events, previous = taken
         writer = PgWriter(self.committer, run_id, epoch, len(events))
         self.committer.register(writer)
-        return Opened(events, writer)
+        return Opened(events, writer, previous)
 
-    def _take(self, run_id: str, conn: Conn) -> tuple[int, list[ev.Event]] | None:
+    def _take(self, run_id: str, conn: Conn) -> tuple[int, list[ev.Event], Holder | None] | None:
         """Lock a run's row, take its lease unless another owner's is live, read its journal."""
         db = self.db
         with conn.transaction():
@@ -304,7 +316,7 @@ class Leases:
                 raise _locked(run_id, "is being taken or renewed by another worker right now") from None
             if row is None:
                 return None
-            owner, expires, live = row
+            owner, expires, live, expires_at = row
             if owner is not None and owner != db.owner and live:
                 until = expires.astimezone(datetime.UTC)
                 raise RunLockedError(
@@ -317,7 +329,7 @@ class Leases:
             events = read_journal(conn, db.tables, run_id)
             if epoch_row is None or events is None:  # the row is locked: it cannot vanish
                 raise DurableInternalError(f"the row of run {run_id!r} vanished while it was locked")
-            return int(epoch_row[0]), events
+            return int(epoch_row[0]), events, _taken_over(owner, expires_at, db.owner)
 
     async def open_many(
         self, run_ids: Sequence[str], *, limit: int | None = None
@@ -334,10 +346,10 @@ class Leases:
                 results[run_id] = exc
             else:
                 mine.append(run_id)
-        nothing: _Taken = ({}, {}, set())  # no tables: no runs
+        nothing: _Taken = ({}, {}, set(), {})  # no tables: no runs
         try:
             take = functools.partial(self._take_many, mine, limit)
-            epochs, journals, exist = (
+            epochs, journals, exist, previous = (
                 await self.db.run(f"opening {len(mine)} runs", take, missing=nothing) if mine else nothing
             )
         except BaseException:
@@ -345,7 +357,10 @@ class Leases:
                 self.committer.unclaim(run_id)
             raise
         for run_id in mine:
-            results[run_id] = self._opened(run_id, journals.get(run_id), epochs, exist, limit)
+            opened = self._opened(run_id, journals.get(run_id), epochs, exist, limit)
+            if isinstance(opened, Opened) and run_id in previous:
+                opened = Opened(opened.events, opened.writer, previous[run_id])
+            results[run_id] = opened
         return [results[run_id] for run_id in ids]
 
     def _take_many(self, mine: list[str], limit: int | None, conn: Conn) -> _Taken:
@@ -353,7 +368,9 @@ class Leases:
         take the leases of those whose journal reads."""
         db = self.db
         with conn.transaction():
-            free = [row[0] for row in conn.execute(db.q(_LOCK_FREE), [mine, db.owner, limit]).fetchall()]
+            rows = conn.execute(db.q(_LOCK_FREE), [mine, db.owner, limit]).fetchall()
+            free = [row[0] for row in rows]
+            previous = {row[0]: holder for row in rows if (holder := _taken_over(row[1], row[2], db.owner))}
             if limit is not None and len(free) >= limit:
                 skipped: list[str] = []  # the rest were left alone: None, not locked
             else:
@@ -373,7 +390,7 @@ class Leases:
             epochs: dict[str, int] = dict(
                 conn.execute(db.q(_TAKE_MANY), [db.owner, db.ttl, readable]).fetchall()
             )
-        return epochs, journals, exist
+        return epochs, journals, exist, previous
 
     def _opened(
         self,

@@ -22,6 +22,7 @@ nothing for PostgreSQL, and a machine without psycopg (the optional
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import uuid
@@ -33,8 +34,9 @@ import trio
 from .._core import events as ev
 from .._core.durations import Duration, parse_duration
 from .._core.errors import DurableError
+from .._core.ids import check_run_id
 from .._core.payloads import payloads_from
-from .._store import CodecOption, JournalWriter, Opened, Store, page
+from .._store import CodecOption, Holder, JournalWriter, Opened, Removal, Store, page
 from .dsn import split_options
 
 if TYPE_CHECKING:
@@ -254,6 +256,33 @@ class PostgresStore(Store):
 
     async def held(self, run_ids: Collection[str]) -> set[str]:
         return await self._due.held(run_ids)
+
+    async def holders(self, run_ids: Collection[str]) -> dict[str, Holder]:
+        return await self._due.holders(run_ids)
+
+    async def remove(self, run_id: str, *, unfinished: bool = False) -> Removal:
+        """In one transaction, refused while a live lease holds the run (removal.py)."""
+        from . import removal  # noqa: PLC0415 - with psycopg, loaded by the first store
+
+        run_id = check_run_id(run_id)
+        remove = functools.partial(removal.remove_run, self._db, run_id, unfinished)
+        result: Removal = await self._db.run(f"removing run {run_id!r}", remove, missing="missing")
+        return result
+
+    async def finished_before(self, t: float) -> list[str]:
+        """Only the runs that ended and were created before ``t`` are read."""
+        from . import removal  # noqa: PLC0415
+
+        find = functools.partial(removal.ended_created_before, self._db, t)
+        candidates: list[str] = await self._db.run("listing ended runs", find, missing=[])
+        return [run_id for run_id, _ in await self._ends_before(candidates, t)]
+
+    async def started_before(self, t: float) -> list[str]:
+        from . import removal  # noqa: PLC0415
+
+        find = functools.partial(removal.created_before, self._db, t)
+        found: list[str] = await self._db.run("listing runs", find, missing=[])
+        return found
 
     async def wake(self, run_id: str) -> None:
         await self._due.wake(run_id)

@@ -1,0 +1,289 @@
+"""Operating runs with real processes: each state of ``durable ls`` reached as an operator
+meets it (SPEC §11), ``show`` to now, a worker's log, and ``rm`` / ``prune``.
+
+A run is held by a ``durable run`` process while its activity waits for a gate
+file, SIGKILLed, taken over by a ``durable worker``; another is submitted by a
+Client with no worker; another sleeps for an hour. ``durable ls --json`` is
+asked at each point, as an operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pgutil
+import pytest
+import trio
+from click.testing import CliRunner
+
+import durable
+from durable._cli import main as cli
+from durable._core import events as ev
+
+FLOWS = textwrap.dedent(
+    """
+    import os
+    import time
+
+    import durable
+
+    @durable.activity
+    def gated(name):
+        gate = os.path.join(os.environ["GATES"], name)
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+        return name
+
+    @durable.workflow(name="ops.job")
+    def job(name):
+        return (yield gated(name))
+
+    @durable.workflow(name="ops.sleeper")
+    def sleeper():
+        yield durable.sleep("1h")
+        return "rested"
+
+    @durable.workflow(name="ops.approval")
+    def approval():
+        return (yield durable.wait_signal("decision", timeout="1h"))
+    """
+)
+DURABLE = str(Path(sys.executable).parent / "durable")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    (tmp_path / "ops_flows.py").write_text(FLOWS)
+    (tmp_path / "gates").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("GATES", str(tmp_path / "gates"))
+    yield tmp_path
+
+
+def spawn(workspace: Path, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, GATES=str(workspace / "gates"))
+    return subprocess.Popen(
+        [DURABLE, *args], env=env, cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def ls(store: str) -> dict[str, dict[str, Any]]:
+    outcome = CliRunner().invoke(cli, ["ls", "--json", "--store", store])
+    assert outcome.exit_code == 0, (outcome.stdout, outcome.stderr)
+    return {row["id"]: row for row in json.loads(outcome.stdout)}
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll until ``check()`` (a hang guard, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def status(store: str, run_id: str) -> str | None:
+    if "://" not in store and not os.path.isdir(store):
+        return None  # not made yet by the process that creates the run
+    row = ls(store).get(run_id)
+    return None if row is None else str(row["status"])
+
+
+def submit(store: durable.lowlevel.Store | Any, workflow: str, *args: Any, run_id: str) -> None:
+    """Start a run as a Client does, with no worker to take it."""
+    import ops_flows  # noqa: PLC0415 - written by the fixture
+
+    async def main() -> None:
+        await durable.Client(store).start(getattr(ops_flows, workflow), *args, id=run_id)
+
+    trio.run(main)
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    """SIGKILL (if it still runs), and close its pipes."""
+    if process.poll() is None:
+        process.kill()
+    process.communicate(timeout=30)
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    return err
+
+
+def test_each_state_is_reached_by_real_processes_on_a_file_store(workspace: Path) -> None:
+    store = str(workspace / "store")
+    host = socket.gethostname()
+    holder = spawn(workspace, "run", "ops_flows.py:job", "r1", "--id", "r1", "--store", store)
+    sleeper = spawn(workspace, "run", "ops_flows.py:sleeper", "--id", "w1", "--store", store)
+    worker = None
+    try:
+        wait_for("r1 running", lambda: status(store, "r1") == "running")
+        wait_for("w1 waiting", lambda: status(store, "w1") == "waiting")
+        submit(durable.FileStore(store), "job", "q1", run_id="q1")
+        rows = ls(store)
+        assert f"pid {holder.pid} on {host}" in rows["r1"]["held_by"], rows["r1"]
+        assert "step 0 activity gated('r1'), attempt 1 in flight for" in rows["r1"]["doing"]
+        assert rows["w1"]["waiting"].startswith("timer sleep(1h) (step 0), until ")
+        assert f"pid {sleeper.pid} on {host}" in rows["w1"]["held_by"]  # held while it waits
+        assert rows["q1"]["status"] == "queued" and rows["q1"]["held_by"] is None
+        assert rows["q1"]["brief"] == "no process holds it"
+
+        for process in (holder, sleeper):
+            kill(process)
+        rows = ls(store)
+        assert rows["r1"]["status"] == rows["w1"]["status"] == "stalled", rows
+        assert rows["r1"]["brief"] == f"pid {holder.pid} on {host} is gone"
+        assert "that process is gone" in rows["r1"]["held_by"]
+        shown = CliRunner().invoke(cli, ["show", "r1", "--store", store]).stdout
+        assert "· stalled" in shown and "waits for  a worker to take it over, then step 0" in shown
+        assert "so far" in shown
+
+        worker = spawn(workspace, "worker", "ops_flows.py", "--store", store, "--poll", "50ms")
+        for gate in ("r1", "q1"):
+            (workspace / "gates" / gate).touch()
+        wait_for("r1 and q1 completed", lambda: status(store, "r1") == status(store, "q1") == "completed")
+        wait_for("w1 let go", lambda: ls(store)["w1"]["held_by"] is None)
+    finally:
+        for process in (holder, sleeper):
+            kill(process)
+        log = stop(worker) if worker is not None else ""
+    assert f"worker: resumed 'r1' (ops.job) after a crash: pid {holder.pid} on {host} held it" in log, log
+    assert "worker: started 'q1' (ops.job)" in log, log
+    # The sleeper was killed while it waited: the worker takes it over and lets it go again.
+    assert f"worker: resumed 'w1' (ops.sleeper) after a crash: pid {sleeper.pid} on {host}" in log
+    rows = ls(store)
+    assert rows["w1"]["status"] == "waiting" and rows["w1"]["held_by"] is None, rows["w1"]
+
+
+def test_a_run_whose_lease_expired_is_stalled_on_postgresql(workspace: Path) -> None:
+    pgutil.require()
+    schema = pgutil.fresh_schema()
+    store = f"{pgutil.dsn()}?schema={schema}&lease_ttl=1s"
+    first = spawn(workspace, "worker", "ops_flows.py", "--store", store, "--poll", "50ms")
+    second = None
+    try:
+        target = durable.PostgresStore(pgutil.dsn(), schema=schema)
+        submit(target, "job", "p1", run_id="p1")
+        trio.run(target.aclose)
+        wait_for("p1 running", lambda: status(store, "p1") == "running")
+        assert f":{first.pid}" not in str(ls(store)["p1"]["held_by"])  # shown as pid N on host
+        assert f"pid {first.pid} on " in ls(store)["p1"]["held_by"]
+        first.send_signal(signal.SIGSTOP)  # frozen: its lease is not renewed
+        wait_for("p1 stalled", lambda: status(store, "p1") == "stalled")
+        row = ls(store)["p1"]
+        assert "its lease expired at" in row["held_by"], row
+        kill(first)
+        second = spawn(workspace, "worker", "ops_flows.py", "--store", store, "--poll", "50ms")
+        (workspace / "gates" / "p1").touch()
+        wait_for("p1 completed", lambda: status(store, "p1") == "completed")
+    finally:
+        kill(first)
+        log = stop(second) if second is not None else ""
+        pgutil.drop_schema(schema)
+    assert f"worker: resumed 'p1' (ops.job) after a crash: pid {first.pid} on" in log, log
+    assert "(its lease expired)" in log
+
+
+def finished_run(store: durable.FileStore, run_id: str, ended: float) -> None:
+    """A run that started and completed ``ended`` (epoch seconds), written as a run does."""
+
+    async def main() -> None:
+        writer = await store.create(ev.RunStarted(run_id, "ops.job", b"\x82\x80\xa0", ended - 1))
+        assert writer is not None
+        writer.append(ev.RunCompleted(b"\xf6", ended))
+        await writer.sync()
+        writer.close()
+
+    trio.run(main)
+
+
+def test_rm_and_prune_keep_what_has_not_finished(workspace: Path) -> None:
+    path = workspace / "store"
+    store = durable.FileStore(path)
+    now = time.time()
+    finished_run(store, "old", now - 40 * 86400)
+    finished_run(store, "recent", now - 3600)
+    submit(store, "job", "pending", run_id="pending")
+    held = spawn(workspace, "run", "ops_flows.py:sleeper", "--id", "held", "--store", str(path))
+    try:
+        wait_for("held waiting", lambda: status(str(path), "held") == "waiting")
+        runner = CliRunner()
+        dry = runner.invoke(cli, ["prune", "--older-than", "30d", "--dry-run", "--store", str(path)])
+        assert dry.exit_code == 0 and "would remove 'old'" in dry.stdout and "'recent'" not in dry.stdout
+        assert set(ls(str(path))) == {"old", "recent", "pending", "held"}
+        pruned = runner.invoke(cli, ["prune", "--older-than", "30d", "--store", str(path)])
+        assert pruned.exit_code == 0 and "removed 'old'" in pruned.stdout, pruned.stdout
+        assert set(ls(str(path))) == {"recent", "pending", "held"}
+
+        kept = runner.invoke(cli, ["rm", "recent", "pending", "held", "nope", "--store", str(path)])
+        assert kept.exit_code == 2, kept.stdout  # a run that does not exist: a usage error
+        assert "removed 'recent'" in kept.stdout
+        assert "kept 'pending': it has not finished (--force removes it all the same)" in kept.stderr
+        assert "kept 'held': run 'held' is open for writing by another process" in kept.stderr
+        assert "no run 'nope'" in kept.stderr
+        forced = runner.invoke(cli, ["rm", "pending", "held", "--force", "--store", str(path)])
+        assert forced.exit_code == 1 and "removed 'pending'" in forced.stdout
+        assert "kept 'held'" in forced.stderr  # never a run a live process holds
+        assert set(ls(str(path))) == {"held"}
+        assert not (path / "holders" / "pending").exists()
+    finally:
+        kill(held)
+
+
+def test_prune_on_postgresql_removes_runs_and_their_rows() -> None:
+    store = pgutil.fresh_store()
+
+    async def main() -> None:
+        try:
+            for run_id in ("a", "b"):
+                writer = await store.create(ev.RunStarted(run_id, "ops.job", b"\x82\x80\xa0", time.time()))
+                assert writer is not None
+                if run_id == "a":
+                    writer.append(ev.RunCompleted(b"\xf6", time.time()))
+                    await writer.sync()
+                writer.close()
+            await store.post("a", ev.SignalReceived("late", b"\xf6", time.time(), "m-1"))
+            from durable._retention import prune  # noqa: PLC0415
+
+            removed = await prune(store, time.time() + 60)
+            assert [(r.run_id, r.outcome) for r in removed] == [("a", "removed")]
+            assert await store.run_ids() == ["b"] and await store.messages("a") == []
+            forced = await prune(store, time.time() + 60, force=True)
+            assert [(r.run_id, r.outcome) for r in forced] == [("b", "removed")]
+            assert await store.run_ids() == []
+        finally:
+            await store.aclose()
+
+    trio.run(main)
+
+
+def test_show_measures_an_unfinished_run_to_now_and_draws_cancellation_like_the_rest(
+    workspace: Path,
+) -> None:
+    store = workspace / "store"
+    submit(durable.FileStore(store), "approval", run_id="c1")
+    runner = CliRunner()
+    assert (
+        runner.invoke(cli, ["cancel", "c1", "--reason", "not needed", "--store", str(store)]).exit_code == 0
+    )
+    worker = spawn(workspace, "worker", "ops_flows.py", "--store", str(store), "--poll", "50ms")
+    try:
+        wait_for("c1 cancelled", lambda: status(str(store), "c1") == "cancelled")
+    finally:
+        stop(worker)
+    shown = runner.invoke(cli, ["show", "c1", "--store", str(store)]).stdout
+    assert "cancellation requested, reason 'not needed'" in shown, shown
+    assert "run cancelled → cancelled: not needed" in shown
+    assert "CancelRequested" not in shown and "message_id" not in shown
