@@ -24,6 +24,7 @@ from ._core.ids import check_run_id
 from ._core.outcomes import STATUS, outcome_of, result_of
 from ._core.values import encode_call, encode_value
 from ._inbox import send
+from ._retry import retry_run
 from ._runtime import _check_same, _first_args, check_workflow, store_from
 from ._store import Store
 
@@ -138,6 +139,32 @@ class Client:
             raise TypeError(f"a signal name must be a non-empty str (got {name!r})")
         encoded = encode_value(payload, what=f"the payload of signal {name!r}")
         await send(self.store, run_id, ev.SignalReceived(name, encoded, time.time()))
+
+    @on_trio
+    async def retry(self, run_id: str, reason: str = "") -> ClientHandle:
+        """Retry the failed run ``run_id``: a worker runs it again with its current code.
+
+        Journals ``RunRetried`` (durable when this returns; the failure stays in the
+        journal's history, and ``durable show`` draws it) and makes the run due, so a
+        ``durable worker`` (or ``Runtime.recover()``, or ``durable.run`` with its id)
+        takes it: the steps that completed before the failure are replayed, not run
+        again, and the step the workflow raised from runs again with fresh attempts.
+        See ``Runtime.retry``.
+
+        Args:
+            reason: why, kept in the journal (for ``durable show``).
+
+        Raises:
+            UnknownRunError: there is no run ``run_id``.
+            RunNotRetryableError: the run has not failed (it runs or waits, completed,
+                was cancelled), or a step to run again ran a child run that was cancelled.
+            RunLockedError: another process holds the run.
+        """
+        opened = await retry_run(self.store, run_id, reason, time.time)
+        started = opened.events[0]
+        await self.store.release(opened.writer, time.time())
+        workflow = started.workflow if isinstance(started, ev.RunStarted) else "?"
+        return ClientHandle(self, run_id, workflow)
 
     @on_trio
     async def cancel(self, run_id: str, reason: str = "") -> None:

@@ -125,7 +125,9 @@ def check_replay(
     except Exception as exc:
         return ReplayCheck(run_id, name, "error", f"replay stopped: {error_text(exc)}")
     steps = len({getattr(e, "seq", None) for e in events} - {None})
-    summary = f"replayed OK ({plural(steps, 'step')})"
+    retries = sum(type(e) is ev.RunRetried for e in events)
+    retried = "" if not retries else ", retried once" if retries == 1 else f", retried {retries} times"
+    summary = f"replayed OK ({plural(steps, 'step')}{retried})"
     return ReplayCheck(run_id, name, "ok", summary, _where_it_stands(core), outcome=core.outcome)
 
 
@@ -163,6 +165,8 @@ def _where_it_stands(core: Replay) -> tuple[str, ...]:
         what = shorten(step.command.describe(), 100)
         if step.scheduled_at is None:
             lines.append(f"unfinished: on recovery, step {step.seq} starts: {what}")
+        elif step.seq in core.reopened and step.failed_attempts == 0:
+            lines.append(f"unfinished: step {step.seq} was retried; it runs again on recovery: {what}")
         else:
             lines.append(f"unfinished: step {step.seq} was in flight; it continues on recovery: {what}")
     return tuple(lines)

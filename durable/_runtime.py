@@ -26,6 +26,7 @@ from ._core.errors import (
     ErrorInfo,
     RunConflictError,
     RunLockedError,
+    RunNotRetryableError,
     StoreError,
     UnknownRunError,
     UnknownWorkflowError,
@@ -38,6 +39,7 @@ from ._executor import Released, RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
 from ._inbox import drop_messages, forget_journaled, journal_messages, send
 from ._loops import Loop, check_loop
+from ._retry import retry_run
 from ._store import CodecOption, Holder, JournalWriter, Opened, Store
 from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url
@@ -463,6 +465,44 @@ class Runtime:
         if not isinstance(reason, str):
             raise TypeError(f"a cancel reason must be a str (got {reason!r})")
         await self._deliver(run_id, ev.CancelRequested(reason, clock()))
+
+    @on_trio
+    async def retry(self, run_id: str, reason: str = "") -> RunHandle:
+        """Run the failed run ``run_id`` again, here, with the current code; return its handle.
+
+        Its failure is superseded by a journaled ``RunRetried`` (durable when this
+        returns; the history stays in the journal and ``durable show`` draws it).
+        Replay feeds the steps that completed before the failure from the journal
+        (none runs again), and the step the workflow raised from runs again live
+        with fresh attempts (``activity_info().attempt`` is 1 again). If the workflow
+        raised by itself (a bug since fixed), the fixed code goes on from that point.
+        A failed child run that such a step ran is retried first. A crash at any
+        point loses nothing: ``recover()`` or a worker continues the run.
+
+        Args:
+            reason: why, kept in the journal (for ``durable show``).
+
+        Raises:
+            UnknownRunError: there is no run ``run_id``.
+            RunNotRetryableError: the run has not failed (it runs or waits, completed,
+                was cancelled), or a step to run again ran a child run that was cancelled.
+            UnknownWorkflowError: its workflow is not defined in this process (nothing
+                is journaled: import the module that defines it).
+            RunLockedError: another process holds the run.
+        """
+        _, clock = self._running()
+        if run_id in self._executions:
+            raise RunNotRetryableError(run_id, "running")
+        events = await self.store.read(run_id)
+        started = events[0] if events else None
+        if not isinstance(started, ev.RunStarted):
+            raise UnknownRunError(run_id, self.store)
+        workflow = lookup_workflow(started.workflow)
+        if workflow is None:
+            raise UnknownWorkflowError(started.workflow, run_id)
+        opened = await retry_run(self.store, run_id, reason, clock)
+        await self.hooks.point("recovering", run_id, None)
+        return self._launch(workflow, opened.events, opened.writer, resumed=True)
 
     async def _deliver(self, run_id: str, message: ev.Message) -> None:
         """Journal a message from outside into a run: through its execution if it runs

@@ -343,6 +343,55 @@ class RunConflictError(DurableError, ValueError):
         self.run_id = run_id
 
 
+class RunNotRetryableError(RunConflictError):
+    """``retry`` of a run that cannot be retried: only a failed run can (its workflow
+    raised), and only when the child runs its failed steps ran can run again.
+
+    Attributes:
+        run_id: the run asked to retry.
+        status: what that run is: ``"running"`` (it has not ended: it runs, waits, or
+            waits for a worker), ``"retried"`` (retried already, not taken since),
+            ``"completed"``, ``"cancelled"``, ``"continued as new"``, or ``"failed"``
+            (when a child run is the obstacle).
+        step: the step that runs that child run, else None.
+        child_id: the child run that cannot run again (it was cancelled), else None.
+    """
+
+    def __init__(
+        self, run_id: str, status: str, *, child_id: str | None = None, step: int | None = None
+    ) -> None:
+        self.status = status
+        self.child_id = child_id
+        self.step = step
+        if child_id is not None:
+            why = (
+                f"its step {step} runs the child run {child_id!r}, which was cancelled, and a "
+                "cancelled run never runs again; start a new run (with another id) to run it again"
+            )
+        else:
+            why = _NOT_FAILED.get(status, f"it is {status}, and only a failed run can be retried")
+        super().__init__(f"run {run_id!r} cannot be retried: {why}", run_id=run_id)
+
+
+#: Why a run that has not failed cannot be retried, and what to do, by its status.
+_NOT_FAILED = {
+    "running": (
+        "it has not failed: it has not ended (it runs, waits, or waits for a worker to take it); "
+        "wait for it to end, or cancel it"
+    ),
+    "retried": "it has not failed: it was retried already, and waits for a worker or a recovery to take it",
+    "continued as new": "it has not failed: it continues as new (in a fresh journal, on recovery)",
+    "completed": (
+        "it completed, and only a failed run can be retried; start a new run (with another id) "
+        "to run the workflow again"
+    ),
+    "cancelled": (
+        "it was cancelled, and only a failed run can be retried; start a new run (with another id) "
+        "to run the workflow again"
+    ),
+}
+
+
 class StoreError(DurableError):
     """The store cannot do what was asked (locked run, unusable path, failed fsync...).
 
