@@ -150,11 +150,19 @@ def ratio_of_costs(mine: h.Timing, theirs: h.Timing) -> float:
     return h.median_ratio(theirs, mine)
 
 
+def _spread(figure: h.Figure | None) -> str:
+    return "" if figure is None or figure.spread is None else f" (spread {figure.spread:.0%})"
+
+
 def show(row: Row) -> Row:
+    """Print a row as soon as it is measured, with the spread of each figure's repeats."""
     ratio = "" if row.ratio is None else f"  -> durable {row.ratio:.2f}x"
-    peer = "" if row.peer is None else f"   {row.peer_name}: {_cell(row.peer)}"
+    peer = "" if row.peer is None else f"   {row.peer_name}: {_cell(row.peer)}{_spread(row.peer)}"
     target = "" if row.target == "-" else f"  [target {row.target}: {row.verdict}]"
-    print(f"  {row.figure:<58} durable: {_cell(row.durable)}{peer}{ratio}{target}", flush=True)
+    print(
+        f"  {row.figure}\n      durable: {_cell(row.durable)}{_spread(row.durable)}{peer}{ratio}{target}",
+        flush=True,
+    )
     return row
 
 
