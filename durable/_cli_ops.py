@@ -136,3 +136,42 @@ def _report(results: Sequence[Removed], where: str) -> None:
             code = max(code, EXIT_FAILED)
     if code:
         raise SystemExit(code)
+
+
+# --- retry ---------------------------------------------------------------------------
+
+
+@main.command(
+    epilog=_epilog(
+        "Examples:",
+        "  durable retry order-8",
+        "  durable retry order-8 --reason 'card service fixed in 2.4.1'",
+    )
+)
+@click.argument("run_id", metavar="ID")
+@click.option("--reason", default="", help="Why: kept in the journal, shown by durable show.")
+@_common
+def retry(run_id: str, reason: str, store: StoreArg) -> None:
+    """Run the failed run ID again, with the code the workers run now.
+
+    The failure is superseded by a journaled marker (the history is kept, and
+    `durable show` draws it); the steps that completed before it are replayed,
+    not run again, and the step the workflow failed from runs again with fresh
+    attempts. A worker takes the run (or `durable run` with its id, or
+    Runtime.recover()). A run that has not failed is a usage error (exit 2).
+    """
+    import trio
+
+    from ._client import Client
+
+    opened = _open_store(store)
+
+    async def again() -> None:
+        await Client(opened).retry(run_id, reason)
+
+    trio.run(again)
+    click.echo(
+        tl.printable(
+            f"run {run_id!r} will run again: a worker takes it (`durable show {run_id}` tells the story)"
+        )
+    )

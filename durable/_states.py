@@ -122,6 +122,8 @@ def _doing(timeline: Timeline, now: float | None) -> str | None:
                 text += f": {attempt.heartbeat.details})"
         elif attempt is not None and attempt.status == "running":
             text += f" (its attempt {attempt.number} was cut short: it runs again)"
+        elif attempt is not None and attempt.status == "pending":
+            text += f" (attempt {attempt.number} next)"
         parts.append(text)
     return "; ".join(parts) or None
 

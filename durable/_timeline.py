@@ -42,6 +42,7 @@ from ._core.codec import HEADER_SIZE, decode_record, read_header
 from ._core.commands import encoded_call_text
 from ._core.durations import format_duration
 from ._core.errors import ErrorInfo
+from ._core.retried import deciding_failure
 from ._core.values import loads_shown
 
 #: Every status a run can have in ``durable ls`` / ``durable show``. A journal alone says
@@ -85,7 +86,8 @@ class Attempt:
         number: 1 for the first attempt.
         started: when it could start: the step's scheduling, or the end of the previous backoff.
         ended: when it failed or returned (None: in flight when the journal ends).
-        status: ``"completed"``, ``"failed"`` or ``"running"``.
+        status: ``"completed"``, ``"failed"``, ``"running"``, or ``"pending"`` (a retry
+            reopened its step: it runs when a process takes the run).
         error: why it failed.
         retry_at: for a failed attempt that is retried, when the next one may start.
         resumed: a process restarted while this attempt was in flight; it ran again from here.
@@ -140,6 +142,8 @@ class Step:
     until: float | None = None
     attempts: list[Attempt] = attrs.Factory(list)
     notes: list[Note] = attrs.Factory(list)
+    #: When retries of the run made this step run again (its failure superseded).
+    retried: list[float] = attrs.Factory(list)
 
     @property
     def duration(self) -> float | None:
@@ -322,8 +326,13 @@ class _Builder:
     def __init__(self, timeline: Timeline) -> None:
         self.timeline = timeline
         self.steps: dict[int, Step] = {}
+        #: The events so far (a retry looks back at what the run failed from).
+        self.seen: list[Any] = []
+        #: Where the events since the last retry begin.
+        self.since_retry = 1
 
     def add(self, event: Any) -> None:
+        self.seen.append(event)
         self.timeline.events += 1
         t = getattr(event, "t", None)
         if isinstance(t, int | float) and not isinstance(t, bool):
@@ -426,7 +435,9 @@ class _Builder:
                 continue
             in_flight.append(step.seq)
             attempt = step.attempts[-1] if step.attempts else None
-            if attempt is not None and attempt.started < event.t:
+            if attempt is not None and attempt.status == "pending":  # a retry's: it begins now
+                attempt.status, attempt.started = "running", event.t
+            elif attempt is not None and attempt.started < event.t:
                 attempt.resumed = event.t  # it was running when the process stopped
         self.timeline.recoveries.append(Recovery(event.t, event.pid, replayed, in_flight))
 
@@ -447,6 +458,31 @@ class _Builder:
         self._close_open_timers(event.t)
         timeline = self.timeline
         timeline.status, timeline.ended, timeline.error = "failed", event.t, event.error
+
+    def run_retried(self, event: ev.RunRetried) -> None:
+        """The failure before it is superseded (kept as a row), the step the workflow raised
+        from (if any) runs again with fresh attempts, and the run is unfinished again: by
+        the rule replay follows (durable/_core/retried.py)."""
+        timeline, marker = self.timeline, len(self.seen) - 1
+        steps: set[int] = set()
+        if timeline.status == "failed" and marker >= 1 and type(self.seen[marker - 1]) is ev.RunFailed:
+            decided, cancelled = deciding_failure(self.seen, marker - 1, self.since_retry)
+            if decided is not None:
+                steps = {self.seen[decided].seq} | cancelled
+            failure = f"{timeline.error}" if timeline.error is not None else "?"
+            timeline.notes.append(Note("RunFailed", timeline.ended, {"error": failure}))
+            timeline.status, timeline.ended, timeline.error = "running", None, None
+        self.since_retry = marker + 1
+        for seq in sorted(steps):
+            step = self.steps.get(seq)
+            if step is not None:
+                step.status, step.ended, step.error, step.result = "running", None, None, None
+                step.retried.append(event.t)
+                if step.kind == "activity":
+                    step.attempts.append(Attempt(1, event.t, status="pending"))
+        again = f"step {', '.join(map(str, sorted(steps)))} runs again" if steps else "it goes on"
+        reason = f" ({event.reason})" if event.reason else ""
+        timeline.notes.append(Note("RunRetried", event.t, {"reason": reason, "again": again}))
 
     def _other(self, event: Any) -> None:
         """An event type without a rule here: shown by class name and fields."""
@@ -491,6 +527,7 @@ _HANDLERS: dict[type[Any], Callable[[_Builder, Any], None]] = {
     ev.AttemptHeartbeat: _Builder.attempt_heartbeat,
     ev.CancelRequested: _Builder.cancel_requested,
     ev.RunCancelled: _Builder.run_cancelled,
+    ev.RunRetried: _Builder.run_retried,
     ev.RunCompleted: _Builder.run_completed,
     ev.RunFailed: _Builder.run_failed,
 }
@@ -633,6 +670,8 @@ def attempt_text(attempt: Attempt) -> str:
     """``attempt 2 failed after 3ms: ConnectionError: refused; retry after 500ms``."""
     if attempt.status == "running":
         return f"attempt {attempt.number} in flight when the journal ends"
+    if attempt.status == "pending":
+        return f"attempt {attempt.number} runs when a process takes the run"
     began = attempt.started
     text = f"attempt {attempt.number}"
     if attempt.resumed is not None:
@@ -653,6 +692,11 @@ _NOTE_ROWS = {
     "PatchRecorded": ("patch", "patched({change_id}) is True from here: the run takes the new code path"),
     "SignalReceived": ("signal", "signal {name} received, payload {payload}"),
     "CancelRequested": ("cancel", "cancellation requested, reason {reason}"),
+    "RunFailed": ("failed", "run failed → {error} (superseded by the retry below)"),
+    "RunRetried": (
+        "retry",
+        "retried{reason}: the failure above is superseded, {again} with the current code",
+    ),
 }
 
 
@@ -696,6 +740,13 @@ def _step_row_of(timeline: Timeline, step: Step) -> Row:
         if len(step.attempts) > 1 or a.status == "failed" or a.resumed is not None
     ]
     details += [("note", f"{n.type} {n.text()}") for n in step.notes]
+    details += [
+        (
+            "note",
+            f"retried at {timeline.offset(t)}: the failure above is superseded, attempts start at 1",
+        )
+        for t in step.retried
+    ]
     if step.until is not None and step.status == "running":
         details.append(("running", f"fires at {local_time(step.until, precise=True)}"))
     took = duration_text(step.duration) if step.attempts or step.kind in ("timer", "child", "signal") else ""

@@ -53,6 +53,23 @@ FLOWS = textwrap.dedent(
         yield durable.sleep("1h")
         return "rested"
 
+    @durable.activity
+    def count(name):
+        with open(os.path.join(os.environ["GATES"], "count.log"), "a") as log:
+            log.write(name + "\\n")
+        return name
+
+    @durable.activity(retries=1, initial_backoff="10ms")
+    def flaky(name):
+        if not os.path.exists(os.path.join(os.environ["GATES"], "fixed")):
+            raise ConnectionError("card service down")
+        return "paid " + name
+
+    @durable.workflow(name="ops.order")
+    def order(name):
+        yield count(name)
+        return (yield flaky(name))
+
     @durable.workflow(name="ops.approval")
     def approval():
         return (yield durable.wait_signal("decision", timeout="1h"))
@@ -287,3 +304,28 @@ def test_show_measures_an_unfinished_run_to_now_and_draws_cancellation_like_the_
     assert "cancellation requested, reason 'not needed'" in shown, shown
     assert "run cancelled → cancelled: not needed" in shown
     assert "CancelRequested" not in shown and "message_id" not in shown
+
+
+def test_retry_runs_a_failed_run_again_from_its_failed_step(workspace: Path) -> None:
+    store = str(workspace / "store")
+    failed = spawn(workspace, "run", "ops_flows.py:order", "o1", "--id", "o1", "--store", store)
+    _, err = failed.communicate(timeout=60)
+    assert failed.returncode == 1 and "card service down" in err, err
+    runner = CliRunner()
+    early = runner.invoke(cli, ["retry", "nope", "--store", store])
+    assert early.exit_code == 2 and "no run 'nope'" in early.stderr
+    (workspace / "gates" / "fixed").touch()  # the bug is fixed
+    again = runner.invoke(cli, ["retry", "o1", "--reason", "card service back", "--store", store])
+    assert again.exit_code == 0, again.stderr
+    assert ls(store)["o1"]["status"] == "queued"
+    twice = runner.invoke(cli, ["retry", "o1", "--store", store])
+    assert twice.exit_code == 2 and "has not failed" in twice.stderr, twice.stderr
+    finished = spawn(workspace, "run", "ops_flows.py:order", "o1", "--id", "o1", "--store", store)
+    out, err = finished.communicate(timeout=60)
+    assert finished.returncode == 0 and out.strip() == "paid o1", (out, err)
+    assert (workspace / "gates" / "count.log").read_text() == "o1\n"  # step 0 never ran again
+    shown = runner.invoke(cli, ["show", "o1", "--store", store]).stdout
+    assert "run o1 · ops.order · completed" in shown
+    assert "(superseded by the retry below)" in shown
+    assert "retried (card service back): the failure above is superseded, step 1 runs again" in shown
+    assert "retried at +" in shown and "attempt 1 completed" in shown
