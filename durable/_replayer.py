@@ -87,6 +87,7 @@ def check_replay(
     *,
     run_id: str | None = None,
     skip_undefined: bool = False,
+    as_retried: bool = False,
 ) -> ReplayCheck:
     """Replay a recorded journal with the current code and say whether it still fits.
 
@@ -103,6 +104,10 @@ def check_replay(
         skip_undefined: a journal naming a workflow that is defined nowhere is
             ``"skipped"`` rather than ``"undefined"`` (for a store that also holds
             the runs of other code).
+        as_retried: check a failed run as ``durable retry`` would continue it: as if a
+            ``RunRetried`` followed its failure (a journal that does not end with
+            ``RunFailed`` is checked as it is). With a bug of the workflow fixed, the
+            plain check of its failed journal diverges where the old code raised.
 
     Returns:
         A :class:`ReplayCheck`; this never raises for what a journal holds.
@@ -116,6 +121,8 @@ def check_replay(
     workflow = defined.get(name) or lookup_workflow(name)
     if workflow is None:
         return _undefined(run_id, name, skip_undefined)
+    if as_retried and type(events[-1]) is ev.RunFailed:
+        events = [*events, ev.RunRetried(events[-1].t)]
     try:
         core = replay(workflow, events)
     except NonDeterminismError as exc:

@@ -488,18 +488,24 @@ class Runtime:
                 was cancelled), or a step to run again ran a child run that was cancelled.
             UnknownWorkflowError: its workflow is not defined in this process (nothing
                 is journaled: import the module that defines it).
+            NonDeterminismError: the current code does not replay the run's journal up
+                to its failure (nothing is journaled; see ``durable replay``).
             RunLockedError: another process holds the run.
         """
         _, clock = self._running()
         if run_id in self._executions:
             raise RunNotRetryableError(run_id, "running")
         events = await self.store.read(run_id)
-        started = events[0] if events else None
-        if not isinstance(started, ev.RunStarted):
+        if not events or not isinstance(events[0], ev.RunStarted):
             raise UnknownRunError(run_id, self.store)
+        started = events[0]
         workflow = lookup_workflow(started.workflow)
         if workflow is None:
             raise UnknownWorkflowError(started.workflow, run_id)
+        if isinstance(events[-1], ev.RunFailed):  # else retry_run says why it cannot be retried
+            # The code must replay the journal up to the failure: a divergence is raised
+            # here, before anything is written, not by the run after its retry.
+            replay(workflow, [*events, ev.RunRetried(clock(), reason)]).close()
         opened = await retry_run(self.store, run_id, reason, clock)
         await self.hooks.point("recovering", run_id, None)
         return self._launch(workflow, opened.events, opened.writer, resumed=True)

@@ -15,6 +15,11 @@ of a retry.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +35,7 @@ from durable._asyncio import on_trio
 from durable._core import events as ev
 from durable._core.errors import RunNotRetryableError
 from durable._core.values import dumps, encode_call
-from durable._replayer import check_replay
+from durable.lowlevel import check_replay
 
 pytestmark = pytest.mark.usefixtures("loop")
 
@@ -69,7 +74,7 @@ async def step(n: int) -> int:
 @durable.workflow(name="tests.retry.three")
 def three():  # type: ignore[no-untyped-def]
     total = 0
-    for n in (1, 2, 3):
+    for n in (10,) if "a fix that changes the past" in BUGS else (1, 2, 3):
         total += yield step(n)
     return total
 
@@ -251,6 +256,30 @@ async def test_the_replay_check_of_a_retried_journal_passes_with_the_fixed_code(
     assert done.ok and done.details == (), str(done)
 
 
+async def test_a_fixed_workflow_bug_checks_as_retried(store: durable.Store) -> None:
+    BUGS.add("workflow")
+    await failed_run(store, buggy, "r")
+    BUGS.clear()  # fixed: the code no longer raises where the journal's run did
+    events = await events_of(store, "r")
+    assert check_replay(events, [buggy]).verdict == "diverged"  # the failure itself differs
+    retried = check_replay(events, [buggy], as_retried=True)
+    assert retried.ok, str(retried)
+    assert retried.details == ("unfinished: on recovery, step 1 starts: activity tests.retry.step(2)",)
+
+
+async def test_a_fix_that_does_not_replay_the_journal_is_refused_before_anything_is_written(
+    store: durable.Store,
+) -> None:
+    BROKEN.add(2)
+    await failed_run(store, three, "r")
+    BUGS.add("a fix that changes the past")
+    async with durable.Runtime(store) as runtime:
+        with pytest.raises(durable.NonDeterminismError) as diverged:
+            await runtime.retry("r")
+    assert diverged.value.seq == 0
+    assert kinds(await events_of(store, "r"))[-1] == "RunFailed"
+
+
 # --- what cannot be retried ---------------------------------------------------------
 
 
@@ -393,3 +422,189 @@ async def test_a_step_run_again_gets_its_whole_time_budget_again(
     async with durable.Runtime(store) as runtime:
         assert await (await runtime.retry("r")).result() == 7
     assert CALLS == [("budgeted", 7, 1)]
+
+
+# --- real processes: a worker, and SIGKILL at every point of a retry -------------------
+
+PROCESS_WORKFLOWS = textwrap.dedent(
+    """
+    import os
+    import durable
+
+    @durable.activity(name="tests.retry.p_step", retries=1, initial_backoff="1ms")
+    def p_step(n):
+        attempt = durable.activity_info().attempt
+        with open(os.environ["STEPS_LOG"], "a") as log:
+            log.write(f"{n} {attempt}\\n")
+        if str(n) in os.environ.get("BROKEN", "").split(","):
+            raise OSError(f"step {n} is broken")
+        if str(n) == os.environ.get("KILL_IN_STEP") and not os.path.exists(os.environ["KILLED_ONCE"]):
+            open(os.environ["KILLED_ONCE"], "w").close()
+            os.kill(os.getpid(), 9)  # the process dies while the step runs again
+        return n
+
+    @durable.workflow(name="tests.retry.p_job")
+    def p_job():
+        total = 0
+        for n in (1, 2, 3):
+            total += yield p_step(n)
+        return total
+    """
+)
+
+#: One life of a retry: ``python retry_driver.py STORE fail|retry|recover [KILL_POINT]``.
+DRIVER = textwrap.dedent(
+    """
+    import os
+    import sys
+
+    import trio
+
+    import durable
+    from durable.lowlevel import Hooks
+    import retry_wf
+
+    store_path, what = sys.argv[1], sys.argv[2]
+    kill = sys.argv[3] if len(sys.argv) > 3 else ""
+    store = durable.FileStore(store_path)
+
+    def die():
+        os.kill(os.getpid(), 9)
+
+    def dying_after(method):
+        async def call(*args, **kwargs):
+            result = await method(*args, **kwargs)
+            die()
+        return call
+
+    def dying_before(method):
+        async def call(*args, **kwargs):
+            die()
+        return call
+
+    if kill == "after-release":  # made due, before the marker
+        store.release = dying_after(store.release)
+    if kill == "before-wake":  # the marker durable, the second announcement not made
+        store.wake = dying_before(store.wake)
+
+    class Killer(Hooks):
+        async def point(self, name, run_id, seq):
+            if kill == "after-marker" and name == "recovering":  # journaled, nothing run yet
+                die()
+
+    async def main():
+        async with durable.Runtime(store, hooks=Killer()) as runtime:
+            if what == "fail":
+                handle = await runtime.start(retry_wf.p_job, id="job")
+                try:
+                    await handle.result()
+                except durable.WorkflowFailed:
+                    print("failed")
+                return
+            if what == "retry":
+                handle = await runtime.retry("job", "fixed")
+                print("result", await handle.result())
+                return
+            for handle in await runtime.recover():
+                print("result", await handle.result())
+
+    trio.run(main)
+    """
+)
+
+
+@pytest.fixture
+def processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "retry_wf.py").write_text(PROCESS_WORKFLOWS)
+    (tmp_path / "retry_driver.py").write_text(DRIVER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def life(workspace: Path, *argv: str, broken: str = "", kill_in_step: str = "") -> tuple[int, str]:
+    env = dict(
+        os.environ,
+        STEPS_LOG=str(workspace / "steps.log"),
+        KILLED_ONCE=str(workspace / "killed-once"),
+        BROKEN=broken,
+        KILL_IN_STEP=kill_in_step,
+        PYTHONPATH=str(workspace),
+    )
+    done = subprocess.run(
+        [sys.executable, str(workspace / "retry_driver.py"), str(workspace / "store"), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode in (0, -signal.SIGKILL), done.stderr
+    return done.returncode, done.stdout
+
+
+def executions(workspace: Path) -> list[tuple[int, int]]:
+    lines = (workspace / "steps.log").read_text().split()
+    return [(int(n), int(attempt)) for n, attempt in zip(lines[::2], lines[1::2], strict=True)]
+
+
+@pytest.mark.trio_only  # the lives are processes on trio; the test itself awaits nothing
+@pytest.mark.parametrize("kill", ["after-release", "before-wake", "after-marker", "in-step"])
+def test_a_retry_killed_at_any_point_loses_nothing_and_runs_no_completed_step_again(
+    processes: Path, kill: str
+) -> None:
+    assert life(processes, "fail", broken="2") == (0, "failed\n")
+    assert executions(processes) == [(1, 1), (2, 1), (2, 2)]
+    code, _ = life(processes, "retry", kill, kill_in_step="2" if kill == "in-step" else "")
+    assert code == -signal.SIGKILL
+    store = durable.FileStore(processes / "store")
+    events = trio.run(store.read, "job")
+    assert events is not None
+    marked = kinds(events).count("RunRetried")
+    assert marked == (0 if kill == "after-release" else 1)  # durable once written
+    # The next life finishes it: a recovery finds a run whose marker is journaled; a run
+    # still failed (killed before the marker) is retried again.
+    code, out = life(processes, "recover" if marked else "retry")
+    assert (code, out) == (0, "result 6\n")
+    # Step 1 completed before the failure: never again. The failed step afresh, from
+    # attempt 1; killed in flight, its attempt 1 runs again (it never failed).
+    in_flight = [(2, 1)] if kill == "in-step" else []
+    assert executions(processes)[3:] == [*in_flight, (2, 1), (3, 1)]
+    events = trio.run(store.read, "job")
+    assert events is not None
+    assert kinds(events).count("RunRetried") == 1 and kinds(events).count("RunFailed") == 1
+    assert isinstance(events[-1], ev.RunCompleted)
+    assert sum(1 for e in events if isinstance(e, ev.ActivityCompleted) and e.seq == 0) == 1
+
+
+def test_a_worker_process_takes_a_run_a_client_retried(processes: Path, loop: str) -> None:
+    assert life(processes, "fail", broken="2") == (0, "failed\n")
+    env = dict(os.environ, STEPS_LOG=str(processes / "steps.log"), PYTHONPATH=str(processes))
+    worker = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "durable"),
+            "worker",
+            str(processes / "retry_wf.py"),
+            "--store",
+            str(processes / "store"),
+            "--poll",
+            "20ms",
+            "--loop",
+            loop,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        async def main() -> int:
+            handle = await durable.Client(processes / "store").retry("job", "fixed")
+            with trio.fail_after(60):  # a hang guard, not a timing assertion
+                return int(await handle.result())
+
+        assert trio.run(main) == 6
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert executions(processes)[3:] == [(2, 1), (3, 1)]
