@@ -669,7 +669,9 @@ def _finite(seconds: float | None) -> float | None:
 def attempt_text(attempt: Attempt) -> str:
     """``attempt 2 failed after 3ms: ConnectionError: refused; retry after 500ms``."""
     if attempt.status == "running":
-        return f"attempt {attempt.number} in flight when the journal ends"
+        beat = attempt.heartbeat
+        last = "" if beat is None else f" (last heartbeat journaled at {local_time(beat.t)}: {beat.details})"
+        return f"attempt {attempt.number} in flight when the journal ends{last}"
     if attempt.status == "pending":
         return f"attempt {attempt.number} runs when a process takes the run"
     began = attempt.started
@@ -737,7 +739,7 @@ def _step_row_of(timeline: Timeline, step: Step) -> Row:
     details = [
         (a.status, attempt_text(a))
         for a in step.attempts
-        if len(step.attempts) > 1 or a.status == "failed" or a.resumed is not None
+        if len(step.attempts) > 1 or a.status == "failed" or a.resumed is not None or a.heartbeat is not None
     ]
     details += [("note", f"{n.type} {n.text()}") for n in step.notes]
     details += [
