@@ -16,6 +16,7 @@ of a retry.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -31,11 +32,13 @@ import pytest
 import trio
 
 import durable
+import sim
 from durable._asyncio import on_trio
 from durable._core import events as ev
 from durable._core.errors import RunNotRetryableError
 from durable._core.values import dumps, encode_call
 from durable.lowlevel import check_replay
+from sim._disk import Crasher
 
 pytestmark = pytest.mark.usefixtures("loop")
 
@@ -58,7 +61,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[durable.St
     else:
         pgutil.require()
         schema = pgutil.fresh_schema()
-        yield durable.PostgresStore(pgutil.dsn(), schema=schema)
+        made = durable.PostgresStore(pgutil.dsn(), schema=schema)
+        yield made
+        trio.run(made.aclose)  # its connections: the test server allows only so many
         pgutil.drop_schema(schema)
 
 
@@ -608,3 +613,74 @@ def test_a_worker_process_takes_a_run_a_client_retried(processes: Path, loop: st
         _, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err
     assert executions(processes)[3:] == [(2, 1), (3, 1)]
+
+
+# --- a power loss at every point of a retry (the simulated disk) --------------------------
+
+
+HISTORY = ["RunStarted", "ActivityScheduled", "ActivityCompleted", "ActivityScheduled"]
+
+
+async def _failed_on(store: durable.FileStore) -> None:
+    t = time.time()
+    writer = await store.create(ev.RunStarted("r", three.name, encode_call((), {}, what="test"), t))
+    assert writer is not None
+    for event in (
+        ev.ActivityScheduled(0, step.name, encode_call((1,), {}, what="test"), t),
+        ev.ActivityCompleted(0, dumps(1), 1, t),
+        ev.ActivityScheduled(1, step.name, encode_call((2,), {}, what="test"), t),
+        ev.ActivityFailed(1, durable.ErrorInfo("OSError", "down"), 2, t),
+        ev.RunFailed(durable.ErrorInfo("durable.ActivityError", "down"), t),
+    ):
+        writer.append(event)
+    await writer.sync()
+    writer.close()
+    await store.ended("r")
+
+
+async def _retry_on(store: durable.FileStore) -> None:
+    await durable.Client(store).retry("r")
+
+
+async def _after_the_crash(store: durable.FileStore) -> tuple[list[str], list[str], list[str]]:
+    events = await store.read("r")
+    assert events is not None
+    return kinds(events), await store.unfinished(), await store.due_runs(time.time() + 1, 10)
+
+
+def _retry_crash_points() -> int:
+    disk = sim.SimDisk()
+    trio.run(_failed_on, durable.FileStore("/s", fs=disk))
+    disk.crasher = Crasher()
+    trio.run(_retry_on, durable.FileStore("/s", fs=disk))
+    return len(disk.crasher.points)
+
+
+@pytest.mark.trio_only
+@pytest.mark.parametrize("how", ["kill", "drop", "torn"])
+def test_after_a_power_loss_at_any_point_of_a_retry_the_run_is_failed_or_found(how: str) -> None:
+    """Either the marker is lost (the run is still failed: retry it again) or it is durable
+    and the run is listed unfinished and due (recovery and workers find it)."""
+    points = _retry_crash_points()
+    assert points > 5
+    outcomes = set()
+    for crash_at in range(1, points + 1):
+        disk = sim.SimDisk()
+        trio.run(_failed_on, durable.FileStore("/s", fs=disk))
+        disk.crasher = Crasher(crash_at)
+        with pytest.raises(sim.SimulatedCrash):
+            trio.run(_retry_on, durable.FileStore("/s", fs=disk))
+        disk.crash(how, random.Random(crash_at))
+        disk.crasher = Crasher()
+        journal, unfinished, due = trio.run(_after_the_crash, durable.FileStore("/s", fs=disk))
+        where = f"crash at point {crash_at} ({how})"
+        assert journal[:6] == [*HISTORY, "ActivityFailed", "RunFailed"], where  # nothing lost
+        if journal[-1] == "RunFailed":
+            outcomes.add("failed")
+            trio.run(_retry_on, durable.FileStore("/s", fs=disk))  # retried again, at once
+            journal, unfinished, due = trio.run(_after_the_crash, durable.FileStore("/s", fs=disk))
+        else:
+            outcomes.add("retried")
+        assert journal[-2:] == ["RunFailed", "RunRetried"], where
+        assert unfinished == ["r"] and due == ["r"], where
+    assert outcomes == {"failed", "retried"}
