@@ -684,3 +684,32 @@ def test_after_a_power_loss_at_any_point_of_a_retry_the_run_is_failed_or_found(h
         assert journal[-2:] == ["RunFailed", "RunRetried"], where
         assert unfinished == ["r"] and due == ["r"], where
     assert outcomes == {"failed", "retried"}
+
+
+# --- heartbeats: a step run again starts without the failed attempts' details ----------
+
+
+@durable.activity(name="tests.retry.beating", retries=0)
+async def beating(n: int) -> Any:
+    info = durable.activity_info()
+    CALLS.append(("beating", n, info.attempt))
+    seen = info.heartbeat_details
+    durable.heartbeat({"done": 90})
+    if n in BROKEN:
+        raise OSError("a bug at 90%")
+    return seen
+
+
+@durable.workflow(name="tests.retry.long_import")
+def long_import():  # type: ignore[no-untyped-def]
+    return (yield beating(5))
+
+
+async def test_a_step_run_again_does_not_read_the_failed_attempts_heartbeats(store: durable.Store) -> None:
+    BROKEN.add(5)
+    await failed_run(store, long_import, "r")
+    assert "AttemptHeartbeat" in kinds(await events_of(store, "r"))
+    BROKEN.clear()
+    async with loops.deadline(60), durable.Runtime(store) as runtime:
+        # Fresh attempts: the superseded AttemptHeartbeat is not their details.
+        assert await (await runtime.retry("r")).result() is None
