@@ -93,7 +93,9 @@ TAKEOVER_WORKERS = (2, 4)
 TICK = 0.05
 GUARD = 300.0  # seconds: a hang guard for each phase, never a timing target
 _COMPLETED = re.compile(r"^worker: completed '([^']*)'$", re.MULTILINE)
-_RUNNING = re.compile(r"^worker: running '([^']*)'", re.MULTILINE)
+#: A worker's line when it takes a run: "started", "resumed" or "taken over" (since issue 16;
+#: "running" before).
+_RUNNING = re.compile(r"^worker: (?:running|started|resumed|taken over) '([^']*)'", re.MULTILINE)
 
 
 @durable.workflow(name="bench.workers.ticker")
