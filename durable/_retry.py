@@ -25,11 +25,14 @@ retry is refused before anything is written.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
 from ._core import events as ev
-from ._core.errors import RunLockedError, RunNotRetryableError, UnknownRunError
+from ._core.commands import Workflow, lookup_workflow
+from ._core.errors import RunLockedError, RunNotRetryableError, UnknownRunError, UnknownWorkflowError
+from ._core.machine import replay
 from ._core.retried import reopened_steps
 from ._store import Opened, Store
 
@@ -100,6 +103,29 @@ async def retry_run(store: Store, run_id: str, reason: str, clock: Callable[[], 
         child = await _mark(store, child_id, "its parent run was retried", clock)
         await store.release(child.writer, clock())  # the parent's step finds it due
     return await _mark(store, run_id, reason, clock)
+
+
+async def retry_here(
+    store: Store, run_id: str, reason: str, clock: Callable[[], float]
+) -> tuple[Workflow[..., Any], Opened]:
+    """:func:`retry_run` for a process that continues the run itself: its workflow must be
+    defined here, and replay the journal up to the failure (checked before anything is
+    written, rather than by the run after its retry). The workflow and the opened run.
+
+    Raises:
+        UnknownWorkflowError: the workflow is not defined in this process.
+        NonDeterminismError: the code does not replay the journal.
+        UnknownRunError, RunNotRetryableError, RunLockedError: see :func:`retry_run`.
+    """
+    events = await store.read(run_id)
+    if not events or not isinstance(events[0], ev.RunStarted):
+        raise UnknownRunError(run_id, store)
+    workflow = lookup_workflow(events[0].workflow)
+    if workflow is None:
+        raise UnknownWorkflowError(events[0].workflow, run_id)
+    if type(events[-1]) is ev.RunFailed:  # else retry_run says why it cannot be retried
+        replay(workflow, [*events, ev.RunRetried(clock(), reason)]).close()
+    return workflow, await retry_run(store, run_id, reason, clock)
 
 
 async def _mark(store: Store, run_id: str, reason: str, clock: Callable[[], float]) -> Opened:

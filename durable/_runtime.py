@@ -39,7 +39,7 @@ from ._executor import Released, RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
 from ._inbox import drop_messages, forget_journaled, journal_messages, send
 from ._loops import Loop, check_loop
-from ._retry import retry_run
+from ._retry import retry_here
 from ._store import CodecOption, Holder, JournalWriter, Opened, Store
 from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url
@@ -495,18 +495,7 @@ class Runtime:
         _, clock = self._running()
         if run_id in self._executions:
             raise RunNotRetryableError(run_id, "running")
-        events = await self.store.read(run_id)
-        if not events or not isinstance(events[0], ev.RunStarted):
-            raise UnknownRunError(run_id, self.store)
-        started = events[0]
-        workflow = lookup_workflow(started.workflow)
-        if workflow is None:
-            raise UnknownWorkflowError(started.workflow, run_id)
-        if isinstance(events[-1], ev.RunFailed):  # else retry_run says why it cannot be retried
-            # The code must replay the journal up to the failure: a divergence is raised
-            # here, before anything is written, not by the run after its retry.
-            replay(workflow, [*events, ev.RunRetried(clock(), reason)]).close()
-        opened = await retry_run(self.store, run_id, reason, clock)
+        workflow, opened = await retry_here(self.store, run_id, reason, clock)
         await self.hooks.point("recovering", run_id, None)
         return self._launch(workflow, opened.events, opened.writer, resumed=True)
 

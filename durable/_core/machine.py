@@ -84,7 +84,7 @@ from .errors import (
 )
 from .outcomes import Continued, Outcome, Raised, Returned, Stopped, ended_text, outcome_type
 from .primitives import ContinueAsNew, Gather, Patched, Race, SideEffect, Sleep, WaitSignal
-from .retried import supersession
+from .retried import restart, supersession
 from .values import encode_value, load_call, load_stored, loads, loads_shown, same_value
 
 
@@ -171,10 +171,8 @@ class Replay:
 
     def close(self) -> None:
         """Close the workflow's generator (a replay given up: its ``finally`` blocks run)."""
-        gen = getattr(self, "_gen", None)
-        if gen is not None:
-            with contextlib.suppress(Exception):  # code that yields in a finally: given up anyway
-                gen.close()
+        with contextlib.suppress(Exception):  # no generator; code that yields in a finally
+            self._gen.close()
 
     @property
     def next_seq(self) -> int:
@@ -406,23 +404,11 @@ class Replay:
         raise _Superseding(self.run_id)
 
     def reopen(self, steps: Sequence[int], t: float) -> None:
-        """A ``RunRetried`` at ``t`` reopens ``steps`` (their failures were skipped): each
-        still open starts afresh, as if started at ``t``: no failed attempt, no backoff, a
-        time budget from ``t``, a timer's deadline ``t`` plus its duration. A step that
-        is no longer open (a race a sibling's kept outcome decided) is left alone."""
+        """A ``RunRetried`` at ``t`` reopens ``steps`` (their failures were skipped): see
+        :func:`durable._core.retried.restart`."""
         if self.terminal is not None:
             self._inconsistent("a RunRetried follows the run's end without superseding it")
-        for seq in steps:
-            step = self.pending.get(seq)
-            if step is None:
-                continue
-            step.failed_attempts = 0
-            step.retry_at = None
-            step.scheduled_at = t
-            command = step.command
-            if step.fire_at is not None and isinstance(command, Sleep | WaitSignal):
-                step.fire_at = t + (command.seconds if isinstance(command, Sleep) else command.timeout or 0.0)
-            self.reopened = self.reopened | {seq}
+        self.reopened = self.reopened | restart(self.pending, steps, t)
 
     def _scheduled_step(self, seq: int, event: ev.Event) -> Step:
         step = self.pending.get(seq)

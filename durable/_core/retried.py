@@ -31,20 +31,25 @@ reopened step completed after the failure is kept: a step that completed is
 never run again.
 
 The machine then replays the rest, and at the marker itself reopens the steps
-(:meth:`~durable._core.machine.Replay.reopen`): each still open starts afresh
-at the marker's time, as if started then. Replay reaches the reopened step
+(:func:`restart`): each still open starts afresh at the marker's time, as if
+started then. Replay reaches the reopened step
 unresolved, so the executor runs it again live, as it runs a step that was in
 flight when a process stopped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
 from . import events as ev
 from .errors import JournalCorruptError
+from .primitives import Sleep, WaitSignal
+
+if TYPE_CHECKING:
+    from .machine import Step
 
 #: Records that tell nothing about what the workflow did: passed over walking back.
 _PASSED_OVER = (ev.RunResumed, ev.AttemptHeartbeat)
@@ -143,6 +148,26 @@ def _superseded_records(
     return found
 
 
+def restart(pending: Mapping[int, Step], steps: Sequence[int], t: float) -> frozenset[int]:
+    """Start the reopened ``steps`` still in ``pending`` afresh, as if started at ``t`` (the
+    ``RunRetried``'s time): no failed attempt, no backoff, a time budget from ``t``, a
+    timer's deadline ``t`` plus its duration. A step no longer open (a race that a
+    sibling's kept outcome decided) is left alone. Returns the steps restarted."""
+    restarted = []
+    for seq in steps:
+        step = pending.get(seq)
+        if step is None:
+            continue
+        step.failed_attempts = 0
+        step.retry_at = None
+        step.scheduled_at = t
+        command = step.command
+        if step.fire_at is not None and isinstance(command, Sleep | WaitSignal):
+            step.fire_at = t + (command.seconds if isinstance(command, Sleep) else command.timeout or 0.0)
+        restarted.append(seq)
+    return frozenset(restarted)
+
+
 def reopened_steps(events: Sequence[ev.Event], run_id: str) -> tuple[int, ...]:
     """The steps a ``RunRetried`` appended now to a failed journal (one ending with
     ``RunFailed``) would reopen: what ``durable retry`` looks at before it writes."""
@@ -151,4 +176,4 @@ def reopened_steps(events: Sequence[ev.Event], run_id: str) -> tuple[int, ...]:
     return plan.reopened[marker]
 
 
-__all__ = ["Supersession", "deciding_failure", "is_failure", "reopened_steps", "supersession"]
+__all__ = ["Supersession", "deciding_failure", "is_failure", "reopened_steps", "restart", "supersession"]
