@@ -46,6 +46,9 @@ from ._core.commands import (
     activity_info as activity_info,
 )
 from ._core.commands import (
+    heartbeat as heartbeat,
+)
+from ._core.commands import (
     workflow as workflow,
 )
 from ._core.errors import (
@@ -227,6 +230,7 @@ __all__ = [
     "activity_info",
     "continue_as_new",
     "gather",
+    "heartbeat",
     "now",
     "patched",
     "race",

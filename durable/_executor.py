@@ -28,14 +28,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Protocol
 
 import attrs
 import trio
 
 from ._asyncio import Guest
-from ._attempts import Attempts
+from ._attempts import Attempts, Heartbeats
 from ._core import events as ev
 from ._core import records as rec
 from ._core.actions import (
@@ -192,6 +192,7 @@ class RunExecution:
         children: ChildRunner | None = None,
         release: ReleasePolicy | None = None,
         activity_host: Guest | None = None,
+        journal: Sequence[ev.Event] = (),  # what core replayed: its heartbeats, for the next attempts
     ) -> None:
         self.core = core
         self.writer = writer
@@ -208,7 +209,8 @@ class RunExecution:
         # The hot path skips what does nothing: hooks nobody overrides, syncs of a
         # store that never syncs.
         self._plain_hooks = type(hooks) is Hooks
-        self._attempts = Attempts(core.run_id, clock, hooks, activity_host)
+        beats = Heartbeats(clock, hooks, self._append, writer.flush, rec.journaled_heartbeats(core, journal))
+        self._attempts = Attempts(core.run_id, clock, hooks, beats, activity_host)
         self._syncs = writer.syncs
         # What replay fed the core is durable (the store made the journal so when it
         # opened it): only values journaled from now on make an activity sync first.
@@ -270,15 +272,16 @@ class RunExecution:
         cancel request interrupts, or the run is let go while it waits)."""
         core = self.core
         perform = self._perform
-        while core.outcome is None:
-            action = next_action(core)
-            # A fresh activity (the hot path) is work: only other actions may be waits. A
-            # child step only once this execution made sure the child run exists.
-            if self._release is not None and _may_wait(action, self._children_started):
-                released = await self._release_if_waiting()
-                if released is not None:
-                    return released
-            await perform[type(action)](action)
+        with self._attempts.heartbeats.received():  # the activities it runs heartbeat here
+            while core.outcome is None:
+                action = next_action(core)
+                # A fresh activity (the hot path) is work: only other actions may be waits. A
+                # child step only once this execution made sure the child run exists.
+                if self._release is not None and _may_wait(action, self._children_started):
+                    released = await self._release_if_waiting()
+                    if released is not None:
+                        return released
+                await perform[type(action)](action)
         return None
 
     def _may_release(self) -> bool:
@@ -462,10 +465,10 @@ class RunExecution:
     async def _run_group(self, action: RunGroup) -> None:
         """Run the steps of a gather or race side by side.
 
-        Child tasks never touch the journal: they send their events here, and
-        this loop appends them in the order they arrive, makes them durable, and
-        only then applies them, so the journal order is the order the workflow
-        sees and replay reproduces it.
+        Child tasks never touch the journal (but for heartbeat records, which replay
+        ignores): they send their events here, and this loop appends them in the
+        order they arrive, makes them durable, and only then applies them, so the
+        journal order is the order the workflow sees and replay reproduces it.
         """
         steps = [child.step for child in action.actions]
         group = steps[0].group

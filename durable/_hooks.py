@@ -24,6 +24,12 @@ class Hooks:
         """Run one activity attempt: ``await call()``. Override to observe or inject faults."""
         return await call()
 
+    def heartbeat(self, info: ActivityInfo) -> bool:
+        """Whether a ``durable.heartbeat()`` of attempt ``info`` reaches durable (True).
+        Called at each heartbeat, in the activity's own thread, after its details were
+        checked; the simulator drops some to test ``heartbeat_timeout``."""
+        return True
+
     def produce(self, name: str, run_id: str, seq: int, make: Callable[[], Any]) -> Any:
         """Produce the value of a side effect (``durable.now()``, ``random()``...): ``make()``."""
         return make()

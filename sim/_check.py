@@ -18,6 +18,7 @@ from durable.lowlevel import (
     ActivityFailed,
     ActivityScheduled,
     AttemptFailed,
+    AttemptHeartbeat,
     ChildCompleted,
     ChildStarted,
     Event,
@@ -144,13 +145,14 @@ def equivalent_journal(world: World, reference: World) -> str | None:
 
 
 def _history(events: list[Event]) -> list[tuple[Any, ...]]:
-    """The normalized events that make a run's history: without recoveries, and without
-    what a cancelled step did besides being cancelled (a race's loser may or may not
-    have finished before it was stopped)."""
+    """The normalized events that make a run's history: without recoveries and heartbeats
+    (a crash makes an attempt run, and heartbeat, again), and without what a cancelled
+    step did besides being cancelled (a race's loser may or may not have finished before
+    it was stopped)."""
     cancelled = {e.seq for e in events if isinstance(e, StepCancelled)}
 
     def kept(event: Event) -> bool:
-        if isinstance(event, RunResumed):
+        if isinstance(event, RunResumed | AttemptHeartbeat):
             return False
         if getattr(event, "seq", None) in cancelled:
             return isinstance(event, ActivityScheduled | TimerStarted | StepCancelled)

@@ -16,7 +16,7 @@ import attrs
 
 from ._disk import DISK_FAULTS, OPT_IN_FAULTS
 
-ACTIVITY_FAULTS = ("raise", "hang", "slow")
+ACTIVITY_FAULTS = ("raise", "hang", "slow", "silent")
 
 
 def _disk_fault(_: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -73,8 +73,12 @@ class ActivityFault:
         activity: the activity's journal name.
         attempt: which attempt of each step misbehaves (1 is the first).
         kind: ``"raise"`` (the attempt raises ``sim.InjectedFault``), ``"hang"`` (it never
-            returns: only its timeout ends it), ``"slow"`` (it returns after ``seconds``).
-        seconds: the delay of a ``"slow"`` attempt, in virtual seconds.
+            returns: only its ``timeout`` or ``heartbeat_timeout`` ends it), ``"slow"``
+            (it returns after ``seconds``), ``"silent"`` (it runs as written, but its
+            heartbeats stop reaching durable ``seconds`` after it started, as if it
+            were stuck: its ``heartbeat_timeout`` ends it if it runs that long).
+        seconds: the delay of a ``"slow"`` attempt, or how long a ``"silent"`` one's
+            heartbeats still arrive, in virtual seconds.
         seq: only this step of the run (None: every step of that activity).
     """
 

@@ -153,17 +153,24 @@ def _call_stub(stub: Callable[..., Any], command: durable.ActivityCall) -> Any:
 
 @contextlib.contextmanager
 def in_activity(
-    run_id: str = "test-run", seq: int = 0, attempt: int = 1, activity: str = "test", max_attempts: int = 1
+    run_id: str = "test-run",
+    seq: int = 0,
+    attempt: int = 1,
+    activity: str = "test",
+    max_attempts: int = 1,
+    heartbeat_details: Any = None,
 ) -> Iterator[durable.ActivityInfo]:
     """Call an activity's ``.fn`` as durable would: ``durable.activity_info()`` answers
-    inside the block (its ``idempotency_key`` is ``"<run_id>/<seq>"``).
+    inside the block (its ``idempotency_key`` is ``"<run_id>/<seq>"``, its
+    ``heartbeat_details`` what you pass), and ``durable.heartbeat()`` checks its
+    details and keeps nothing.
 
     ::
 
         with sim.in_activity(run_id="order-1", seq=0, attempt=2):
             assert charge_payment.fn(4200, "tok_visa") == "pay-1"
     """
-    info = durable.ActivityInfo(run_id, seq, attempt, activity, max_attempts)
+    info = durable.ActivityInfo(run_id, seq, attempt, activity, max_attempts, heartbeat_details)
     token = current_activity.set(info)
     try:
         yield info

@@ -122,6 +122,9 @@ class SimHooks(Hooks):
         self.world = world
         self.lifetime = lifetime
         self.crasher = crasher
+        #: When the heartbeats of an attempt with a "silent" fault stop arriving (virtual
+        #: time), by run, step and attempt.
+        self._silent_from: dict[tuple[str, int, int], float] = {}
 
     async def run_attempt(self, info: durable.ActivityInfo, call: Callable[[], Awaitable[Any]]) -> Any:
         execution = Execution(
@@ -130,6 +133,8 @@ class SimHooks(Hooks):
         self.world.executions.append(execution)
         self.crasher.changed()
         fault = _matching_fault(self.world.recipe.faults, info)
+        if fault is not None and fault.kind == "silent":
+            self._silent_from[_attempt_key(info)] = trio.current_time() + fault.seconds
         order_seed = self.world.recipe.order_seed
         try:
             if order_seed is not None:  # a tie-breaker: another order among ready activities
@@ -143,8 +148,15 @@ class SimHooks(Hooks):
         except Exception as exc:
             execution.outcome = f"raised {type(exc).__name__}: {exc}"
             raise
+        finally:
+            self._silent_from.pop(_attempt_key(info), None)
         execution.outcome = f"returned {_short(value)}"
         return value
+
+    def heartbeat(self, info: durable.ActivityInfo) -> bool:
+        # Activities run on the simulator's thread (inline, or nested on its asyncio loop).
+        silent_from = self._silent_from.get(_attempt_key(info))
+        return silent_from is None or trio.current_time() < silent_from
 
     async def point(self, name: str, run_id: str, seq: int | None) -> None:
         self.crasher.hit(name, f"step {seq}" if seq is not None else f"run {run_id!r}")
@@ -170,6 +182,10 @@ async def _ready(value: Any) -> Any:
     return value
 
 
+def _attempt_key(info: durable.ActivityInfo) -> tuple[str, int, int]:
+    return (info.run_id, info.seq, info.attempt)
+
+
 def _matching_fault(faults: tuple[ActivityFault, ...], info: durable.ActivityInfo) -> ActivityFault | None:
     for fault in faults:
         if fault.matches(info.activity, info.seq, info.attempt):
@@ -182,7 +198,8 @@ async def _misbehave(fault: ActivityFault, info: durable.ActivityInfo) -> None:
         raise InjectedFault(f"injected fault: {info.activity} attempt {info.attempt} raises")
     if fault.kind == "hang":
         await trio.sleep_forever()
-    await trio.sleep(fault.seconds)
+    if fault.kind == "slow":
+        await trio.sleep(fault.seconds)
 
 
 class World:

@@ -325,6 +325,7 @@ PUBLIC_API = [
     "activity_info",
     "continue_as_new",
     "gather",
+    "heartbeat",
     "now",
     "patched",
     "race",

@@ -12,14 +12,14 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import attrs
 
 from . import named
 from .payloads import Encoded
 from .policy import DEFAULT_POLICY, RetryPolicy
-from .values import encode_call, encode_plain_call, loads_shown
+from .values import encode_call, encode_plain_call, encode_value, loads_shown
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -199,6 +199,11 @@ class ActivityInfo:
         max_attempts: the most attempts its retry policy allows (``retries + 1``).
         idempotency_key: ``"<run_id>/<seq>"``, the same on every attempt and every
             recovery: pass it to external services so they apply the effect once.
+        heartbeat_details: the details of the latest :func:`heartbeat` of an earlier
+            execution of this step (a failed or timed-out attempt, or the attempt a
+            crash interrupted), so that this one can go on from there; None when there
+            was none. A retry in the same process sees the very latest; after a crash,
+            the latest the journal holds (see "Long activities: heartbeats").
     """
 
     run_id: str
@@ -206,6 +211,7 @@ class ActivityInfo:
     attempt: int
     activity: str
     max_attempts: int = 1
+    heartbeat_details: Any = None
 
     @property
     def idempotency_key(self) -> str:
@@ -228,6 +234,50 @@ def activity_info() -> ActivityInfo:
             "durable.activity_info() was called outside an activity; it only works while "
             "durable runs an @durable.activity function"
         ) from None
+
+
+class HeartbeatSink(Protocol):
+    """Where the heartbeats of the activity attempts of a run go (the executor's)."""
+
+    def beat(self, info: ActivityInfo, details: bytes) -> None:
+        """Attempt ``info`` reported progress: ``details`` (CBOR), from whatever thread it runs in."""
+
+
+#: The sink of the run whose activities run in this context (set by the executor for
+#: the time it executes a run; absent in ``sim.in_activity``, where heartbeats go nowhere).
+heartbeat_sink: contextvars.ContextVar[HeartbeatSink] = contextvars.ContextVar("durable_heartbeats")
+
+
+def heartbeat(details: Any = None) -> None:
+    """Report that the activity attempt running now is alive, and how far it got.
+
+    Call it from a long activity (sync or async) as it makes progress, with
+    ``details`` saying where it is (a value the journal can hold, as for results:
+    a cursor, a count, a dataclass). The next attempt of the step, after a failure,
+    a timeout or a crash, reads the latest details as
+    ``durable.activity_info().heartbeat_details`` and can go on from there. An
+    attempt whose policy has a ``heartbeat_timeout`` fails (and is retried) when
+    it goes that long without calling it.
+
+    It is cheap: the details are kept in memory and journaled at most once every
+    10 seconds per attempt (the first at once), and once more when the attempt
+    fails; "Long activities: heartbeats" says what a crash loses.
+
+    Raises:
+        RuntimeError: called outside an activity.
+        SerializationError: ``details`` cannot be stored in the journal.
+    """
+    try:
+        info = current_activity.get()
+    except LookupError:
+        raise RuntimeError(
+            "durable.heartbeat() was called outside an activity; it only works while durable "
+            "runs an @durable.activity function (in a test, wrap the call in sim.in_activity())"
+        ) from None
+    encoded = encode_value(details, what="the heartbeat details of activity", name=info.activity)
+    sink = heartbeat_sink.get(None)
+    if sink is not None:
+        sink.beat(info, encoded)
 
 
 # --- workflows -------------------------------------------------------------

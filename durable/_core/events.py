@@ -193,8 +193,11 @@ class RunResumed:
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class AttemptHeartbeat:
     """Attempt ``attempt`` of activity step ``seq`` reported progress: ``details`` (CBOR)
-    are the latest it passed to ``durable.heartbeat``. Journaled at a bounded rate, not
-    at every call; replay ignores it, the next attempt reads the latest details."""
+    are the latest it passed to ``durable.heartbeat``, ``t`` when it passed them. Journaled
+    at a bounded rate, not at every call: an attempt's first heartbeat at once, then at
+    most one every 10 seconds, and its latest details once more when it fails or times
+    out (``durable._attempts``). Replay ignores it; the step's next attempt reads the
+    latest details as ``activity_info().heartbeat_details``."""
 
     seq: int
     attempt: int

@@ -32,6 +32,10 @@ def _total_timeout(value: object) -> float | None:
     return None if value is None else parse_duration(value, what="total_timeout")
 
 
+def _heartbeat_timeout(value: object) -> float | None:
+    return None if value is None else parse_duration(value, what="heartbeat_timeout")
+
+
 #: More retries than anyone waits for: a larger number is a mistake, not a policy.
 MAX_RETRIES = 1_000_000_000
 
@@ -78,6 +82,10 @@ class RetryPolicy:
         max_backoff: cap on one wait, in seconds (None: no cap).
         non_retryable: exception types that fail the activity at once.
         total_timeout: budget for all attempts and waits together, in seconds (None: none).
+        heartbeat_timeout: longest time an attempt may go without calling
+            ``durable.heartbeat()``, in seconds, counted from its start for the first
+            heartbeat (None: no limit). An attempt past it fails with
+            :class:`~durable.AttemptTimeout` and is retried like any failed attempt.
 
     Durations accept ``"500ms"``, ``"30s"``, ``"2m"``, ``"1h"``, numbers of
     seconds and ``datetime.timedelta``.
@@ -90,12 +98,12 @@ class RetryPolicy:
     max_backoff: float | None = attrs.field(default=60.0, converter=_max_backoff)
     non_retryable: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_exception_types)
     total_timeout: float | None = attrs.field(default=None, converter=_total_timeout)
+    heartbeat_timeout: float | None = attrs.field(default=None, converter=_heartbeat_timeout)
 
     def __attrs_post_init__(self) -> None:
-        if self.timeout == 0:
-            raise ValueError("timeout must be longer than zero (use None for no limit)")
-        if self.total_timeout == 0:
-            raise ValueError("total_timeout must be longer than zero (use None for no limit)")
+        for name in ("timeout", "total_timeout", "heartbeat_timeout"):
+            if getattr(self, name) == 0:
+                raise ValueError(f"{name} must be longer than zero (use None for no limit)")
 
     def with_options(self, options: Mapping[str, Any]) -> RetryPolicy:
         """This policy with some fields replaced (validated like the constructor)."""

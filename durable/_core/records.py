@@ -14,7 +14,7 @@ Everything here is pure: times and the process id come in as arguments.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import events as ev
@@ -105,6 +105,26 @@ def value_recorded(step: Step, name: str, produce: Callable[[], Any], t: float) 
     except (Exception, SystemExit) as exc:  # sys.exit() fails the step, not the process
         value, error = _NONE, error_info(exc)
     return ev.SideEffectRecorded(step.seq, name, value, error, t)
+
+
+def journaled_heartbeats(core: Replay, events: Sequence[ev.Event]) -> dict[int, bytes]:
+    """The details of the latest ``AttemptHeartbeat`` of each activity step in flight in
+    ``core``, which replayed ``events``: what the step's next attempt reads. A step that
+    runs again after a ``RunRetried`` starts afresh: the details of the attempts it
+    superseded are not its."""
+    pending = core.pending
+    if not any(
+        type(step.command) is ActivityCall and step.scheduled_at is not None for step in pending.values()
+    ):
+        return {}  # nothing in flight (a fresh run): no need to read the journal
+    found: dict[int, bytes] = {}
+    for event in events:
+        if isinstance(event, ev.AttemptHeartbeat):
+            if event.seq in pending:
+                found[event.seq] = event.details
+        elif isinstance(event, ev.RunRetried):
+            found.clear()
+    return found
 
 
 def attempt_failed(
