@@ -105,7 +105,8 @@ class RunHandle:
         self._store: Store | None = None
         #: How this runtime came to run it, for a worker's log: ``"started"`` (nothing
         #: had executed it), ``"resumed"`` (a run let go while it waited, or one whose
-        #: process crashed) or ``"taken over"`` (from ``_previous``, a holder that died).
+        #: process crashed), ``"retried"`` (``durable retry`` left it to be taken) or
+        #: ``"taken over"`` (from ``_previous``, a holder that died).
         self._taken = "started"
         self._previous: Holder | None = None
 
@@ -364,7 +365,7 @@ class Runtime:
         # A run that a Client created, and that nothing has executed yet, starts
         # here for the first time: not a recovery (no RunResumed on its timeline).
         recovery = resumed and any(not isinstance(e, ev.Message) for e in events[1:])
-        handle._taken = "resumed" if recovery else "started"
+        handle._taken = _how_taken(events) if recovery else "started"
         execution = self._execution(core, writer, clock, resumed=recovery)
         self._executions[handle.run_id] = execution
         nursery.start_soon(self._drive, handle, execution, resumed)
@@ -606,6 +607,13 @@ class Runtime:
         if opened.previous is not None and handle._taken == "resumed":
             handle._taken = "taken over"
         return handle
+
+
+def _how_taken(events: list[ev.Event]) -> str:
+    """``"retried"`` for a run a retry left to be taken (its last record, messages aside,
+    is ``RunRetried``), else ``"resumed"``."""
+    last = next((e for e in reversed(events) if not isinstance(e, ev.Message)), None)
+    return "retried" if isinstance(last, ev.RunRetried) else "resumed"
 
 
 async def _continue(runtime: Runtime, previous: RunExecution, outcome: Continued) -> RunExecution:

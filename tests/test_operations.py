@@ -320,9 +320,15 @@ def test_retry_runs_a_failed_run_again_from_its_failed_step(workspace: Path) -> 
     assert ls(store)["o1"]["status"] == "queued"
     twice = runner.invoke(cli, ["retry", "o1", "--store", store])
     assert twice.exit_code == 2 and "has not failed" in twice.stderr, twice.stderr
+    worker = spawn(workspace, "worker", "ops_flows.py", "--store", store, "--poll", "50ms")
+    try:
+        wait_for("o1 completed", lambda: status(store, "o1") == "completed")
+    finally:
+        log = stop(worker)
+    assert "worker: retried 'o1' (ops.order)" in log, log
     finished = spawn(workspace, "run", "ops_flows.py:order", "o1", "--id", "o1", "--store", store)
     out, err = finished.communicate(timeout=60)
-    assert finished.returncode == 0 and out.strip() == "paid o1", (out, err)
+    assert finished.returncode == 0 and out.strip() == "paid o1", (out, err)  # its recorded result
     assert (workspace / "gates" / "count.log").read_text() == "o1\n"  # step 0 never ran again
     shown = runner.invoke(cli, ["show", "o1", "--store", store]).stdout
     assert "run o1 · ops.order · completed" in shown
