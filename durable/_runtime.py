@@ -302,7 +302,7 @@ class Runtime:
         try:
             opened = await self.store.open(run_id)
         except RunLockedError as locked:
-            return await self._attach_finished(run_id, workflow, encoded, locked)
+            return await _attach_finished(self.store, run_id, workflow, encoded, locked)
         if opened is not None:
             return await self._attach(run_id, opened, workflow, encoded)
         started = ev.RunStarted(run_id, workflow.name, encoded, clock())
@@ -328,20 +328,6 @@ class Runtime:
             return _finished(started, last)
         await self.hooks.point("recovering", run_id, None)
         return self._launch(workflow, opened.events, opened.writer, resumed=True)
-
-    async def _attach_finished(
-        self, run_id: str, workflow: Workflow[..., Any], encoded: bytes, locked: RunLockedError
-    ) -> RunHandle:
-        """Another process holds the run open: attach only if it has finished meanwhile."""
-        events = await self.store.read(run_id)
-        last = events[-1] if events else None
-        if not isinstance(last, ev.TERMINAL):
-            raise locked
-        started = events[0] if events else None
-        if not isinstance(started, ev.RunStarted):
-            raise DurableInternalError(f"run {run_id!r}: a finished journal does not start with RunStarted")
-        _check_same(run_id, started.workflow, _first_args(started, encoded), workflow.name, encoded)
-        return _finished(started, last)
 
     def _launch(
         self, workflow: Workflow[..., Any], events: list[ev.Event], writer: JournalWriter, *, resumed: bool
@@ -564,7 +550,7 @@ class Runtime:
                 handle._abort(opened)  # a damaged journal: durable cannot continue it
                 handles.append(handle)
                 continue
-            handle_or_none = await self._recovered(run_id, opened)
+            handle_or_none = await _recovered(self, run_id, opened)
             if handle_or_none is not None:
                 handles.append(handle_or_none)
         return handles
@@ -586,27 +572,43 @@ class Runtime:
         ids = [run_id for run_id in ids if run_id not in self._executions]
         return await self._open_and_launch(ids, limit)
 
-    async def _recovered(self, run_id: str, opened: Opened) -> RunHandle | None:
-        """Launch a run that recovery opened (None if it had finished meanwhile)."""
-        started = opened.events[0]
-        if not isinstance(started, ev.RunStarted):
-            raise DurableInternalError(f"run {run_id!r}: a recovered journal does not start with RunStarted")
-        if isinstance(opened.events[-1], ev.TERMINAL):
-            opened.writer.close()
-            await ended(self.store, run_id)  # listed as due by an entry its end left behind
-            return None
-        workflow = lookup_workflow(started.workflow)
-        if workflow is None:
-            opened.writer.close()
-            handle = RunHandle(run_id, started.workflow, started.args)
-            handle._abort(UnknownWorkflowError(started.workflow, run_id))
-            return handle
-        await self.hooks.point("recovering", run_id, None)
-        handle = self._launch(workflow, opened.events, opened.writer, resumed=True)
-        handle._previous = opened.previous
-        if opened.previous is not None and handle._taken == "resumed":
-            handle._taken = "taken over"
+
+async def _recovered(runtime: Runtime, run_id: str, opened: Opened) -> RunHandle | None:
+    """Launch a run that recovery opened in ``runtime`` (None if it had finished meanwhile)."""
+    started = opened.events[0]
+    if not isinstance(started, ev.RunStarted):
+        raise DurableInternalError(f"run {run_id!r}: a recovered journal does not start with RunStarted")
+    if isinstance(opened.events[-1], ev.TERMINAL):
+        opened.writer.close()
+        await ended(runtime.store, run_id)  # listed as due by an entry its end left behind
+        return None
+    workflow = lookup_workflow(started.workflow)
+    if workflow is None:
+        opened.writer.close()
+        handle = RunHandle(run_id, started.workflow, started.args)
+        handle._abort(UnknownWorkflowError(started.workflow, run_id))
         return handle
+    await runtime.hooks.point("recovering", run_id, None)
+    handle = runtime._launch(workflow, opened.events, opened.writer, resumed=True)
+    handle._previous = opened.previous
+    if opened.previous is not None and handle._taken == "resumed":
+        handle._taken = "taken over"
+    return handle
+
+
+async def _attach_finished(
+    store: Store, run_id: str, workflow: Workflow[..., Any], encoded: bytes, locked: RunLockedError
+) -> RunHandle:
+    """Another process holds the run open: attach only if it has finished meanwhile."""
+    events = await store.read(run_id)
+    last = events[-1] if events else None
+    if not isinstance(last, ev.TERMINAL):
+        raise locked
+    started = events[0] if events else None
+    if not isinstance(started, ev.RunStarted):
+        raise DurableInternalError(f"run {run_id!r}: a finished journal does not start with RunStarted")
+    _check_same(run_id, started.workflow, _first_args(started, encoded), workflow.name, encoded)
+    return _finished(started, last)
 
 
 def _how_taken(events: list[ev.Event]) -> str:

@@ -144,4 +144,6 @@ class StoreWatch:
             if handle is not None and not handle._done.is_set():
                 handle._finish(outcome_of(last))
             return
-        await runtime._recovered(run_id, opened)
+        from ._runtime import _recovered  # noqa: PLC0415 - _runtime imports this module
+
+        await _recovered(runtime, run_id, opened)
