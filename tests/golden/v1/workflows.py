@@ -56,9 +56,14 @@ mailer = FakeService("mailer")
 refunds = FakeService("refunds")
 
 
+#: Whether the label printer of ``golden.v1.ship`` is broken (fixed before its retry).
+PRINTER = {"broken": True}
+
+
 def reset() -> None:
-    """Forget every call and effect (the services start empty)."""
+    """Forget every call and effect (the services start empty; the printer broken)."""
     CALLS.clear()
+    PRINTER["broken"] = True
     for service in (payments, mailer, refunds):
         service.effects.clear()
 
@@ -313,6 +318,33 @@ class Case:
     signals: tuple[tuple[str, Any], ...] = ()
     cancel: str | None = None
     codec: Any = None
+    #: For a failed run retried (``durable retry``): fix what failed, then retry with
+    #: this reason and run it to its end (see make_golden.run_case).
+    retry: str | None = None
+
+
+# --- a failed run retried (RunRetried: the failure superseded, the step run again) ----
+
+
+@durable.activity(name="golden.v1.pack")
+def pack(order: str) -> str:
+    _called("golden.v1.pack")
+    return f"box-{order}"
+
+
+@durable.activity(name="golden.v1.print_label", retries=1, initial_backoff="1ms")
+def print_label(box: str) -> str:
+    info = _called("golden.v1.print_label")
+    if PRINTER["broken"]:
+        raise OSError("label printer jammed")
+    return f"label-{box}-attempt-{info.attempt}"
+
+
+@durable.workflow(name="golden.v1.ship")
+def ship(order: str):  # type: ignore[no-untyped-def]
+    box = yield pack(order)
+    label = yield print_label(box)
+    return [box, label]
 
 
 # --- typed values (journal contract v1, section 8.1: tag 27) ---------------------------
@@ -394,5 +426,6 @@ CASES: dict[str, Case] = {
             (SUBSCRIBER, datetime.date(2026, 12, 5)),
             codec=ENCRYPTED,
         ),
+        Case("ship-retried", ship, ("o-1",), retry="printer fixed"),
     ]
 }
