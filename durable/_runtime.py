@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import uuid
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -352,21 +353,29 @@ class Runtime:
         # here for the first time: not a recovery (no RunResumed on its timeline).
         recovery = resumed and any(not isinstance(e, ev.Message) for e in events[1:])
         handle._taken = _how_taken(events) if recovery else "started"
-        execution = self._execution(core, writer, clock, resumed=recovery)
+        execution = self._execution(core, writer, clock, resumed=recovery, journal=events)
         self._executions[handle.run_id] = execution
         nursery.start_soon(self._drive, handle, execution, resumed)
         return handle
 
     def _execution(
-        self, core: Replay, writer: JournalWriter, clock: WallClock, *, resumed: bool
+        self,
+        core: Replay,
+        writer: JournalWriter,
+        clock: WallClock,
+        *,
+        resumed: bool,
+        journal: Sequence[ev.Event] = (),
     ) -> RunExecution:
-        """An execution of a run (an incarnation of it) by this runtime."""
+        """An execution of a run (an incarnation of it) by this runtime; ``journal``: what
+        ``core`` replayed (the heartbeats of earlier attempts, for the next ones)."""
         return RunExecution(
             core,
             writer,
             clock,
             self.hooks,
             resumed=resumed,
+            journal=journal,
             children=self._children,
             release=self._watch.may_release,
             activity_host=self._host,
@@ -431,7 +440,7 @@ class Runtime:
         if not isinstance(name, str) or not name:
             raise TypeError(f"a signal name must be a non-empty str (got {name!r})")
         encoded = encode_value(payload, what=f"the payload of signal {name!r}")
-        await self._deliver(run_id, ev.SignalReceived(name, encoded, clock()))
+        await _deliver(self, run_id, ev.SignalReceived(name, encoded, clock()))
 
     @on_trio
     async def cancel(self, run_id: str, reason: str = "") -> None:
@@ -451,7 +460,7 @@ class Runtime:
         _, clock = self._running()
         if not isinstance(reason, str):
             raise TypeError(f"a cancel reason must be a str (got {reason!r})")
-        await self._deliver(run_id, ev.CancelRequested(reason, clock()))
+        await _deliver(self, run_id, ev.CancelRequested(reason, clock()))
 
     @on_trio
     async def retry(self, run_id: str, reason: str = "") -> RunHandle:
@@ -485,15 +494,6 @@ class Runtime:
         workflow, opened = await retry_here(self.store, run_id, reason, clock)
         await self.hooks.point("recovering", run_id, None)
         return self._launch(workflow, opened.events, opened.writer, resumed=True)
-
-    async def _deliver(self, run_id: str, message: ev.Message) -> None:
-        """Journal a message from outside into a run: through its execution if it runs
-        here, else through the store's inbox (see :mod:`durable._inbox`)."""
-        while (execution := self._executions.get(run_id)) is not None:
-            if await execution.deliver(message):
-                return
-            await execution.replaced.wait()  # it continued as new: the next incarnation takes it
-        await send(self.store, run_id, message)
 
     async def _take_messages(self, run_id: str) -> None:
         execution = self._executions.get(run_id)
@@ -609,6 +609,16 @@ async def _attach_finished(
         raise DurableInternalError(f"run {run_id!r}: a finished journal does not start with RunStarted")
     _check_same(run_id, started.workflow, _first_args(started, encoded), workflow.name, encoded)
     return _finished(started, last)
+
+
+async def _deliver(runtime: Runtime, run_id: str, message: ev.Message) -> None:
+    """Journal a message from outside into a run: through its execution if it runs in
+    ``runtime``, else through the store's inbox (see :mod:`durable._inbox`)."""
+    while (execution := runtime._executions.get(run_id)) is not None:
+        if await execution.deliver(message):
+            return
+        await execution.replaced.wait()  # it continued as new: the next incarnation takes it
+    await send(runtime.store, run_id, message)
 
 
 def _how_taken(events: list[ev.Event]) -> str:

@@ -497,10 +497,6 @@ def life(tmp_path: Path, kind: str, interval: float, loop: str) -> subprocess.Co
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the runtime to hand the replayed journal to RunExecution (journal=events)",
-)
 @pytest.mark.parametrize("kind", ["sync", "async"])
 @pytest.mark.parametrize(("interval", "read"), [(1e9, 1), (0.0, 3)])
 def test_after_a_sigkill_the_next_attempt_reads_the_journaled_details(
