@@ -94,6 +94,9 @@ from ._core.errors import (
     RunLockedError as RunLockedError,
 )
 from ._core.errors import (
+    RunNotRetryableError as RunNotRetryableError,
+)
+from ._core.errors import (
     SerializationError as SerializationError,
 )
 from ._core.errors import (
@@ -217,6 +220,7 @@ __all__ = [
     "RunConflictError",
     "RunHandle",
     "RunLockedError",
+    "RunNotRetryableError",
     "Runtime",
     "SerializationError",
     "SignalTimeout",

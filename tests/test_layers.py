@@ -312,6 +312,7 @@ PUBLIC_API = [
     "RunConflictError",
     "RunHandle",
     "RunLockedError",
+    "RunNotRetryableError",
     "Runtime",
     "SerializationError",
     "SignalTimeout",
