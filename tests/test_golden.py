@@ -92,19 +92,11 @@ def test_every_case_has_a_golden_file_and_every_file_a_case() -> None:
 #: out (the fresh journal replaces it), so no finished golden run holds one; its
 #: bytes are pinned by test_codec and its recovery by test_continue.
 _NOT_IN_FINISHED_JOURNALS = {"RunContinuedAsNew"}
-#: Event types added in this session whose golden journals are being written (heartbeats,
-#: retry: issue 16); each entry is removed with the commit that adds its journal.
-_GOLDEN_BEING_WRITTEN = {"AttemptHeartbeat"}
 
 
 def test_the_golden_set_covers_every_v1_event_type() -> None:
     seen = {name for entry in EXPECTED.values() for name in entry["events"]}
-    assert (
-        seen
-        == {cls.__name__ for cls in durable.lowlevel.EVENT_TYPES}
-        - _NOT_IN_FINISHED_JOURNALS
-        - _GOLDEN_BEING_WRITTEN
-    )
+    assert seen == {cls.__name__ for cls in durable.lowlevel.EVENT_TYPES} - _NOT_IN_FINISHED_JOURNALS
 
 
 @pytest.mark.parametrize("run_id", RUN_IDS)

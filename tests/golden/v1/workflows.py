@@ -347,6 +347,25 @@ def ship(order: str):  # type: ignore[no-untyped-def]
     return [box, label]
 
 
+# --- heartbeats (AttemptHeartbeat: the details the next attempt reads) ---------------
+
+
+@durable.activity(name="golden.v1.upload", retries=1, initial_backoff="1ms")
+def upload(parts: int) -> str:
+    info = _called("golden.v1.upload")
+    start = (info.heartbeat_details or {"done": 0})["done"]
+    for done in range(start + 1, parts + 1):
+        durable.heartbeat({"done": done})
+        if info.attempt == 1 and done == 2:
+            raise ConnectionError("upload connection reset")
+    return f"uploaded {parts} parts, resumed from part {start}"
+
+
+@durable.workflow(name="golden.v1.transfer")
+def transfer(parts: int):  # type: ignore[no-untyped-def]
+    return (yield upload(parts))
+
+
 # --- typed values (journal contract v1, section 8.1: tag 27) ---------------------------
 
 
@@ -427,5 +446,6 @@ CASES: dict[str, Case] = {
             codec=ENCRYPTED,
         ),
         Case("ship-retried", ship, ("o-1",), retry="printer fixed"),
+        Case("transfer-heartbeats", transfer, (3,)),
     ]
 }
