@@ -695,7 +695,84 @@ def collect_postgres(sizes: Sizes, repeats: int, scratch: str, dsn: str) -> list
             )
         ),
     )
+    rows.append(show(transactions_per_step(dsn, n, scratch)))
     return rows
+
+
+# --- 3b. transactions per step ------------------------------------------------------------
+
+_STATS = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s"
+
+
+def _transactions(admin: str, database: str) -> int:
+    import psycopg  # noqa: PLC0415
+
+    time.sleep(1.0)  # a backend reports its counts as it exits; give the last ones time to end
+    with psycopg.connect(admin) as conn:
+        row = conn.execute(_STATS, [database]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@contextlib.contextmanager
+def pg_database(dsn: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """``(name, URL)`` of a database of its own on the server, dropped afterwards."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    from psycopg import sql  # noqa: PLC0415
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _pg(dsn, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield name, urlsplit(dsn)._replace(path=f"/{name}").geturl()
+    finally:
+        _pg(dsn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def transactions_per_step(dsn: str, n: int, scratch: str) -> Row:
+    """Transactions per step of one workflow of ``n`` steps, from ``pg_stat_database``.
+
+    Each system gets a database of its own, so the counts are its sessions' alone
+    (read-only ones included, and DBOS's background polls while it runs). durable:
+    one ``durable.run`` (its store made and closed around it). DBOS: a process that
+    launches, runs the workflow and stops, less one that only launches and stops.
+    """
+    h.header(
+        f"3b. PostgreSQL transactions per step: one workflow of {n:,} steps, each system in a database "
+        "of its own"
+    )
+    with pg_database(dsn, "durable_compare_tx") as (database, url):
+
+        def run(steps: int) -> None:
+            store = durable.PostgresStore(url)
+            try:
+                durable.run(h.steps, steps, store=store)
+            finally:
+                trio.run(store.aclose)
+
+        run(3)  # the tables
+        before = _transactions(dsn, database)
+        run(n)
+        mine = (_transactions(dsn, database) - before) / n
+    with pg_database(dsn, "dbos_compare_tx") as (database, url):
+        log = os.path.join(scratch, "dbos-tx.log")
+        Peer([DBOS_PEER, "serve", url], log).close()  # the tables
+        start = _transactions(dsn, database)
+        Peer([DBOS_PEER, "serve", url], log).close()
+        launched = _transactions(dsn, database)
+        peer = Peer([DBOS_PEER, "serve", url], log)
+        try:
+            peer.ask(f"steps {n}")
+        finally:
+            peer.close()
+        theirs = (_transactions(dsn, database) - launched - (launched - start)) / n
+    return Row(
+        f"PostgreSQL: transactions per step ({n:,} steps, pg_stat_database)",
+        h.Figure("durable transactions per step", mine, "tx/step"),
+        h.Figure("DBOS transactions per step", theirs, "tx/step"),
+        "DBOS",
+        theirs / mine,
+    )
 
 
 # --- 4. workers --------------------------------------------------------------------------
