@@ -345,13 +345,25 @@ def signal(run_id: str, name: str, payload: str | None, store: StoreArg) -> None
     value = None if payload is None else parse_arg(payload)
     target = _open_store(store)
 
-    async def send() -> None:
+    async def send() -> list[str]:
         await _refuse_clear_payload(target, run_id, what="a signal's payload")
+        events = await target.read(run_id)
         async with Runtime(target) as runtime:
             await runtime.signal(run_id, name, value)
+        return tl.awaited_signals(tl.build(run_id, events or []))
 
-    trio.run(send)
+    awaited = trio.run(send)
     click.echo(tl.printable(f"signal {name!r} sent to run {run_id!r}"))
+    if awaited and name not in awaited:  # delivered (signals may come early), but likely a typo
+        waits = " or ".join(repr(n) for n in awaited)
+        _console(stderr=True).print(
+            tl.printable(
+                f"warning: run {run_id!r} waits for the signal {waits}, not {name!r}; {name!r} is "
+                "kept in its journal for a later wait_signal of that name"
+            ),
+            style="yellow",
+            markup=False,
+        )
 
 
 # --- cancel ------------------------------------------------------------------------------

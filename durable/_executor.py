@@ -445,6 +445,8 @@ class RunExecution:
         command = step.command
         if not isinstance(command, WaitSignal):
             raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} waits for no signal")
+        if not step.awaited:  # what it waits for, for the tools (durable ls, show, signal)
+            self._append(rec.signal_awaited(step, command.name, self.clock()))
         if action.journal_start:  # its timeout's deadline
             self._append(rec.started(self.core, step, self.clock()))
             if action.durable_start and self._syncs:
@@ -452,11 +454,8 @@ class RunExecution:
         if self._may_release():
             return  # the loop lets the run go
         while step.seq in self.core.pending:
-            arrived = self._signalled
-            if step.fire_at is None:
-                await arrived.wait()
-                continue
-            with trio.move_on_after(max(0.0, step.fire_at - self.clock())):
+            arrived, deadline = self._signalled, math.inf if step.fire_at is None else step.fire_at
+            with trio.move_on_after(max(0.0, deadline - self.clock())):
                 await arrived.wait()
                 continue
             if step.seq in self.core.pending:  # the timeout passed first

@@ -144,6 +144,8 @@ class Step:
     notes: list[Note] = attrs.Factory(list)
     #: When retries of the run made this step run again (its failure superseded).
     retried: list[float] = attrs.Factory(list)
+    #: The signal a ``wait_signal`` step waits for (kind ``"signal"``).
+    signal: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -160,7 +162,7 @@ class Step:
     def name_text(self) -> str:
         """What the step is, for a sentence: ``timer sleep(1h)``, ``signal 'approved'``."""
         if self.kind == "signal":
-            return f"signal {self.name!r}{self.args}"
+            return f"signal {self.signal!r}"
         return f"{self.kind} {self.call}"
 
     @property
@@ -170,6 +172,8 @@ class Step:
             return f"{self.status}: {self.error}"
         if self.result is not None:
             return self.result
+        if self.status == "running" and self.kind == "signal":
+            return "waiting"
         return {"running": "in flight", "recorded": ""}.get(self.status, self.status)
 
 
@@ -383,11 +387,31 @@ class _Builder:
 
     def timer_started(self, event: ev.TimerStarted) -> None:
         step = self._step(event.seq, "timer", event.t)
+        if step.kind == "signal":  # the timeout of a wait_signal (SignalAwaited came first)
+            step.args = f"({step.signal!r}, timeout={format_duration(event.seconds)})"
+            step.until = event.fire_at
+            return
         step.kind, step.name, step.args = "timer", "sleep", f"({format_duration(event.seconds)})"
         step.scheduled, step.until = event.t, event.fire_at
 
+    def signal_awaited(self, event: ev.SignalAwaited) -> None:
+        step = self._step(event.seq, "signal", event.t)
+        step.kind, step.name, step.signal = "signal", "wait_signal", event.name
+        step.args, step.scheduled = f"({event.name!r})", event.t
+
+    def signal_received(self, event: ev.SignalReceived) -> None:
+        """A row of its own; and the oldest wait for its name, if one waits, takes it."""
+        self.timeline.notes.append(describe(event))
+        waiting = (s for s in self.timeline.steps if s.kind == "signal" and s.status == "running")
+        step = next((s for s in sorted(waiting, key=lambda s: s.seq) if s.signal == event.name), None)
+        if step is not None:
+            step.status, step.ended, step.result = "completed", event.t, _value_text(event.payload)
+
     def timer_fired(self, event: ev.TimerFired) -> None:
         step = self._step(event.seq, "timer", event.t)
+        if step.kind == "signal":
+            step.ended, step.status, step.result = event.t, "timed out", "SignalTimeout raised at the yield"
+            return
         step.ended, step.status, step.result = event.t, "completed", "fired"
 
     def side_effect(self, event: ev.SideEffectRecorded) -> None:
@@ -528,6 +552,8 @@ _HANDLERS: dict[type[Any], Callable[[_Builder, Any], None]] = {
     ev.CancelRequested: _Builder.cancel_requested,
     ev.RunCancelled: _Builder.run_cancelled,
     ev.RunRetried: _Builder.run_retried,
+    ev.SignalAwaited: _Builder.signal_awaited,
+    ev.SignalReceived: _Builder.signal_received,
     ev.RunCompleted: _Builder.run_completed,
     ev.RunFailed: _Builder.run_failed,
 }
@@ -827,6 +853,11 @@ def _error_json(error: ErrorInfo | None) -> dict[str, str] | None:
 
 def _note_json(note: Note) -> dict[str, Any]:
     return {"type": note.type, "t": iso_time(note.t), "fields": dict(note.fields)}
+
+
+def awaited_signals(timeline: Timeline) -> list[str]:
+    """The signals the run waits for now (its open ``wait_signal`` steps), oldest first."""
+    return [s.signal for s in timeline.steps if s.kind == "signal" and s.status == "running" and s.signal]
 
 
 def summary_json(timeline: Timeline) -> dict[str, Any]:

@@ -198,7 +198,7 @@ def _other_bars(scale: _Scale, step: Step, y: float, chart_end: float, title: st
     """A step without attempts: a timer's bar, or a mark for an instant (a recorded value)."""
     if step.scheduled is None:
         return []
-    if step.kind == "timer":
+    if step.kind in ("timer", "signal"):  # a wait: drawn to its end, or to now
         bars = []
         if step.until is not None and step.status == "running":
             bars.append(_bar(scale, "planned", step.scheduled, step.until, y, title + "\n(planned)"))

@@ -46,6 +46,7 @@ from durable.lowlevel import (
     RunStarted,
     Scan,
     SideEffectRecorded,
+    SignalAwaited,
     SignalReceived,
     StepCancelled,
     TimerFired,
@@ -85,6 +86,7 @@ V1_LAYOUT: dict[type[Any], tuple[int, tuple[str, ...]]] = {
     ChildCompleted: (11, ("seq", "result", "error", "t")),
     AttemptHeartbeat: (20, ("seq", "attempt", "details", "t")),
     RunRetried: (21, ("t", "reason")),
+    SignalAwaited: (22, ("seq", "name", "t")),
 }
 
 # Each example scans a journal many times; fewer examples keep the file fast (CI runs 50).

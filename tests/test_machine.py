@@ -1110,3 +1110,36 @@ def test_a_journal_without_run_retried_is_replayed_in_one_pass(monkeypatch: pyte
     monkeypatch.setattr(_machine, "_replay_retried", never)
     core = whole(process_order, ("alice", 4200, "tok_visa"), *FAILED_AT_STEP_1)
     assert isinstance(core.terminal, ev.RunFailed)
+
+
+# --- what a signal wait journals (SignalAwaited) ---------------------------------------
+
+
+@durable.workflow
+def awaits_approval():  # type: ignore[no-untyped-def]
+    return (yield durable.wait_signal("approved"))
+
+
+@durable.workflow
+def awaits_renamed():  # type: ignore[no-untyped-def]
+    return (yield durable.wait_signal("approval-given"))
+
+
+def test_a_journaled_signal_wait_marks_its_step_awaited_and_the_run_waits() -> None:
+    from durable._core.actions import ON_MESSAGE, waits_until  # noqa: PLC0415
+
+    core = replay(awaits_approval, ())
+    assert not core.pending[0].awaited
+    assert waits_until(core) is None  # its wait is not journaled yet: work to do
+    core.apply(ev.SignalAwaited(0, "approved", T0 + 1))
+    assert core.pending[0].awaited
+    assert waits_until(core) == ON_MESSAGE
+    core.apply(ev.SignalReceived("approved", dumps(True), T0 + 2, "m-1"))
+    assert isinstance(core.outcome, Returned) and loads(core.outcome.result) is True
+
+
+def test_code_that_waits_for_another_signal_than_the_journal_says_diverges() -> None:
+    with pytest.raises(durable.NonDeterminismError) as diverged:
+        replay(awaits_renamed, (), ev.SignalAwaited(0, "approved", T0 + 1))
+    assert "wait_signal('approved')" in str(diverged.value)
+    assert "approval-given" in str(diverged.value)

@@ -335,3 +335,36 @@ def test_retry_runs_a_failed_run_again_from_its_failed_step(workspace: Path) -> 
     assert "(superseded by the retry below)" in shown
     assert "retried (card service back): the failure above is superseded, step 1 runs again" in shown
     assert "retried at +" in shown and "attempt 1 completed" in shown
+
+
+def test_signal_warns_when_the_run_waits_for_another_name_and_show_draws_the_wait(workspace: Path) -> None:
+    store = str(workspace / "store")
+
+    async def park() -> None:  # as a worker does: the run waits, and is let go
+        import ops_flows  # noqa: PLC0415 - written by the fixture
+
+        async with durable.Runtime(durable.FileStore(store), waiting_cache=0) as runtime:
+            await runtime.start(ops_flows.approval, id="a1")
+            while runtime.running:
+                await trio.sleep(0.01)
+
+    trio.run(park)
+    row = ls(store)["a1"]
+    assert row["status"] == "waiting", row
+    assert row["waiting"].startswith("signal 'decision' (step 0), until "), row
+    shown = CliRunner().invoke(cli, ["show", "a1", "--store", store]).stdout
+    assert "signal  " in shown and "wait_signal('decision', timeout=1h) → waiting" in shown, shown
+    runner = CliRunner()
+    typo = runner.invoke(cli, ["signal", "a1", "decisoin", "yes", "--store", store])
+    assert typo.exit_code == 0, typo.stderr  # delivered all the same: signals may come early
+    assert "warning: run 'a1' waits for the signal 'decision', not 'decisoin'" in typo.stderr
+    right = runner.invoke(cli, ["signal", "a1", "decision", "yes", "--store", store])
+    assert right.exit_code == 0 and "warning" not in right.stderr
+    worker = spawn(workspace, "worker", "ops_flows.py", "--store", store, "--poll", "50ms")
+    try:
+        wait_for("a1 completed", lambda: status(store, "a1") == "completed")
+    finally:
+        stop(worker)
+    shown = runner.invoke(cli, ["show", "a1", "--store", store]).stdout
+    assert "wait_signal('decision', timeout=1h) → 'yes'" in shown, shown
+    assert "signal 'decisoin' received" in shown

@@ -285,7 +285,7 @@ def test_ls_and_show_tell_a_run_let_go_from_one_held(tmp_path: Path) -> None:
     assert rows["sleeper"]["status"] == "waiting"
     assert rows["sleeper"]["waiting"].startswith("timer sleep(1h) (step 1), until "), rows
     assert rows["approver"]["status"] == "waiting"
-    assert rows["approver"]["waiting"].startswith("a message: a signal")
+    assert rows["approver"]["waiting"] == "signal 'decision' (step 1)", rows
     assert rows["held"]["status"] == "running" and rows["held"]["waiting"] is None
     assert "waiting" in shown.stdout and "waits for" in shown.stdout, shown.stdout
     assert "sleeper" in waiting.stdout and "held" not in waiting.stdout, waiting.stdout

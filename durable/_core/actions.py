@@ -226,6 +226,8 @@ def waits_until(core: Replay) -> float | None:
         elif type(command) is Sleep:
             deadline = step.fire_at
         elif type(command) is WaitSignal:
+            if not step.awaited:
+                return None  # its wait (SignalAwaited) is not journaled yet: that is work
             if command.timeout is None:
                 continue  # only a signal ends it
             deadline = step.fire_at

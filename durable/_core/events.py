@@ -206,6 +206,17 @@ class AttemptHeartbeat:
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
+class SignalAwaited:
+    """Step ``seq`` (a ``wait_signal``) began waiting for the signal ``name``: journaled when
+    no signal of that name was there to take, before its timeout's ``TimerStarted`` (if it
+    has one), so that tools can say what a waiting run waits for."""
+
+    seq: int
+    name: str
+    t: float
+
+
+@attrs.define(slots=True, on_setattr=attrs.setters.frozen)
 class RunRetried:
     """Someone retried the failed run (``durable retry``): its ``RunFailed`` before this
     record, and the failure of the step it came from, are superseded; the run goes on
@@ -250,6 +261,7 @@ Event = (
     | RunContinuedAsNew
     | RunResumed
     | AttemptHeartbeat
+    | SignalAwaited
     | RunRetried
     | RunCompleted
     | RunFailed
@@ -291,4 +303,5 @@ EVENT_TYPES: dict[type[Any], int] = {
     StepCancelled: 19,
     AttemptHeartbeat: 20,
     RunRetried: 21,
+    SignalAwaited: 22,
 }

@@ -111,6 +111,8 @@ class Step:
     group: Group | None = None
     #: The id of the child run a child-workflow step started, once journaled.
     child_id: str | None = None
+    #: A ``wait_signal`` step whose wait is journaled (``SignalAwaited``).
+    awaited: bool = False
 
 
 @attrs.define
@@ -604,6 +606,8 @@ def _recorded(event: ev.Event) -> str:
         return f"side effect {event.name}"
     if isinstance(event, ev.PatchRecorded):
         return f"patched({event.change_id!r}) (answered True)"
+    if isinstance(event, ev.SignalAwaited):
+        return f"wait_signal({event.name!r})"
     if isinstance(event, ev.ChildStarted):
         return _recorded_call(event, "child workflow", event.workflow)
     return type(event).__name__
@@ -617,6 +621,7 @@ def _recorded_call(event: ev.ActivityScheduled | ev.ChildStarted, kind: str, nam
 _PAST_A_PATCH = frozenset(
     {
         ev.ActivityScheduled,
+        ev.SignalAwaited,
         ev.TimerStarted,
         ev.SideEffectRecorded,
         ev.ChildStarted,
@@ -639,6 +644,13 @@ _ENDS_A_STEP = frozenset(
     }
 )
 
+
+def _on_signal_awaited(core: Replay, event: ev.SignalAwaited) -> None:
+    """The wait of step ``seq`` for the signal ``name`` began: the code must yield that wait."""
+    step = core._claim(event.seq, event, lambda c: isinstance(c, WaitSignal) and c.name == event.name)
+    step.awaited = True
+
+
 _HANDLERS: dict[type[Any], Any] = {
     ev.StepCancelled: Replay._on_step_cancelled,
     ev.CancelRequested: Replay._on_cancel_requested,
@@ -647,6 +659,7 @@ _HANDLERS: dict[type[Any], Any] = {
     ev.SignalReceived: Replay._on_signal,
     ev.ActivityScheduled: Replay._on_scheduled,
     ev.TimerStarted: Replay._on_timer_started,
+    ev.SignalAwaited: _on_signal_awaited,
     ev.TimerFired: Replay._on_timer_fired,
     ev.SideEffectRecorded: Replay._on_side_effect,
     ev.ChildStarted: Replay._on_child_started,

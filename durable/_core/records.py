@@ -82,6 +82,11 @@ def started(core: Replay, step: Step, t: float) -> ev.Event:
     return start(core, step, step.command, t)
 
 
+def signal_awaited(step: Step, name: str, t: float) -> ev.SignalAwaited:
+    """The ``wait_signal`` of ``step`` begins waiting for the signal ``name``."""
+    return ev.SignalAwaited(step.seq, name, t)
+
+
 def step_cancelled(seq: int, t: float) -> ev.StepCancelled:
     """Step ``seq`` lost its race, or its gather failed, or a cancel request stopped it."""
     return ev.StepCancelled(seq, t)

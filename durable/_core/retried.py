@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from .machine import Step
 
 #: Records that tell nothing about what the workflow did: passed over walking back.
-_PASSED_OVER = (ev.RunResumed, ev.AttemptHeartbeat)
+_PASSED_OVER = (ev.RunResumed, ev.AttemptHeartbeat, ev.SignalAwaited)
 #: Records of a step after its start, which a cancelled step may still have.
 _OF_A_RUNNING_STEP = (
     ev.AttemptFailed,

@@ -112,6 +112,10 @@ async def _run_with_signals(case: Any, store: durable.FileStore) -> None:
     """Start the case, send its signals (name, payload) one by one, and wait for its end."""
     async with durable.Runtime(store) as runtime:
         handle = await runtime.start(case.workflow, *case.args, id=case.run_id, **case.kwargs)
+        while getattr(case, "signal_when_waiting", False) and not any(
+            type(event).__name__ == "SignalAwaited" for event in await store.read(case.run_id) or []
+        ):
+            await trio.sleep(0.01)
         for name, payload in case.signals:
             await runtime.signal(case.run_id, name, payload)
         if case.cancel is not None:

@@ -318,6 +318,8 @@ class Case:
     signals: tuple[tuple[str, Any], ...] = ()
     cancel: str | None = None
     codec: Any = None
+    #: Send the signals only once the run waits for one (its SignalAwaited is journaled).
+    signal_when_waiting: bool = False
     #: For a failed run retried (``durable retry``): fix what failed, then retry with
     #: this reason and run it to its end (see make_golden.run_case).
     retry: str | None = None
@@ -447,5 +449,12 @@ CASES: dict[str, Case] = {
         ),
         Case("ship-retried", ship, ("o-1",), retry="printer fixed"),
         Case("transfer-heartbeats", transfer, (3,)),
+        Case(
+            "approval-awaited",
+            approval,
+            ("o-11",),
+            signals=(("decision", "approved"),),
+            signal_when_waiting=True,
+        ),
     ]
 }
