@@ -157,6 +157,9 @@ class Committer:
         self._stopping = False
         self._writers: weakref.WeakValueDictionary[str, PgWriter] = weakref.WeakValueDictionary()
         self._claiming: set[str] = set()
+        #: The release queued by the last writer of each run closed here, while the job
+        #: lives (weakly: a done job is dropped by the queue and leaves the table).
+        self._releases: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()
         self._thread: threading.Thread | None = None
         #: Transactions the committer ran for appends, and syncs they served (for tests).
         self.commit_transactions = 0
@@ -175,6 +178,12 @@ class Committer:
                     run_id=run_id,
                 )
             self._claiming.add(run_id)
+
+    def holds(self, run_id: str) -> bool:
+        """Whether this store has the run open for writing (or is opening it) now."""
+        with self._cond:
+            held = self._writers.get(run_id)
+            return run_id in self._claiming or (held is not None and not held.closed)
 
     def unclaim(self, run_id: str) -> None:
         with self._cond:
@@ -251,9 +260,20 @@ class Committer:
         if writer.failed:
             records, ended = [], False
         try:
-            return self.enqueue(writer, first, records, ended, release=True)
+            job = self.enqueue(writer, first, records, ended, release=True)
         except StoreError:
             return None  # the store is closed: the lease runs out by itself
+        with self._cond:
+            self._releases[writer.run_id] = job
+        return job
+
+    async def released(self, run_id: str) -> None:
+        """Return once the release of the run's last writer closed here is committed (a
+        closed writer's release goes to this thread without being waited for)."""
+        with self._cond:
+            job = self._releases.get(run_id)
+        if job is not None:
+            await job.wait()
 
     def shutdown(self) -> None:
         """Release the leases still held (in one transaction), then stop the thread."""

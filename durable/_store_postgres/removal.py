@@ -39,8 +39,10 @@ _CREATED_BEFORE = """
 """
 
 
-def remove_run(db: Database, run_id: str, unfinished: bool, conn: Conn) -> Removal:
-    """Remove one run in one transaction (see the module docstring)."""
+def remove_run(db: Database, run_id: str, unfinished: bool, held_here: bool, conn: Conn) -> Removal:
+    """Remove one run in one transaction (see the module docstring). A live lease of this
+    store's own that no writer of it holds (``held_here`` False) is a release on its way
+    (a writer closed, its release not committed yet): it does not keep the run."""
     with conn.transaction():
         try:
             row = conn.execute(db.q(_LOCK), [run_id]).fetchone()
@@ -53,7 +55,7 @@ def remove_run(db: Database, run_id: str, unfinished: bool, conn: Conn) -> Remov
         if row is None:
             return "missing"
         status, live, owner = row
-        if live:
+        if live and (owner != db.owner or held_here):
             raise RunLockedError(
                 f"run {run_id!r} is held by a worker ({owner}) under a live lease: durable does not "
                 "remove a run a process is running; stop that worker (or cancel the run) first",

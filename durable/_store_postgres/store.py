@@ -265,7 +265,10 @@ class PostgresStore(Store):
         from . import removal  # noqa: PLC0415 - with psycopg, loaded by the first store
 
         run_id = check_run_id(run_id)
-        remove = functools.partial(removal.remove_run, self._db, run_id, unfinished)
+        held_here = self._committer.holds(run_id)
+        if not held_here:
+            await self._committer.released(run_id)  # a writer closed here: its lease let go
+        remove = functools.partial(removal.remove_run, self._db, run_id, unfinished, held_here)
         result: Removal = await self._db.run(f"removing run {run_id!r}", remove, missing="missing")
         return result
 
