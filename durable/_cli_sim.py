@@ -1,0 +1,194 @@
+"""``durable sim``: crash-test a workflow from the shell, with a progress bar and a summary.
+
+Registered on the ``durable`` group of :mod:`durable._cli` (which imports this
+module last), with its options and helpers; the simulator itself is ``sim``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from . import _timeline as tl
+from ._cli import (
+    CliFailure,
+    StoreArg,
+    _common,
+    _console,
+    _epilog,
+    _parse_args,
+    main,
+)
+from ._core.commands import call_text
+from ._core.errors import SerializationError
+from ._loader import load_workflow
+from ._loops import LOOPS, Loop
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+# --- sim -----------------------------------------------------------------------------
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True},
+    epilog=_epilog(
+        "Examples:",
+        "  durable sim examples/process_order.py:process_order alice 4200 tok_visa",
+        "  durable sim shop.workflows:refund order-7 --crashes 1 --budget 200 --explain",
+    ),
+)
+@click.argument("target", metavar="FILE_OR_MODULE:WORKFLOW")
+@click.argument("args", nargs=-1, metavar="[ARGS]...")
+@click.option(
+    "--crashes",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Crashes per schedule: 1 crashes once at every point; 2 also crashes again during each recovery.",
+)
+@click.option("--budget", type=click.IntRange(min=1), default=None, help="Play at most N schedules.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Decides each crash's disk damage.")
+@click.option("--explain", is_flag=True, help="Narrate one schedule (the first failure, if any) as a lesson.")
+@click.option(
+    "--loop",
+    type=click.Choice(LOOPS),
+    default="trio",
+    show_default=True,
+    help="The event loop the async activities are written for (virtual time either way).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Processes that play the schedules (0: one per core). Only for activities whose outside "
+    "world lives in the process: forked copies share files and services.",
+)
+@_common
+def sim(
+    target: str,
+    args: tuple[str, ...],
+    crashes: int,
+    budget: int | None,
+    seed: int,
+    explain: bool,
+    loop: Loop,
+    workers: int,
+    store: StoreArg,
+) -> None:
+    """Crash-test a workflow: crash it at every crash point and compare with the crash-free run.
+
+    Runs the real runtime on a simulated disk in virtual time (the activities
+    run for real, against whatever they talk to). ARGS are parsed as in
+    `durable run`. Exit 1 if any schedule diverged. --store is accepted for
+    symmetry and ignored: the simulator never touches a real store; --codec
+    makes its simulated store seal payloads with the application's codec.
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    # The simulator builds on durable, never the reverse: the CLI, an application of
+    # both, imports it only when this verb runs (a test pins that).
+    import sim as simulator
+
+    workflow = load_workflow(target)
+    values = _parse_args(args)
+    call = target.rpartition(":")[2] + call_text(values, {}, limit=None)  # whole: it is pasted back
+    found = [0]
+    # The number of schedules is not known in advance (double crashes are found while
+    # exploring): a spinner with counters, on stderr, gone when done.
+    err = _console(stderr=True)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+    label = tl.shorten(call, 40)
+    task = progress.add_task(f"{label}: the crash-free run", total=None)
+
+    def on_schedule(played: int, recipe: Any, failure: Any) -> None:
+        found[0] += failure is not None
+        text = f"{label}: {played} schedules played, {found[0]} failures"
+        progress.update(task, completed=played, description=text)
+
+    codecs = store.payloads()  # a --codec that names nothing is a usage error, before any run
+    try:
+        with progress:
+            report = simulator.Simulator(
+                on_schedule=on_schedule,
+                loop=loop,
+                codec=None if codecs is None else list(codecs.codecs),
+                workers=workers or None,
+            ).explore(workflow, *values, seed=seed, max_crashes=crashes, budget=budget)
+    except SerializationError:
+        raise  # an argument the journal cannot hold: a usage error
+    except Exception as exc:
+        raise CliFailure(
+            f"the crash-free run of {workflow.name!r} did not finish, so there is nothing to compare "
+            f"crash schedules with: {tl.error_text(exc)}"
+        ) from exc
+    _print_sim(_console(), report, call, seed=seed, crashes=crashes)
+    if explain:
+        _console().print(Text("\n" + tl.printable(report.explain(), keep="\n")))
+    if not report.ok:
+        raise CliFailure(
+            f"{tl.plural(len(report.failures), 'crash schedule')} diverged from the crash-free run"
+        )
+
+
+_SHOWN_DIVERGENCES = 3
+
+
+def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: int) -> None:
+    """The summary table, then each distinct divergence with a recipe that plays it again."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    console.print(Text(tl.printable(f"sim: {call}"), style="bold"))
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("schedules", "crash points", "failures", "time", "seed", "crashes"):
+        table.add_column(name, justify="right")
+    table.add_column("result without crashes")
+    table.add_row(
+        str(report.schedules),
+        str(report.crash_points),
+        Text(str(len(report.failures)), style="bold red" if report.failures else "green"),
+        tl.duration_text(report.seconds),
+        str(seed),
+        str(crashes),
+        Text(tl.printable(tl.shorten(report.reference.ending.result_text(), 60))),
+    )
+    console.print(table)
+    for note in report.notes:
+        console.print(Text(tl.printable(f"note: {note}"), style="yellow"))
+    if report.ok:
+        console.print(
+            Text(f"all {report.schedules} schedules matched the crash-free run", style="bold green")
+        )
+        return
+    console.print(Text(f"{tl.plural(len(report.failures), 'failing schedule')}", style="bold red"))
+    groups: dict[str, list[Any]] = {}
+    for failure in report.failures:
+        groups.setdefault(failure.divergence, []).append(failure)
+    name, _, rest = call.partition("(")
+    args = rest[:-1] + ", " if rest[:-1] else ""
+    for number, (divergence, failures) in enumerate(list(groups.items())[:_SHOWN_DIVERGENCES], 1):
+        first = failures[0]
+        also = f" (and {tl.plural(len(failures) - 1, 'more schedule')} alike)" if len(failures) > 1 else ""
+        console.print(Text(f"\nfailure {number}: {tl.printable(repr(first.recipe))}{also}", style="bold"))
+        console.print(Text(tl.printable(divergence, keep="\n")))
+        console.print(Text("reproduce with:", style="dim"))
+        console.print(Text(tl.printable(f"  sim.replay_recipe({name}, {args}recipe={first.recipe!r})")))
+    if len(groups) > _SHOWN_DIVERGENCES:
+        console.print(
+            Text(f"\n... and {len(groups) - _SHOWN_DIVERGENCES} more kinds of failure", style="dim")
+        )
