@@ -142,6 +142,8 @@ def _common(fn: F) -> F:
             _check_text(kwargs)
             kwargs["store"] = StoreArg(kwargs["store"], codec)
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            _reader_left()
         except (WorkflowFailed, NonDeterminismError, CliFailure) as exc:
             if debug:
                 raise
@@ -407,12 +409,25 @@ def _console(*, stderr: bool = False) -> Console:
     """A rich console; piped output gets wide lines (rows stay whole for grep) unless COLUMNS is set."""
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            _reader_left()
+
     # markup=False: a run named "[bold]x" prints as written (every string printed here is text).
     options: dict[str, Any] = {"highlight": False, "emoji": False, "markup": False, "soft_wrap": True}
-    console = Console(stderr=stderr, **options)
+    console = _Console(stderr=stderr, **options)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(stderr=stderr, width=160, **options)
+        console = _Console(stderr=stderr, width=160, **options)
     return console
+
+
+def _reader_left() -> NoReturn:
+    """The reader of stdout stopped reading (``durable show ID | head -1``): no error, and
+    nothing more to say (stdout goes to /dev/null, so that the exit flushes nothing)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
 
 
 def _print(lines: Sequence[RenderableType]) -> None:

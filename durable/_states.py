@@ -81,7 +81,8 @@ def _first_wait(timeline: Timeline) -> tuple[float, str] | None:
         elif last is not None and last.status == "failed" and last.retry_at is not None:
             waits.append((last.retry_at, f"the next attempt of {step.call} (step {step.seq})"))
         elif step.kind == "signal":
-            waits.append((step.until or math.inf, f"{step.name_text} (step {step.seq})"))
+            until = step.until if step.until is not None else math.inf
+            waits.append((until, f"{step.name_text} (step {step.seq})"))
         else:
             return None  # something to do: an activity in flight, a value to record
     # Nothing open: the workflow is about to yield its next step (a wait for a signal is
