@@ -649,6 +649,8 @@ async def _newest(
         "  durable show order-1",
         "  durable show order-1 --json | jq '.steps[].status'",
         "  durable show order-1 --html order-1.html",
+        "  durable show order-1 --locals                 its workflow's variables now",
+        "  durable show order-1 --locals --at 0 --code shop.py",
     )
 )
 @click.argument("run_id", metavar="ID")
@@ -660,20 +662,63 @@ async def _newest(
     type=click.Path(dir_okay=False),
     help="Write the run as a Gantt chart to FILE: one self-contained HTML page.",
 )
+@click.option(
+    "--locals",
+    "show_locals",
+    is_flag=True,
+    help="Print the workflow's local variables at a step, rebuilt by replaying the journal with the "
+    "current code (nothing runs, nothing is written).",
+)
+@click.option(
+    "--at",
+    "at_step",
+    metavar="STEP",
+    type=int,
+    default=None,
+    help="With --locals: the step whose yield to stop at (default: the latest, the run's state now).",
+)
+@click.option(
+    "--code",
+    "code",
+    multiple=True,
+    metavar="FILE_OR_MODULE",
+    help="With --locals: where the workflows are defined, as `durable replay` takes it (repeat for "
+    "several); default: the *.py file of the current directory that defines the run's workflow.",
+)
 @_common
-def show(run_id: str, as_json: bool, html_file: str | None, store: StoreArg) -> None:
+def show(
+    run_id: str,
+    as_json: bool,
+    html_file: str | None,
+    show_locals: bool,
+    at_step: int | None,
+    code: tuple[str, ...],
+    store: StoreArg,
+) -> None:
     """Show a run's history as a timeline: steps, attempts, recoveries, outcome.
 
     Each step shows its sequence number, kind, call, how long it took from
     scheduled to done, every failed attempt with its error and backoff, and
     each recovery (a process resumed the run and replayed the journal).
+
+    With --locals: the workflow's local variables (and those of the generators
+    it entered with `yield from`) as they were when it yielded step --at, by
+    replaying the journal with the current code; exit 1 if the code no longer
+    matches the journal.
     """
     import trio
 
     from ._timeline_html import to_html
     from ._timeline_text import timeline_text
 
+    if not show_locals and (at_step is not None or code):
+        raise CliUsageError("--at and --code go with --locals: durable show ID --locals --at STEP")
+    if show_locals and html_file is not None:
+        raise CliUsageError("--locals prints text or --json; it has no --html")
     opened = _open_store(store, codec=False)
+    if show_locals:
+        _show_locals(trio.run(_read_one, opened, run_id, store.payloads()), at_step, code, as_json)
+        return
     journal = trio.run(_read_one, opened, run_id, store.payloads())
     _warn_codec([journal])
     timeline = journal.timeline()
@@ -687,6 +732,42 @@ def show(run_id: str, as_json: bool, html_file: str | None, store: StoreArg) -> 
         click.echo(json.dumps(tl.to_json(timeline), indent=2))
     elif html_file is None:
         _print(timeline_text(timeline))
+
+
+def _show_locals(
+    journal: _journals.Journal, at_step: int | None, code: tuple[str, ...], as_json: bool
+) -> None:
+    """``show --locals``: the run's workflow rebuilt by replay up to a step, its locals printed."""
+    from ._locals import load_code, locals_at
+
+    if journal.codec_error is not None:
+        raise CliUsageError(
+            f"cannot rebuild run {journal.run_id!r}: its payloads stay encoded ({journal.codec_error})"
+        )
+    if journal.workflow is None:
+        raise CliUsageError(
+            f"cannot rebuild run {journal.run_id!r}: {journal.error or 'its journal is empty'}"
+        )
+    if journal.error is not None:
+        _console(stderr=True).print(
+            tl.printable(
+                f"warning: only the journal's records before its damage are replayed: {journal.error}"
+            ),
+            style="yellow",
+        )
+    defined = load_code(journal.workflow, code)
+    try:
+        state = locals_at(journal.events, workflows=defined, step=at_step)
+    except NonDeterminismError as exc:
+        raise CliFailure(
+            f"cannot rebuild run {journal.run_id!r}: the current code no longer matches its journal\n{exc}"
+        ) from exc
+    except LookupError as exc:
+        raise CliUsageError(f"{exc}; pass --code FILE_OR_MODULE") from exc
+    if as_json:
+        click.echo(json.dumps(state.to_json(), indent=2))
+    else:
+        _print(state.lines())
 
 
 def _write_private(path: str, text: str) -> None:

@@ -1,4 +1,5 @@
-"""Advanced building blocks: the replay core, the replay check, the journal codec, stores' internals, hooks.
+"""Advanced building blocks: the replay core, the replay check, time travel (``locals_at``), the
+journal codec, stores' internals, hooks.
 
 Most programs never need these; custom executors, tools and the crash
 simulator do. They are public but may change between minor versions more
@@ -41,6 +42,7 @@ from ._core.values import loads_shown, loads_value
 from ._executor import WallClock
 from ._fs import FileSystem, OsFileSystem
 from ._hooks import Hooks
+from ._locals import FrameLocals, RunLocals, StepNotReached, locals_at
 from ._replayer import ReplayCheck, check_replay
 from ._store import JournalWriter, Opened
 
@@ -58,6 +60,7 @@ __all__ = [
     "Encoded",
     "Event",
     "FileSystem",
+    "FrameLocals",
     "Hooks",
     "JournalWriter",
     "Opened",
@@ -73,6 +76,7 @@ __all__ = [
     "RunCompleted",
     "RunContinuedAsNew",
     "RunFailed",
+    "RunLocals",
     "RunResumed",
     "RunRetried",
     "RunStarted",
@@ -82,6 +86,7 @@ __all__ = [
     "SignalReceived",
     "Step",
     "StepCancelled",
+    "StepNotReached",
     "Stopped",
     "TimerFired",
     "TimerStarted",
@@ -94,6 +99,7 @@ __all__ = [
     "encode_record",
     "loads_shown",
     "loads_value",
+    "locals_at",
     "payloads_from",
     "replay",
     "scan",
