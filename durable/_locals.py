@@ -333,11 +333,23 @@ def _doing(core: Replay, events: Sequence[ev.Event], step: int) -> tuple[str, st
     """What the code yielded as ``step``, and its outcome as the journal records it."""
     for shown in tl.build(core.run_id, list(events)).steps:
         if shown.seq == step:
-            return _cut(shown.name_text), _cut(shown.outcome or shown.status)
+            return _cut(shown.name_text), _cut(_outcome_text(shown))
     open_step = core.pending.get(step) or core.cancelled.get(step)
     if open_step is not None:  # yielded by the code, not journaled yet: what happens next
         return _cut(open_step.command.describe()), "not journaled yet: the run's next step"
     return "?", "?"
+
+
+def _outcome_text(shown: tl.Step) -> str:
+    """A journaled step's outcome in the words of ``--locals`` (its own, not the timeline's
+    row: "in flight" is what replay has no outcome to feed back for)."""
+    if shown.error is not None:
+        return f"{shown.status}: {shown.error}"
+    if shown.result is not None:
+        return shown.result
+    if shown.status == "running":
+        return "waiting" if shown.kind == "signal" else "in flight"
+    return shown.status
 
 
 def _cut(text: str) -> str:
