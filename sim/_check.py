@@ -7,6 +7,7 @@ the journal contract (``docs/journal-v1.md`` section 15: faults F1-F10, rules R1
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -36,14 +37,37 @@ from durable.lowlevel import (
     replay,
 )
 
+from ._hashseed import Cause, diagnose
 from ._world import Ending, Lifetime, World, perturbed
 
+#: The hint when no single input could be isolated as the cause (see :func:`likely_cause`).
 LIKELY_CAUSES = (
     "Likely cause: the workflow's code does something that is not the same on replay: it reads "
     "the clock (time.time(), datetime.now()), random numbers (random, uuid.uuid4()), iterates a "
     "set of strings, or keeps state in a global. Do such things in an activity, whose result is "
     "journaled, and keep workflow code a pure function of its arguments and step results."
 )
+
+
+#: The cause isolated for each crash-free reference (found once, when a schedule first
+#: diverges in a way only non-deterministic code explains).
+_CAUSES: weakref.WeakKeyDictionary[World, Cause | None] = weakref.WeakKeyDictionary()
+
+
+def likely_cause(reference: World) -> str:
+    """The ``Likely cause`` paragraph of a divergence that non-deterministic workflow code
+    explains: the input isolated by changing one at a time (``sim._hashseed``), or, when none
+    alone reproduces it, the list of usual suspects. Never a cause that was not isolated."""
+    cause = isolated_cause(reference)
+    return LIKELY_CAUSES if cause is None else cause.text()
+
+
+def isolated_cause(reference: World) -> Cause | None:
+    """The input whose change alone makes the workflow diverge from ``reference`` (None:
+    none alone does, or the workflow is deterministic); found once per reference."""
+    if reference not in _CAUSES:
+        _CAUSES[reference] = diagnose(reference.workflow, reference.final_events, seed=reference.recipe.seed)
+    return _CAUSES[reference]
 
 
 def check(world: World, reference: World) -> str | None:
@@ -70,7 +94,7 @@ def finished(world: World, reference: World) -> str | None:
     """The run finished after its last restart (no divergence error, no hang)."""
     got = world.ending
     if got.kind == "error":
-        cause = f"\n{LIKELY_CAUSES}" if _is_nondeterminism(got.error) else ""
+        cause = f"\n{likely_cause(reference)}" if _is_nondeterminism(got.error) else ""
         return f"the recovered run stopped with an error instead of finishing:\n{got.error}{cause}"
     if got.kind == "hung":
         return "the recovered run never finished (it hung for 10 years of virtual time)"
@@ -81,9 +105,11 @@ def same_outcome(world: World, reference: World) -> str | None:
     """I1: the same result, or the same failure."""
     got, expected = world.ending, reference.ending
     if _outcome_key(got) != _outcome_key(expected):
+        cause = isolated_cause(reference)
         return (
             "different outcome after recovery.\n"
             f"  expected: {expected.result_text()}\n  got:      {got.result_text()}"
+            + ("" if cause is None else f"\n{cause.text()}")
         )
     return None
 
@@ -113,12 +139,13 @@ def same_commands(world: World, reference: World) -> str | None:
         if want != have:
             return (
                 f"different command at step {index}.\n  expected: {_call(want)}\n"
-                f"  got:      {_call(have)}\n{LIKELY_CAUSES}"
+                f"  got:      {_call(have)}\n{likely_cause(reference)}"
             )
     return (
         f"different number of steps: expected {len(expected)}, got {len(got)} "
         f"({'extra' if len(got) > len(expected) else 'missing'}: "
-        f"{', '.join(_call(c) for c in (got[len(expected) :] or expected[len(got) :]))})"
+        f"{', '.join(_call(c) for c in (got[len(expected) :] or expected[len(got) :]))})\n"
+        f"{likely_cause(reference)}"
     )
 
 
@@ -304,7 +331,7 @@ def replays_stably(world: World, reference: World) -> str | None:
         with perturbed(world.recipe.seed, len(world.lifetimes) + 1):
             replay(world.workflow, events)
     except durable.NonDeterminismError as error:
-        return f"the final journal does not replay:\n{error}\n{LIKELY_CAUSES}"
+        return f"the final journal does not replay:\n{error}\n{likely_cause(reference)}"
     return None
 
 

@@ -59,6 +59,7 @@ from durable.lowlevel import (
     ActivityCompleted,
     ActivityFailed,
     CancelRequested,
+    ChildCompleted,
     Event,
     Replay,
     RunStarted,
@@ -182,13 +183,23 @@ def _arrival(spec: SignalSpec, t0: float) -> tuple[float, Event]:
 class _Driver:
     """Carries out the core's actions for one run (and its children) in virtual time."""
 
-    def __init__(self, stubs: Mapping[str, Stub], seed: int, t: float, arrivals: list[tuple[float, Event]]):
+    def __init__(
+        self,
+        stubs: Mapping[str, Stub],
+        seed: int,
+        t: float,
+        arrivals: list[tuple[float, Event]],
+        answers: Mapping[int, Event] | None = None,
+    ):
         self.stubs = stubs
         self.seed = seed
         self.t = t
         #: Messages still to arrive (signals, a cancel request), in time order.
         self.arrivals = arrivals
         self.calls: list[Call] = []
+        #: Outcomes by step (of a recorded journal) that answer activities and children
+        #: instead of stubs: how the simulator re-records a run with one input changed.
+        self.answers = answers
 
     def run(self, workflow: durable.Workflow[..., Any], run_id: str, encoded: bytes) -> StubbedRun:
         """Run the workflow to its end; its children share this driver's clock and calls."""
@@ -306,12 +317,22 @@ class _Driver:
         command = step.command
         assert isinstance(command, durable.ActivityCall)
         self.calls.append(Call(command.name, command.call_args, command.call_kwargs))
+        if self.answers is not None:
+            recorded = self.answers.get(step.seq)
+            if isinstance(recorded, ActivityCompleted | ActivityFailed):
+                return attrs.evolve(recorded, t=self.t)
+            return ActivityCompleted(step.seq, dumps_value(None), 1, self.t)
         return _answer(step.seq, command, self.stubs, self.t)
 
     def _child(self, step: Step) -> Event:
         """A child workflow, run here with the same stubs and clock (messages go to the parent)."""
         command = step.command
         assert isinstance(command, ChildCall) and step.child_id is not None
+        if self.answers is not None:
+            recorded = self.answers.get(step.seq)
+            if isinstance(recorded, ChildCompleted):
+                return attrs.evolve(recorded, t=self.t)
+            return rec.child_ended(step, dumps_value(None), None, self.t)
         arrivals, self.arrivals = self.arrivals, []
         try:
             child = self.run(command.workflow, step.child_id, command.encoded_args)
