@@ -144,9 +144,7 @@ class Report:
         """How many schedules failed, the hash-seed replays that failed, and how many kinds
         of failure (causes) that makes: ``"24 of 24 failed, and the replay under 2 other
         hash seeds; 1 kind of failure"``."""
-        parts = []
-        if self.failing_schedules or not self.hash_seed_failures:
-            parts.append(f"{len(self.failing_schedules)} of {self.schedules} failed")
+        parts = [f"{len(self.failing_schedules)} of {self.schedules} failed"]
         seeds = len(self.hash_seed_failures)
         if seeds:
             parts.append(f"the replay under {seeds} other hash seed{'s' if seeds > 1 else ''} failed")
