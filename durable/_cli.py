@@ -717,7 +717,8 @@ def show(
         raise CliUsageError("--locals prints text or --json; it has no --html")
     opened = _open_store(store, codec=False)
     if show_locals:
-        _show_locals(trio.run(_read_one, opened, run_id, store.payloads()), at_step, code, as_json)
+        events = trio.run(_read_events, opened, run_id, store.payloads())
+        _show_locals(run_id, events, at_step, code, as_json)
         return
     journal = trio.run(_read_one, opened, run_id, store.payloads())
     _warn_codec([journal])
@@ -734,33 +735,32 @@ def show(
         _print(timeline_text(timeline))
 
 
+async def _read_events(store: Store, run_id: str, payloads: Payloads | None) -> list[Any]:
+    """A run's journal for ``show --locals``: read only, without asking who holds the run (a
+    FileStore asks by trying its lock), decoded by ``--codec``; a damaged one is an error."""
+    check_run_id(run_id)
+    events = await store.read(run_id)
+    if events is None:
+        raise CliUsageError(f"no run {run_id!r} in {_store_name(store)} (`durable ls` lists its runs)")
+    return events if payloads is None else [payloads.unseal(event, run_id) for event in events]
+
+
 def _show_locals(
-    journal: _journals.Journal, at_step: int | None, code: tuple[str, ...], as_json: bool
+    run_id: str, events: list[Any], at_step: int | None, code: tuple[str, ...], as_json: bool
 ) -> None:
     """``show --locals``: the run's workflow rebuilt by replay up to a step, its locals printed."""
+    from ._core.events import RunStarted
     from ._locals import load_code, locals_at
 
-    if journal.codec_error is not None:
-        raise CliUsageError(
-            f"cannot rebuild run {journal.run_id!r}: its payloads stay encoded ({journal.codec_error})"
-        )
-    if journal.workflow is None:
-        raise CliUsageError(
-            f"cannot rebuild run {journal.run_id!r}: {journal.error or 'its journal is empty'}"
-        )
-    if journal.error is not None:
-        _console(stderr=True).print(
-            tl.printable(
-                f"warning: only the journal's records before its damage are replayed: {journal.error}"
-            ),
-            style="yellow",
-        )
-    defined = load_code(journal.workflow, code)
+    first = events[0] if events else None
+    if not isinstance(first, RunStarted) or not isinstance(first.workflow, str):
+        raise CliUsageError(f"cannot rebuild run {run_id!r}: its journal does not start with RunStarted")
+    defined = load_code(first.workflow, code)
     try:
-        state = locals_at(journal.events, workflows=defined, step=at_step)
+        state = locals_at(events, workflows=defined, step=at_step)
     except NonDeterminismError as exc:
         raise CliFailure(
-            f"cannot rebuild run {journal.run_id!r}: the current code no longer matches its journal\n{exc}"
+            f"cannot rebuild run {run_id!r}: the current code no longer matches its journal\n{exc}"
         ) from exc
     except LookupError as exc:
         raise CliUsageError(f"{exc}; pass --code FILE_OR_MODULE") from exc
