@@ -257,11 +257,11 @@ def diagnose(workflow: durable.Workflow[..., Any], reference: Sequence[Event], *
 
 def _first_line(text: str) -> str:
     """The gist of a replay's divergence: where, and both sides (a NonDeterminismError's
-    ``journal:``, ``code:`` and ``at:`` lines), without its general advice."""
+    ``journal:`` and ``code:`` lines), without its general advice."""
     lines = text.strip().splitlines() or [text]
     where = re.search(r"diverged from its journal at (step \d+|its end)", lines[0])
     head = f"it diverged at {where.group(1)}:" if where else lines[0]
-    sides = [line.strip() for line in lines[1:] if line.strip().startswith(("journal:", "code:", "at:"))]
+    sides = [line.strip() for line in lines[1:] if line.strip().startswith(("journal:", "code:"))]
     return "\n  ".join([head, *sides])
 
 
