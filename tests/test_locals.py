@@ -436,21 +436,49 @@ def test_cli_refuses_encoded_payloads_without_the_codec(shop: Path) -> None:
     assert code == 0 and "payment = 'pay-42'" in out
 
 
-def test_nothing_is_written_and_no_lock_is_taken(shop: Path) -> None:
-    """Rebuilt while another process holds the run (in its activity): the journal's bytes
-    do not change and the holder is not disturbed."""
+def start_slow_run(shop: Path) -> subprocess.Popen[bytes]:
+    """A real process running the run s-1, inside its 30-second activity."""
     holder = subprocess.Popen(
         [str(Path(sys.executable).parent / "durable"), "run", "slowcli.py:slow", "30", "--id", "s-1"],
         cwd=shop,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    store = durable.FileStore(shop / ".durable")
+    deadline = time.monotonic() + 60
+    while b"wait_a_while" not in (store.journal_bytes("s-1") or b""):
+        assert time.monotonic() < deadline, "the run never started its activity"
+        time.sleep(0.05)
+    return holder
+
+
+def test_no_lock_is_even_tried(shop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FileStore tells who holds a run by trying its lock: --locals must not ask (a run
+    whose process was killed is unfinished, and its lock is free)."""
+    holder = start_slow_run(shop)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    journal = shop / ".durable"
+    before = {path: path.read_bytes() for path in journal.rglob("*") if path.is_file()}
+    tried: list[int] = []
+
+    def lock(self: Any, fd: int, *args: Any, **kwargs: Any) -> bool:
+        tried.append(fd)
+        return True
+
+    monkeypatch.setattr(durable.lowlevel.OsFileSystem, "lock", lock)
+    code, out, err = cli("show", "s-1", "--locals")
+    assert code == 0 and "started = 'yes'" in out, err
+    assert tried == []
+    assert {path: path.read_bytes() for path in journal.rglob("*") if path.is_file()} == before
+
+
+def test_nothing_is_written_and_no_lock_is_taken(shop: Path) -> None:
+    """Rebuilt while another process holds the run (in its activity): the journal's bytes
+    do not change and the holder is not disturbed."""
+    holder = start_slow_run(shop)
     try:
         store = durable.FileStore(shop / ".durable")
-        deadline = time.monotonic() + 60
-        while b"wait_a_while" not in (store.journal_bytes("s-1") or b""):
-            assert time.monotonic() < deadline, "the run never started its activity"
-            time.sleep(0.05)
         before = store.journal_bytes("s-1")
         done = durable_cli("show", "s-1", "--locals", cwd=shop)
         assert done.returncode == 0, done.stderr
