@@ -94,7 +94,9 @@ def test_a_deterministic_workflow_gets_no_cause() -> None:
 
 
 def test_counts_of_a_report_add_up() -> None:
-    report = sim.Simulator(hash_seeds=(1, 2)).explore(bad.notify_in_set_order, bad.USERS, max_crashes=1)
+    report = sim.Simulator(hash_seeds=(1, 2)).explore(
+        bad.notify_in_set_order, bad.USERS, max_crashes=1, budget=4
+    )
     assert len(report.hash_seed_failures) == 2 and not report.failing_schedules
     assert len(report.kinds()) == 1
     assert re.search(r"0 of \d+ failed, and the replay under 2 other hash seeds failed; 1 kind", str(report))
