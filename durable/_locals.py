@@ -84,6 +84,7 @@ class RunLocals:
         run_id: the run.
         workflow: the workflow its journal names.
         step: the step whose ``yield`` the generator is suspended at.
+        first_step: the journal's first step (0, or more after ``continue_as_new``).
         last_step: the latest step the journal reaches (the step of the run's state now).
         doing: what the code yields at ``step``, e.g. ``activity send_email('alice', ...)``.
         outcome: the step's outcome as the journal records it (the value replay sends
@@ -95,6 +96,7 @@ class RunLocals:
     run_id: str
     workflow: str
     step: int
+    first_step: int
     last_step: int
     doing: str
     outcome: str
@@ -117,7 +119,8 @@ class RunLocals:
         now = " (the run's state now)" if self.step == self.last_step and not self.ended else ""
         if self.step == self.last_step and self.ended:
             now = " (its last step: the run has ended)"
-        head = f"run {self.run_id} · {self.workflow} · step {self.step} of 0..{self.last_step}{now}"
+        steps = f"step {self.step} of {self.first_step}..{self.last_step}"
+        head = f"run {self.run_id} · {self.workflow} · {steps}{now}"
         out = [head, f"  yielded  {self.doing}", f"  journal  {self.outcome}"]
         for frame in self.frames:
             out += ["", f"  {frame.function}  {_near(frame.file)}:{frame.line}"]
@@ -139,6 +142,7 @@ class RunLocals:
             "id": self.run_id,
             "workflow": self.workflow,
             "step": self.step,
+            "first_step": self.first_step,
             "last_step": self.last_step,
             "ended": self.ended,
             "doing": self.doing,
@@ -319,6 +323,7 @@ def _rebuild(workflow: Workflow[..., Any], events: Sequence[ev.Event], step: int
             run_id=started.run_id,
             workflow=workflow.name,
             step=step,
+            first_step=started.first_seq,
             last_step=last,
             doing=doing,
             outcome=outcome,

@@ -130,6 +130,14 @@ def parent(n: int):  # type: ignore[no-untyped-def]
     return from_child
 
 
+@durable.workflow(name="tests.locals.rounds")
+def rounds(round_no: int):  # type: ignore[no-untyped-def]
+    done = yield add(round_no, 0)
+    if round_no < 2:
+        yield durable.continue_as_new(round_no + 1)
+    return done
+
+
 def run_to_end(workflow: Any, *args: Any, run_id: str = "r") -> list[Any]:
     """Run ``workflow`` to its end on a MemoryStore (virtual time) and return its journal."""
     store = durable.MemoryStore()
@@ -266,6 +274,15 @@ def test_a_retried_run_replays_its_whole_journal() -> None:
     assert locals_at(events, step=2)["total"] == 21
 
 
+def test_a_run_that_continued_as_new_numbers_its_steps_on() -> None:
+    events = run_to_end(rounds, 0)  # the last incarnation's fresh journal
+    state = locals_at(events)
+    assert (state.first_step, state.step, state["round_no"]) == (2, 2, 2)
+    assert "step 2 of 2..2" in str(state)
+    with pytest.raises(StepNotReached, match="reaches step 2;"):
+        locals_at(events, step=0)
+
+
 def test_a_changed_workflow_gives_the_divergence() -> None:
     events = run_to_end(steps, 10)
     with pytest.raises(durable.NonDeterminismError) as caught:
@@ -394,7 +411,7 @@ def test_cli_json(shop: Path) -> None:
     assert code == 0
     document = json.loads(out)
     assert list(document) == [
-        "version", "id", "workflow", "step", "last_step", "ended", "doing", "outcome", "frames"
+        "version", "id", "workflow", "step", "first_step", "last_step", "ended", "doing", "outcome", "frames"
     ]  # fmt: skip
     assert (document["step"], document["ended"], document["outcome"]) == (1, True, "None")
     [frame] = document["frames"]
