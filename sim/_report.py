@@ -338,6 +338,8 @@ class _Story:
         self.children: dict[int, str] = {}
         self.waiting: dict[str, list[int]] = {}
         self.kept: dict[str, list[float]] = {}
+        #: When each timer is due, by seq.
+        self.deadlines: dict[int, float] = {}
         #: The step number the next new step gets.
         self.next_seq = getattr(first, "first_seq", 0)
 
@@ -436,6 +438,7 @@ def _tell_timer_started(story: _Story, e: TimerStarted, replaying: bool) -> str:
         at = story.at(e.fire_at)
         return f"step {e.seq}: wait_signal({name!r}) times out at {at}{_from_journal(replaying)}"
     story.steps[e.seq] = ("sleep", format_duration(e.seconds))
+    story.deadlines[e.seq] = e.fire_at
     text = f"step {e.seq}: durable.sleep({format_duration(e.seconds)!r}) until {story.at(e.fire_at)}"
     if replaying:
         left = "" if story.restart is None else f" ({_left(e.fire_at - story.restart)} left)"
@@ -466,6 +469,12 @@ def _tell_timer_fired(story: _Story, e: TimerFired, replaying: bool) -> str:
         return (
             f"step {e.seq}: the {name} timer fired at {story.at(e.t)}, from the journal: replay goes "
             "past it at once"
+        )
+    late = e.t - story.deadlines.get(e.seq, e.t)
+    if late >= 1.0:  # taken back after its deadline (a run let go while waiting, a restart)
+        return (
+            f"step {e.seq}: the {name} timer fired at {story.at(e.t)}: the {name} passed, in virtual "
+            f"time, and {format_duration(late, precise=True)} more before a process took the run back"
         )
     return f"step {e.seq}: the {name} timer fired at {story.at(e.t)}: the {name} passed, in virtual time"
 
