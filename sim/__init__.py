@@ -17,7 +17,7 @@ Every failure comes with a recipe that ``sim.replay_recipe`` plays again.
 
 from ._disk import DISK_FAULTS, OPT_IN_FAULTS, SimDisk, SimulatedCrash
 from ._explore import Simulator, assert_crash_safe, explore, replay_recipe
-from ._plan import ActivityFault, Crash, InjectedFault, Recipe
+from ._plan import ActivityFault, Crash, InjectedFault, Recipe, Signal
 from ._report import Failure, Report
 from ._stubbed import Call, StubbedRun, in_activity, run_stubbed
 
@@ -31,6 +31,7 @@ __all__ = [
     "InjectedFault",
     "Recipe",
     "Report",
+    "Signal",
     "SimDisk",
     "SimulatedCrash",
     "Simulator",

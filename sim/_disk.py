@@ -94,6 +94,9 @@ class Crasher:
     points: list[Point] = attrs.Factory(list)
     crashed: Point | None = None
     on_crash: Callable[[], None] | None = None
+    #: Called with every point reached (before a crash there): how the simulated
+    #: outside world (a signal sender) watches the run's progress.
+    on_point: Callable[[Point], None] | None = None
     #: Bumped by every change a crash could tell apart (a write, an fsync, an execution);
     #: consecutive points with the same version leave the same world behind.
     version: int = 0
@@ -110,6 +113,8 @@ class Crasher:
             raise SimulatedCrash(self.crashed.label)
         point = Point(len(self.points) + 1, kind, target, data, self.version)
         self.points.append(point)
+        if self.on_point is not None:
+            self.on_point(point)
         if point.number != self.crash_at:
             return
         if self.fail_fsync and kind == "before fsync":

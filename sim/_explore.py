@@ -14,7 +14,8 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -26,6 +27,7 @@ from durable.lowlevel import (
     ActivityFailed,
     ActivityScheduled,
     Event,
+    SignalReceived,
     StepCancelled,
     TimerFired,
     TimerStarted,
@@ -33,17 +35,22 @@ from durable.lowlevel import (
     payloads_from,
 )
 
-from ._check import check
+from ._check import _history, check
 from ._disk import DISK_FAULTS, Point
 from ._hashseed import HashSeedReplays
 from ._parallel import play_all, worker_count
-from ._plan import ActivityFault, Crash, Recipe
+from ._plan import ActivityFault, Crash, Recipe, Signal
 from ._report import Failure, Report
-from ._world import World
+from ._world import World, counted
 
 #: How often each disk fault is drawn for a crash (kinder faults are common).
 _DISK_WEIGHTS = {"kill": 3, "drop": 3, "torn": 2, "zeros": 1, "garbage": 1, "hole": 1, "eio": 2}
 _RECOVERY_ENDS = ("activity-returned", "backoff")
+#: Up to this many signals, every order of their arrival is explored; beyond it, the
+#: order given and its reverse.
+ALL_ORDERS_UP_TO = 3
+#: The latest arrival explored (in journal records), so a long run's positions stay bounded.
+MAX_ARRIVAL = 256
 
 
 class Explorer:
@@ -58,6 +65,8 @@ class Explorer:
         *,
         seed: int = 0,
         faults: tuple[ActivityFault, ...] = (),
+        run_id: str = "sim",
+        signals: tuple[Signal, ...] = (),
     ) -> None:
         if not isinstance(workflow, durable.Workflow):
             raise TypeError(f"sim needs a function decorated with @durable.workflow (got {workflow!r})")
@@ -67,7 +76,13 @@ class Explorer:
         self.kwargs = kwargs
         self.seed = seed
         self.faults = faults
-        self.reference = self.play(Recipe(seed, (), faults))
+        self.run_id = run_id
+        self.reference = self.play(self.base(signals))
+        if signals:  # sent where they landed, so that restarted schedules send them there too
+            self.reference = self.play(self.base(_as_arrived(signals, self.reference)))
+            signals = self.reference.recipe.signals
+        #: The crash-free run of each signal plan played, the reference of its schedules.
+        self.references = {signals: self.reference}
         ending = self.reference.ending
         if ending.kind == "failed" and "LoopMismatchError" in str(ending.error):
             raise ValueError(
@@ -83,6 +98,48 @@ class Explorer:
         problem = self._external_problem()
         if problem is not None:
             raise AssertionError(f"after_each reports a problem after the crash-free run: {problem}")
+
+    def base(self, signals: tuple[Signal, ...] = ()) -> Recipe:
+        """The crash-free recipe of a signal plan."""
+        return Recipe(self.seed, (), self.faults, run_id=self.run_id, signals=signals)
+
+    def reference_of(self, recipe: Recipe) -> World:
+        """The crash-free run with the recipe's signals, which its schedule is checked against."""
+        reference = self.references.get(recipe.signals)
+        if reference is None:
+            reference = self.references[recipe.signals] = self.play(self.base(recipe.signals))
+        return reference
+
+    def arrivals(self, signals: Sequence[tuple[str, Any]]) -> tuple[list[Recipe], list[Failure]]:
+        """Every arrival of the signals, crash-free, and one recipe per branch to crash-test.
+
+        For each order (all of them for up to ``ALL_ORDERS_UP_TO`` signals, else the
+        order given and its reverse), the signals are sent together once the journal
+        holds 1, 2, 3... records (or when the run waits for a message only), until the
+        run ends before that. Each is played without crashes; arrivals that lead to the
+        same history (signal records aside) are one branch, crash-tested once.
+        """
+        pairs = [tuple(pair) for pair in signals]
+        orders: list[tuple[tuple[Any, ...], ...]] = (
+            list(itertools.permutations(pairs))
+            if len(pairs) <= ALL_ORDERS_UP_TO
+            else [tuple(pairs), tuple(reversed(pairs))]
+        )
+        branches: dict[tuple[Any, ...], Recipe] = {}
+        failures = []
+        for order in dict.fromkeys(orders):
+            for after in range(1, MAX_ARRIVAL + 1):
+                plan = tuple(Signal(name, payload, after) for name, payload in order)
+                nominal = self.play(self.base(plan))
+                arrived = self.base(_as_arrived(plan, nominal))
+                world = self.reference_of(arrived)
+                if world.ending.kind in ("error", "hung"):
+                    failures.append(Failure(arrived, _arrival_problem(world), self._replayer()))
+                history = [e for e in _history(world.final_events) if e[0] != "SignalReceived"]
+                branches.setdefault((order, repr(history)), arrived)
+                if after >= len(world.final_events):
+                    break  # the run ended before this arrival: later ones are the same
+        return list(branches.values()), failures
 
     def play(self, recipe: Recipe) -> World:
         if self.simulator.before_each is not None:
@@ -116,7 +173,7 @@ class Explorer:
         they could not run."""
         found, note = replays.results()
         failures = [
-            Failure(Recipe(self.seed, (), self.faults, hash_seed=seed), divergence, self._replayer())
+            Failure(attrs.evolve(self.reference.recipe, hash_seed=seed), divergence, self._replayer())
             for seed, divergence in found.items()
         ]
         return failures, note
@@ -132,7 +189,7 @@ class Explorer:
         for order_seed in range(1, 8 * wanted + 1):
             if len(seen) >= wanted:
                 return
-            recipe = Recipe(self.seed, (), self.faults, order_seed=order_seed)
+            recipe = attrs.evolve(self.reference.recipe, order_seed=order_seed)
             order = _completion_order(self.play(recipe).final_events)
             if order not in seen:
                 seen.add(order)
@@ -146,13 +203,13 @@ class Explorer:
         while pos < len(journal):
             _, index, _, end = decode_record(journal, pos)
             offset = random.Random(f"{self.seed}/rot/{index}").randrange(pos, end)
-            recipes.append(Recipe(self.seed, (), self.faults, rot_at=offset))
+            recipes.append(attrs.evolve(self.reference.recipe, rot_at=offset))
             pos = end
         return recipes
 
     def failure(self, recipe: Recipe) -> tuple[World, Failure | None]:
         world = self.play(recipe)
-        divergence = check(world, self.reference)
+        divergence = check(world, self.reference_of(recipe))
         if divergence is None:
             problem = self._external_problem()
             if problem is not None:
@@ -173,15 +230,15 @@ class Explorer:
         disk = rng.choices(faults, weights=[_DISK_WEIGHTS[d] for d in faults])[0]
         return Crash(point_number, disk, label)
 
-    def schedules(self, max_crashes: int) -> Iterator[Recipe]:
-        """Every single crash, then (if allowed) a second crash at every point of each recovery."""
-        groups = equivalent_groups(self.reference.lifetimes[0].points)
-        singles = [
-            Recipe(self.seed, (self.crash(g[0].number, g[0].label, "1"),), self.faults) for g in groups
-        ]
+    def schedules(self, max_crashes: int, base: Recipe | None = None) -> Iterator[Recipe]:
+        """Every single crash, then (if allowed) a second crash at every point of each recovery
+        (of the crash-free run ``base``, the reference's by default)."""
+        base = self.reference.recipe if base is None else base
+        groups = equivalent_groups(self.reference_of(base).lifetimes[0].points)
+        singles = [attrs.evolve(base, crashes=(self.crash(g[0].number, g[0].label, "1"),)) for g in groups]
         if "eio" in self.simulator.disk_faults:  # every fsync fails once, in its own schedule
             singles += [
-                Recipe(self.seed, (Crash(p.number, "eio", p.label),), self.faults)
+                attrs.evolve(base, crashes=(Crash(p.number, "eio", p.label),))
                 for group in groups
                 for p in group
                 if p.kind == "before fsync"
@@ -195,11 +252,34 @@ class Explorer:
                 if group[0].kind in _RECOVERY_ENDS:
                     break
                 second = self.crash(group[0].number, group[0].label, f"2/{single.crashes[0].at}")
-                yield Recipe(self.seed, (single.crashes[0], second), self.faults)
+                yield attrs.evolve(base, crashes=(single.crashes[0], second))
 
 
 _STARTS = (ActivityScheduled, TimerStarted)
 _ENDS = (ActivityCompleted, ActivityFailed, TimerFired, StepCancelled)
+
+
+def _as_arrived(plan: tuple[Signal, ...], world: World) -> tuple[Signal, ...]:
+    """The plan with each signal's ``after`` where it landed in the run's journal: a signal
+    is journaled at the sender's next turn, a few records past its nominal ``after``, and
+    a schedule that crashes and restarts before then must send it at the same place."""
+    landed = []
+    records = 0
+    for event in world.final_events:
+        if isinstance(event, SignalReceived):
+            landed.append(records)
+        records += counted([event])
+    return tuple(
+        attrs.evolve(signal, after=max(1, landed[i])) if i < len(landed) else signal
+        for i, signal in enumerate(plan)
+    )
+
+
+def _arrival_problem(world: World) -> str:
+    sent = ", ".join(repr(s) for s in world.recipe.signals)
+    return f"with the signals {sent} and no crash, the run {world.ending.result_text()}" + (
+        f": {world.ending.error}" if world.ending.kind == "error" else ""
+    )
 
 
 def _widest_fan_out(events: list[Event]) -> int:
@@ -332,6 +412,8 @@ class Simulator:
         seed: int = 0,
         max_crashes: int = 2,
         budget: int | None = None,
+        signals: Sequence[tuple[str, Any]] = (),
+        run_id: str | None = None,
         **kwargs: Any,
     ) -> Report:
         """Crash-test a workflow call at every crash point and check every schedule.
@@ -342,6 +424,14 @@ class Simulator:
             max_crashes: 1 for single crashes only; 2 (default) adds a second crash at
                 every point of each recovery.
             budget: the most schedules to play (None: all of them).
+            signals: ``(name, payload)`` pairs the outside world sends the run. Their
+                arrival is played at every point of the run (before its first step,
+                between any two, while it waits, after a timeout), in every order, and
+                each branch this leads to is crash-tested against the crash-free run
+                with the same arrival (see :meth:`Explorer.arrivals`).
+            run_id: the run's id (default: one of this exploration's own, ``sim-`` and
+                12 hex digits, so idempotency keys never collide with another
+                exploration's). Failure recipes keep it.
 
         Returns:
             A :class:`Report`; ``report.ok`` is True when every schedule matched the reference.
@@ -351,11 +441,21 @@ class Simulator:
         if budget is not None and budget < 1:
             raise ValueError(f"budget must be a positive number of schedules (got {budget!r})")
         started = time.perf_counter()
-        explorer = Explorer(self, workflow, args, kwargs, seed=seed, faults=self.faults)
+        pairs = _signal_pairs(signals)
+        explorer = Explorer(
+            self,
+            workflow,
+            args,
+            kwargs,
+            seed=seed,
+            faults=self.faults,
+            run_id=run_id if run_id is not None else f"sim-{uuid.uuid4().hex[:12]}",
+            signals=tuple(Signal(name, payload) for name, payload in pairs),
+        )
         # The hash-seed replays run in child interpreters while the schedules are played.
         replays = explorer.hash_seed_replays(self.hash_seeds)
         try:
-            played, failures = self._play_schedules(explorer, max_crashes, budget)
+            played, failures = self._play_schedules(explorer, max_crashes, budget, pairs)
         except BaseException:
             replays.stop()
             raise
@@ -373,16 +473,19 @@ class Simulator:
         )
 
     def _play_schedules(
-        self, explorer: Explorer, max_crashes: int, budget: int | None
+        self, explorer: Explorer, max_crashes: int, budget: int | None, signals: list[tuple[str, Any]]
     ) -> tuple[int, list[Failure]]:
         """Play and check every schedule (up to ``budget``): how many, and their failures."""
         rot = explorer.bit_rot_recipes() if self.bit_rot else []
         orders = explorer.order_recipes()
-        recipes = list(
-            itertools.islice(itertools.chain(orders, explorer.schedules(max_crashes), rot), budget)
+        branches, arrival_failures = explorer.arrivals(signals) if signals else ([], [])
+        others = [b for b in branches if b != explorer.reference.recipe]
+        crashed = itertools.chain(
+            explorer.schedules(max_crashes), *(explorer.schedules(max_crashes, b) for b in others)
         )
+        recipes = list(itertools.islice(itertools.chain(orders, crashed, rot), budget))
         workers = worker_count(self.workers, len(recipes))
-        failures = []
+        failures = list(arrival_failures)
         verdicts = play_all(recipes, lambda recipe: explorer.failure(recipe)[1], workers)
         for played, (recipe, failure) in enumerate(zip(recipes, verdicts, strict=True), start=1):
             if failure is not None:
@@ -396,7 +499,16 @@ class Simulator:
     ) -> Report:
         """Play exactly one schedule again (from a failure's ``recipe``) and check it."""
         started = time.perf_counter()
-        explorer = Explorer(self, workflow, args, kwargs, seed=recipe.seed, faults=recipe.faults)
+        explorer = Explorer(
+            self,
+            workflow,
+            args,
+            kwargs,
+            seed=recipe.seed,
+            faults=recipe.faults,
+            run_id=recipe.run_id,
+            signals=recipe.signals,
+        )
         notes = []
         if recipe.hash_seed is not None:
             found, note = explorer.hash_seed_failures(explorer.hash_seed_replays((recipe.hash_seed,)))
@@ -428,6 +540,17 @@ class Simulator:
         return report
 
 
+def _signal_pairs(signals: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    pairs = []
+    for pair in signals:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str) and pair[0]):
+            raise TypeError(
+                f"signals must be (name, payload) pairs, e.g. signals=[('approved', True)] (got {pair!r})"
+            )
+        pairs.append(pair)
+    return pairs
+
+
 def _check_loop(loop: object) -> None:
     if loop not in ("trio", "asyncio"):
         raise ValueError(f"loop must be 'trio' or 'asyncio' (got {loop!r})")
@@ -442,10 +565,21 @@ def explore(
     seed: int = 0,
     max_crashes: int = 2,
     budget: int | None = None,
+    signals: Sequence[tuple[str, Any]] = (),
+    run_id: str | None = None,
     **kwargs: Any,
 ) -> Report:
     """Crash-test a workflow call at every crash point; see :meth:`Simulator.explore`."""
-    return _DEFAULT.explore(workflow, *args, seed=seed, max_crashes=max_crashes, budget=budget, **kwargs)
+    return _DEFAULT.explore(
+        workflow,
+        *args,
+        seed=seed,
+        max_crashes=max_crashes,
+        budget=budget,
+        signals=signals,
+        run_id=run_id,
+        **kwargs,
+    )
 
 
 def replay_recipe(workflow: durable.Workflow[..., Any], *args: Any, recipe: Recipe, **kwargs: Any) -> Report:

@@ -95,6 +95,35 @@ class ActivityFault:
         return self.activity == activity and self.attempt == attempt and (self.seq is None or self.seq == seq)
 
 
+@attrs.frozen(repr=False)
+class Signal:
+    """A signal that the outside world sends the run during a schedule.
+
+    Attributes:
+        name: the signal's name, as ``durable.wait_signal(name)`` waits for it.
+        payload: its payload (any value the journal can hold).
+        after: when it is sent: once the run's journal holds this many records (1: as
+            soon as the run has started, before its first step), or as soon as the run
+            waits with nothing but a message to wake it, whichever comes first. A run
+            that ends before either never gets it.
+    """
+
+    name: str
+    payload: Any = None
+    after: int = attrs.field(default=1, validator=_positive)
+
+    def __repr__(self) -> str:
+        return _repr(self, {"payload": None, "after": 1})
+
+
+def _signals(value: Iterable[Signal]) -> tuple[Signal, ...]:
+    signals = tuple(value)
+    for signal in signals:
+        if not isinstance(signal, Signal):
+            raise TypeError(f"signals must hold sim.Signal values (got {signal!r})")
+    return signals
+
+
 def _crashes(value: Iterable[Crash]) -> tuple[Crash, ...]:
     crashes = tuple(value)
     for crash in crashes:
@@ -131,9 +160,16 @@ class Recipe:
     #: Break ties between concurrently ready activities (a gather's or race's children)
     #: in an order drawn from this seed: each explores another completion order.
     order_seed: int | None = None
+    #: Signals the outside world sends, in this order (each once it is due).
+    signals: tuple[Signal, ...] = attrs.field(default=(), converter=_signals)
+    #: The run's id (an exploration's own, so idempotency keys never collide across
+    #: explorations); "sim" in recipes written before explorations had ids of their own.
+    run_id: str = "sim"
 
     def __repr__(self) -> str:
         parts = [f"seed={self.seed}"]
+        if self.run_id != "sim":
+            parts.append(f"run_id={self.run_id!r}")
         if self.hash_seed is not None:
             parts.append(f"hash_seed={self.hash_seed}")
         if self.rot_at is not None:
@@ -142,6 +178,8 @@ class Recipe:
             parts.append(f"order_seed={self.order_seed}")
         if self.crashes:
             parts.append(f"crashes=({''.join(repr(c) + ', ' for c in self.crashes).rstrip()})")
+        if self.signals:
+            parts.append(f"signals=({''.join(repr(s) + ', ' for s in self.signals).rstrip()})")
         if self.faults:
             parts.append(f"faults=({''.join(repr(f) + ', ' for f in self.faults).rstrip()})")
         return f"sim.Recipe({', '.join(parts)})"

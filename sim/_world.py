@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import os
 import random
 import time
@@ -39,10 +40,21 @@ import trio
 import trio.testing
 
 import durable
-from durable.lowlevel import Event, Hooks, encode_header, encode_record, payloads_from, scan
+from durable.lowlevel import (
+    HEADER_SIZE,
+    Event,
+    Hooks,
+    RunResumed,
+    SignalReceived,
+    decode_record,
+    encode_header,
+    encode_record,
+    payloads_from,
+    scan,
+)
 
 from ._disk import Crasher, Damage, Point, SimDisk, SimulatedCrash
-from ._plan import ActivityFault, Crash, InjectedFault, Recipe
+from ._plan import ActivityFault, Crash, InjectedFault, Recipe, Signal
 
 RUN_ID = "sim"
 ROOT = "/sim"
@@ -166,7 +178,11 @@ class SimHooks(Hooks):
         # lifetime, so a value lost in a crash is drawn again identically and the
         # crash-free run stays a valid reference. (Reading random directly in
         # workflow code still differs per lifetime, and is caught.)
-        draw = random.Random(f"{self.world.recipe.seed}/{run_id}/{seq}/{name}")
+        # Drawn by the run id relative to the exploration's own, so that two explorations
+        # (with run ids of their own) draw the same values.
+        own = self.world.run_id
+        relative = RUN_ID + run_id[len(own) :] if run_id.startswith(own) else run_id
+        draw = random.Random(f"{self.world.recipe.seed}/{relative}/{seq}/{name}")
         if name == "durable.random":
             return draw.random()
         if name == "durable.uuid4":
@@ -213,7 +229,7 @@ class World:
         recipe: Recipe,
         *,
         sync: str = "always",
-        run_id: str = RUN_ID,
+        run_id: str | None = None,
         loop: str = "trio",
         codec: Any = None,
     ) -> None:
@@ -222,7 +238,7 @@ class World:
         self.kwargs = kwargs
         self.recipe = recipe
         self.sync = sync
-        self.run_id = run_id
+        self.run_id = run_id if run_id is not None else recipe.run_id
         #: The loop async activities are written for (Simulator.loop), and the asyncio
         #: loop that runs them when it is asyncio (made at the first, closed at the end).
         self.loop = loop
@@ -235,9 +251,11 @@ class World:
         self.wall = EPOCH
         self.executions: list[Execution] = []
         self.lifetimes: list[Lifetime] = []
+        #: The recipe's signals that the run got (sent, and journaled), in order.
+        self.signals_sent: list[Signal] = []
         #: The run's journal once the schedule is played, as a next process would read it.
         self.final_events: list[Event] = []
-        self._journal = durable.FileStore(ROOT, fs=self.disk).journal_path(run_id)
+        self._journal = durable.FileStore(ROOT, fs=self.disk).journal_path(self.run_id)
 
     def play(self) -> World:
         """Run lifetimes until one ends without crashing (at most one per crash, plus one)."""
@@ -328,10 +346,16 @@ class World:
             with trio.move_on_after(TIME_LIMIT) as scope:
                 # Every run that waits is let go and taken back by replay, as a worker
                 # does: its crash points are explored with the rest.
-                async with durable.Runtime(
-                    store, hooks=hooks, poll=_POLL, waiting_cache=0, clock_anchor=start_wall
-                ) as runtime:
+                async with (
+                    durable.Runtime(
+                        store, hooks=hooks, poll=_POLL, waiting_cache=0, clock_anchor=start_wall
+                    ) as runtime,
+                    trio.open_nursery() as outside,
+                ):
+                    if self.recipe.signals:
+                        outside.start_soon(SignalSender(self, journal, crasher).send, runtime)
                     lifetime.ending = await self._start_and_wait(runtime)
+                    outside.cancel_scope.cancel()
             if scope.cancelled_caught:
                 lifetime.ending = Ending("hung")
             self.wall = start_wall + trio.current_time()
@@ -395,6 +419,91 @@ class World:
             if isinstance(first, durable.lowlevel.RunStarted):
                 found[first.run_id] = events
         return found
+
+
+class SignalSender:
+    """The outside world that sends the recipe's signals, in one process lifetime.
+
+    It sends each :class:`~sim.Signal` once it is due (the run's journal holds
+    ``after`` records, or the run waits with only a message to wake it), with
+    ``Runtime.signal``, as a client would. The signals already in the journal a
+    lifetime starts from were sent before the crash and are not sent again; a
+    signal whose journal record a crash lost is sent again, as a client that got
+    no answer retries.
+    """
+
+    def __init__(self, world: World, journal: list[Event], crasher: Crasher) -> None:
+        self.world = world
+        self.journal_name = world._journal.rpartition("/")[2]
+        sent = sum(isinstance(event, SignalReceived) for event in journal)
+        self.pending = list(world.recipe.signals[sent:])
+        self.records = counted(journal)
+        self.changed = trio.Event()
+        crasher.on_point = self._seen
+
+    def _seen(self, point: Point) -> None:
+        if point.kind == "after write" and point.target == self.journal_name and point.data:
+            self.records += _record_count(point.data)
+        self.changed.set()
+
+    def _due(self, runtime: durable.Runtime) -> bool:
+        if self.records >= self.pending[0].after:
+            return True
+        return runtime._watch.let_go.get(self.world.run_id) == math.inf  # waits for a message only
+
+    async def _until_due(self, runtime: durable.Runtime) -> None:
+        """Wait for the next signal's time: a change on disk, or the world at rest (once per
+        change: the run let go waiting for a message only does nothing more on disk)."""
+        idle_ok = True
+        while not self._due(runtime):
+            self.changed = trio.Event()
+            async with trio.open_nursery() as nursery:
+                if idle_ok:
+                    nursery.start_soon(_cancel_when_idle, nursery.cancel_scope)
+                await self.changed.wait()
+                nursery.cancel_scope.cancel()
+            idle_ok = self.changed.is_set()
+
+    async def send(self, runtime: durable.Runtime) -> None:
+        run_id = self.world.run_id
+        while self.pending:
+            await self._until_due(runtime)
+            signal = self.pending[0]
+            try:
+                await runtime.signal(run_id, signal.name, signal.payload)
+            except (durable.RunConflictError, durable.UnknownRunError):
+                return  # the run ended (or is gone) before it was due: it never gets the rest
+            self.pending.pop(0)
+            self.world.signals_sent.append(signal)
+            if run_id in runtime._watch.let_go:
+                # Sent to the run let go: it is due now, and the runtime's watch would see
+                # that within its poll (0.2 s by default): take it back at once.
+                await runtime._watch._take_back(runtime._running()[1]())
+
+
+async def _cancel_when_idle(scope: trio.CancelScope) -> None:
+    # Before the virtual clock jumps (wait_all_tasks_blocked wakes before the autojump).
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
+
+
+def _record_count(data: bytes) -> int:
+    """How many journal records a write carries."""
+    count = 0
+    pos = HEADER_SIZE if data.startswith(encode_header()) else 0
+    while pos < len(data):
+        try:
+            event, _, _, pos = decode_record(data, pos)
+        except ValueError:
+            break
+        count += not isinstance(event, RunResumed)
+    return count
+
+
+def counted(events: list[Event]) -> int:
+    """The records that count for a signal's ``after`` (a recovery's RunResumed does not:
+    a run recovered from a journal is as far as the run that wrote it)."""
+    return sum(not isinstance(event, RunResumed) for event in events)
 
 
 #: Journals decoded lately, by path and content: a schedule reads the same bytes several
@@ -467,4 +576,14 @@ def _seed_trio(seed: int) -> None:
     run_module._r.seed(seed)
 
 
-__all__ = ["EPOCH", "RUN_ID", "Ending", "Execution", "InjectedFault", "Lifetime", "World"]
+__all__ = [
+    "EPOCH",
+    "RUN_ID",
+    "Ending",
+    "Execution",
+    "InjectedFault",
+    "Lifetime",
+    "SignalSender",
+    "World",
+    "counted",
+]

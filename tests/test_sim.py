@@ -456,8 +456,9 @@ def _summary(report: sim.Report) -> tuple[Any, ...]:
 )
 def test_same_seed_gives_identical_reports(case: Case) -> None:
     crash_points = case.explore(budget=1).crash_points
-    first = case.explore(seed=3, budget=crash_points + 20)
-    second = case.explore(seed=3, budget=crash_points + 20)
+    # The same run id too: each exploration has one of its own otherwise (tests/test_sim_signals.py).
+    first = case.explore(seed=3, budget=crash_points + 20, run_id="same")
+    second = case.explore(seed=3, budget=crash_points + 20, run_id="same")
     assert _summary(first) == _summary(second)
     assert first.schedules > first.crash_points  # double crashes included
 
@@ -500,11 +501,13 @@ def test_crash_point_past_the_end_is_never_reached() -> None:
 
 def test_crash_point_labels_name_the_records_written() -> None:
     """Labels say what a write carries (``before write of ActivityCompleted(seq=0)``), not just its size."""
-    labels = [p.label for p in good_report("order").reference.lifetimes[0].points]
-    assert "before write of RunStarted to sim.journal" in labels
-    assert "before write of ActivityScheduled(seq=0) to sim.journal" in labels, labels
-    assert "before write of ActivityCompleted(seq=0) to sim.journal" in labels, labels
-    assert "before write of RunCompleted to sim.journal" in labels, labels
+    report = good_report("order")
+    labels = [p.label for p in report.reference.lifetimes[0].points]
+    journal = f"{report.reference.run_id}.journal"  # the exploration's own run id
+    assert f"before write of RunStarted to {journal}" in labels
+    assert f"before write of ActivityScheduled(seq=0) to {journal}" in labels, labels
+    assert f"before write of ActivityCompleted(seq=0) to {journal}" in labels, labels
+    assert f"before write of RunCompleted to {journal}" in labels, labels
 
 
 # --- assert_crash_safe and explore's arguments ------------------------------------
@@ -518,7 +521,13 @@ def test_assert_crash_safe_raises_with_recipe_and_divergence() -> None:
     text = str(raised.value)
     first = bad_report(case.id).failures[0]
     assert "sim.Recipe(" in text
-    assert repr(first.recipe) in text
+    # The same schedule, but under this exploration's own run id.
+    own = re.search(r"run_id='(sim-[0-9a-f]{12})'", text)
+    assert own is not None, text
+    assert (
+        repr(attrs.evolve(first.recipe, run_id=own.group(1))).replace(first.recipe.run_id, own.group(1))
+        in text
+    )
     assert first.divergence in text
 
 
