@@ -229,6 +229,8 @@ class _Driver:
             return StubbedRun(self.calls, None, None, journal, elapsed, cancelled=outcome.reason)
         if isinstance(outcome, Raised):
             return StubbedRun(self.calls, None, outcome.error, journal, elapsed)
+        if self.answers is not None:  # re-recording a journal (sim._hashseed): it ends here
+            return StubbedRun(self.calls, None, None, journal, elapsed)
         raise TypeError("run_stubbed cannot follow durable.continue_as_new: test each incarnation alone")
 
     def _perform(self, core: Replay, action: Action, apply: Callable[[Event], None]) -> None:

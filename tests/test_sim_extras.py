@@ -194,7 +194,8 @@ def _explored(simulator: sim.Simulator, workers: int) -> tuple[sim.Report, list[
         after_each=bad.LEDGER.problem,
         on_schedule=lambda n, recipe, failure: seen.append((n, repr(recipe), failure is None)),
     )
-    return simulator.explore(bad.pay_without_key, 42, max_crashes=2), seen
+    # One run id for both explorations (each has its own otherwise), so their reports compare.
+    return simulator.explore(bad.pay_without_key, 42, max_crashes=2, run_id="workers"), seen
 
 
 def test_workers_find_the_same_failures_in_the_same_order_as_one_process() -> None:
