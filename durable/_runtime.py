@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -556,20 +556,21 @@ class Runtime:
         return handles
 
     @on_trio
-    async def take_due(self, *, limit: int) -> list[RunHandle]:
+    async def take_due(self, *, limit: int, exclude: Collection[str] = ()) -> list[RunHandle]:
         """Take up to ``limit`` runs that are due now and that no process holds: new runs
         nobody took, runs let go whose time came or that got a message, runs whose
         holder died. What ``durable worker`` calls with its free capacity.
 
-        Returns the handles of the runs taken, as :meth:`recover` does.
+        Returns the handles of the runs taken, as :meth:`recover` does. ``exclude``: runs
+        not to take (a worker's runs it cannot run: their workflow is not defined here).
         """
         _, clock = self._running()
         self._serving = True
         if limit <= 0:
             return []
         # Asked for more than the limit: runs taken meanwhile by others are skipped.
-        ids = await self.store.due_runs(clock(), limit + _DUE_SLACK)
-        ids = [run_id for run_id in ids if run_id not in self._executions]
+        ids = await self.store.due_runs(clock(), limit + _DUE_SLACK + len(exclude))
+        ids = [run_id for run_id in ids if run_id not in self._executions and run_id not in exclude]
         return await self._open_and_launch(ids, limit)
 
 

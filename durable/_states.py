@@ -28,7 +28,11 @@ from __future__ import annotations
 import math
 
 from ._store import Holder
-from ._timeline import Timeline, duration_text, local_time
+from ._timeline import Step, Timeline, duration_text, local_time
+
+#: Why a heartbeat may look old: only some reach the journal (see durable/_attempts.py,
+#: HEARTBEAT_RECORD_INTERVAL), so another process sees them late by up to that much.
+_RATE = "heartbeats are journaled every 10s at most"
 
 #: The states of an unfinished run, in the order ``durable ls --status`` lists them.
 UNFINISHED = ("queued", "running", "waiting", "stalled")
@@ -40,11 +44,20 @@ def mark_state(timeline: Timeline, holder: Holder | None, now: float) -> Timelin
     if timeline.status != "running":
         return timeline
     timeline.now = now
-    wait = _first_wait(timeline)
+    wait = _first_wait(timeline, now)
     timeline.holder = _holder_text(timeline, holder, now)
+    if holder is not None:
+        timeline.holder_facts = {
+            "pid": holder.pid,
+            "host": holder.host,
+            "since": _since(timeline, holder),
+            "live": holder.live,
+            "lease_expires": holder.lease_expires,
+        }
     if holder is not None and not holder.live:
         timeline.status = "stalled"
-        timeline.brief = f"{holder.describe()} is gone"
+        lapsed = ": its lease expired" if holder.lease_expires is not None else " is gone"
+        timeline.brief = f"{holder.describe()}{lapsed}"
     elif wait is not None:
         timeline.status = "waiting"
     elif holder is not None:
@@ -62,24 +75,26 @@ def mark_state(timeline: Timeline, holder: Holder | None, now: float) -> Timelin
             timeline.waiting = f"{whom}, then {steps}" if steps else f"{whom} (no process holds it)"
         return timeline
     until, what = wait
+    timeline.until = None if math.isinf(until) else until
     timeline.waiting = what + _when(until, now, precise=True)
     if timeline.status == "waiting":
         timeline.brief = what + _when(until, now, precise=False)
     return timeline
 
 
-def _first_wait(timeline: Timeline) -> tuple[float, str] | None:
+def _first_wait(timeline: Timeline, now: float) -> tuple[float, str] | None:
     """What the run waits for first ``(until, what)``, when all its open steps only wait
     (``until`` infinite: only a message ends the wait); None when it has work in hand."""
     waits: list[tuple[float, str]] = []
     for step in timeline.steps:
         if step.status != "running":
             continue
-        last = step.attempts[-1] if step.attempts else None
+        backoff = _backoff_until(step)
         if step.kind == "timer" and step.until is not None:
             waits.append((step.until, f"{step.name_text} (step {step.seq})"))
-        elif last is not None and last.status == "failed" and last.retry_at is not None:
-            waits.append((last.retry_at, f"the next attempt of {step.call} (step {step.seq})"))
+        elif backoff is not None and backoff > now:
+            number = step.attempts[-1].number
+            waits.append((backoff, f"attempt {number} of {step.call} (step {step.seq}), after its backoff"))
         elif step.kind == "signal":
             until = step.until if step.until is not None else math.inf
             waits.append((until, f"{step.name_text} (step {step.seq})"))
@@ -88,6 +103,16 @@ def _first_wait(timeline: Timeline) -> tuple[float, str] | None:
     # Nothing open: the workflow is about to yield its next step (a wait for a signal is
     # journaled, SignalAwaited), so a process has work in hand, or must take the run.
     return min(waits) if waits else None
+
+
+def _backoff_until(step: Step) -> float | None:
+    """When the next attempt of an activity step may start, if its last attempt failed and
+    was retried, and the attempt after it has not been cut short (it may be running)."""
+    attempts = step.attempts
+    if len(attempts) < 2 or attempts[-1].status != "running" or attempts[-1].resumed is not None:
+        return None
+    failed = attempts[-2]
+    return failed.retry_at if failed.status == "failed" else None
 
 
 def _when(until: float, now: float, *, precise: bool) -> str:
@@ -119,8 +144,10 @@ def _doing(timeline: Timeline, now: float | None) -> str | None:
             began = attempt.resumed if attempt.resumed is not None else attempt.started
             text += f", attempt {attempt.number} in flight for {duration_text(max(0.0, now - began))}"
             if attempt.heartbeat is not None:
-                text += f" (last heartbeat {duration_text(max(0.0, now - attempt.heartbeat.t))} ago"
-                text += f": {attempt.heartbeat.details})"
+                ago = duration_text(max(0.0, now - attempt.heartbeat.t))
+                text += f" (last heartbeat journaled {ago} ago, {attempt.heartbeat.details}: {_RATE})"
+        elif attempt is not None and attempt.status == "running" and _backoff_until(step) is not None:
+            text += f" (attempt {attempt.number} next, after its backoff)"
         elif attempt is not None and attempt.status == "running":
             text += f" (its attempt {attempt.number} was cut short: it runs again)"
         elif attempt is not None and attempt.status == "pending":
@@ -129,15 +156,22 @@ def _doing(timeline: Timeline, now: float | None) -> str | None:
     return "; ".join(parts) or None
 
 
+def _since(timeline: Timeline, holder: Holder) -> float | None:
+    """When the holder took the run; where the store does not say (PostgreSQL), when that
+    process resumed it, if the journal says so."""
+    if holder.since is not None:
+        return holder.since
+    return max((r.t for r in timeline.recoveries if r.pid == holder.pid), default=None)
+
+
 def _holder_text(timeline: Timeline, holder: Holder | None, now: float) -> str | None:
     """``pid 812 on web-1, since 10:00:03 (4m ago)``; for a holder that is gone, says so."""
     if holder is None:
         return None
-    since = holder.since
-    if since is None:  # the store does not say: the last time a process took the run up
-        taken = [r.t for r in timeline.recoveries] or [timeline.started or 0.0]
-        since = max(taken)
-    text = f"{holder.describe()}, since {local_time(since)} ({duration_text(max(0.0, now - since))} ago)"
+    since = _since(timeline, holder)
+    text = holder.describe()
+    if since is not None:
+        text += f", since {local_time(since)} ({duration_text(max(0.0, now - since))} ago)"
     if holder.live:
         return text
     if holder.lease_expires is not None:

@@ -23,6 +23,9 @@ from ._core.errors import DurableError, StoreError
 from ._core.payloads import PayloadCodec, Payloads
 
 SYNC_MODES = ("always", "batch", "none")
+#: Words every "this writer's lease moved to another worker" message holds (PostgreSQL):
+#: how a worker tells a run that goes on elsewhere from one it had to give up.
+LEASE_MOVED = "moved to another worker"
 #: What :meth:`Store.remove` did: removed the run, found no such run, or left it
 #: because it has not ended.
 Removal = Literal["removed", "missing", "unfinished"]

@@ -190,6 +190,8 @@ class Recovery:
     pid: int
     replayed: list[int]
     in_flight: list[int]
+    #: Of ``in_flight``, the waits (timers, signal waits): they went on waiting.
+    waits: list[int] = attrs.Factory(list)
 
     def text(self) -> str:
         fed = (
@@ -197,13 +199,16 @@ class Recovery:
             if self.replayed
             else "nothing had finished, so the workflow started over"
         )
-        again = (
-            f"; {'steps' if len(self.in_flight) > 1 else 'step'} {', '.join(map(str, self.in_flight))} "
-            "in flight, run again"
-            if self.in_flight
-            else ""
-        )
+        ran = [seq for seq in self.in_flight if seq not in self.waits]
+        again = _steps_text(ran, "in flight, run again") + _steps_text(self.waits, "waiting, waited on")
         return f"process {self.pid} resumed the run and replayed it here: {fed}{again}"
+
+
+def _steps_text(seqs: list[int], what: str) -> str:
+    """``; steps 1, 2 in flight, run again`` (nothing for no steps)."""
+    if not seqs:
+        return ""
+    return f"; {'steps' if len(seqs) > 1 else 'step'} {', '.join(map(str, seqs))} {what}"
 
 
 @attrs.define
@@ -243,6 +248,10 @@ class Timeline:
     now: float | None = None
     #: The state in a few words, for a column of ``durable ls`` (``by pid 812 on web-1``).
     brief: str | None = None
+    #: The same facts for programs (``--json``): who holds the run (pid, host, since, live,
+    #: lease_expires; times as epoch seconds here), and when what it waits for ends.
+    holder_facts: dict[str, Any] | None = None
+    until: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -463,7 +472,8 @@ class _Builder:
                 attempt.status, attempt.started = "running", event.t
             elif attempt is not None and attempt.started < event.t:
                 attempt.resumed = event.t  # it was running when the process stopped
-        self.timeline.recoveries.append(Recovery(event.t, event.pid, replayed, in_flight))
+        waits = [seq for seq in in_flight if self.steps[seq].kind in ("timer", "signal")]
+        self.timeline.recoveries.append(Recovery(event.t, event.pid, replayed, in_flight, waits))
 
     def _close_open_timers(self, t: float) -> None:
         """At the run's end, a timer that neither fired nor was cancelled was the timeout
@@ -728,6 +738,11 @@ _NOTE_ROWS = {
 }
 
 
+def note_text(note: Note) -> str:
+    """A run-level event as its timeline row says it."""
+    return _note_row(note)[1]
+
+
 def _note_row(note: Note) -> tuple[str, str]:
     """The kind column and text of a run-level event (generic if its fields are not the expected ones)."""
     what, template = _NOTE_ROWS.get(note.type, (note.type, "{}"))
@@ -762,25 +777,24 @@ class Row:
 
 
 def _step_row_of(timeline: Timeline, step: Step) -> Row:
-    details = [
-        (a.status, attempt_text(a))
+    # Attempts and retries in the order they happened (a retry's attempts come after it).
+    timed = [
+        (a.started, a.status, attempt_text(a))
         for a in step.attempts
         if len(step.attempts) > 1 or a.status == "failed" or a.resumed is not None or a.heartbeat is not None
     ]
+    retried = "the failure above is superseded, attempts start at 1"
+    timed += [(t, "note", f"retried at {timeline.offset(t)}: {retried}") for t in step.retried]
+    details = [(status, text) for _, status, text in sorted(timed, key=lambda item: item[0])]
     details += [("note", f"{n.type} {n.text()}") for n in step.notes]
-    details += [
-        (
-            "note",
-            f"retried at {timeline.offset(t)}: the failure above is superseded, attempts start at 1",
-        )
-        for t in step.retried
-    ]
     if step.until is not None and step.status == "running":
         details.append(("running", f"fires at {local_time(step.until, precise=True)}"))
     took = duration_text(step.duration) if step.attempts or step.kind in ("timer", "child", "signal") else ""
     if step.status == "running" and timeline.now is not None and step.scheduled is not None:
         took = f"{duration_text(max(0.0, timeline.now - step.scheduled))} so far"
     outcome = step.outcome
+    if step.status == "running" and step.kind == "activity" and timeline.status in ("queued", "stalled"):
+        outcome = "to run again"  # nothing runs it now: a worker will
     if step.attempts and step.status in ("completed", "failed") and step.attempts[-1].number > 1:
         outcome += f" (attempt {step.attempts[-1].number})"
     return Row(
@@ -874,7 +888,16 @@ def summary_json(timeline: Timeline) -> dict[str, Any]:
         "doing": timeline.doing,
         "held_by": timeline.holder,
         "brief": timeline.brief,
+        "holder": _holder_json(timeline.holder_facts),
+        "until": iso_time(timeline.until),
     }
+
+
+def _holder_json(facts: dict[str, Any] | None) -> dict[str, Any] | None:
+    if facts is None:
+        return None
+    times = ("since", "lease_expires")
+    return {key: iso_time(value) if key in times else value for key, value in facts.items()}
 
 
 def _attempt_json(attempt: Attempt) -> dict[str, Any]:
@@ -937,4 +960,6 @@ def to_json(timeline: Timeline) -> dict[str, Any]:
         "doing": timeline.doing,
         "held_by": timeline.holder,
         "now": iso_time(timeline.now),
+        "holder": _holder_json(timeline.holder_facts),
+        "until": iso_time(timeline.until),
     }

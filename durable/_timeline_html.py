@@ -21,6 +21,7 @@ from ._timeline import (
     attempt_text,
     duration_text,
     local_time,
+    note_text,
     printable,
     rows,
     shorten,
@@ -300,6 +301,11 @@ def _svg(timeline: Timeline) -> str:
             r.t, "recovery", f"⟲ resumed (pid {r.pid})", f"{local_time(r.t, precise=True)}: {r.text()}", r.pid
         )
         for r in timeline.recoveries
+    ]
+    marks += [  # each retry: where a failure was superseded and the run went on
+        _Mark(note.t, "recovery retry", "↻ retried", f"{local_time(note.t, precise=True)}: {note_text(note)}")
+        for note in timeline.notes
+        if note.type == "RunRetried" and note.t is not None
     ]
     if timeline.ended is not None:
         when = local_time(timeline.ended, precise=True)

@@ -119,7 +119,7 @@ def _row_lines(timeline: tl.Timeline) -> list[Text]:
         lines.append(line)
         for status, text in row.details:
             mark = _MARKS.get(status, "· ")
-            detail = f"{indent}{mark}{tl.printable(tl.shorten(text, 160))}"
+            detail = f"{indent}{mark}{tl.printable(tl.shorten(text, 240))}"
             lines.append(Text(detail, style="red" if status == "failed" else "dim"))
     return lines
 

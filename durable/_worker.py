@@ -28,7 +28,7 @@ from ._core.errors import (
     WorkflowFailed,
 )
 from ._runtime import RunHandle, Runtime
-from ._store import Store
+from ._store import LEASE_MOVED, Store
 from ._timeline import first_line
 
 Say = Callable[[str], None]
@@ -50,7 +50,11 @@ async def serve(store: Store, interval: float, concurrency: int, say: Say, name:
 
 
 async def _take_runs(store: Store, interval: float, concurrency: int, say: Say, name: str) -> None:
-    seen: set[str] = set()
+    #: The runs whose end a task of this worker waits for (one task a run).
+    watching: set[str] = set()
+    #: The runs this worker cannot run until a person acts (its code lacks their
+    #: workflow, their journal is damaged...): said once, and never taken again here.
+    given_up: set[str] = set()
     # A run that waits is let go at once (waiting_cache=0): concurrency counts runs with
     # work to do, and a waiting run costs the worker nothing until it is due.
     async with Runtime(store, poll=interval, waiting_cache=0) as runtime:
@@ -60,11 +64,13 @@ async def _take_runs(store: Store, interval: float, concurrency: int, say: Say, 
                 try:
                     token = (store.change_token(), runtime._runs_stopped)
                     free = concurrency - runtime.running
-                    for handle in await runtime.take_due(limit=free):
-                        if handle.run_id not in seen:
-                            seen.add(handle.run_id)
-                            say(f"worker: {_taken_text(handle)}")
-                            watchers.start_soon(_report_end, handle, seen, say)
+                    for handle in await runtime.take_due(limit=free, exclude=given_up):
+                        say(f"worker: {_taken_text(handle)}")  # each time it takes a run
+                        if isinstance(handle._error, _NEEDS_A_PERSON):
+                            given_up.add(handle.run_id)  # never taken again here
+                        if handle.run_id not in watching:
+                            watching.add(handle.run_id)
+                            watchers.start_soon(_report_end, handle, watching, given_up, say)
                     await _wait_for_work(runtime, interval, token)
                 except StoreError as exc:  # e.g. the database restarts: try again later
                     say(f"worker: the store failed ({first_line(exc)}); trying again")
@@ -81,10 +87,11 @@ def _taken_text(handle: RunHandle) -> str:
     previous = handle._previous
     if handle._taken != "taken over" or previous is None:
         return f"{handle._taken} {what}"
-    why = "its lease expired" if previous.lease_expires is not None else "it is gone"
+    if previous.lease_expires is not None:  # it may be alive but frozen: not a crash
+        return f"taken over {what} from {previous.describe()} (its lease expired)"
     if previous.host == socket.gethostname():
-        return f"resumed {what} after a crash: {previous.describe()} held it ({why})"
-    return f"taken over {what} from {previous.describe()} ({why})"
+        return f"resumed {what} after a crash: {previous.describe()} held it (it is gone)"
+    return f"taken over {what} from {previous.describe()} (it is gone)"
 
 
 async def _wait_for_work(runtime: Runtime, interval: float, token: tuple[int, int]) -> None:
@@ -107,15 +114,26 @@ async def _wait_for_work(runtime: Runtime, interval: float, token: tuple[int, in
             nursery.start_soon(first_of, partial(runtime._until_a_run_stops, stops))
 
 
-async def _report_end(handle: RunHandle, seen: set[str], say: Say) -> None:
-    """Say how a run this worker ran ended; one it gave up may be taken again later."""
+async def _report_end(handle: RunHandle, watching: set[str], given_up: set[str], say: Say) -> None:
+    """Say how a run this worker ran ended here. A run let go while it waits is not
+    followed (it would be polled for): the worker says so when it takes it again."""
+    try:
+        await handle._settled()
+    finally:
+        watching.discard(handle.run_id)
+    if not handle._done.is_set():
+        return  # let go while it waits
     try:
         await handle.result()
     except (WorkflowFailed, Cancelled):
         pass
     except Exception as exc:
-        if not isinstance(exc, _NEEDS_A_PERSON):
-            seen.discard(handle.run_id)  # e.g. its lease moved: it may come back to this worker
-        say(f"worker: gave up {handle.run_id!r}: {first_line(exc)}")
+        if isinstance(exc, _NEEDS_A_PERSON):
+            given_up.add(handle.run_id)
+            say(f"worker: gave up {handle.run_id!r}: {first_line(exc)}")
+        elif isinstance(exc, StoreError) and LEASE_MOVED in str(exc):  # it goes on elsewhere
+            say(f"worker: let go {handle.run_id!r}: {first_line(exc)}")
+        else:
+            say(f"worker: gave up {handle.run_id!r} for now: {first_line(exc)}")
         return
     say(f"worker: {handle.status} {handle.run_id!r}")

@@ -316,6 +316,8 @@ def test_ls_json_and_filters(store: Path) -> None:
         "doing",
         "held_by",
         "brief",
+        "holder",
+        "until",
     }
     assert runs["order-7"]["status"] == "completed"
     assert runs["order-7"]["steps"] == 2
@@ -421,7 +423,7 @@ def test_show_a_failed_and_an_unfinished_run(store: Path) -> None:
     assert "failed: ValueError: amount too small" in failed
     assert "run failed → durable.ActivityError" in failed
     running = cli("show", "order-9", "--store", str(store)).stdout
-    assert "· queued" in running and "verbs.charge(5) → in flight" in running
+    assert "· queued" in running and "verbs.charge(5) → to run again" in running
     assert "waits for  a worker to take it, then step 0 activity verbs.charge(5)" in running
     assert "run completed" not in running and "run failed" not in running
 
@@ -452,6 +454,8 @@ def test_show_json_has_stable_keys(store: Path) -> None:
             "doing",
             "held_by",
             "now",
+            "holder",
+            "until",
         ]
     )
     assert doc["version"] == 1

@@ -201,6 +201,7 @@ def test_a_run_whose_lease_expired_is_stalled_on_postgresql(workspace: Path) -> 
         wait_for("p1 stalled", lambda: status(store, "p1") == "stalled")
         row = ls(store)["p1"]
         assert "its lease expired at" in row["held_by"], row
+        assert row["brief"] == f"pid {first.pid} on {socket.gethostname()}: its lease expired", row
         kill(first)
         second = spawn(workspace, "worker", "ops_flows.py", "--store", store, "--poll", "50ms")
         (workspace / "gates" / "p1").touch()
@@ -209,7 +210,8 @@ def test_a_run_whose_lease_expired_is_stalled_on_postgresql(workspace: Path) -> 
         kill(first)
         log = stop(second) if second is not None else ""
         pgutil.drop_schema(schema)
-    assert f"worker: resumed 'p1' (ops.job) after a crash: pid {first.pid} on" in log, log
+    # Frozen, not crashed: its lease expired, and another worker took the run over.
+    assert f"worker: taken over 'p1' (ops.job) from pid {first.pid} on" in log, log
     assert "(its lease expired)" in log
 
 

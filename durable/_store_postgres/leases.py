@@ -43,7 +43,7 @@ from .._core.errors import (
     StoreError,
 )
 from .._core.ids import check_run_id
-from .._store import Holder, JournalWriter, Opened
+from .._store import LEASE_MOVED, Holder, JournalWriter, Opened
 from .due import owner_holder
 from .journal import read_journal, read_journals
 from .writer import PgWriter
@@ -139,7 +139,7 @@ def _taken_over(owner: str | None, expires_at: float | None, me: str) -> Holder 
 def lease_moved(run_id: str) -> str:
     """Why a writer whose lease another worker took writes nothing more."""
     return (
-        f"the lease on run {run_id!r} moved to another worker (it opened the run after this "
+        f"the lease on run {run_id!r} {LEASE_MOVED} (it opened the run after this "
         "worker's lease ran out), so this worker must give the run up; nothing more was written "
         "to its journal from here, and the run goes on where it is held now"
     )
