@@ -370,3 +370,61 @@ def test_signal_warns_when_the_run_waits_for_another_name_and_show_draws_the_wai
     shown = runner.invoke(cli, ["show", "a1", "--store", store]).stdout
     assert "wait_signal('decision', timeout=1h) → 'yes'" in shown, shown
     assert "signal 'decisoin' received" in shown
+
+
+def test_a_run_in_a_retry_backoff_is_waiting_for_its_next_attempt() -> None:
+    from durable import _timeline as tl  # noqa: PLC0415
+    from durable._core.errors import ErrorInfo  # noqa: PLC0415
+    from durable._states import mark_state  # noqa: PLC0415
+
+    t0 = 1_764_000_000.0
+    error = ErrorInfo("TimeoutError", "upstream timed out", "")
+    events = [
+        ev.RunStarted("b-1", "ops.backoff", b"\x82\x80\xa0", t0),
+        ev.ActivityScheduled(0, "flaky", b"\x82\x81ax\xa0", t0 + 0.1),
+        ev.AttemptFailed(0, 1, error, t0 + 6.2, t0 + 0.2),
+    ]
+    during = mark_state(tl.build("b-1", events), None, t0 + 3)
+    assert during.status == "waiting", during
+    assert during.waiting is not None and during.waiting.startswith(
+        "attempt 2 of flaky('x') (step 0), after its backoff, until "
+    )
+    assert during.until == t0 + 6.2
+    after = mark_state(tl.build("b-1", events), None, t0 + 10)  # due, and nobody took it
+    assert after.status == "queued"
+    assert (
+        after.waiting
+        == "a worker to take it, then step 0 activity flaky('x') (attempt 2 next, after its backoff)"
+    )
+
+
+def test_a_postgresql_worker_says_once_that_it_cannot_run_a_run_and_never_takes_it_again(
+    workspace: Path,
+) -> None:
+    pgutil.require()
+    schema = pgutil.fresh_schema()
+    store = f"{pgutil.dsn()}?schema={schema}"
+    (workspace / "newer.py").write_text(
+        "import durable\n\n@durable.workflow(name='ops.newer')\ndef newer():\n    return 1\n    yield\n"
+    )
+    target = durable.PostgresStore(pgutil.dsn(), schema=schema)
+    worker = None
+    try:
+        import newer  # noqa: PLC0415 - written above: a workflow the worker's code lacks
+
+        async def main() -> None:
+            await durable.Client(target).start(newer.newer, id="n-1")
+            await target.aclose()
+
+        trio.run(main)
+        worker = spawn(workspace, "worker", "ops_flows.py", "--store", store, "--poll", "20ms")
+        submit(durable.PostgresStore(pgutil.dsn(), schema=schema), "job", "j-1", run_id="j-1")
+        (workspace / "gates" / "j-1").touch()
+        wait_for("j-1 completed", lambda: status(store, "j-1") == "completed")
+        time.sleep(1.0)  # fifty polls: a worker that spins takes n-1 fifty times more
+        epochs = pgutil.execute(f'SELECT epoch FROM "{schema}".durable_runs WHERE run_id = %s', ["n-1"])
+    finally:
+        log = stop(worker) if worker is not None else ""
+        pgutil.drop_schema(schema)
+    assert log.count("cannot run 'n-1'") == 1 and log.count("gave up 'n-1'") == 1, log
+    assert epochs[0][0] == 2, epochs  # made by the Client (1), taken once (its epoch counts takes)
