@@ -254,8 +254,10 @@ def _narrate_lifetime(world: World, lifetime: Lifetime) -> list[str]:
 
 
 def _replayed(story: _Story, events: list[Event]) -> list[str]:
-    if len(events) <= 1:
-        return ["Nothing but the run's start survived, so replay feeds nothing; the workflow starts over."]
+    if not events:
+        return ["Nothing of the run survived, so there is nothing to replay; the run starts over."]
+    if len(events) == 1:
+        return ["Only the run's start survived, so replay feeds nothing; the workflow starts over."]
     lines = ["Replay re-runs the workflow from the top, feeding it the journal record by record; "]
     lines[0] += "nothing fed from the journal runs again:"
     for event in events:
