@@ -129,7 +129,8 @@ def _report(results: Sequence[Removed], where: str) -> None:
         if result.outcome in ("removed", "would remove"):
             click.echo(tl.printable(f"{result.outcome} {result.run_id!r}"))
         elif result.outcome == "missing":
-            errors.print(Text(tl.printable(f"no run {result.run_id!r} in {where}"), style="red"))
+            missing = f"no run {result.run_id!r} in {where} (`durable ls` lists its runs)"
+            errors.print(Text(tl.printable(missing), style="red"))
             code = EXIT_USAGE
         else:
             errors.print(Text(tl.printable(f"kept {result.run_id!r}: {result.why}"), style="yellow"))

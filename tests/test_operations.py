@@ -250,7 +250,7 @@ def test_rm_and_prune_keep_what_has_not_finished(workspace: Path) -> None:
         assert kept.exit_code == 2, kept.stdout  # a run that does not exist: a usage error
         assert "removed 'recent'" in kept.stdout
         assert "kept 'pending': it has not finished (--force removes it all the same)" in kept.stderr
-        assert "kept 'held': run 'held' is open for writing by another process" in kept.stderr
+        assert f"kept 'held': run 'held' is held by pid {held.pid} on {socket.gethostname()}" in kept.stderr
         assert "no run 'nope'" in kept.stderr
         forced = runner.invoke(cli, ["rm", "pending", "held", "--force", "--store", str(path)])
         assert forced.exit_code == 1 and "removed 'pending'" in forced.stdout

@@ -22,7 +22,7 @@ from collections.abc import Collection, Sequence
 import trio
 
 from .._core import events as ev
-from .._core.errors import DurableError, DurableInternalError, StoreError
+from .._core.errors import DurableError, DurableInternalError, RunLockedError, StoreError
 from .._core.ids import check_run_id
 from .._core.payloads import payloads_from
 from .._fs import FileSystem, OsFileSystem
@@ -204,7 +204,17 @@ class FileStore(Store):
         """Under the journal's lock, the journal first (durably), then its messages and
         holder records (see removal.py)."""
         check_run_id(run_id)
-        removal = remove_journal(self._journals, run_id, unfinished=unfinished)
+        try:
+            removal = remove_journal(self._journals, run_id, unfinished=unfinished)
+        except RunLockedError as exc:
+            holder = self._holders.last(run_id, locked=True)
+            if holder is None:
+                raise
+            raise RunLockedError(
+                f"run {run_id!r} is held by {holder.describe()}: durable does not remove a run a "
+                "process is running; stop that process (or cancel the run) first",
+                run_id=run_id,
+            ) from exc
         if removal == "removed":
             self._due.remove(run_id)
             messages = await self._inbox.messages(run_id)
