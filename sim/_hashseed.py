@@ -218,6 +218,7 @@ def diagnose(workflow: durable.Workflow[..., Any], reference: Sequence[Event], *
     """The input (other than the hash seed) whose change alone makes the workflow diverge."""
     clock = time.time()
     try:
+        before = _globals_seen(workflow)
         journal = record(workflow, reference, seed=seed, clock=clock)
         with held_inputs(workflow, seed=seed, clock=clock):
             unchanged = divergence(workflow, journal)
@@ -225,9 +226,10 @@ def diagnose(workflow: durable.Workflow[..., Any], reference: Sequence[Event], *
             return Cause(
                 "module state",
                 "Replayed in this process right after being recorded, with the clock, random, uuid4 "
-                "and the hash seed all held the same, the workflow still diverges: "
-                + _first_line(unchanged)
-                + "\n",
+                "and the hash seed all held the same, "
+                + _first_line(unchanged).replace("it diverged", "it still diverged", 1)
+                + "\n"
+                + _changed(before, _globals_seen(workflow)),
             )
         for change in IN_PROCESS:
             with held_inputs(workflow, seed=seed, clock=clock, change=change):
@@ -253,6 +255,31 @@ def diagnose(workflow: durable.Workflow[..., Any], reference: Sequence[Event], *
             f"this process: {_first_line(found)}\n",
         )
     return None
+
+
+def _globals_seen(workflow: durable.Workflow[..., Any]) -> dict[str, str]:
+    """The workflow module's data globals, as text (functions, classes and modules left out)."""
+    seen = {}
+    for name, value in workflow.fn.__globals__.items():
+        if name.startswith("__") or callable(value) or isinstance(value, types.ModuleType):
+            continue
+        try:
+            seen[name] = repr(value)[:200]
+        except Exception:  # a repr that fails tells nothing: leave it out
+            continue
+    return seen
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> str:
+    """Which globals a recording and a replay of the run changed (the state replay did not rebuild)."""
+    changed = [
+        f"{name} went from {before[name]} to {after[name]}"
+        for name in before
+        if after.get(name) != before[name]
+    ]
+    if not changed:
+        return ""
+    return f"Meanwhile, in the workflow's module, {'; '.join(changed[:3])}."
 
 
 def _first_line(text: str) -> str:

@@ -88,6 +88,13 @@ def test_the_cause_says_what_to_do() -> None:
     assert "durable.patched" not in text.split("Likely cause")[1]  # no versioning advice for a bug
 
 
+def test_module_state_names_the_global_that_changed() -> None:
+    report = sim.Simulator(hash_seeds=()).explore(stamp_with_a_counter, "parcel", max_crashes=1, budget=2)
+    text = report.failures[0].divergence
+    assert "it still diverged at step 1" in text
+    assert re.search(r"Meanwhile, in the workflow's module, _CALLS went from \[\d+\] to \[\d+\]", text)
+
+
 def test_a_deterministic_workflow_gets_no_cause() -> None:
     report = sim.Simulator(hash_seeds=(1,)).explore(bad.pay_without_key, 42, max_crashes=1, budget=3)
     assert report.ok, report.failure_text()
