@@ -138,6 +138,14 @@ def rounds(round_no: int):  # type: ignore[no-untyped-def]
     return done
 
 
+@durable.workflow(name="tests.locals.fanout")
+def fanout(n: int):  # type: ignore[no-untyped-def]
+    pair = yield durable.gather(add(n, 1), add(n, 2))
+    total = sum(pair)
+    yield note(f"sum {total}")
+    return total
+
+
 def run_to_end(workflow: Any, *args: Any, run_id: str = "r") -> list[Any]:
     """Run ``workflow`` to its end on a MemoryStore (virtual time) and return its journal."""
     store = durable.MemoryStore()
@@ -281,6 +289,17 @@ def test_a_run_that_continued_as_new_numbers_its_steps_on() -> None:
     assert "step 2 of 2..2" in str(state)
     with pytest.raises(StepNotReached, match="reaches step 2;"):
         locals_at(events, step=0)
+
+
+def test_each_step_of_a_gather_stops_at_the_gather() -> None:
+    events = run_to_end(fanout, 10)
+    first, second = locals_at(events, step=0), locals_at(events, step=1)
+    assert first.frames[0].line == second.frames[0].line and "gather" in second.frames[0].source
+    assert "pair" not in second.frames[0].values
+    assert first.doing == "activity tests.locals.add(10, 1)"
+    assert second.doing == "activity tests.locals.add(10, 2)"
+    assert second.outcome == "12"
+    assert locals_at(events, step=2)["pair"] == [11, 12]
 
 
 def test_a_changed_workflow_gives_the_divergence() -> None:
