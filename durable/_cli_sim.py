@@ -6,6 +6,9 @@ module last), with its options and helpers; the simulator itself is ``sim``.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -22,7 +25,7 @@ from ._cli import (
 )
 from ._core.commands import call_text
 from ._core.errors import SerializationError
-from ._loader import load_workflow
+from ._loader import LoadError, load_module, load_workflow, parse_arg
 from ._loops import LOOPS, Loop
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
         "Examples:",
         "  durable sim examples/process_order.py:process_order alice 4200 tok_visa",
         "  durable sim shop.workflows:refund order-7 --crashes 1 --budget 200 --explain",
+        "  durable sim shop/approval.py:expense 120 --signal approved=True --before-each shop/fakes.py:reset",
     ),
 )
 @click.argument("target", metavar="FILE_OR_MODULE:WORKFLOW")
@@ -67,6 +71,34 @@ if TYPE_CHECKING:
     help="Processes that play the schedules (0: one per core). Only for activities whose outside "
     "world lives in the process: forked copies share files and services.",
 )
+@click.option(
+    "--signal",
+    "signals",
+    multiple=True,
+    metavar="NAME[=PAYLOAD]",
+    help="A signal the run gets (repeatable); PAYLOAD is parsed as a Python literal, else a string, "
+    "as by `durable signal`. Its arrival is explored at every point of the run, in every order.",
+)
+@click.option(
+    "--before-each",
+    metavar="FILE_OR_MODULE:FUNCTION",
+    default=None,
+    help="Called with no arguments before every schedule: reset the fake services the activities "
+    "talk to, so each schedule starts from the same outside world.",
+)
+@click.option(
+    "--after-each",
+    metavar="FILE_OR_MODULE:FUNCTION",
+    default=None,
+    help="Called after every schedule: return a description of what is wrong in the outside world "
+    "(or raise AssertionError), or None. This is how an effect applied twice is caught.",
+)
+@click.option(
+    "--run-id",
+    default=None,
+    help="The run's id (default: one of this exploration's own, so idempotency keys never collide "
+    "with another exploration's).",
+)
 @_common
 def sim(
     target: str,
@@ -77,6 +109,10 @@ def sim(
     explain: bool,
     loop: Loop,
     workers: int,
+    signals: tuple[str, ...],
+    before_each: str | None,
+    after_each: str | None,
+    run_id: str | None,
     store: StoreArg,
 ) -> None:
     """Crash-test a workflow: crash it at every crash point and compare with the crash-free run.
@@ -96,6 +132,9 @@ def sim(
 
     workflow = load_workflow(target)
     values = _parse_args(args)
+    sent = [_signal_arg(text) for text in signals]
+    reset = _function(before_each, "--before-each")
+    inspect = _function(after_each, "--after-each")
     call = target.rpartition(":")[2] + call_text(values, {}, limit=None)  # whole: it is pasted back
     found = [0]
     # The number of schedules is not known in advance (double crashes are found while
@@ -127,7 +166,17 @@ def sim(
                 loop=loop,
                 codec=None if codecs is None else list(codecs.codecs),
                 workers=workers or None,
-            ).explore(workflow, *values, seed=seed, max_crashes=crashes, budget=budget)
+                before_each=reset,
+                after_each=inspect,
+            ).explore(
+                workflow,
+                *values,
+                seed=seed,
+                max_crashes=crashes,
+                budget=budget,
+                signals=sent,
+                run_id=run_id,
+            )
     except SerializationError:
         raise  # an argument the journal cannot hold: a usage error
     except Exception as exc:
@@ -136,12 +185,55 @@ def sim(
             f"crash schedules with: {tl.error_text(exc)}"
         ) from exc
     _print_sim(_console(), report, call, seed=seed, crashes=crashes)
+    if sent:
+        shown = ", ".join(f"{name}={payload!r}" for name, payload in sent)
+        _console().print(
+            Text(tl.printable(f"signals {shown}: their arrival explored at every point, in every order"))
+        )
     if explain:
         _console().print(Text("\n" + tl.printable(report.explain(), keep="\n")))
     if not report.ok:
         raise CliFailure(
             f"{tl.plural(len(report.failures), 'crash schedule')} diverged from the crash-free run"
         )
+
+
+def _signal_arg(text: str) -> tuple[str, Any]:
+    """``--signal NAME[=PAYLOAD]``: the payload as a Python literal, else the text (None if absent)."""
+    name, sep, payload = text.partition("=")
+    if not name:
+        raise click.BadParameter(f"write NAME or NAME=PAYLOAD, e.g. approved=True (got {text!r})")
+    return name, parse_arg(payload) if sep else None
+
+
+def _function(target: str | None, option: str) -> Callable[..., Any] | None:
+    """Load ``FILE_OR_MODULE:FUNCTION`` (a file loaded already, such as the workflow's own,
+    is not loaded again: its function must reset the very state the activities use)."""
+    if target is None:
+        return None
+    where, sep, attr = target.rpartition(":")
+    if not sep or not where or not attr:
+        raise click.BadParameter(f"write FILE_OR_MODULE:FUNCTION, e.g. shop/fakes.py:reset (got {target!r})")
+    module = _loaded(where)
+    if module is None:
+        try:
+            module = load_module(where)
+        except LoadError as exc:
+            raise click.BadParameter(f"{option}: {exc}") from exc
+    found = getattr(module, attr, None)
+    if not callable(found):
+        raise click.BadParameter(f"{option}: {where!r} has no function named {attr!r}")
+    return found  # type: ignore[no-any-return]
+
+
+def _loaded(where: str) -> Any:
+    """The module already loaded from file ``where``, if any."""
+    if not (where.endswith(".py") or "/" in where or "\\" in where):
+        return None
+    path = Path(where).resolve()
+    module = sys.modules.get(path.stem)
+    file = getattr(module, "__file__", None)
+    return module if file is not None and Path(file).resolve() == path else None
 
 
 _SHOWN_DIVERGENCES = 3

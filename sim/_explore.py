@@ -510,6 +510,9 @@ class Simulator:
             signals=recipe.signals,
         )
         notes = []
+        # Each signal is sent where it lands in the crash-free run (as an exploration's
+        # recipes already say), so that a crash before then sends it at the same place.
+        recipe = attrs.evolve(recipe, signals=explorer.reference.recipe.signals)
         if recipe.hash_seed is not None:
             found, note = explorer.hash_seed_failures(explorer.hash_seed_replays((recipe.hash_seed,)))
             failure = found[0] if found else None

@@ -168,8 +168,6 @@ class Recipe:
 
     def __repr__(self) -> str:
         parts = [f"seed={self.seed}"]
-        if self.run_id != "sim":
-            parts.append(f"run_id={self.run_id!r}")
         if self.hash_seed is not None:
             parts.append(f"hash_seed={self.hash_seed}")
         if self.rot_at is not None:
@@ -182,6 +180,8 @@ class Recipe:
             parts.append(f"signals=({''.join(repr(s) + ', ' for s in self.signals).rstrip()})")
         if self.faults:
             parts.append(f"faults=({''.join(repr(f) + ', ' for f in self.faults).rstrip()})")
+        if self.run_id != "sim":
+            parts.append(f"run_id={self.run_id!r}")
         return f"sim.Recipe({', '.join(parts)})"
 
 
