@@ -142,9 +142,10 @@ class Report:
 
     def failures_text(self) -> str:
         """How many schedules failed, the hash-seed replays that failed, and how many kinds
-        of failure (causes) that makes: ``"24 of 24 failed, and the replay under 2 other
-        hash seeds; 1 kind of failure"``."""
-        parts = [f"{len(self.failing_schedules)} of {self.schedules} failed"]
+        of failure (causes) that makes: ``"24 failing schedules of 24 played, and the replay
+        under 2 other hash seeds failed; 1 kind of failure"``."""
+        failing = len(self.failing_schedules)
+        parts = [f"{failing} failing schedule{'' if failing == 1 else 's'} of {self.schedules} played"]
         seeds = len(self.hash_seed_failures)
         if seeds:
             parts.append(f"the replay under {seeds} other hash seed{'s' if seeds > 1 else ''} failed")

@@ -106,7 +106,10 @@ def test_counts_of_a_report_add_up() -> None:
     )
     assert len(report.hash_seed_failures) == 2 and not report.failing_schedules
     assert len(report.kinds()) == 1
-    assert re.search(r"0 of \d+ failed, and the replay under 2 other hash seeds failed; 1 kind", str(report))
+    assert re.search(
+        r"0 failing schedules of \d+ played, and the replay under 2 other hash seeds failed; 1 kind",
+        str(report),
+    )
 
 
 # --- the narration ----------------------------------------------------------------------
