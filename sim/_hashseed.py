@@ -55,6 +55,7 @@ from durable.lowlevel import (
     ChildStarted,
     Event,
     RunCompleted,
+    RunStarted,
     SideEffectRecorded,
     SignalReceived,
     TimerStarted,
@@ -216,6 +217,8 @@ def divergence(workflow: durable.Workflow[..., Any], journal: Sequence[Event]) -
 
 def diagnose(workflow: durable.Workflow[..., Any], reference: Sequence[Event], *, seed: int) -> Cause | None:
     """The input (other than the hash seed) whose change alone makes the workflow diverge."""
+    if not reference or not isinstance(reference[0], RunStarted):
+        return None  # no journal to isolate anything with
     clock = time.time()
     try:
         before = _globals_seen(workflow)
