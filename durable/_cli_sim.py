@@ -184,12 +184,7 @@ def sim(
             f"the crash-free run of {workflow.name!r} did not finish, so there is nothing to compare "
             f"crash schedules with: {tl.error_text(exc)}"
         ) from exc
-    _print_sim(_console(), report, call, seed=seed, crashes=crashes)
-    if sent:
-        shown = ", ".join(f"{name}={payload!r}" for name, payload in sent)
-        _console().print(
-            Text(tl.printable(f"signals {shown}: their arrival explored at every point, in every order"))
-        )
+    _print_sim(_console(), report, call, seed=seed, crashes=crashes, signals=sent)
     if explain:
         _console().print(Text("\n" + tl.printable(report.explain(), keep="\n")))
     if not report.ok:
@@ -239,7 +234,9 @@ def _loaded(where: str) -> Any:
 _SHOWN_DIVERGENCES = 3
 
 
-def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: int) -> None:
+def _print_sim(
+    console: Console, report: Any, call: str, *, seed: int, crashes: int, signals: list[tuple[str, Any]]
+) -> None:
     """The summary table, then each distinct divergence with a recipe that plays it again."""
     from rich import box
     from rich.table import Table
@@ -260,6 +257,9 @@ def _print_sim(console: Console, report: Any, call: str, *, seed: int, crashes: 
         Text(tl.printable(tl.shorten(report.reference.ending.result_text(), 60))),
     )
     console.print(table)
+    if signals:
+        shown = ", ".join(f"{name}={payload!r}" for name, payload in signals)
+        console.print(Text(tl.printable(f"signals {shown}: sent at every point of the run, in every order")))
     for note in report.notes:
         console.print(Text(tl.printable(f"note: {note}"), style="yellow"))
     if report.ok:

@@ -278,7 +278,7 @@ def test_cli_signal_and_before_each_find_the_happy_path_bug(flows: Path) -> None
     )
     assert outcome.exit_code == 1, outcome.output
     assert "paid 2 times" in outcome.output
-    assert "signals approved='ann'" in outcome.output
+    assert "signals approved='ann': sent at every point of the run" in outcome.output
     assert "signals=(sim.Signal(name='approved', payload='ann'" in outcome.output
 
 
