@@ -36,6 +36,7 @@ import random
 import re
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import types
@@ -128,16 +129,37 @@ def held_inputs(
     os.getpid = lambda: 1001
     time.time = lambda: at
     time.time_ns = lambda: int(at * 1e9)
-    names = workflow.fn.__globals__
-    replaced = {name: value for name, value in names.items() if _frozen(value, at, real_time) is not None}
-    names.update({name: _frozen(value, at, real_time) for name, value in replaced.items()})
+    replaced: list[tuple[dict[str, Any], str, object]] = []
+    for names in _application_namespaces(workflow):
+        for name, value in list(names.items()):
+            stand_in = _frozen(value, at, real_time)
+            if stand_in is not None:
+                replaced.append((names, name, value))
+                names[name] = stand_in
     try:
         yield
     finally:
-        for name, value in replaced.items():
+        for names, name, value in replaced:
             names[name] = value
         state, time.time, time.time_ns, uuid.uuid4, os.getpid = saved
         random.setstate(state)
+
+
+def _application_namespaces(workflow: durable.Workflow[..., Any]) -> list[dict[str, Any]]:
+    """The globals of the workflow's module and of every other module of the application
+    (not the standard library's, an installed package's, durable's or the simulator's): where
+    a helper the workflow calls may have imported ``datetime`` or ``time.time`` by name."""
+    paths = sysconfig.get_paths()
+    installed = tuple({paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"]})
+    found = [workflow.fn.__globals__]
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not file or file.startswith(installed) or name.partition(".")[0] in ("durable", "sim"):
+            continue
+        namespace = getattr(module, "__dict__", None)
+        if isinstance(namespace, dict) and namespace is not found[0]:
+            found.append(namespace)
+    return found
 
 
 def _frozen(value: object, at: float, real_time: object) -> object | None:
@@ -225,6 +247,9 @@ def diagnose(workflow: durable.Workflow[..., Any], reference: Sequence[Event], *
         journal = record(workflow, reference, seed=seed, clock=clock)
         with held_inputs(workflow, seed=seed, clock=clock):
             unchanged = divergence(workflow, journal)
+        changed = _changed(before, _globals_seen(workflow))
+        if unchanged is not None and not changed:
+            return None  # something changes on its own, but no input and no global of the module
         if unchanged is not None:
             return Cause(
                 "module state",
@@ -232,7 +257,7 @@ def diagnose(workflow: durable.Workflow[..., Any], reference: Sequence[Event], *
                 "and the hash seed all held the same, "
                 + _first_line(unchanged).replace("it diverged", "it still diverged", 1)
                 + "\n"
-                + _changed(before, _globals_seen(workflow)),
+                + changed,
             )
         for change in IN_PROCESS:
             with held_inputs(workflow, seed=seed, clock=clock, change=change):

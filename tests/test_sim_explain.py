@@ -205,9 +205,9 @@ def test_explain_narrates_a_signal_kept_then_taken() -> None:
         signals=[("objection", "still here")],  # type: ignore[call-arg]
     )
     story = report.explain(_crash_before_the_last_step(report))
-    assert "signal 'objection' arrived at +0s with payload 'still here'" in story
+    assert re.search(r"signal 'objection' arrived at \+\S+ with payload 'still here'", story)
     assert "kept in the journal until a wait_signal('objection') takes it" in story
-    assert "step 4: wait_signal('objection') takes at once the signal kept since +0s" in story
+    assert re.search(r"step 4: wait_signal\('objection'\) takes at once the signal kept since \+", story)
 
 
 @durable.workflow(name="tests.explain.long_and_short")
