@@ -339,10 +339,13 @@ class World:
         hooks = SimHooks(self, number, crasher)
         start_wall = self.wall
         crash_time = [0.0]
+        sender = SignalSender(self, journal, crasher) if self.recipe.signals else None
 
         async def main() -> None:
             crasher.on_crash = lambda: crash_time.__setitem__(0, trio.current_time())
             store = durable.FileStore(ROOT, sync=self.sync, fs=self.disk, codec=self.codec)
+            if sender is not None:
+                await sender.look()
             with trio.move_on_after(TIME_LIMIT) as scope:
                 # Every run that waits is let go and taken back by replay, as a worker
                 # does: its crash points are explored with the rest.
@@ -352,8 +355,8 @@ class World:
                     ) as runtime,
                     trio.open_nursery() as outside,
                 ):
-                    if self.recipe.signals:
-                        outside.start_soon(SignalSender(self, journal, crasher).send, runtime)
+                    if sender is not None:
+                        outside.start_soon(sender.send, runtime)
                     lifetime.ending = await self._start_and_wait(runtime)
                     outside.cancel_scope.cancel()
             if scope.cancelled_caught:
@@ -425,18 +428,24 @@ class SignalSender:
     """The outside world that sends the recipe's signals, in one process lifetime.
 
     It sends each :class:`~sim.Signal` once it is due (the run's journal holds
-    ``after`` records, or the run waits with only a message to wake it), with
-    ``Runtime.signal``, as a client would. The signals already in the journal a
-    lifetime starts from were sent before the crash and are not sent again; a
-    signal whose journal record a crash lost is sent again, as a client that got
-    no answer retries.
+    ``after`` records, or the run waits with only a message to wake it) with a
+    ``durable.Client`` of its own, on a store of its own over the same disk, as
+    another process would: to a run the simulated process holds, the signal is
+    posted to the store's inbox (a crash may hit while it sits there), and the
+    runtime journals it at once (its watch would within its poll); a run let go
+    while it waits gets it in its journal, and is taken back at once.
+
+    The signals a lifetime finds in the journal or the inbox were sent before the
+    crash and are not sent again; a signal that a crash lost is sent again, as a
+    client that got no answer retries.
     """
 
     def __init__(self, world: World, journal: list[Event], crasher: Crasher) -> None:
         self.world = world
         self.journal_name = world._journal.rpartition("/")[2]
-        sent = sum(isinstance(event, SignalReceived) for event in journal)
-        self.pending = list(world.recipe.signals[sent:])
+        self.journaled = {e.message_id for e in journal if isinstance(e, SignalReceived)}
+        self.store = durable.FileStore(ROOT, sync=world.sync, fs=world.disk, codec=world.codec)
+        self.pending = list(world.recipe.signals[len(self.journaled) :])
         self.records = counted(journal)
         self.changed = trio.Event()
         crasher.on_point = self._seen
@@ -464,21 +473,29 @@ class SignalSender:
                 nursery.cancel_scope.cancel()
             idle_ok = self.changed.is_set()
 
+    async def look(self) -> None:
+        """Count the signals waiting in the inbox as sent (before the runtime journals them)."""
+        world = self.world
+        waiting = [m for m in await self.store.messages(world.run_id) if isinstance(m, SignalReceived)]
+        del self.pending[: len([m for m in waiting if m.message_id not in self.journaled])]
+
     async def send(self, runtime: durable.Runtime) -> None:
-        run_id = self.world.run_id
+        world, run_id = self.world, self.world.run_id
+        client = durable.Client(self.store)
         while self.pending:
             await self._until_due(runtime)
             signal = self.pending[0]
             try:
-                await runtime.signal(run_id, signal.name, signal.payload)
+                await client.signal(run_id, signal.name, signal.payload)
             except (durable.RunConflictError, durable.UnknownRunError):
                 return  # the run ended (or is gone) before it was due: it never gets the rest
             self.pending.pop(0)
-            self.world.signals_sent.append(signal)
-            if run_id in runtime._watch.let_go:
-                # Sent to the run let go: it is due now, and the runtime's watch would see
-                # that within its poll (0.2 s by default): take it back at once.
+            world.signals_sent.append(signal)
+            # The runtime's watch would see it within its poll (0.2 s by default): at once.
+            if run_id in runtime._watch.let_go:  # it is due now: take it back
                 await runtime._watch._take_back(runtime._running()[1]())
+            else:  # journal what waits in the inbox
+                await runtime._take_messages(run_id)
 
 
 async def _cancel_when_idle(scope: trio.CancelScope) -> None:

@@ -114,6 +114,18 @@ def test_a_correct_approval_passes_double_crashes() -> None:
     assert report.schedules > 300
 
 
+def test_crashes_hit_the_signal_in_the_inbox_and_in_the_journal() -> None:
+    """The sender is another process: a signal for the run the simulated process holds
+    waits in the store's inbox until the runtime journals it; crashes hit both."""
+    labels: list[str] = []
+    simulator = ledger_simulator(
+        on_schedule=lambda n, recipe, failure: labels.append(recipe.crashes[0].label)
+    )
+    assert simulator.explore(approval, 5, max_crashes=1, signals=[("approved", "ann")]).ok
+    assert any("directory inbox" in label for label in labels), labels
+    assert any("SignalReceived" in label for label in labels), labels
+
+
 def test_the_failure_recipe_replays_the_same_schedule() -> None:
     simulator = ledger_simulator()
     report = simulator.explore(approval_with_bug, 5, max_crashes=1, signals=[("approved", "ann")])
