@@ -51,6 +51,9 @@ _RECOVERY_ENDS = ("activity-returned", "backoff")
 ALL_ORDERS_UP_TO = 3
 #: The latest arrival explored (in journal records), so a long run's positions stay bounded.
 MAX_ARRIVAL = 256
+#: Several signals are also sent each at a point of its own when that makes at most this
+#: many crash-free runs per order (two signals in a run of up to 21 records).
+MAX_STAGGERED = 231
 
 
 class Explorer:
@@ -116,8 +119,11 @@ class Explorer:
         For each order (all of them for up to ``ALL_ORDERS_UP_TO`` signals, else the
         order given and its reverse), the signals are sent together once the journal
         holds 1, 2, 3... records (or when the run waits for a message only), until the
-        run ends before that. Each is played without crashes; arrivals that lead to the
-        same history (signal records aside) are one branch, crash-tested once.
+        run ends before that. Then, if there are at most ``MAX_STAGGERED`` of them, each
+        at a point of its own: every non-decreasing choice of points, so that one may come
+        while the run waits for the first and the next while it waits for the second.
+        Each is played without crashes; arrivals that lead to the same history (signal
+        records aside) are one branch, crash-tested once.
         """
         pairs = [tuple(pair) for pair in signals]
         orders: list[tuple[tuple[Any, ...], ...]] = (
@@ -126,20 +132,40 @@ class Explorer:
             else [tuple(pairs), tuple(reversed(pairs))]
         )
         branches: dict[tuple[Any, ...], Recipe] = {}
-        failures = []
+        failures: list[Failure] = []
         for order in dict.fromkeys(orders):
+            longest = 0
             for after in range(1, MAX_ARRIVAL + 1):
-                plan = tuple(Signal(name, payload, after) for name, payload in order)
-                nominal = self.play(self.base(plan))
-                arrived = self.base(_as_arrived(plan, nominal))
-                world = self.reference_of(arrived)
-                if world.ending.kind in ("error", "hung"):
-                    failures.append(Failure(arrived, _arrival_problem(world), self._replayer()))
-                history = [e for e in _history(world.final_events) if e[0] != "SignalReceived"]
-                branches.setdefault((order, repr(history)), arrived)
-                if after >= len(world.final_events):
+                length = self._arrival(order, (after,) * len(order), branches, failures)
+                longest = max(longest, length)
+                if after >= length:
                     break  # the run ended before this arrival: later ones are the same
+            points = range(1, min(longest, MAX_ARRIVAL) + 1)
+            staggered = itertools.combinations_with_replacement(points, len(order))
+            if len(order) > 1 and math.comb(len(points) + len(order) - 1, len(order)) <= MAX_STAGGERED:
+                for afters in staggered:
+                    if len(set(afters)) > 1:
+                        self._arrival(order, afters, branches, failures)
         return list(branches.values()), failures
+
+    def _arrival(
+        self,
+        order: tuple[tuple[Any, ...], ...],
+        afters: tuple[int, ...],
+        branches: dict[tuple[Any, ...], Recipe],
+        failures: list[Failure],
+    ) -> int:
+        """Play one arrival without crashes, noting its branch (or its failure): the journal's length."""
+        plan = tuple(
+            Signal(name, payload, after) for (name, payload), after in zip(order, afters, strict=True)
+        )
+        arrived = self.base(_as_arrived(plan, self.play(self.base(plan))))
+        world = self.reference_of(arrived)
+        if world.ending.kind in ("error", "hung"):
+            failures.append(Failure(arrived, _arrival_problem(world), self._replayer()))
+        history = [e for e in _history(world.final_events) if e[0] != "SignalReceived"]
+        branches.setdefault((order, repr(history)), arrived)
+        return len(world.final_events)
 
     def play(self, recipe: Recipe) -> World:
         if self.simulator.before_each is not None:

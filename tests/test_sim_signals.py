@@ -177,6 +177,32 @@ def test_two_signals_in_both_orders() -> None:
     assert sim.replay_recipe(two_items, recipe=crash_free).result == ["y", "x"]
 
 
+@durable.workflow
+def two_approvals() -> Any:
+    """Waits for the manager, then for finance, each with a timeout."""
+    try:
+        manager = yield durable.wait_signal("manager", timeout="1h")
+        finance = yield durable.wait_signal("finance", timeout="1h")
+    except durable.SignalTimeout:
+        return "timed out"
+    yield note(f"{manager} and {finance}")
+    return [manager, finance]
+
+
+def test_two_signals_each_while_the_run_waits_for_it() -> None:
+    """Beside arriving together, each signal arrives at a point of its own: the manager's
+    while the run waits for it, then the finance's while the run waits for that one."""
+    recipes: list[sim.Recipe] = []
+    simulator = sim.Simulator(hash_seeds=(), on_schedule=lambda n, recipe, failure: recipes.append(recipe))
+    report = simulator.explore(two_approvals, max_crashes=1, signals=[("manager", "ann"), ("finance", "bob")])
+    assert report.ok, report.failure_text()
+    awaited = set()
+    for plan in {recipe.signals for recipe in recipes}:
+        world = sim._world.World(two_approvals, (), {}, sim.Recipe(signals=plan)).play()
+        awaited.add(sum(type(e).__name__ == "SignalAwaited" for e in world.final_events))
+    assert 2 in awaited  # both waits began before their signal came
+
+
 def test_signals_must_be_name_payload_pairs() -> None:
     with pytest.raises(TypeError, match=r"signals must be \(name, payload\) pairs"):
         sim.explore(approval, 5, signals=["approved"])  # type: ignore[list-item]
