@@ -259,7 +259,17 @@ def _print_sim(
     console.print(table)
     if signals:
         shown = ", ".join(f"{name}={payload!r}" for name, payload in signals)
-        console.print(Text(tl.printable(f"signals {shown}: sent at every point of the run, in every order")))
+        explorer = report.explorer
+        branches = explorer.branch_count
+        console.print(
+            Text(
+                tl.printable(
+                    f"signals {shown}: sent at every point of the run, in every order "
+                    f"({tl.plural(explorer.arrivals_played, 'arrival')} played without crashes, "
+                    f"{branches} branch{'' if branches == 1 else 'es'} crash-tested)"
+                )
+            )
+        )
     for note in report.notes:
         console.print(Text(tl.printable(f"note: {note}"), style="yellow"))
     if report.ok:

@@ -86,6 +86,10 @@ class Explorer:
             signals = self.reference.recipe.signals
         #: The crash-free run of each signal plan played, the reference of its schedules.
         self.references = {signals: self.reference}
+        #: With signals: the arrivals played without crashes, and the branches they led to
+        #: (each crash-tested), for the summary.
+        self.arrivals_played = 0
+        self.branch_count = 0
         ending = self.reference.ending
         if ending.kind == "failed" and "LoopMismatchError" in str(ending.error):
             raise ValueError(
@@ -146,6 +150,7 @@ class Explorer:
                 for afters in staggered:
                     if len(set(afters)) > 1:
                         self._arrival(order, afters, branches, failures)
+        self.branch_count = len(branches)
         return list(branches.values()), failures
 
     def _arrival(
@@ -160,6 +165,7 @@ class Explorer:
             Signal(name, payload, after) for (name, payload), after in zip(order, afters, strict=True)
         )
         arrived = self.base(_as_arrived(plan, self.play(self.base(plan))))
+        self.arrivals_played += 1
         world = self.reference_of(arrived)
         if world.ending.kind in ("error", "hung"):
             failures.append(Failure(arrived, _arrival_problem(world), self._replayer()))
