@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 import durable
+from durable._core.values import encode_value
 from durable.lowlevel import (
     HEADER_SIZE,
     ActivityCompleted,
@@ -582,6 +583,7 @@ def _signal_pairs(signals: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
             raise TypeError(
                 f"signals must be (name, payload) pairs, e.g. signals=[('approved', True)] (got {pair!r})"
             )
+        encode_value(pair[1], what=f"the payload of signal {pair[0]!r}")  # fails here, not in a schedule
         pairs.append(pair)
     return pairs
 

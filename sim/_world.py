@@ -40,6 +40,8 @@ import trio
 import trio.testing
 
 import durable
+from durable._core.values import encode_value
+from durable._inbox import send
 from durable.lowlevel import (
     HEADER_SIZE,
     Event,
@@ -481,12 +483,15 @@ class SignalSender:
 
     async def send(self, runtime: durable.Runtime) -> None:
         world, run_id = self.world, self.world.run_id
-        client = durable.Client(self.store)
         while self.pending:
             await self._until_due(runtime)
             signal = self.pending[0]
+            # What durable.Client.signal sends, but stamped with the simulation's wall clock
+            # (the client's time.time() would be this machine's, years from the virtual one).
+            payload = encode_value(signal.payload, what=f"the payload of signal {signal.name!r}")
+            message = SignalReceived(signal.name, payload, runtime._running()[1]())
             try:
-                await client.signal(run_id, signal.name, signal.payload)
+                await send(self.store, run_id, message)
             except (durable.RunConflictError, durable.UnknownRunError):
                 return  # the run ended (or is gone) before it was due: it never gets the rest
             self.pending.pop(0)

@@ -206,6 +206,8 @@ def test_two_signals_each_while_the_run_waits_for_it() -> None:
 def test_signals_must_be_name_payload_pairs() -> None:
     with pytest.raises(TypeError, match=r"signals must be \(name, payload\) pairs"):
         sim.explore(approval, 5, signals=["approved"])  # type: ignore[list-item]
+    with pytest.raises(durable.SerializationError, match="the payload of signal 'approved'"):
+        sim.explore(approval, 5, signals=[("approved", object())])
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
