@@ -188,9 +188,7 @@ def sim(
     if explain:
         _console().print(Text("\n" + tl.printable(report.explain(), keep="\n")))
     if not report.ok:
-        raise CliFailure(
-            f"{tl.plural(len(report.failures), 'crash schedule')} diverged from the crash-free run"
-        )
+        raise CliFailure(f"diverged from the crash-free run: {report.failures_text()}")
 
 
 def _signal_arg(text: str) -> tuple[str, Any]:
@@ -250,7 +248,7 @@ def _print_sim(
     table.add_row(
         str(report.schedules),
         str(report.crash_points),
-        Text(str(len(report.failures)), style="bold red" if report.failures else "green"),
+        Text(str(len(report.failing_schedules)), style="bold red" if report.failures else "green"),
         tl.duration_text(report.seconds),
         str(seed),
         str(crashes),
@@ -277,20 +275,18 @@ def _print_sim(
             Text(f"all {report.schedules} schedules matched the crash-free run", style="bold green")
         )
         return
-    console.print(Text(f"{tl.plural(len(report.failures), 'failing schedule')}", style="bold red"))
-    groups: dict[str, list[Any]] = {}
-    for failure in report.failures:
-        groups.setdefault(failure.divergence, []).append(failure)
+    # Failures of played schedules and of the hash-seed replays are counted apart (the
+    # latter are no schedules), and grouped by kind: one group per underlying cause.
+    console.print(Text(report.failures_text(), style="bold red"))
+    kinds = report.kinds()
     name, _, rest = call.partition("(")
     args = rest[:-1] + ", " if rest[:-1] else ""
-    for number, (divergence, failures) in enumerate(list(groups.items())[:_SHOWN_DIVERGENCES], 1):
+    for number, failures in enumerate(kinds[:_SHOWN_DIVERGENCES], 1):
         first = failures[0]
-        also = f" (and {tl.plural(len(failures) - 1, 'more schedule')} alike)" if len(failures) > 1 else ""
+        also = f" (and {len(failures) - 1} more of this kind)" if len(failures) > 1 else ""
         console.print(Text(f"\nfailure {number}: {tl.printable(repr(first.recipe))}{also}", style="bold"))
-        console.print(Text(tl.printable(divergence, keep="\n")))
+        console.print(Text(tl.printable(first.divergence, keep="\n")))
         console.print(Text("reproduce with:", style="dim"))
         console.print(Text(tl.printable(f"  sim.replay_recipe({name}, {args}recipe={first.recipe!r})")))
-    if len(groups) > _SHOWN_DIVERGENCES:
-        console.print(
-            Text(f"\n... and {len(groups) - _SHOWN_DIVERGENCES} more kinds of failure", style="dim")
-        )
+    if len(kinds) > _SHOWN_DIVERGENCES:
+        console.print(Text(f"\n... and {len(kinds) - _SHOWN_DIVERGENCES} more kinds of failure", style="dim"))
