@@ -239,6 +239,7 @@ _NORMALIZE = [
     (re.compile(r"\d+(\.\d+)?(µs|ms|s|m|h)\b"), "<duration>"),
     (re.compile(r"\b(process|pid) \d+"), r"\1 <pid>"),
     (re.compile(r"\b(pid <pid> on) \S+?(,| is\b)"), r"\1 <host>\2"),
+    (re.compile(r"\bsim-[0-9a-f]{12}\b"), "sim-<id>"),  # each exploration's own run id
     (re.compile(r"─+"), "─"),
     (re.compile(r"\s+"), " "),
 ]
