@@ -123,7 +123,6 @@ def sim(
     symmetry and ignored: the simulator never touches a real store; --codec
     makes its simulated store seal payloads with the application's codec.
     """
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
     # The simulator builds on durable, never the reverse: the CLI, an application of
@@ -136,28 +135,7 @@ def sim(
     reset = _function(before_each, "--before-each")
     inspect = _function(after_each, "--after-each")
     call = target.rpartition(":")[2] + call_text(values, {}, limit=None)  # whole: it is pasted back
-    found = [0]
-    # The number of schedules is not known in advance (double crashes are found while
-    # exploring): a spinner with counters, on stderr, gone when done.
-    err = _console(stderr=True)
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-        redirect_stdout=False,
-        redirect_stderr=False,
-    )
-    label = tl.shorten(call, 40)
-    task = progress.add_task(f"{label}: the crash-free run", total=None)
-
-    def on_schedule(played: int, recipe: Any, failure: Any) -> None:
-        found[0] += failure is not None
-        text = f"{label}: {played} schedules played, {found[0]} failures"
-        progress.update(task, completed=played, description=text)
-
+    progress, on_schedule = _progress(tl.shorten(call, 40))
     codecs = store.payloads()  # a --codec that names nothing is a usage error, before any run
     try:
         with progress:
@@ -189,6 +167,33 @@ def sim(
         _console().print(Text("\n" + tl.printable(report.explain(), keep="\n")))
     if not report.ok:
         raise CliFailure(f"diverged from the crash-free run: {report.failures_text()}")
+
+
+def _progress(label: str) -> tuple[Any, Callable[[int, Any, Any], None]]:
+    """A spinner with counters on stderr, gone when done (the number of schedules is not
+    known in advance: double crashes are found while exploring), and what updates it."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    err = _console(stderr=True)
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+    task = progress.add_task(f"{label}: the crash-free run", total=None)
+    found = [0]
+
+    def on_schedule(played: int, recipe: Any, failure: Any) -> None:
+        found[0] += failure is not None
+        text = f"{label}: {played} schedules played, {found[0]} failures"
+        progress.update(task, completed=played, description=text)
+
+    return progress, on_schedule
 
 
 def _signal_arg(text: str) -> tuple[str, Any]:
