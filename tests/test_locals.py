@@ -30,6 +30,7 @@ from click.testing import CliRunner
 
 import durable
 from durable._cli import main
+from durable._core.commands import _REGISTRY
 from durable.lowlevel import RunLocals, StepNotReached, locals_at
 
 CALLS: list[str] = []
@@ -40,7 +41,13 @@ BROKEN: set[str] = set()
 def _clear() -> Iterator[None]:
     CALLS.clear()
     BROKEN.clear()
+    # The code these tests load (a tutorial's shop.py) registers workflows under names
+    # other tests use too ("process_order"): the registry is restored after each test,
+    # else a later simulation of examples/process_order.py replays someone else's code.
+    registered = dict(_REGISTRY)
     yield
+    _REGISTRY.clear()
+    _REGISTRY.update(registered)
 
 
 @durable.activity(name="tests.locals.add")
