@@ -146,4 +146,12 @@ class StoreWatch:
             return
         from ._runtime import _recovered  # noqa: PLC0415 - _runtime imports this module
 
-        await _recovered(runtime, run_id, opened)
+        taken = await _recovered(runtime, run_id, opened)
+        if self.let_go.pop(run_id, None) is not None:
+            # Not launched (a launch forgets it): its workflow is no longer defined in
+            # this process. Kept, it would be taken back at every turn of the watch;
+            # its handle ends with the reason, and the run waits in the store for a
+            # process that defines it.
+            error = taken._error if taken is not None else None
+            if handle is not None and isinstance(error, Exception):
+                runtime._finished(handle, error)

@@ -369,3 +369,32 @@ async def test_a_parent_whose_child_could_not_wake_it_is_looked_at_again(
         with trio.fail_after(3600 + 2 * CHILD_RECHECK):
             assert await handle.result() == "parent saw 'child c woke'"
     assert 3600 < trio.current_time() <= 3600 + CHILD_RECHECK + 1
+
+
+async def test_a_run_let_go_whose_workflow_is_gone_ends_its_handle_and_is_not_taken_again(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its workflow was undefined while it waited (a registry changed under a test, a
+    # module reloaded): the watch once took such a run back at every turn, forever.
+    from durable._core import commands  # noqa: PLC0415 - the registry of this process
+
+    store = durable.MemoryStore()
+    async with durable.Runtime(store, waiting_cache=0) as runtime:
+        handle = await runtime.start(reminder, "ada", id="r")
+        await trio.sleep(60)
+        assert runtime.running == 0
+        monkeypatch.delitem(commands._REGISTRY, "tests.waiting.reminder")
+        opens = 0
+        real_open = store.open
+
+        async def counting_open(run_id: str) -> object:
+            nonlocal opens
+            opens += 1
+            return await real_open(run_id)
+
+        monkeypatch.setattr(store, "open", counting_open)
+        with pytest.raises(durable.UnknownWorkflowError, match=r"tests\.waiting\.reminder"):
+            await handle.result()
+        await trio.sleep(7200)
+        assert opens == 1  # taken back once, when due; then left in the store
+    assert "r" in store.due  # it still waits, in the store, for a process that defines it
