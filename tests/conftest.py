@@ -21,6 +21,12 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
 
+# pytest-xdist's workers set COLUMNS=80 (and the shell may export it): the CLI's
+# output, which the tests and the docs' examples compare, must not depend on where
+# the suite runs. A test that wants a width sets it itself.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 
 # --- one test, both event loops --------------------------------------------------------
 #
