@@ -7,7 +7,6 @@ that input (by replaying with one input changed at a time) and name no other.
 
 from __future__ import annotations
 
-import inspect
 import re
 from datetime import datetime
 
@@ -192,10 +191,6 @@ def test_explain_narrates_every_step_kind_and_what_replay_feeds_back() -> None:
         assert re.search(rf"^    step {seq}\b", replayed, re.MULTILINE), f"step {seq} not narrated"
 
 
-@pytest.mark.skipif(
-    "signals" not in inspect.signature(sim.Simulator.explore).parameters,
-    reason="the simulator sends no signals yet",
-)
 def test_explain_narrates_a_signal_kept_then_taken() -> None:
     report = sim.Simulator(hash_seeds=()).explore(
         offboard,

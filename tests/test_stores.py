@@ -756,9 +756,9 @@ async def test_holders_name_the_live_holder_and_nobody_once_let_go(store: Store)
     assert await store.holders(["run-1", "free"]) == {}
 
 
+# Not the MemoryStore: only this process can hold its runs, and only while it lives.
+@pytest.mark.parametrize("store_kind", [kind for kind in STORES if kind != "memory"], indirect=True)
 async def test_a_holder_that_died_without_letting_go_is_named_and_not_live(store: Store) -> None:
-    if isinstance(store, durable.MemoryStore):
-        pytest.skip("only this process can hold a memory store's run, and only while it lives")
     writer = await create(store)
     if isinstance(store, durable.PostgresStore):
         pgutil.execute(
