@@ -342,30 +342,37 @@ def signal(run_id: str, name: str, payload: str | None, store: StoreArg) -> None
     """
     import trio
 
-    from ._runtime import Runtime
-
     value = None if payload is None else parse_arg(payload)
     target = _open_store(store)
-
-    async def send() -> list[str]:
-        await _refuse_clear_payload(target, run_id, what="a signal's payload")
-        events = await target.read(run_id)
-        async with Runtime(target) as runtime:
-            await runtime.signal(run_id, name, value)
-        return tl.awaited_signals(tl.build(run_id, events or []))
-
-    awaited = trio.run(send)
+    awaited = trio.run(send_signal, target, run_id, name, value)
     click.echo(tl.printable(f"signal {name!r} sent to run {run_id!r}"))
-    if awaited and name not in awaited:  # delivered (signals may come early), but likely a typo
-        waits = " or ".join(repr(n) for n in awaited)
-        _console(stderr=True).print(
-            tl.printable(
-                f"warning: run {run_id!r} waits for the signal {waits}, not {name!r}; {name!r} is "
-                "kept in its journal for a later wait_signal of that name"
-            ),
-            style="yellow",
-            markup=False,
-        )
+    warning = other_signal_warning(run_id, name, awaited)
+    if warning is not None:
+        _console(stderr=True).print(tl.printable(warning), style="yellow", markup=False)
+
+
+async def send_signal(store: Store, run_id: str, name: str, value: Any) -> list[str]:
+    """Send the signal ``name`` with ``value`` to the run, as ``durable signal`` does (and the
+    dashboard, through this same function); the signals the run waited for before."""
+    from ._runtime import Runtime
+
+    await _refuse_clear_payload(store, run_id, what="a signal's payload")
+    events = await store.read(run_id)
+    async with Runtime(store) as runtime:
+        await runtime.signal(run_id, name, value)
+    return tl.awaited_signals(tl.build(run_id, events or []))
+
+
+def other_signal_warning(run_id: str, name: str, awaited: Sequence[str]) -> str | None:
+    """The warning for a signal sent to a run that waits for another one (delivered:
+    signals may come early; but likely a typo), or None."""
+    if not awaited or name in awaited:
+        return None
+    waits = " or ".join(repr(n) for n in awaited)
+    return (
+        f"warning: run {run_id!r} waits for the signal {waits}, not {name!r}; {name!r} is "
+        "kept in its journal for a later wait_signal of that name"
+    )
 
 
 # --- cancel ------------------------------------------------------------------------------
@@ -390,16 +397,17 @@ def cancel(run_id: str, reason: str, store: StoreArg) -> None:
     """
     import trio
 
+    target = _open_store(store)
+    trio.run(request_cancel, target, run_id, reason)
+    click.echo(tl.printable(f"cancellation of run {run_id!r} requested"))
+
+
+async def request_cancel(store: Store, run_id: str, reason: str) -> None:
+    """Request the run's cancellation, as ``durable cancel`` does (and the dashboard)."""
     from ._runtime import Runtime
 
-    target = _open_store(store)
-
-    async def send() -> None:
-        async with Runtime(target) as runtime:
-            await runtime.cancel(run_id, reason)
-
-    trio.run(send)
-    click.echo(tl.printable(f"cancellation of run {run_id!r} requested"))
+    async with Runtime(store) as runtime:
+        await runtime.cancel(run_id, reason)
 
 
 # --- reading stores ----------------------------------------------------------------------
@@ -614,9 +622,12 @@ async def _newest(
     wanted: Callable[[tl.Timeline], bool],
     limit: int | None,
     before: str | None,
+    id_filter: Callable[[str], bool] | None = None,
 ) -> list[tl.Timeline]:
     """The timelines of the newest runs ``wanted`` keeps, reading journals only until
-    ``limit`` are found (those after the run ``before``, if given)."""
+    ``limit`` are found (those after the run ``before``, if given; with ``id_filter``,
+    only the runs whose id it keeps, decided without reading their journals: the
+    dashboard's search, and its skipping of runs it knows are finished)."""
     from . import _journals
 
     if before is not None:
@@ -625,8 +636,10 @@ async def _newest(
             raise CliUsageError(f"--before {before!r}: no such run in {_store_name(store)}")
     # Without filters, the store picks the page; with them, runs are read newest first
     # until the page is full.
-    filtered = wanted is not _every
+    filtered = wanted is not _every or id_filter is not None
     ids = await store.newest_first(None if filtered else limit, before)
+    if id_filter is not None:
+        ids = [run_id for run_id in ids if id_filter(run_id)]
     rows = []
     for run_id in ids:
         journal = await _journals.read(store, run_id, payloads)
@@ -857,5 +870,5 @@ async def _read_selected(
 
 
 # More verbs live beside this module and register on `main`: the operators' (rm, prune,
-# retry) and the simulator's.
-from . import _cli_ops, _cli_sim  # noqa: E402, F401
+# retry), the simulator's and the dashboard's.
+from . import _cli_ops, _cli_sim, _cli_ui  # noqa: E402, F401

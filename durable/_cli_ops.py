@@ -33,6 +33,7 @@ from ._core.durations import parse_duration
 
 if TYPE_CHECKING:  # the verbs load trio and the stores when they run, not at `durable --help`
     from ._retention import Removed
+    from ._store import Store
 
 # --- rm ------------------------------------------------------------------------------
 
@@ -163,16 +164,17 @@ def retry(run_id: str, reason: str, store: StoreArg) -> None:
     """
     import trio
 
-    from ._client import Client
-
     opened = _open_store(store)
-
-    async def again() -> None:
-        await Client(opened).retry(run_id, reason)
-
-    trio.run(again)
+    trio.run(retry_failed, opened, run_id, reason)
     click.echo(
         tl.printable(
             f"run {run_id!r} will run again: a worker takes it (`durable show {run_id}` tells the story)"
         )
     )
+
+
+async def retry_failed(store: Store, run_id: str, reason: str) -> None:
+    """Retry the failed run, as ``durable retry`` does (and the dashboard, through this)."""
+    from ._client import Client
+
+    await Client(store).retry(run_id, reason)

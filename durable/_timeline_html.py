@@ -102,7 +102,7 @@ def _e(text: object) -> str:
     return html.escape(printable(str(text), keep="\n"), quote=True)
 
 
-def _tag(name: str, content: str = "", **attributes: object) -> str:
+def _tag(name: str, content: str = "", /, **attributes: object) -> str:
     """``<name a="v">content</name>``; ``class_`` is ``class``, ``data_seq`` is ``data-seq``."""
     text = "".join(
         f' {key.rstrip("_").replace("_", "-")}="{_e(value)}"'
@@ -380,8 +380,14 @@ def _table(timeline: Timeline) -> str:
     return _tag("table", "".join(lines), class_="steps")
 
 
-def to_html(timeline: Timeline) -> str:
-    """One self-contained HTML page (inline CSS and SVG; nothing fetched) drawing the run."""
+#: The page's style sheet, for pages that embed the timeline (the dashboard's run page).
+CSS = _CSS
+
+
+def fragment(timeline: Timeline) -> str:
+    """The run drawn as HTML to put inside a page's ``<body>``: the patterns its SVGs fill
+    with, the heading, the facts, the legend, the chart and the table (:func:`to_html`'s
+    body; the dashboard redraws it as the run goes on). Every text in it is escaped."""
     facts = [("workflow", timeline.workflow or "?")]
     facts += [(name, shorten(text, 300)) for name, text in run_facts(timeline)]
     facts.append(("recoveries", str(len(timeline.recoveries))))
@@ -389,11 +395,10 @@ def to_html(timeline: Timeline) -> str:
     if timeline.journal_error:
         why = "The journal could not be read to its end; this shows what is in front of the damage."
         damage = _tag("div", _e(f"{why} {timeline.journal_error}"), class_="damage")
-    title = _tag("title", _e(f"durable · run {timeline.run_id}"))
     badge = _tag("span", _e(timeline.status), class_=f"badge {timeline.status}")
     # The patterns every SVG of the page fills with, defined once.
     defs = f'<svg width="0" height="0" style="position:absolute" aria-hidden="true">{_DEFS}</svg>'
-    body = (
+    return (
         defs
         + _tag("h1", f"run {_tag('code', _e(timeline.run_id))}{badge}")
         + _tag("dl", "".join(_tag("dt", _e(k)) + _tag("dd", _e(v)) for k, v in facts))
@@ -402,5 +407,10 @@ def to_html(timeline: Timeline) -> str:
         + _tag("div", _svg(timeline), class_="chart")
         + _table(timeline)
     )
+
+
+def to_html(timeline: Timeline) -> str:
+    """One self-contained HTML page (inline CSS and SVG; nothing fetched) drawing the run."""
+    title = _tag("title", _e(f"durable · run {timeline.run_id}"))
     head = f'<meta charset="utf-8">{title}<style>{_CSS}</style>'
-    return f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head><body>{body}</body></html>\n'
+    return f'<!DOCTYPE html>\n<html lang="en"><head>{head}</head><body>{fragment(timeline)}</body></html>\n'
