@@ -395,7 +395,7 @@ class Runtime:
                     del self._handles[handle.run_id]
                     handle._release(self.store)
                 else:
-                    self._watch.let_go[handle.run_id] = outcome.due
+                    self._watch.release(handle.run_id, outcome.due)
                 return  # the handle waits for the run's end, here or elsewhere
             await ended(self.store, handle.run_id)
         except Exception as exc:

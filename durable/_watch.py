@@ -53,6 +53,19 @@ class StoreWatch:
         #: The runs the runtime let go, with when each is due.
         self.let_go: dict[str, float] = {}
         self._taking: set[str] = set()
+        #: The wait of the watch between two looks, while it waits.
+        self._waiting: trio.CancelScope | None = None
+
+    def release(self, run_id: str, due: float) -> None:
+        """Remember that the runtime let ``run_id`` go until ``due``: the watch takes it
+        back then. A watch already waiting (until its next poll, or a later due time)
+        wakes in time for it: with a long poll (the simulator's is a day), a run let go
+        for ten minutes would otherwise come back only at the next look."""
+        self.let_go[run_id] = due
+        if self._waiting is not None:
+            _, clock = self.runtime._running()
+            wake_at = trio.current_time() + max(0.0, due - clock())
+            self._waiting.deadline = min(self._waiting.deadline, wake_at)
 
     def may_release(self, due: float) -> bool:
         """The release policy of the runtime's executions: a run waiting until ``due`` is
@@ -87,8 +100,13 @@ class StoreWatch:
         """Wait for a change in the store, or until the next run let go here is due."""
         _, clock = self.runtime._running()
         soonest = min(self.let_go.values(), default=math.inf) - clock()
-        with trio.move_on_after(max(0.0, soonest)):
-            await self.store.wait_for_change(poll, since=token)
+        waiting = trio.move_on_after(max(0.0, soonest))
+        self._waiting = waiting
+        try:
+            with waiting:
+                await self.store.wait_for_change(poll, since=token)
+        finally:
+            self._waiting = None
 
     async def _take_messages_of_one(self, run_id: str, reported: set[str]) -> None:
         """Take one run's messages; a failure that is this run's alone (a damaged message

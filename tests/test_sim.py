@@ -695,3 +695,25 @@ def test_the_simulator_catches_writes_into_a_journal_continue_as_new_replaced(
     report = sim.Simulator(hash_seeds=()).explore(goes_on_anew, 0, max_crashes=1)
     assert not report.ok
     assert "after that file had been replaced or removed" in report.failures[0].divergence
+
+
+@durable.activity
+def _noted(label: str) -> str:
+    return label
+
+
+@durable.workflow(name="tests.sim.two_timers")
+def _two_timers():  # type: ignore[no-untyped-def]
+    began = yield durable.now()
+    yield _noted("before")  # the run is let go at the race and taken back when due
+    index, _ = yield durable.race(durable.sleep("10m"), durable.sleep("1h"))
+    ended = yield durable.now()
+    return index, round((ended - began).total_seconds())
+
+
+def test_a_run_let_go_comes_back_at_its_due_time_not_at_the_simulators_next_poll() -> None:
+    # The simulator's runtime looks at the store once a virtual day: a run let go for
+    # ten minutes once came back a day later, and the one-hour timer won the race.
+    report = sim.explore(_two_timers, max_crashes=1)
+    assert report.ok, report.explain()
+    assert report.result == (0, 600)
