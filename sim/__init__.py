@@ -19,7 +19,7 @@ from ._disk import DISK_FAULTS, OPT_IN_FAULTS, SimDisk, SimulatedCrash
 from ._explore import Simulator, assert_crash_safe, explore, replay_recipe
 from ._plan import ActivityFault, Crash, InjectedFault, Recipe, Signal
 from ._report import Failure, Report
-from ._stubbed import Call, StubbedRun, in_activity, run_stubbed
+from ._stubbed import Call, StubbedRun, UnusedSignalWarning, in_activity, run_stubbed
 
 __all__ = [
     "DISK_FAULTS",
@@ -36,6 +36,7 @@ __all__ = [
     "SimulatedCrash",
     "Simulator",
     "StubbedRun",
+    "UnusedSignalWarning",
     "assert_crash_safe",
     "explore",
     "in_activity",

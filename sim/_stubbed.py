@@ -29,6 +29,7 @@ import datetime
 import math
 import random
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -63,6 +64,7 @@ from durable.lowlevel import (
     Event,
     Replay,
     RunStarted,
+    SignalAwaited,
     SignalReceived,
     current_activity,
     dumps_value,
@@ -101,6 +103,8 @@ class StubbedRun:
         journal: the run's journal records, as the runtime would have written them.
         elapsed: the virtual seconds the run took (its sleeps and waits; activities take none).
         cancelled: the reason of the cancel request that ended the run (None if none did).
+        unused_signals: the signals sent that the workflow never took (it waited for
+            other names, or ended first), by name, in the order they were sent.
     """
 
     calls: list[Call]
@@ -109,6 +113,7 @@ class StubbedRun:
     journal: list[Event] = attrs.Factory(list)
     elapsed: float = 0.0
     cancelled: str | None = None
+    unused_signals: tuple[str, ...] = ()
 
     @property
     def result(self) -> Any:
@@ -117,7 +122,9 @@ class StubbedRun:
         if self.cancelled is not None:
             raise durable.Cancelled("stubbed", self.cancelled)
         if self.error is not None:
-            raise durable.WorkflowFailed("stubbed", "workflow", self.error)
+            first = self.journal[0] if self.journal else None
+            workflow = first.workflow if isinstance(first, RunStarted) else "workflow"
+            raise durable.WorkflowFailed("stubbed", workflow, self.error)
         return self.value
 
     @property
@@ -170,7 +177,26 @@ def run_stubbed(
     arrivals.sort(key=lambda arrival: arrival[0])  # stable: signals of one instant keep their order
     driver = _Driver(stubs, seed, t0, arrivals)
     encoded = dumps_value([list(args), dict(sorted(kwargs.items()))])
-    return driver.run(workflow, "stubbed", encoded)
+    run = driver.run(workflow, "stubbed", encoded)
+    for name in dict.fromkeys(run.unused_signals):
+        # Most often a misspelt name: the test then checks the timeout branch, not the one it meant.
+        warnings.warn(_unused_signal_text(name, run.journal), UnusedSignalWarning, stacklevel=2)
+    return run
+
+
+def _unused_signal_text(name: str, journal: Sequence[Event]) -> str:
+    waited = sorted({event.name for event in journal if isinstance(event, SignalAwaited)})
+    if name in waited:
+        why = "it came after the workflow's wait for it had ended"
+    elif waited:
+        why = f"the workflow waited for {', '.join(map(repr, waited))} only"
+    else:
+        why = "the workflow waited for no signal"
+    return f"run_stubbed: signal {name!r} was never taken: {why}"
+
+
+class UnusedSignalWarning(UserWarning):
+    """:func:`run_stubbed` was given a signal the workflow never took."""
 
 
 def _arrival(spec: SignalSpec, t0: float) -> tuple[float, Event]:
@@ -223,12 +249,17 @@ class _Driver:
             self._perform(core, action, apply)
         outcome = core.outcome
         elapsed = self.t - started_at
+        unused = tuple(
+            message.name
+            for message in [*core.unconsumed_messages(), *(event for _, event in self.arrivals)]
+            if isinstance(message, SignalReceived)
+        )
         if isinstance(outcome, Returned):
-            return StubbedRun(self.calls, loads_value(outcome.result), None, journal, elapsed)
+            return StubbedRun(self.calls, loads_value(outcome.result), None, journal, elapsed, None, unused)
         if isinstance(outcome, Stopped):
-            return StubbedRun(self.calls, None, None, journal, elapsed, cancelled=outcome.reason)
+            return StubbedRun(self.calls, None, None, journal, elapsed, outcome.reason, unused)
         if isinstance(outcome, Raised):
-            return StubbedRun(self.calls, None, outcome.error, journal, elapsed)
+            return StubbedRun(self.calls, None, outcome.error, journal, elapsed, None, unused)
         if self.answers is not None:  # re-recording a journal (sim._hashseed): it ends here
             return StubbedRun(self.calls, None, None, journal, elapsed)
         raise TypeError("run_stubbed cannot follow durable.continue_as_new: test each incarnation alone")

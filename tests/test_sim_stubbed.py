@@ -67,7 +67,8 @@ def test_a_signal_sent_before_the_wait_is_kept_for_it() -> None:
 
 
 def test_a_signal_too_late_for_the_timeout_is_not_delivered() -> None:
-    run = sim.run_stubbed(offboard, "ann", stubs=STUBS, signals=[("objection", "late", "30h")])
+    with pytest.warns(sim.UnusedSignalWarning, match="'objection' was never taken: it came after"):
+        run = sim.run_stubbed(offboard, "ann", stubs=STUBS, signals=[("objection", "late", "30h")])
     assert run.result["deleted"] == "gone"
 
 
@@ -135,3 +136,32 @@ def test_a_cancel_request_raises_cancelled_at_the_yield() -> None:
 def test_a_malformed_signal_is_refused() -> None:
     with pytest.raises(TypeError, match=r"\(name, payload\)"):
         sim.run_stubbed(offboard, "ann", stubs=STUBS, signals=["objection"])  # type: ignore[list-item]
+
+
+@durable.workflow(name="tests.stubbed.confirm")
+def _confirm():  # type: ignore[no-untyped-def]
+    try:
+        return (yield durable.wait_signal("email-confirmed", timeout="1h"))
+    except durable.SignalTimeout:
+        raise ValueError("never confirmed") from None
+
+
+def test_a_signal_the_workflow_never_takes_is_named_in_a_warning() -> None:
+    # A misspelt name: the test would check the timeout branch, not the one it meant.
+    misspelt = r"'email-confirm' was never taken: the workflow waited for 'email-confirmed' only"
+    with pytest.warns(sim.UnusedSignalWarning, match=misspelt):
+        run = sim.run_stubbed(_confirm, stubs={}, signals=[("email-confirm", True)])
+    assert run.unused_signals == ("email-confirm",)
+    with pytest.raises(durable.WorkflowFailed, match=r"tests\.stubbed\.confirm"):
+        run.result  # noqa: B018 - the property raises
+
+
+def test_a_signal_sent_after_the_run_ended_is_unused_too() -> None:
+    with pytest.warns(sim.UnusedSignalWarning, match="'email-confirmed' was never taken: it came after"):
+        run = sim.run_stubbed(_confirm, stubs={}, signals=[("email-confirmed", 1, "2h")])
+    assert run.unused_signals == ("email-confirmed",)
+
+
+def test_a_signal_taken_is_not_reported() -> None:
+    run = sim.run_stubbed(_confirm, stubs={}, signals=[("email-confirmed", "yes", "10m")])
+    assert run.result == "yes" and run.unused_signals == ()
