@@ -45,7 +45,9 @@ HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": Chromium then sends "Origin: null" with the forms, which the
+    # cross-site check refuses. Other sites get no referrer either way.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
