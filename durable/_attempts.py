@@ -60,6 +60,7 @@ from ._hooks import Hooks
 
 if TYPE_CHECKING:
     from ._executor import WallClock
+    from ._telemetry import RunTelemetry
 
 #: At most one ``AttemptHeartbeat`` record per attempt per this many seconds (an
 #: attempt's first heartbeat is journaled at once): what a crash may lose of the
@@ -184,16 +185,24 @@ class Attempts:
     """The attempts of one run's activities (see the module docstring)."""
 
     def __init__(
-        self, run_id: str, clock: WallClock, hooks: Hooks, heartbeats: Heartbeats, host: Guest | None = None
+        self,
+        run_id: str,
+        clock: WallClock,
+        hooks: Hooks,
+        heartbeats: Heartbeats,
+        host: Guest | None = None,
+        telemetry: RunTelemetry | None = None,
     ) -> None:
         self.run_id = run_id
+        #: Spans and metrics of the attempts (None: nothing to emit, the hot path).
+        self.telemetry = telemetry
         self.clock = clock
         self.hooks = hooks
         self.heartbeats = heartbeats
         #: The guest whose asyncio loop runs async activities; None: they run on trio.
         self.host = host
-        # Hooks nobody overrides, on trio, are skipped on the hot path.
-        self._direct = type(hooks) is Hooks and host is None
+        # Hooks nobody overrides, on trio, without telemetry, are skipped on the hot path.
+        self._direct = type(hooks) is Hooks and host is None and telemetry is None
 
     async def run(
         self,
@@ -209,6 +218,30 @@ class Attempts:
         If ``may_release`` says so once that record is durable, it returns None: the
         run is let go during the backoff, and the next attempt is made when it is due.
         """
+        telemetry = self.telemetry
+        if telemetry is None:
+            return await self._run(step, command, report, may_release)
+        name = command.activity.name
+
+        async def reported(event: ev.Event) -> None:
+            await report(event)
+            if isinstance(event, ev.AttemptFailed):
+                telemetry.retried(event, name)
+
+        ended = await self._run(step, command, reported, may_release)
+        if ended is not None:
+            failed = isinstance(ended, ev.ActivityFailed)
+            since = step.scheduled_at
+            telemetry.step_ended("activity", step.seq, since, ended.t, activity=name, failed=failed)
+        return ended
+
+    async def _run(
+        self,
+        step: Step,
+        command: ActivityCall,
+        report: Callable[[ev.Event], Awaitable[None]],
+        may_release: Callable[[], bool] | None,
+    ) -> ev.ActivityCompleted | ev.ActivityFailed | None:
         policy = command.policy
         heartbeats = self.heartbeats
         started_at = step.scheduled_at if step.scheduled_at is not None else self.clock()
@@ -270,14 +303,20 @@ class Attempts:
             attempt_call = functools.partial(self.hooks.run_attempt, info, call)
             if policy.heartbeat_timeout is not None:
                 attempt_call = functools.partial(self._watched, info, attempt_call, policy.heartbeat_timeout)
-            if limit is None:
-                return await attempt_call()
-            with trio.move_on_after(limit):
-                return await attempt_call()
-            raise AttemptTimeout(activity.name, self.run_id, seq, attempt, limit)
+            if limit is not None:
+                attempt_call = functools.partial(self._limited, info, attempt_call, limit)
+            if self.telemetry is not None:  # the span sees the attempt's own error (a timeout too)
+                attempt_call = functools.partial(self.telemetry.attempt, info, attempt_call)
+            return await attempt_call()
         finally:
             del live[seq]
             current_activity.reset(token)
+
+    async def _limited(self, info: ActivityInfo, call: Callable[[], Awaitable[Any]], limit: float) -> Any:
+        """``call()``, failed as :class:`AttemptTimeout` once it ran ``limit`` seconds."""
+        with trio.move_on_after(limit):
+            return await call()
+        raise AttemptTimeout(info.activity, self.run_id, info.seq, info.attempt, limit)
 
     def _details(self, seq: int, details: bytes) -> Any:
         return load_stored(details, run_id=self.run_id, what=f"the heartbeat details of step {seq}")

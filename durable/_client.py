@@ -27,6 +27,7 @@ from ._inbox import send
 from ._retry import retry_run
 from ._runtime import _check_same, _first_args, check_workflow, store_from
 from ._store import Store
+from ._telemetry import start_context
 
 
 class ClientHandle:
@@ -111,7 +112,9 @@ class Client:
         check_workflow(workflow, "start")
         run_id = check_run_id(id) if id is not None else uuid.uuid4().hex
         encoded = encode_call(args, kwargs, what=f"workflow {workflow.name!r}")
-        writer = await self.store.create(ev.RunStarted(run_id, workflow.name, encoded, time.time()))
+        trace = start_context(run_id, workflow.name)  # "" unless the application traces
+        started = ev.RunStarted(run_id, workflow.name, encoded, time.time(), traceparent=trace)
+        writer = await self.store.create(started)
         if writer is not None:
             writer.close()
             return ClientHandle(self, run_id, workflow.name)

@@ -29,7 +29,7 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
@@ -64,6 +64,9 @@ from ._core.outcomes import Continued, Outcome, terminal_event
 from ._core.primitives import SideEffect, WaitSignal
 from ._hooks import Hooks
 from ._store import JournalWriter
+
+if TYPE_CHECKING:
+    from ._telemetry import RunTelemetry
 
 _WALL_OFFSET: trio.lowlevel.RunVar[float] = trio.lowlevel.RunVar("durable_wall_offset")
 
@@ -193,8 +196,11 @@ class RunExecution:
         release: ReleasePolicy | None = None,
         activity_host: Guest | None = None,
         journal: Sequence[ev.Event] = (),  # what core replayed: its heartbeats, for the next attempts
+        telemetry: RunTelemetry | None = None,
     ) -> None:
         self.core = core
+        #: Spans and metrics of what this execution carries out (None: nothing to emit).
+        self.telemetry = telemetry
         self.writer = writer
         self.clock = clock
         self.hooks = hooks
@@ -210,7 +216,7 @@ class RunExecution:
         # store that never syncs.
         self._plain_hooks = type(hooks) is Hooks
         beats = Heartbeats(clock, hooks, self._append, writer.flush, rec.journaled_heartbeats(core, journal))
-        self._attempts = Attempts(core.run_id, clock, hooks, beats, activity_host)
+        self._attempts = Attempts(core.run_id, clock, hooks, beats, activity_host, telemetry)
         self._syncs = writer.syncs
         # What replay fed the core is durable (the store made the journal so when it
         # opened it): only values journaled from now on make an activity sync first.
@@ -244,6 +250,15 @@ class RunExecution:
     async def drive(self) -> Outcome | Released:
         """Run until the workflow returns or raises; return the journaled outcome. Or, with
         a release policy, until all the run does is wait: then :class:`Released`."""
+        telemetry = self.telemetry
+        if telemetry is None:
+            return await self._drive()
+        with telemetry.run(resumed=self.resumed, incarnation=self.core.incarnation):
+            outcome = await self._drive()
+            telemetry.ended(outcome)
+        return outcome
+
+    async def _drive(self) -> Outcome | Released:
         if self.resumed:
             self._append(rec.resumed(self.clock(), os.getpid()))
         core = self.core
@@ -453,6 +468,19 @@ class RunExecution:
                 await self.writer.sync()
         if self._may_release():
             return  # the loop lets the run go
+        if self.telemetry is None:
+            await self._until_signalled(step)
+            return
+        name = command.name
+        with self.telemetry.waiting(
+            "signal", f"wait_signal {name}", step, self.clock, self._resolved(step)
+        ) as span:
+            span.set_attribute("durable.signal", name)
+            await self._until_signalled(step)
+
+    async def _until_signalled(self, step: Step) -> None:
+        """Wait until the signal ``step`` waits for arrives (another task journals it), or
+        its timeout passes (journaled here)."""
         while step.seq in self.core.pending:
             arrived, deadline = self._signalled, math.inf if step.fire_at is None else step.fire_at
             with trio.move_on_after(max(0.0, deadline - self.clock())):
@@ -525,7 +553,7 @@ class RunExecution:
                 await self.hooks.point("timer", self.core.run_id, step.seq)
             if step.fire_at is None:
                 raise DurableInternalError(f"run {self.core.run_id!r}: timer step {step.seq} has no deadline")
-            await self.clock.sleep_until(step.fire_at)
+            await self._sleep(step, step.fire_at)
             await send.send((rec.timer_fired(step, self.clock()), None))
             return
         if isinstance(child, RunChild) and isinstance(command, ChildCall):
@@ -558,8 +586,21 @@ class RunExecution:
             await self.hooks.point("timer", self.core.run_id, step.seq)
         if step.fire_at is None:
             raise DurableInternalError(f"run {self.core.run_id!r}: timer step {step.seq} has no deadline")
-        await self.clock.sleep_until(step.fire_at)
+        await self._sleep(step, step.fire_at)
         self._append(rec.timer_fired(step, self.clock()))
+
+    async def _sleep(self, step: Step, fire_at: float) -> None:
+        """Wait for a timer of ``step``: in a span when tracing (only a wait this process does)."""
+        telemetry = self.telemetry
+        if telemetry is None:
+            await self.clock.sleep_until(fire_at)
+            return
+        with telemetry.waiting("timer", "sleep", step, self.clock, self._resolved(step)) as span:
+            span.set_attribute("durable.fire_at", fire_at)
+            await self.clock.sleep_until(fire_at)
+
+    def _resolved(self, step: Step) -> Callable[[], bool]:
+        return lambda: step.seq not in self.core.pending
 
     async def _record_value(self, action: RecordValue) -> None:
         self._record_value_now(action.step)

@@ -44,6 +44,7 @@ from ._retry import retry_here
 from ._store import CodecOption, Holder, JournalWriter, Opened, Store
 from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url
+from ._telemetry import run_telemetry, start_context
 from ._watch import StoreWatch, ended
 
 R = TypeVar("R")
@@ -306,7 +307,8 @@ class Runtime:
             return await _attach_finished(self.store, run_id, workflow, encoded, locked)
         if opened is not None:
             return await self._attach(run_id, opened, workflow, encoded)
-        started = ev.RunStarted(run_id, workflow.name, encoded, clock())
+        trace = start_context(run_id, workflow.name)  # "" unless the application traces
+        started = ev.RunStarted(run_id, workflow.name, encoded, clock(), traceparent=trace)
         writer = await self.store.create(started)
         if writer is None:  # created by someone else meanwhile
             return await self.start(workflow, *args, id=run_id, **kwargs)
@@ -379,6 +381,7 @@ class Runtime:
             children=self._children,
             release=self._watch.may_release,
             activity_host=self._host,
+            telemetry=run_telemetry(core.started),
         )
 
     async def _drive(self, handle: RunHandle, execution: RunExecution, opened: bool) -> None:
@@ -649,6 +652,8 @@ async def _continue(runtime: Runtime, previous: RunExecution, outcome: Continued
         previous.clock(),
         core.incarnation + 1,
         core.next_seq,
+        # The same trace goes on (the one derived for a run journaled without one, too).
+        previous.telemetry.traceparent if previous.telemetry is not None else core.started.traceparent,
     )
     carried = _carried_messages(core)
     await forget_journaled(runtime.store, run_id, core.messages_seen)

@@ -65,7 +65,7 @@ PATH = "runs/test.journal"
 
 #: Type code and field names, in order, of every event of journal contract v1.
 V1_LAYOUT: dict[type[Any], tuple[int, tuple[str, ...]]] = {
-    RunStarted: (1, ("run_id", "workflow", "args", "t", "incarnation", "first_seq")),
+    RunStarted: (1, ("run_id", "workflow", "args", "t", "incarnation", "first_seq", "traceparent")),
     ActivityScheduled: (2, ("seq", "name", "args", "t")),
     AttemptFailed: (3, ("seq", "attempt", "error", "retry_at", "t")),
     ActivityCompleted: (4, ("seq", "result", "attempts", "t")),
@@ -102,7 +102,7 @@ texts = st.text(max_size=12)
 blobs = st.binary(max_size=24)
 errors = st.builds(ErrorInfo, texts, texts, texts)
 EVENTS: dict[type[Any], st.SearchStrategy[Any]] = {
-    RunStarted: st.builds(RunStarted, texts, texts, blobs, times, uints, uints),
+    RunStarted: st.builds(RunStarted, texts, texts, blobs, times, uints, uints, texts),
     ActivityScheduled: st.builds(ActivityScheduled, uints, texts, blobs, times),
     AttemptFailed: st.builds(AttemptFailed, uints, uints, errors, times, times),
     ActivityCompleted: st.builds(ActivityCompleted, uints, blobs, uints, times),
@@ -238,7 +238,24 @@ def test_record_framing_and_payload(event: Any) -> None:
         [value.type, value.message, value.traceback] if isinstance(value, ErrorInfo) else value
         for value in (getattr(event, name) for name in names)
     ]
+    if isinstance(event, RunStarted) and not event.traceparent:
+        fields = fields[:-1]  # written only when the run has a trace (see below)
     assert cbor2.loads(record[FRAME_SIZE:]) == [code, 7, 5, *fields]
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_run_started_holds_its_trace_context_only_when_it_has_one() -> None:
+    # A run created while nothing traces is written as before the field existed,
+    # byte for byte; a traced one carries its traceparent as a trailing field.
+    plain = RunStarted("order-1", "process_order", b"\x82\x80\xa0", 1714564800.25, 0, 0)
+    traced = attrs.evolve(plain, traceparent=TRACEPARENT)
+    assert len(cbor2.loads(encode_record(plain, 0, -1)[FRAME_SIZE:])) == 9
+    assert cbor2.loads(encode_record(traced, 0, -1)[FRAME_SIZE:])[-1] == TRACEPARENT
+    for event in (plain, traced):
+        found = scan(encode_header() + encode_record(event, 0, -1), PATH)
+        assert found.events == [event]
 
 
 def test_durable_upto_minus_one_is_cbor_0x20() -> None:

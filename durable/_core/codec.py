@@ -64,6 +64,17 @@ def _error_fields(error: ErrorInfo | None) -> list[str] | None:
 def _encoder(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
     names = [f.name for f in attrs.fields(cls)]
     get = operator.attrgetter(*names)
+    last = attrs.fields(cls)[-1]
+    if last.metadata.get("omitted_when_default"):
+        # A trailing field added within v1 that is written only when it says something
+        # (RunStarted.traceparent): readers take a missing trailing field as its default.
+        default = last.default
+
+        def trimmed(event: Any) -> tuple[Any, ...]:
+            values: tuple[Any, ...] = get(event)
+            return values[:-1] if values[-1] == default else values
+
+        return trimmed
     if "error" not in names:
         return get
     at = names.index("error")

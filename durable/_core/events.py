@@ -34,6 +34,11 @@ class RunStarted:
     #: keys) go on across ``continue_as_new``. Both fields were added within v1:
     #: journals without them read as 0.
     first_seq: int = 0
+    #: The W3C ``traceparent`` of the run's trace (OpenTelemetry), captured when the
+    #: run was created: every execution of the run, in any process, continues that
+    #: trace. Added within v1; "" (no trace) is written as no field at all, so a
+    #: journal without tracing holds the same bytes as before it existed.
+    traceparent: str = attrs.field(default="", metadata={"omitted_when_default": True})
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)

@@ -139,6 +139,8 @@ class Replay:
     def __init__(self, workflow: Workflow[..., Any], started: ev.RunStarted) -> None:
         self.run_id = started.run_id
         self.workflow = workflow
+        #: The journal's first record: its trace context and time, for the executor's telemetry.
+        self.started = started
         self.incarnation = started.incarnation
         self.outcome: Outcome | None = None
         self.terminal: ev.RunCompleted | ev.RunFailed | ev.RunCancelled | ev.RunContinuedAsNew | None = None
