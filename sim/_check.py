@@ -7,6 +7,7 @@ the journal contract (``docs/journal-v1.md`` section 15: faults F1-F10, rules R1
 
 from __future__ import annotations
 
+
 import weakref
 from collections import Counter
 from collections.abc import Callable
@@ -106,12 +107,31 @@ def same_outcome(world: World, reference: World) -> str | None:
     got, expected = world.ending, reference.ending
     if _outcome_key(got) != _outcome_key(expected):
         cause = isolated_cause(reference)
+        why = cause.text() if cause is not None else _ran_again_text(world)
         return (
             "different outcome after recovery.\n"
             f"  expected: {expected.result_text()}\n  got:      {got.result_text()}"
-            + ("" if cause is None else f"\n{cause.text()}")
+            + ("" if why is None else f"\n{why}")
         )
     return None
+
+
+def _ran_again_text(world: World) -> str | None:
+    """Why a deterministic workflow's result changed: an activity that a crash made run
+    again, whose outside world answered the second call differently (None: none ran again)."""
+    calls = Counter((e.run_id, e.seq, e.attempt) for e in world.executions)
+    again = sorted({e.activity for e in world.executions if calls[e.run_id, e.seq, e.attempt] > 1})
+    if not again:
+        return None
+    names = ", ".join(map(repr, again))
+    return (
+        f"Likely cause: {names} ran again after the crash (at-least-once: the crash came before its "
+        "result was journaled) and the outside world answered the second call differently, "
+        "so it applied the effect twice. Make the activity idempotent: pass "
+        "durable.activity_info().idempotency_key to the service so that a repeated call returns the "
+        "first answer; and give the simulator an after_each (--after-each) that checks the outside "
+        "world, so that an effect applied twice is caught even when the result does not show it."
+    )
 
 
 def _is_nondeterminism(error: BaseException | None) -> bool:
