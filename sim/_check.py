@@ -7,7 +7,6 @@ the journal contract (``docs/journal-v1.md`` section 15: faults F1-F10, rules R1
 
 from __future__ import annotations
 
-
 import weakref
 from collections import Counter
 from collections.abc import Callable
