@@ -542,16 +542,18 @@ class Simulator:
             run_id=recipe.run_id,
             signals=recipe.signals,
         )
-        notes = []
         # Each signal is sent where it lands in the crash-free run (as an exploration's
         # recipes already say), so that a crash before then sends it at the same place.
-        recipe = attrs.evolve(recipe, signals=explorer.reference.recipe.signals)
+        landed = explorer.reference.recipe.signals
+        notes = _moved_signals(recipe.signals, landed)
+        recipe = attrs.evolve(recipe, signals=landed)
         if recipe.hash_seed is not None:
             found, note = explorer.hash_seed_failures(explorer.hash_seed_replays((recipe.hash_seed,)))
             failure = found[0] if found else None
-            notes = [note] if note else []
+            notes += [note] if note else []
         else:
-            _, failure = explorer.failure(recipe)
+            world, failure = explorer.failure(recipe)
+            notes += _unreached_crashes(recipe, world)
         return Report(
             workflow=workflow.name,
             reference=explorer.reference,
@@ -574,6 +576,36 @@ class Simulator:
         if not report.ok:
             raise AssertionError(report.failure_text())
         return report
+
+
+def _moved_signals(given: Sequence[Signal], landed: Sequence[Signal]) -> list[str]:
+    """A note for each signal of a recipe that is sent elsewhere than its ``after`` says
+    (where it landed in the crash-free run): a recipe is never changed without a word."""
+    return [
+        f"signal {mine.name!r}: sent after record {there.after} (where it lands in the crash-free "
+        f"run), not {mine.after} as the recipe says"
+        for mine, there in zip(given, landed, strict=False)
+        if mine.after != there.after
+    ]
+
+
+def _unreached_crashes(recipe: Recipe, world: World) -> list[str]:
+    """A note for each crash of a recipe that the schedule never reached: it played fewer
+    crashes than the recipe asks for, and a pass says nothing about the crash missed."""
+    notes = []
+    for number, crash in enumerate(recipe.crashes, start=1):
+        lifetime = world.lifetimes[number - 1] if number <= len(world.lifetimes) else None
+        if lifetime is None or lifetime.crashed_at is None:
+            reached = len(lifetime.points) if lifetime is not None else 0
+            notes.append(
+                f"crash {number} (at point {crash.at}) never happened: "
+                + (
+                    f"that lifetime reached {reached} crash points"
+                    if lifetime is not None
+                    else "the run ended before that lifetime"
+                )
+            )
+    return notes
 
 
 def _signal_pairs(signals: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:

@@ -101,7 +101,8 @@ class Report:
     seconds: float
     explorer: Explorer = attrs.field(repr=False)
     recipe: Recipe | None = None
-    #: Checks that could not run, and why.
+    #: What the reader should know: checks that could not run, and why; a replayed
+    #: recipe that was not played as written (a crash never reached, a signal moved).
     notes: list[str] = attrs.Factory(list)
 
     @property
@@ -135,9 +136,10 @@ class Report:
     def __str__(self) -> str:
         verdict = "all matched the crash-free run" if self.ok else self.failures_text()
         schedules = "schedule" if self.schedules == 1 else "schedules"
+        notes = "".join(f"\nnote: {note}" for note in self.notes)
         return (
             f"sim: {self.workflow}: {self.schedules} {schedules} over {self.crash_points} crash "
-            f"points in {self.seconds:.2f}s: {verdict}"
+            f"points in {self.seconds:.2f}s: {verdict}{notes}"
         )
 
     def failures_text(self) -> str:

@@ -9,6 +9,7 @@ exploration takes a second or two.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -343,3 +344,15 @@ def test_cli_before_each_names_what_is_wrong(flows: Path) -> None:
     outcome = _sim("sigflows.py:expense", "5", "--signal", "=x")
     assert outcome.exit_code == 2
     assert "NAME=PAYLOAD" in outcome.output
+
+
+def test_a_replayed_recipe_says_what_it_did_not_play_as_written() -> None:
+    # A hand-written recipe once passed in silence when its crash point was past the
+    # run's end, and its signals' after= were quietly replaced.
+    recipe = sim.Recipe(crashes=(sim.Crash(at=999),), signals=(sim.Signal("approved", "ann", after=2),))
+    report = ledger_simulator().replay_recipe(approval, 5, recipe=recipe)
+    never = r"crash 1 \(at point 999\) never happened: that lifetime reached \d+ crash points"
+    moved = r"signal 'approved': sent after record \d+ \(where it lands .*\), not 2 as the recipe says"
+    assert [bool(re.fullmatch(moved, n)) for n in report.notes] == [True, False], report.notes
+    assert re.fullmatch(never, report.notes[1]), report.notes
+    assert "\nnote: crash 1 (at point 999) never happened" in str(report)
