@@ -234,8 +234,11 @@ def narrate(world: World, reference: World, recipe: Recipe, divergence: str | No
 def _narrate_lifetime(world: World, lifetime: Lifetime) -> list[str]:
     start = lifetime.journal_at_start
     crashed = lifetime.crashed_at is not None or lifetime.failed_fsync is not None
-    end = lifetime.surviving if crashed else world.final_events
+    # A crashed lifetime is told as it wrote its journal, so that the records a power
+    # loss takes away are told too (each marked lost), not silently skipped.
+    end = (lifetime.written_at_crash or lifetime.surviving) if crashed else world.final_events
     new = end[len(start) :] if end[: len(start)] == start else end
+    kept = _common_prefix(end, lifetime.surviving) if crashed else len(end)
     story = _Story(world, start or end)
     lines = []
     if lifetime.number == 1:
@@ -248,12 +251,25 @@ def _narrate_lifetime(world: World, lifetime: Lifetime) -> list[str]:
         lines += ["  " + line for line in _replayed(story, start)]
         lines.append("  Then, live (each record is journaled before the workflow sees it):")
     executions = [e for e in world.executions if e.lifetime == lifetime.number]
-    for event in new if lifetime.number > 1 else end:
+    told = new if lifetime.number > 1 else end
+    for index, event in enumerate(told, start=len(end) - len(told)):
         lines += ["  " + line for line in _executions_before(world, story, event, executions)]
         lines += ["  " + line for line in story.tell(event, replaying=False)]
+        if index >= kept:
+            lines.append("    (written, but the crash lost this record: it was not fsynced yet)")
     lines += ["  " + line for line in _executions_before(world, story, None, executions)]
     lines += _ending(lifetime)
     return lines
+
+
+def _common_prefix(written: list[Event], surviving: list[Event]) -> int:
+    """How many of the records written are still there, in order, after the crash."""
+    kept = 0
+    for mine, found in zip(written, surviving, strict=False):
+        if mine != found:
+            break
+        kept += 1
+    return kept
 
 
 def _replayed(story: _Story, events: list[Event]) -> list[str]:

@@ -112,6 +112,8 @@ class Lifetime:
     crashed_at: Point | None = None
     ending: Ending = attrs.Factory(lambda: Ending("crashed"))
     durable_at_crash: list[Event] = attrs.Factory(list)
+    #: The run's journal as written at the crash, fsynced or not (what the process believed).
+    written_at_crash: list[Event] = attrs.Factory(list)
     surviving: list[Event] = attrs.Factory(list)
     #: Every run's journal (the run's and its child runs') as durable at the crash,
     #: and as the next process found it, by run id.
@@ -400,6 +402,7 @@ class World:
         file = self.disk.files.get(self._journal)
         if file is not None:
             lifetime.durable_at_crash = self._events(bytes(file.synced), self._journal)
+            lifetime.written_at_crash = self._events(bytes(file.data), self._journal)
         lifetime.durable_runs_at_crash = self._journals(synced=True)
         rng = random.Random(f"{self.recipe.seed}/{lifetime.number}/{crash.at}/{crash.disk}")
         lifetime.damage = self.disk.crash("drop" if crash.disk == "eio" else crash.disk, rng)

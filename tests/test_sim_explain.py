@@ -230,3 +230,26 @@ def test_a_cancel_request_and_a_cancelled_step_are_told() -> None:
     assert any("a cancel request arrived at +30m00s (cancel_at)" in line for line in told), told
     assert any("durable.Cancelled is raised at the yield" in line for line in told)
     assert any("step 3 (1h) is cancelled" in line for line in told), told
+
+
+@durable.workflow(name="tests.explain.one_stamp")
+def one_stamp():  # type: ignore[no-untyped-def]
+    return (yield stamp("a"))
+
+
+def test_explain_tells_the_records_a_power_loss_took_away() -> None:
+    # The narration once told only what survived: the scheduling record written before
+    # the crash, and lost with it, was skipped.
+    simulator = sim.Simulator(hash_seeds=())
+    report = simulator.explore(one_stamp, max_crashes=1)
+    point = next(p for p in report.reference.lifetimes[0].points if p.label == "activity-returned step 0")
+    story = report.explain(sim.Recipe(crashes=(sim.Crash(at=point.number, disk="drop"),)))
+    process_1 = story.split("Process 2")[0]
+    assert re.search(
+        r"step 0: activity tests\.explain\.stamp\('a'\) scheduled\n"
+        r"    \(written, but the crash lost this record: it was not fsynced yet\)\n",
+        process_1,
+    ), process_1
+    # A kill loses nothing the process wrote: nothing is marked lost.
+    killed = report.explain(sim.Recipe(crashes=(sim.Crash(at=point.number, disk="kill"),)))
+    assert "the crash lost this record" not in killed
