@@ -72,14 +72,17 @@ def _serve(host: str, port: int, token: str | None, code: tuple[str, ...], store
     import trio
 
     from ._ui.app import Dashboard
-    from ._ui.security import Guard, is_loopback, loopback_hosts
+    from ._ui.security import LOOPBACK_NAMES, Guard, is_loopback
     from ._ui.server import serve
 
     opened = _open_store(store, codec=False)
     # Without a token, only this machine's names are answered (DNS rebinding); with one,
     # the token is the gate, whatever name the server is reached by.
-    hosts = loopback_hosts(port) if token is None and is_loopback(host) else None
-    board = Dashboard(opened, _store_name(opened), store.payloads(), Guard(token, hosts), code)
+    hosts = LOOPBACK_NAMES if token is None and is_loopback(host) else None
+    # The pages read with the codec as `show` does (a payload it refuses shows encoded); the
+    # actions write with it, as `signal` does (opened with it), never a payload in clear.
+    writer = _open_store(store) if store.codec is not None else None
+    board = Dashboard(opened, _store_name(opened), store.payloads(), Guard(token, hosts), code, writer=writer)
 
     async def main_task() -> None:
         async with trio.open_nursery() as nursery:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import html
 import re
+import signal
 import subprocess
 import sys
 import warnings
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pgutil
 import pytest
 import trio
@@ -28,12 +30,14 @@ import durable
 from durable import _journals
 from durable._cli import main
 from durable._core import events as ev
+from durable._core.payloads import is_sealed, payloads_from
 from durable._core.values import loads_value
 from durable._store_file import FileStore
 from durable._timeline_html import fragment
 from durable._ui import app as ui_app
 from durable._ui.app import Dashboard, create_app
-from durable._ui.security import COOKIE, Guard, loopback_hosts
+from durable._ui.security import COOKIE, LOOPBACK_NAMES, Guard
+from durable.codecs import Zlib
 
 PORT = 8080
 BASE = f"http://127.0.0.1:{PORT}"
@@ -117,11 +121,13 @@ class Board:
         return list(self.call(self.store.read, run_id) or [])
 
 
-def _board(store: durable.Store, token: str | None = None, **options: Any) -> Iterator[Board]:
-    guard = Guard(token, loopback_hosts(PORT))
-    dashboard = Dashboard(store, "the test store", None, guard, **options)
+def _board(
+    store: durable.Store, token: str | None = None, payloads: Any = None, **options: Any
+) -> Iterator[Board]:
+    guard = Guard(token, LOOPBACK_NAMES)
+    dashboard = Dashboard(store, "the test store", payloads, guard, **options)
     with TestClient(create_app(dashboard), base_url=BASE, backend="trio") as client:
-        yield Board(client, store)
+        yield Board(client, options.get("writer") or store)
 
 
 @pytest.fixture(params=["file", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -315,6 +321,24 @@ def test_an_action_the_run_does_not_allow_is_reported(file_board: Board) -> None
     assert refused.status_code == 409 and "cannot retry run" in refused.text
 
 
+def test_with_a_codec_payloads_are_shown_decoded_and_a_signal_is_written_encoded(tmp_path: Path) -> None:
+    """As `durable show --codec` and `durable signal --codec`: the pages read with the codec,
+    the actions write with it (the run's payloads never in clear in its journal)."""
+    coded = FileStore(tmp_path / "store", codec=[Zlib()])
+    plain = FileStore(tmp_path / "store")
+    for board in _board(plain, payloads=payloads_from([Zlib()]), writer=coded):
+        board.leave_waiting("w-1", order="secret-order")
+        assert "secret-order" in board.client.get("/runs/w-1").text
+        assert (
+            post(board, "w-1", action="signal", name="go", payload='"yes"', confirm="yes").status_code == 303
+        )
+        raw = board.call(plain.read, "w-1")
+        signal = next(e for e in raw if isinstance(e, ev.SignalReceived))
+        assert is_sealed(signal.payload)
+        end = board.resume("w-1")
+        assert loads_value(coded._unsealed([end], "w-1")[0].result)["decision"] == "yes"
+
+
 # --- security ------------------------------------------------------------------------
 
 
@@ -372,6 +396,26 @@ def test_ui_refuses_to_start_unprotected(tmp_path: Path, argv: list[str], expect
     done = CliRunner().invoke(main, ["ui", "--store", str(store), *argv], env={"DURABLE_UI_TOKEN": ""})
     assert done.exit_code == 2, done.output
     assert expected in done.output
+
+
+def test_durable_ui_serves_until_stopped(tmp_path: Path) -> None:
+    """The verb itself: Hypercorn on a free port, the loopback names only, a clean stop."""
+    store = tmp_path / "store"
+    store.mkdir(mode=0o700)
+    command = [str(Path(sys.executable).parent / "durable"), "ui", "--port", "0", "--store", str(store)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as server:
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            url = re.search(r"on (http://127\.0\.0\.1:\d+) ", line)
+            assert url, line
+            assert httpx.get(url.group(1) + "/", timeout=10).status_code == 200
+            rebound = httpx.get(url.group(1) + "/", headers={"Host": "rebind.example"}, timeout=10)
+            assert rebound.status_code == 400
+        finally:
+            server.send_signal(signal.SIGINT)
+            rest, _ = server.communicate(timeout=20)
+    assert server.returncode == 0 and "durable ui stopped" in rest
 
 
 def test_ui_without_its_extra_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -69,10 +69,17 @@ class Dashboard:
     guard: Guard
     code: tuple[str, ...] = ()
     refresh: float = 2.0
+    #: The store the actions write to, opened with the payload codecs (``--codec``); None:
+    #: ``store`` (no codec: the reading store and the writing one are the same).
+    writer: Store | None = None
     counter: StateCounter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "counter", StateCounter(self.store, self.payloads))
+
+    @property
+    def actions_store(self) -> Store:
+        return self.writer if self.writer is not None else self.store
 
     @property
     def page(self) -> views.Page:
@@ -253,7 +260,7 @@ async def _act(board: Dashboard, request: Request) -> Response:
         if posted.get("confirm") != "yes":
             question = await action.question(board, run_id, form)
             return _html(views.confirm_page(board.page, run_id, verb, question, form))
-        await action.run(board.store, run_id, form)
+        await action.run(board.actions_store, run_id, form)
     except (CliUsageError, DurableError, *_EXPECTED) as exc:
         return _problem(board, 409, f"cannot {verb} run {run_id!r}", tl.first_line(exc), back)
     board.counter.forget(run_id)
@@ -296,6 +303,8 @@ def create_app(board: Dashboard, *, close_store: bool = True) -> Starlette:
         yield
         if close_store:
             await board.store.aclose()
+            if board.writer is not None:
+                await board.writer.aclose()
 
     routes = [
         Route("/", bound(_list)),

@@ -85,10 +85,15 @@ def check_bind(host: str, token: str | None) -> None:
         )
 
 
-def loopback_hosts(port: int) -> frozenset[str]:
-    """The ``Host`` headers a loopback dashboard on ``port`` answers (its own names only)."""
-    names = ("127.0.0.1", "localhost", "[::1]")
-    return frozenset([*names, *(f"{name}:{port}" for name in names)])
+#: The names a dashboard without a token answers to in ``Host`` (any port: the name is what a
+#: rebinding site cannot fake, and ``--port 0`` learns its port only when bound).
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def host_name(host: str) -> str:
+    """``localhost`` of ``localhost:8080``, ``[::1]`` of ``[::1]:8080``."""
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isdigit() and (not name.startswith("[") or name.endswith("]")) else host
 
 
 @attrs.frozen
@@ -97,7 +102,7 @@ class Guard:
 
     Attributes:
         token: the access token, or None (loopback only).
-        hosts: the accepted ``Host`` headers; None: any (a token protects the server).
+        hosts: the names accepted in ``Host`` (any port); None: any (a token protects the server).
         csrf: the secret every state-changing form carries.
     """
 
@@ -108,7 +113,7 @@ class Guard:
     def refusal(self, request: Request) -> Response | None:
         """The response refusing ``request``, or None to serve it."""
         host = request.headers.get("host", "")
-        if self.hosts is not None and host not in self.hosts:
+        if self.hosts is not None and host_name(host) not in self.hosts:
             return _refuse(400, f"this dashboard does not answer to the name {host!r} in Host")
         if self.token is None:
             return None

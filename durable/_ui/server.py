@@ -6,6 +6,7 @@ the store directly (no thread, no second loop). SIGINT or SIGTERM stops it.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -23,6 +24,15 @@ def _config(host: str, port: int) -> Config:
     return config
 
 
+async def _stop_signal() -> None:
+    """Return at SIGINT or SIGTERM: Hypercorn's ``serve`` then closes its connections and
+    returns (it installs no handler of its own; without this, Ctrl-C is a traceback and
+    SIGTERM kills the process mid-response)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async for _ in received:
+            return
+
+
 async def serve(
     board: Dashboard,
     host: str,
@@ -36,6 +46,6 @@ async def serve(
     await hypercorn_serve(
         create_app(board),  # type: ignore[arg-type]  # an ASGI app; hypercorn's types are narrower
         _config(host, port),
-        shutdown_trigger=shutdown,
+        shutdown_trigger=shutdown or _stop_signal,
         task_status=task_status,
     )
