@@ -64,6 +64,7 @@ from ._core.outcomes import Continued, Outcome, terminal_event
 from ._core.primitives import SideEffect, WaitSignal
 from ._hooks import Hooks
 from ._store import JournalWriter
+from ._telemetry import waited
 
 if TYPE_CHECKING:
     from ._telemetry import RunTelemetry
@@ -250,15 +251,6 @@ class RunExecution:
     async def drive(self) -> Outcome | Released:
         """Run until the workflow returns or raises; return the journaled outcome. Or, with
         a release policy, until all the run does is wait: then :class:`Released`."""
-        telemetry = self.telemetry
-        if telemetry is None:
-            return await self._drive()
-        with telemetry.run(resumed=self.resumed, incarnation=self.core.incarnation):
-            outcome = await self._drive()
-            telemetry.ended(outcome)
-        return outcome
-
-    async def _drive(self) -> Outcome | Released:
         if self.resumed:
             self._append(rec.resumed(self.clock(), os.getpid()))
         core = self.core
@@ -468,15 +460,7 @@ class RunExecution:
                 await self.writer.sync()
         if self._may_release():
             return  # the loop lets the run go
-        if self.telemetry is None:
-            await self._until_signalled(step)
-            return
-        name = command.name
-        with self.telemetry.waiting(
-            "signal", f"wait_signal {name}", step, self.clock, self._resolved(step)
-        ) as span:
-            span.set_attribute("durable.signal", name)
-            await self._until_signalled(step)
+        await waited(self, self._until_signalled(step), step, f"wait_signal {command.name}")
 
     async def _until_signalled(self, step: Step) -> None:
         """Wait until the signal ``step`` waits for arrives (another task journals it), or
@@ -553,7 +537,7 @@ class RunExecution:
                 await self.hooks.point("timer", self.core.run_id, step.seq)
             if step.fire_at is None:
                 raise DurableInternalError(f"run {self.core.run_id!r}: timer step {step.seq} has no deadline")
-            await self._sleep(step, step.fire_at)
+            await waited(self, self.clock.sleep_until(step.fire_at), step, "sleep")
             await send.send((rec.timer_fired(step, self.clock()), None))
             return
         if isinstance(child, RunChild) and isinstance(command, ChildCall):
@@ -586,21 +570,8 @@ class RunExecution:
             await self.hooks.point("timer", self.core.run_id, step.seq)
         if step.fire_at is None:
             raise DurableInternalError(f"run {self.core.run_id!r}: timer step {step.seq} has no deadline")
-        await self._sleep(step, step.fire_at)
+        await waited(self, self.clock.sleep_until(step.fire_at), step, "sleep")
         self._append(rec.timer_fired(step, self.clock()))
-
-    async def _sleep(self, step: Step, fire_at: float) -> None:
-        """Wait for a timer of ``step``: in a span when tracing (only a wait this process does)."""
-        telemetry = self.telemetry
-        if telemetry is None:
-            await self.clock.sleep_until(fire_at)
-            return
-        with telemetry.waiting("timer", "sleep", step, self.clock, self._resolved(step)) as span:
-            span.set_attribute("durable.fire_at", fire_at)
-            await self.clock.sleep_until(fire_at)
-
-    def _resolved(self, step: Step) -> Callable[[], bool]:
-        return lambda: step.seq not in self.core.pending
 
     async def _record_value(self, action: RecordValue) -> None:
         self._record_value_now(action.step)

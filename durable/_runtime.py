@@ -44,6 +44,7 @@ from ._retry import retry_here
 from ._store import CodecOption, Holder, JournalWriter, Opened, Store
 from ._store_file import FileStore
 from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url
+from ._telemetry import drive as traced_drive
 from ._telemetry import run_telemetry, start_context
 from ._watch import StoreWatch, ended
 
@@ -388,10 +389,10 @@ class Runtime:
         try:
             if opened:  # messages left while no process held it
                 await self._take_messages(handle.run_id)
-            outcome = await execution.drive()
+            outcome = await traced_drive(execution)
             while isinstance(outcome, Continued):  # follow the chain of fresh journals
                 execution = await _continue(self, execution, outcome)
-                outcome = await execution.drive()
+                outcome = await traced_drive(execution)
             if isinstance(outcome, Released):
                 await self.store.release(execution.writer, outcome.due)
                 if self._serving:  # the store's due index brings it back: keep nothing of it

@@ -52,6 +52,11 @@ if TYPE_CHECKING:  # only for the type checker: importing them at run time is wh
 
     from ._core.commands import ActivityInfo
     from ._core.machine import Step
+    from ._core.outcomes import Outcome
+    from ._executor import Released, RunExecution
+
+#: Span attribute values durable sets: text, numbers, flags.
+Attributes = dict[str, str | int | float | bool]
 
 #: The W3C trace-context header, version 00: trace id, parent span id, flags.
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -179,6 +184,8 @@ def _parent(started: ev.RunStarted) -> tuple[Context, str]:
     return trace.set_span_in_context(NonRecordingSpan(context)), traceparent(context)
 
 
+#: The step kind (a metric attribute) of each wait's span name.
+_KINDS = {"sleep": "timer", "wait_signal": "signal"}
 _OUTCOMES = {"Returned": "completed", "Raised": "failed", "Stopped": "cancelled", "Continued": "continued"}
 
 
@@ -296,16 +303,21 @@ class RunTelemetry:
 
     @contextlib.contextmanager
     def waiting(
-        self, kind: str, name: str, step: Step, clock: Callable[[], float], resolved: Callable[[], bool]
-    ) -> Iterator[Span]:
+        self, name: str, step: Step, clock: Callable[[], float], resolved: Callable[[], bool]
+    ) -> Iterator[None]:
         """The span of a wait this process does (a timer, a signal wait), and the step's
         metrics when it ends: when the block returns, or is cancelled once ``resolved()``
         (the delivery of a signal cancels the wait it ends)."""
-        attributes: dict[str, str | int] = {RUN_ID: self.run_id, WORKFLOW: self.workflow, SEQ: step.seq}
+        kind, _, signal = name.partition(" ")
+        attributes: Attributes = {RUN_ID: self.run_id, WORKFLOW: self.workflow, SEQ: step.seq}
+        if step.fire_at is not None:  # a timer's, or a signal wait's timeout
+            attributes["durable.fire_at"] = step.fire_at
+        if signal:
+            attributes["durable.signal"] = signal
         span = self._tracer.start_span(name, attributes=attributes)
         ended = True
         try:
-            yield span
+            yield
         except BaseException as exc:
             ended = resolved()
             if not ended:
@@ -314,7 +326,29 @@ class RunTelemetry:
         finally:
             span.end()
             if ended:
-                self.step_ended(kind, step.seq, step.scheduled_at, clock())
+                self.step_ended(_KINDS[kind], step.seq, step.scheduled_at, clock())
+
+
+async def drive(execution: RunExecution) -> Outcome | Released:
+    """``execution.drive()``, in the run span of its telemetry if it has one."""
+    telemetry = execution.telemetry
+    if telemetry is None:
+        return await execution.drive()
+    with telemetry.run(resumed=execution.resumed, incarnation=execution.core.incarnation):
+        outcome = await execution.drive()
+        telemetry.ended(outcome)
+    return outcome
+
+
+async def waited(execution: RunExecution, wait: Awaitable[None], step: Step, name: str) -> None:
+    """``await wait``: the wait of a timer (``sleep``) or a signal (``wait_signal NAME``) of
+    ``execution``, in a span if it has telemetry (only a wait this process does)."""
+    telemetry = execution.telemetry
+    if telemetry is None:
+        await wait
+        return
+    with telemetry.waiting(name, step, execution.clock, lambda: step.seq not in execution.core.pending):
+        await wait
 
 
 @contextlib.contextmanager
@@ -341,4 +375,4 @@ def _mark(span: Span, exc: BaseException) -> None:
         span.set_attribute("durable.interrupted", True)
 
 
-__all__ = ["RunTelemetry", "run_telemetry", "start_context", "traceparent"]
+__all__ = ["RunTelemetry", "drive", "run_telemetry", "start_context", "traceparent", "waited"]

@@ -37,8 +37,9 @@ class RunStarted:
     #: The W3C ``traceparent`` of the run's trace (OpenTelemetry), captured when the
     #: run was created: every execution of the run, in any process, continues that
     #: trace. Added within v1; "" (no trace) is written as no field at all, so a
-    #: journal without tracing holds the same bytes as before it existed.
-    traceparent: str = attrs.field(default="", metadata={"omitted_when_default": True})
+    #: journal without tracing holds the same bytes as before it existed. Left out of
+    #: the repr, which stays the one every printed journal shows.
+    traceparent: str = attrs.field(default="", repr=False, metadata={"omitted_when_default": True})
 
 
 @attrs.define(slots=True, on_setattr=attrs.setters.frozen)
