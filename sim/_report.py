@@ -136,7 +136,10 @@ class Report:
     def __str__(self) -> str:
         verdict = "all matched the crash-free run" if self.ok else self.failures_text()
         schedules = "schedule" if self.schedules == 1 else "schedules"
-        notes = "".join(f"\nnote: {note}" for note in self.notes)
+        # A replayed recipe's notes say what was not played as written: part of its verdict.
+        # (An exploration's notes, about checks that could not run, are in `notes` and
+        # printed by `durable sim`.)
+        notes = "".join(f"\nnote: {note}" for note in self.notes) if self.recipe is not None else ""
         return (
             f"sim: {self.workflow}: {self.schedules} {schedules} over {self.crash_points} crash "
             f"points in {self.seconds:.2f}s: {verdict}{notes}"
