@@ -104,6 +104,11 @@ class FileSystem(Protocol):
         short, which their readers tolerate (the simulator makes it no crash point)."""
         ...
 
+    def discard(self, path: str) -> None:
+        """Remove a cache's file (one that :meth:`append` writes), if it is there: nothing
+        durable depends on it, so the simulator makes it no crash point either."""
+        ...
+
     def fdatasync(self, fd: int) -> None:
         """Make the file's content durable."""
         ...
@@ -252,6 +257,10 @@ class OsFileSystem:
 
     def unlink(self, path: str) -> None:
         os.unlink(path)
+
+    def discard(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
     def rmdir(self, path: str) -> None:
         os.rmdir(path)

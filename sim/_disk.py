@@ -268,6 +268,14 @@ class SimDisk:
             self.removed.pop(path, None)
         file.data += data
 
+    def discard(self, path: str) -> None:
+        """A cache's removal (FileSystem.discard): no crash point, as for its appends;
+        a crash may bring the file back (its removal was not made durable)."""
+        self._alive()
+        file = self.files.pop(path, None)
+        if file is not None and file.entry_durable:
+            self.removed[path] = file
+
     def fdatasync(self, fd: int) -> None:
         handle = self._handle(fd)
         path = handle.path

@@ -14,13 +14,16 @@ go (its writer closes: the run ended, waits, or its runtime stopped). The last
 line tells the story: ``take`` with the lock held is the live holder; ``take``
 with the lock free is a holder that died without letting go (the run is
 *stalled*, and whoever takes it next *takes it over*); ``free`` or no file is a
-run nobody holds.
+run nobody holds. A run that ended has no file: its journal's last record says
+all there is to say, and a store of 100,000 finished runs keeps no 100,000 files
+for them. A file that has grown past a few KB (a run let go and taken back many
+times) starts over at its next ``take``.
 
 Like the starts log, this is a cache written with ``FileSystem.append`` and
 never fsynced (no crash point in the simulator): a crash of the machine may
 lose a last line, and then a stalled run shows as queued, never the reverse of
 a fact the journal or the lock holds. A file grows by two short lines per
-take; it goes with the run (``durable rm``).
+take; it goes when the run ends, or with the run (``durable rm``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from .names import _SUFFIX, _file_name
 _DIR = "holders"
 #: At most this much of a file's end is read: its last line is all that counts.
 _TAIL = 512
+#: A file past this size starts over at the next take (only its last line counts).
+_COMPACT_AT = 4096
 
 
 class Holders:
@@ -48,6 +53,10 @@ class Holders:
         self.fs = directory.fs
         self.root = os.path.join(directory.path, _DIR)
         self._host = urllib.parse.quote(socket.gethostname(), safe="") or "?"
+        #: The runs this process holds, and those of them that ended while held
+        #: (their ``free`` must not write the file that their end removed).
+        self._held: set[str] = set()
+        self._ended: set[str] = set()
 
     def _path(self, run_id: str) -> str:
         return os.path.join(self.root, _file_name(run_id)[: -len(_SUFFIX)])
@@ -56,12 +65,25 @@ class Holders:
         """Note that this process holds the run now (it has its lock). Returns the
         holder that held it before without letting it go (it died), if any."""
         previous = self.last(run_id, locked=False)
+        if self._size(run_id) > _COMPACT_AT:
+            self.remove(run_id)  # the lock is ours: nobody else writes it meanwhile
         self._append(run_id, f"take {time.time():.6f} {os.getpid()} {self._host}\n")
+        self._held.add(run_id)
         return previous
 
     def free(self, run_id: str) -> None:
         """Note that this process lets the run go (before its lock goes)."""
+        self._held.discard(run_id)
+        if run_id in self._ended:
+            self._ended.discard(run_id)
+            return
         self._append(run_id, f"free {time.time():.6f}\n")
+
+    def ended(self, run_id: str) -> None:
+        """The run ended: forget its records (and write none when this process lets it go)."""
+        self.remove(run_id)
+        if run_id in self._held:
+            self._ended.add(run_id)
 
     def last(self, run_id: str, *, locked: bool) -> Holder | None:
         """The run's holder: the last ``take`` line if no ``free`` came after it (live when
@@ -78,8 +100,14 @@ class Holders:
 
     def remove(self, run_id: str) -> None:
         """Forget the run's records (the run is removed)."""
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.unlink(self._path(run_id))
+        with contextlib.suppress(OSError):  # best effort, as for its appends
+            self.fs.discard(self._path(run_id))
+
+    def _size(self, run_id: str) -> int:
+        try:
+            return self.fs.size(self._path(run_id))
+        except OSError:
+            return -1
 
     def _last_line(self, run_id: str) -> str | None:
         try:

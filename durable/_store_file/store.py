@@ -250,6 +250,7 @@ class FileStore(Store):
 
     async def ended(self, run_id: str) -> None:
         self._due.remove(run_id)
+        self._holders.ended(run_id)
 
     async def wait_for_change(self, timeout: float, *, since: int | None = None) -> None:
         """Wait ``timeout`` seconds of real time: other processes change the files
