@@ -21,7 +21,7 @@ from ._core import events as ev
 from ._core.commands import Workflow
 from ._core.errors import StoreError, UnknownRunError
 from ._core.ids import check_run_id
-from ._core.outcomes import STATUS, outcome_of, result_of
+from ._core.outcomes import outcome_of, result_of
 from ._core.values import encode_call, encode_value
 from ._inbox import send
 from ._retry import retry_run
@@ -43,9 +43,26 @@ class ClientHandle:
 
     @on_trio
     async def status(self) -> str:
-        """``"running"`` (unfinished), ``"completed"``, ``"failed"`` or ``"cancelled"``."""
-        last = (await self._events())[-1]
-        return STATUS.get(type(last), "running")
+        """The run's state as ``durable ls`` shows it (see docs/cli.md), read from the store now.
+
+        Unfinished: ``"queued"`` (no process has taken it: no worker yet, or one let it go
+        with work in hand), ``"running"`` (a live process holds it and has work in hand),
+        ``"waiting"`` (all it does is wait: a timer, a signal, a retry backoff) or
+        ``"stalled"`` (its holder died, or its lease expired, and nobody took it yet).
+        Finished: ``"completed"``, ``"failed"``, ``"cancelled"`` or ``"continued"``
+        (continued as new). A journal that cannot be read to its end raises its error.
+
+        Raises:
+            UnknownRunError: there is no run ``run_id``.
+        """
+        from . import _journals  # noqa: PLC0415 - the model of `durable ls`, loaded when first asked
+
+        journal = await _journals.read(self.client.store, self.run_id)
+        if journal is None:
+            raise UnknownRunError(self.run_id, self.client.store)
+        if journal.error is not None:
+            raise journal.error
+        return journal.timeline().status
 
     @on_trio
     async def result(self, *, poll: float = 0.05) -> Any:

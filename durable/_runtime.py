@@ -118,10 +118,13 @@ class RunHandle:
 
     @property
     def status(self) -> str:
-        """``"running"``, ``"waiting"`` (let go while it waits: it runs again when due, here
-        or in another process), ``"completed"``, ``"failed"`` (the workflow raised),
+        """What this runtime knows of the run, without reading the store: ``"running"``
+        (this runtime executes it: doing a step, or waiting in memory for a timer or a
+        signal), ``"waiting"`` (let go while it waits: it runs again when due, here or in
+        another process), ``"completed"``, ``"failed"`` (the workflow raised),
         ``"cancelled"`` or ``"error"`` (durable could not continue it: divergence, storage
-        failure...)."""
+        failure...). The store's view, with the states of ``durable ls`` (``queued``,
+        ``waiting`` for a run kept in memory, ``stalled``...), is ``ClientHandle.status()``."""
         if self._error is not None:
             return "error"
         if self._outcome is None:

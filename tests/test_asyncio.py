@@ -185,12 +185,69 @@ async def test_an_activity_timeout_cancels_the_activity_on_its_loop(store: durab
 async def test_the_client_starts_and_reads_runs_that_a_runtime_executes(store: durable.Store) -> None:
     client = durable.Client(store)
     handle = await client.start(child, 7, id="from-client")
-    assert await handle.status() == "running"
+    assert await handle.status() == "queued"  # no worker has taken it
     async with loops.deadline(30), durable.Runtime(store) as runtime:
         (taken,) = await runtime.recover()
         assert await taken.result() == "child 7"
     assert await handle.result() == "child 7"
     assert await handle.status() == "completed"
+
+
+@durable.activity(name="tests.asyncio.held")
+async def held() -> str:
+    CALLS.append("held")
+    while "let go" not in CALLS:
+        await loops.sleep(0.005)
+    return "let go"
+
+
+@durable.workflow(name="tests.asyncio.held_then_waits")
+def held_then_waits():  # type: ignore[no-untyped-def]
+    yield held()
+    return (yield durable.wait_signal("decision"))  # no timeout: it waits until signalled
+
+
+async def _status_becomes(handle: durable.ClientHandle, wanted: str) -> None:
+    """Poll ``handle.status()`` until it says ``wanted`` (the states of ``durable ls``)."""
+    seen = []
+    for _ in range(3000):
+        seen.append(await handle.status())
+        if seen[-1] == wanted:
+            return
+        await loops.sleep(0.01)
+    raise AssertionError(f"status never became {wanted!r}: {sorted(set(seen))}")
+
+
+async def _client_status_through_each_state(
+    store: durable.Store, run_id: str, *, waiting_cache: int | None = None
+) -> None:
+    """With ``waiting_cache=0`` the Runtime lets the waiting run go, as a worker does."""
+    client = durable.Client(store)
+    handle = await client.start(held_then_waits, id=run_id)
+    assert await handle.status() == "queued"  # no worker, no Runtime has taken it
+    cache = {} if waiting_cache is None else {"waiting_cache": waiting_cache}
+    async with loops.deadline(60), durable.Runtime(store, **cache) as runtime:
+        (taken,) = await runtime.recover()
+        await loops.until(lambda: "held" in CALLS, "the activity in flight")
+        assert await handle.status() == "running"  # held, an activity in flight
+        CALLS.append("let go")
+        await _status_becomes(handle, "waiting")  # for the signal, without a timeout
+        await client.signal(run_id, "decision", "yes")
+        if waiting_cache == 0:
+            await runtime.recover()  # takes the run let go back, as a worker would
+        assert await taken.result() == "yes"
+    assert await handle.status() == "completed"
+    with pytest.raises(durable.UnknownRunError):
+        await durable.ClientHandle(client, "no-such-run", held_then_waits.name).status()
+
+
+async def test_the_client_status_is_the_state_durable_ls_shows(store: durable.Store) -> None:
+    """``ClientHandle.status()`` says what ``durable ls`` says: queued, running, waiting (kept
+    by the Runtime, or let go), completed (stalled: tests/test_operations.py, with real
+    processes killed)."""
+    await _client_status_through_each_state(store, "kept")
+    CALLS.clear()
+    await _client_status_through_each_state(store, "let-go", waiting_cache=0)
 
 
 def test_durable_run_takes_the_loop(tmp_path: Path, loop: str) -> None:
@@ -377,6 +434,14 @@ async def test_the_runtime_and_client_on_postgresql(pg_url: str, loop: str) -> N
 
 
 @pytest.mark.postgres
+async def test_the_client_status_on_postgresql(pg_url: str, loop: str) -> None:
+    CALLS.clear()
+    # Let go, as a worker does: a Runtime that keeps a run waiting for a signal with no
+    # timeout has not synced its SignalAwaited to PostgreSQL, so the run looks running.
+    await _client_status_through_each_state(durable.PostgresStore(pg_url), "let-go", waiting_cache=0)
+
+
+@pytest.mark.postgres
 @pytest.mark.trio_only  # asyncio's loop is the one watched
 def test_a_postgresql_call_that_waits_does_not_block_the_asyncio_loop(pg_url: str) -> None:
     """While the database keeps a call waiting (a lock held elsewhere), the loop runs on."""
@@ -433,13 +498,13 @@ def test_many_asyncio_tasks_call_the_client_at_once_without_a_runtime(tmp_path: 
         client = durable.Client(tmp_path)
         return await asyncio.gather(*(caller(client, n) for n in range(10)))
 
-    assert asyncio.run(main()) == [["running"] * 10] * 10
+    assert asyncio.run(main()) == [["queued"] * 10] * 10
 
 
 async def test_a_client_in_async_with_keeps_working_inside_and_after(tmp_path: Path) -> None:
     async with durable.Client(tmp_path) as client:
         handle = await client.start(child, 1, id="held")
-        assert await handle.status() == "running"
-    assert await handle.status() == "running"  # outside the block, each call on its own
+        assert await handle.status() == "queued"
+    assert await handle.status() == "queued"  # outside the block, each call on its own
     with pytest.raises(durable.UnknownRunError):
         await client.signal("no-such-run", "x")

@@ -219,7 +219,7 @@ async def test_a_run_a_client_retried_is_finished_by_recover(store: durable.Stor
     CALLS.clear()
     handle = await durable.Client(store).retry("r", "fixed")
     assert (handle.run_id, handle.workflow) == ("r", three.name)
-    assert await handle.status() == "running"  # retried: no longer failed
+    assert await handle.status() == "queued"  # retried: no longer failed, left for a worker
     assert kinds(await events_of(store, "r"))[-2:] == ["RunFailed", "RunRetried"]
     assert CALLS == []  # the client executes nothing
     async with loops.deadline(60), durable.Runtime(store) as runtime:
