@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -36,7 +36,7 @@ import click
 from . import _timeline as tl
 from ._core.commands import Workflow
 from ._core.durations import parse_duration
-from ._core.errors import DurableError, NonDeterminismError, StoreError, WorkflowFailed
+from ._core.errors import DurableError, NonDeterminismError, StoreError, UnknownRunError, WorkflowFailed
 from ._core.ids import check_run_id
 from ._core.payloads import Payloads, payloads_from
 from ._loader import LoadError, load_module, load_workflow, parse_arg
@@ -344,7 +344,8 @@ def signal(run_id: str, name: str, payload: str | None, store: StoreArg) -> None
 
     value = None if payload is None else parse_arg(payload)
     target = _open_store(store)
-    awaited = trio.run(send_signal, target, run_id, name, value)
+    with known_run(target):
+        awaited = trio.run(send_signal, target, run_id, name, value)
     click.echo(tl.printable(f"signal {name!r} sent to run {run_id!r}"))
     warning = other_signal_warning(run_id, name, awaited)
     if warning is not None:
@@ -398,7 +399,8 @@ def cancel(run_id: str, reason: str, store: StoreArg) -> None:
     import trio
 
     target = _open_store(store)
-    trio.run(request_cancel, target, run_id, reason)
+    with known_run(target):
+        trio.run(request_cancel, target, run_id, reason)
     click.echo(tl.printable(f"cancellation of run {run_id!r} requested"))
 
 
@@ -500,7 +502,7 @@ async def _read_one(store: Store, run_id: str, payloads: Payloads | None) -> _jo
     check_run_id(run_id)  # an invalid id is a usage error, not a damaged journal
     journal = await _journals.read(store, run_id, payloads)
     if journal is None:
-        raise CliUsageError(f"no run {run_id!r} in {_store_name(store)} (`durable ls` lists its runs)")
+        raise CliUsageError(no_run_text(run_id, _store_name(store)))
     return journal
 
 
@@ -531,6 +533,27 @@ async def _refuse_clear_payload(store: Store, run_id: str, *, what: str) -> None
             f"run {run_id!r} keeps its payloads encoded by a codec, and no --codec was given: "
             f"{what} would be written in clear; pass the application's --codec MODULE:ATTR"
         )
+
+
+#: Where a message saying that a run does not exist sends the reader.
+LS_HINT = "`durable ls` lists its runs"
+
+
+def no_run_text(run_id: str, where: str, hint: str = LS_HINT) -> str:
+    """How every verb (and the dashboard, with its own ``hint``) says a run does not exist:
+    ``no run 'order-7' in the store '.durable' (`durable ls` lists its runs)``; ``where``
+    as :func:`_store_name` says it."""
+    return f"no run {run_id!r} in {where} ({hint})"
+
+
+@contextlib.contextmanager
+def known_run(store: Store) -> Iterator[None]:
+    """Say an :class:`UnknownRunError` (from the Runtime or the Client a verb drives) as
+    :func:`no_run_text` does: a usage error."""
+    try:
+        yield
+    except UnknownRunError as exc:
+        raise CliUsageError(no_run_text(exc.run_id, _store_name(store))) from None
 
 
 def _store_name(store: Store) -> str:
@@ -633,7 +656,7 @@ async def _newest(
     if before is not None:
         check_run_id(before)
         if await store.read(before) is None:
-            raise CliUsageError(f"--before {before!r}: no such run in {_store_name(store)}")
+            raise CliUsageError(f"--before {before!r}: {no_run_text(before, _store_name(store))}")
     # Without filters, the store picks the page; with them, runs are read newest first
     # until the page is full.
     filtered = wanted is not _every or id_filter is not None
@@ -754,7 +777,7 @@ async def _read_events(store: Store, run_id: str, payloads: Payloads | None) -> 
     check_run_id(run_id)
     events = await store.read(run_id)
     if events is None:
-        raise CliUsageError(f"no run {run_id!r} in {_store_name(store)} (`durable ls` lists its runs)")
+        raise CliUsageError(no_run_text(run_id, _store_name(store)))
     return events if payloads is None else [payloads.unseal(event, run_id) for event in events]
 
 

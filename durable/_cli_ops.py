@@ -27,7 +27,9 @@ from ._cli import (
     _epilog,
     _open_store,
     _store_name,
+    known_run,
     main,
+    no_run_text,
 )
 from ._core.durations import parse_duration
 
@@ -130,7 +132,7 @@ def _report(results: Sequence[Removed], where: str) -> None:
         if result.outcome in ("removed", "would remove"):
             click.echo(tl.printable(f"{result.outcome} {result.run_id!r}"))
         elif result.outcome == "missing":
-            missing = f"no run {result.run_id!r} in {where} (`durable ls` lists its runs)"
+            missing = no_run_text(result.run_id, where)
             errors.print(Text(tl.printable(missing), style="red"))
             code = EXIT_USAGE
         else:
@@ -165,7 +167,8 @@ def retry(run_id: str, reason: str, store: StoreArg) -> None:
     import trio
 
     opened = _open_store(store)
-    trio.run(retry_failed, opened, run_id, reason)
+    with known_run(opened):
+        trio.run(retry_failed, opened, run_id, reason)
     click.echo(
         tl.printable(
             f"run {run_id!r} will run again: a worker takes it (`durable show {run_id}` tells the story)"

@@ -71,7 +71,7 @@ def test_a_signal_without_payload_sends_none(waiting_run: Path) -> None:
 def test_signal_errors_are_one_line_and_exit_2(waiting_run: Path, tmp_path: Path) -> None:
     durable_script = Path(sys.executable).parent / "durable"
     cases = {
-        "nope": ("there is no run 'nope'", ["signal", "nope", "decision", "--store", str(waiting_run)]),
+        "nope": ("no run 'nope' in the store", ["signal", "nope", "decision", "--store", str(waiting_run)]),
         "store": ("no durable store", ["signal", "a", "decision", "--store", str(tmp_path / "none")]),
     }
     for expected, argv in cases.values():

@@ -372,7 +372,7 @@ def test_ls_pages_the_newest_first(store: Path) -> None:
     filtered = cli("ls", "--limit", "1", "--status", "completed", "--json", "--store", str(store))
     assert [r["id"] for r in json.loads(filtered.stdout)] == ["order-7"]
     missing = cli("ls", "--before", "order-1", "--store", str(store))
-    assert missing.code == 2 and "--before 'order-1': no such run" in missing.stderr
+    assert missing.code == 2 and "--before 'order-1': no run 'order-1' in the store" in missing.stderr
 
 
 @pytest.mark.parametrize("run", [cli, process], ids=["runner", "process"])
@@ -636,6 +636,17 @@ def test_show_a_damaged_journal_up_to_the_damage(store: Path) -> None:
     assert doc["status"] == "corrupt" and doc["events"] == 4 and "checksum" in doc["journal_error"]
     assert cli("show", "order-bad", "--html", "bad.html", "--store", str(store)).code == 0
     assert "could not be read to its end" in (store.parent / "bad.html").read_text()
+
+
+def test_every_verb_says_a_missing_run_the_same_way(store: Path) -> None:
+    """show, signal, cancel, retry, rm and ls --before, as the dashboard (test_ui.py)."""
+    said = f"no run 'order-77' in the store {str(store)!r} (`durable ls` lists its runs)"
+    for verb in (["show"], ["show", "--locals"], ["signal", "go"], ["cancel"], ["retry"]):
+        assert_usage_error(cli(verb[0], "order-77", *verb[1:], "--store", str(store)), said)
+    listed = cli("ls", "--before", "order-77", "--store", str(store))
+    assert_usage_error(listed, f"--before 'order-77': {said}")
+    removed = cli("rm", "order-77", "--store", str(store))
+    assert removed.code == 2 and said in removed.stderr
 
 
 @pytest.mark.parametrize("run", [cli, process], ids=["runner", "process"])

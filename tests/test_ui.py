@@ -227,6 +227,16 @@ def test_a_run_page_shows_its_timeline_payloads_and_what_it_waits_for(board: Boa
     assert board.client.get("/runs/nope").status_code == 404
 
 
+def test_a_run_that_does_not_exist_is_worded_as_the_cli_words_it(board: Board) -> None:
+    board.leave_waiting("w-1")
+    said = "no run &#x27;nope&#x27; in "
+    page = board.client.get("/runs/nope")
+    assert page.status_code == 404 and said in page.text and "(the run list shows its runs)" in page.text
+    for action, fields in (("signal", {"name": "go", "payload": ""}), ("cancel", {}), ("retry", {})):
+        done = post(board, "nope", secret_from="w-1", action=action, confirm="yes", reason="", **fields)
+        assert done.status_code == 404 and said in done.text, (action, done.text)
+
+
 def test_a_finished_run_tells_the_page_to_stop_refreshing(file_board: Board) -> None:
     file_board.finish(fails, id="f-1")
     live = file_board.client.get("/runs/f-1?part=live")

@@ -34,9 +34,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .. import _timeline as tl
-from .._cli import CliUsageError, request_cancel, send_signal
+from .._cli import CliUsageError, no_run_text, request_cancel, send_signal
 from .._cli_ops import retry_failed
-from .._core.errors import DurableError
+from .._core.errors import DurableError, UnknownRunError
 from .._core.payloads import Payloads
 from .._loader import LoadError
 from .._store import Store
@@ -94,6 +94,11 @@ def _problem(board: Dashboard, status: int, title: str, why: str, back: str = "/
     return _html(views.problem_page(board.page, title, why, back), status)
 
 
+def _no_run(board: Dashboard, run_id: str) -> HTMLResponse:
+    """The 404 of a run that does not exist, worded as the command line words it."""
+    return _problem(board, 404, "no such run", no_run_text(run_id, board.name, "the run list shows its runs"))
+
+
 def _query(request: Request) -> ListQuery:
     params = request.query_params
     state = params.get("state") or None
@@ -128,7 +133,7 @@ async def _run(board: Dashboard, request: Request) -> Response:
     except _EXPECTED as exc:
         return _problem(board, 400, "cannot show this run", tl.first_line(exc))
     if timeline is None:
-        return _problem(board, 404, "no such run", f"no run {run_id!r} in {board.name}")
+        return _no_run(board, run_id)
     live = views.run_live(timeline)
     if request.query_params.get("part") == "live":
         # A finished run no longer changes: the page stops asking.
@@ -148,7 +153,7 @@ async def _locals(board: Dashboard, request: Request) -> Response:
     try:
         events = await run_events(board.store, run_id, board.payloads)
         if events is None:
-            return _problem(board, 404, "no such run", f"no run {run_id!r} in {board.name}")
+            return _no_run(board, run_id)
         lines = locals_lines(events, step, board.code)
     except (LoadError, *_EXPECTED) as exc:
         return _problem(board, 400, "cannot rebuild the workflow's locals", tl.first_line(exc), back)
@@ -261,6 +266,8 @@ async def _act(board: Dashboard, request: Request) -> Response:
             question = await action.question(board, run_id, form)
             return _html(views.confirm_page(board.page, run_id, verb, question, form))
         await action.run(board.actions_store, run_id, form)
+    except UnknownRunError:
+        return _no_run(board, run_id)
     except (CliUsageError, DurableError, *_EXPECTED) as exc:
         return _problem(board, 409, f"cannot {verb} run {run_id!r}", tl.first_line(exc), back)
     board.counter.forget(run_id)
