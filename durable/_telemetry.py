@@ -307,7 +307,10 @@ class RunTelemetry:
     ) -> Iterator[None]:
         """The span of a wait this process does (a timer, a signal wait), and the step's
         metrics when it ends: when the block returns, or is cancelled once ``resolved()``
-        (the delivery of a signal cancels the wait it ends)."""
+        (the delivery of a signal cancels the wait it ends). A signal wait without a
+        timeout journals no start time (no ``TimerStarted``): its duration counts from
+        when this process began the wait."""
+        began = clock()
         kind, _, signal = name.partition(" ")
         attributes: Attributes = {RUN_ID: self.run_id, WORKFLOW: self.workflow, SEQ: step.seq}
         if step.fire_at is not None:  # a timer's, or a signal wait's timeout
@@ -326,7 +329,8 @@ class RunTelemetry:
         finally:
             span.end()
             if ended:
-                self.step_ended(_KINDS[kind], step.seq, step.scheduled_at, clock())
+                since = step.scheduled_at if step.scheduled_at is not None else began
+                self.step_ended(_KINDS[kind], step.seq, since, clock())
 
 
 async def drive(execution: RunExecution) -> Outcome | Released:

@@ -323,6 +323,10 @@ async def test_metrics_count_steps_attempts_retries_and_failures(otel: Otel) -> 
     assert otel.metric("durable.failures") == {}
     durations = otel.metric("durable.step.duration")
     assert durations[(("durable.activity", "tel.charge"), (kind, "activity"), wf)] == 1
+    # Every kind of step has its duration, a signal wait without a timeout too (it
+    # journals no start time: it counts from when the process began waiting).
+    assert durations[((kind, "timer"), wf)] == 1
+    assert durations[((kind, "signal"), wf)] == 1
 
 
 async def test_a_step_that_fails_for_good_counts_as_a_failure(otel: Otel) -> None:
