@@ -53,11 +53,16 @@ def mark_state(timeline: Timeline, holder: Holder | None, now: float) -> Timelin
             "since": _since(timeline, holder),
             "live": holder.live,
             "lease_expires": holder.lease_expires,
+            # No progress since then (see _stalled_since), for a holder that is gone.
+            "stalled_since": None
+            if holder.live
+            else holder.lease_expires
+            if holder.lease_expires is not None
+            else timeline.last_event,
         }
     if holder is not None and not holder.live:
         timeline.status = "stalled"
-        lapsed = ": its lease expired" if holder.lease_expires is not None else " is gone"
-        timeline.brief = f"{holder.describe()}{lapsed}"
+        timeline.brief = holder.describe() + _stalled_since(timeline, holder, now)
     elif wait is not None:
         timeline.status = "waiting"
     elif holder is not None:
@@ -80,6 +85,15 @@ def mark_state(timeline: Timeline, holder: Holder | None, now: float) -> Timelin
     if timeline.status == "waiting":
         timeline.brief = what + _when(until, now, precise=False)
     return timeline
+
+
+def _stalled_since(timeline: Timeline, holder: Holder, now: float) -> str:
+    """Since when a stalled run has made no progress, as well as the store knows it: a
+    lease says when it expired; a process that is gone left no time of death: the run's
+    last record (``ls``'s "last event" column) is the latest moment it surely ran."""
+    if holder.lease_expires is not None:
+        return f": its lease expired {duration_text(max(0.0, now - holder.lease_expires))} ago"
+    return " is gone"
 
 
 def _first_wait(timeline: Timeline, now: float) -> tuple[float, str] | None:

@@ -896,7 +896,7 @@ def summary_json(timeline: Timeline) -> dict[str, Any]:
 def _holder_json(facts: dict[str, Any] | None) -> dict[str, Any] | None:
     if facts is None:
         return None
-    times = ("since", "lease_expires")
+    times = ("since", "lease_expires", "stalled_since")
     return {key: iso_time(value) if key in times else value for key, value in facts.items()}
 
 

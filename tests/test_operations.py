@@ -162,6 +162,9 @@ def test_each_state_is_reached_by_real_processes_on_a_file_store(workspace: Path
         rows = ls(store)
         assert rows["r1"]["status"] == rows["w1"]["status"] == "stalled", rows
         assert rows["r1"]["brief"] == f"pid {holder.pid} on {host} is gone"
+        # No time of death for a process: the run's last record is when it surely ran.
+        assert rows["r1"]["holder"]["stalled_since"] == rows["r1"]["last_event"]
+        assert rows["q1"]["holder"] is None
         assert "that process is gone" in rows["r1"]["held_by"]
         shown = CliRunner().invoke(cli, ["show", "r1", "--store", store]).stdout
         assert "· stalled" in shown and "waits for  a worker to take it over, then step 0" in shown
@@ -201,7 +204,9 @@ def test_a_run_whose_lease_expired_is_stalled_on_postgresql(workspace: Path) -> 
         wait_for("p1 stalled", lambda: status(store, "p1") == "stalled")
         row = ls(store)["p1"]
         assert "its lease expired at" in row["held_by"], row
-        assert row["brief"] == f"pid {first.pid} on {socket.gethostname()}: its lease expired", row
+        assert row["brief"].startswith(f"pid {first.pid} on {socket.gethostname()}: its lease expired "), row
+        assert row["brief"].endswith(" ago"), row
+        assert row["holder"]["stalled_since"] == row["holder"]["lease_expires"] is not None, row
         kill(first)
         second = spawn(workspace, "worker", "ops_flows.py", "--store", store, "--poll", "50ms")
         (workspace / "gates" / "p1").touch()
