@@ -79,7 +79,7 @@ def test_the_app_starts_runs_that_the_worker_executes_and_forwards_signals(
             run_id = started.json()["run_id"]
             assert run_id == "signup-ada@example.com"
             # The worker runs it up to the wait for the click; the app never executes.
-            assert (await client.get(f"/runs/{run_id}")).json()["status"] == "running"
+            await until_status(client, run_id, "waiting")
             signalled = await client.post(f"/runs/{run_id}/signals/email-confirmed", json={"ok": True})
             assert signalled.status_code == 202, signalled.text
             done = await until_status(client, run_id, "completed")
