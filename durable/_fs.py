@@ -143,6 +143,15 @@ class FileSystem(Protocol):
         """Names in a directory (files and directories); [] if it does not exist."""
         ...
 
+    def dir_stamp(self, path: str) -> int:
+        """A number that changes whenever an entry is made, renamed or removed in the
+        directory ``path`` (FileNotFoundError if there is none), for caches of what it
+        holds. On a real disk its modification time in nanoseconds since the epoch,
+        which a coarse clock may leave unchanged by a change made soon after: trust it
+        only for a directory last changed some seconds ago, as git does its index. The
+        simulator's is a count of changes, below any such time (so always trusted)."""
+        ...
+
     def size(self, path: str) -> int:
         """The size of a regular file in bytes: 0 if nothing is there, -1 if something
         other than a regular file is (a directory, a symbolic link: never followed)."""
@@ -292,6 +301,9 @@ class OsFileSystem:
             return os.listdir(path)
         except FileNotFoundError:
             return []
+
+    def dir_stamp(self, path: str) -> int:
+        return os.stat(path).st_mtime_ns
 
     def size(self, path: str) -> int:
         try:

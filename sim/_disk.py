@@ -190,6 +190,9 @@ class SimDisk:
         self.fsync_failed: set[str] = set()
         self.fsync_retried: list[str] = []
         self._next_fd = 3
+        #: FileSystem.dir_stamp: per directory, the count of entry changes when it last changed.
+        self._changes = 0
+        self._stamps: dict[str, int] = {}
 
     # --- the FileSystem interface ------------------------------------------------
 
@@ -200,6 +203,7 @@ class SimDisk:
         self._need_dir(os.path.dirname(path))
         self.files[path] = _File()
         self.removed.pop(path, None)
+        self._entry_changed(path)
         self.crasher.changed()
         return self._new_fd(path)
 
@@ -215,6 +219,7 @@ class SimDisk:
         if old is not None and old.entry_durable:
             self.removed.setdefault(path, old)
         self.files[path] = _File()
+        self._entry_changed(path)
         self.crasher.changed()
         return self._new_fd(path)
 
@@ -233,6 +238,8 @@ class SimDisk:
         for handle in self._fds.values():
             if handle.file is moved:
                 handle.path = target
+        self._entry_changed(source)
+        self._entry_changed(target)
         self.crasher.changed()
         self._point("after rename", target)
 
@@ -266,6 +273,7 @@ class SimDisk:
             self._need_dir(os.path.dirname(path))
             file = self.files[path] = _File()
             self.removed.pop(path, None)
+            self._entry_changed(path)
         file.data += data
 
     def discard(self, path: str) -> None:
@@ -273,8 +281,10 @@ class SimDisk:
         a crash may bring the file back (its removal was not made durable)."""
         self._alive()
         file = self.files.pop(path, None)
-        if file is not None and file.entry_durable:
-            self.removed[path] = file
+        if file is not None:
+            self._entry_changed(path)
+            if file.entry_durable:
+                self.removed[path] = file
 
     def fdatasync(self, fd: int) -> None:
         handle = self._handle(fd)
@@ -322,6 +332,7 @@ class SimDisk:
         file = self.files.pop(path)
         if file.entry_durable:
             self.removed[path] = file
+        self._entry_changed(path)
         self.crasher.changed()
 
     def rmdir(self, path: str) -> None:
@@ -333,6 +344,7 @@ class SimDisk:
         # Directories themselves are durable at once on this disk: only file entries
         # need their directory fsynced.
         self.dirs.discard(path)
+        self._entry_changed(path)
 
     def makedirs(self, path: str) -> None:
         self._alive()
@@ -341,7 +353,9 @@ class SimDisk:
             directory = "/" + "/".join(parts[:depth])
             if directory in self.files:
                 raise FileExistsError(errno.EEXIST, "File exists (simulated)", directory)
-            self.dirs.add(directory)
+            if directory not in self.dirs:
+                self.dirs.add(directory)
+                self._entry_changed(directory)
 
     def fsync_dir(self, path: str) -> None:
         self._point("before fsync of directory", path)
@@ -358,6 +372,11 @@ class SimDisk:
         names = {os.path.basename(n) for n in self.files if os.path.dirname(n) == path}
         names.update(os.path.basename(d) for d in self.dirs if d != path and os.path.dirname(d) == path)
         return sorted(names)
+
+    def dir_stamp(self, path: str) -> int:
+        self._alive()
+        self._need_dir(path)
+        return self._stamps.get(path, 0)
 
     def size(self, path: str) -> int:
         self._alive()
@@ -397,6 +416,8 @@ class SimDisk:
             revived.reset(file.synced)
             self.files[path] = revived
         self.removed.clear()
+        for directory in self.dirs:  # entries vanished or came back
+            self._entry_changed(os.path.join(directory, "-"))
         return damage
 
     def rot(self, path: str, offset: int, rng: random.Random) -> None:
@@ -414,6 +435,10 @@ class SimDisk:
 
     def _point(self, kind: str, path: str, data: bytes | None = None) -> None:
         self.crasher.hit(kind, path.rpartition("/")[2] or path, data)
+
+    def _entry_changed(self, path: str) -> None:
+        self._changes += 1
+        self._stamps[os.path.dirname(path)] = self._changes
 
     def _new_fd(self, path: str) -> int:
         fd = self._next_fd

@@ -140,9 +140,9 @@ class FileStore(Store):
         return await self._reader.run_ids()
 
     async def newest_first(self, limit: int | None = None, before: str | None = None) -> list[str]:
-        """From the starts log (see starts.py): one listing of ``runs/``, and a journal
-        read only for a run the log lacks (and for a returned run whose file name does
-        not say its id)."""
+        """From the starts log (see starts.py): one listing of ``runs/`` (none while it
+        is unchanged since the log last matched it), and a journal read only for a run
+        the log lacks (and for a returned run whose file name does not say its id)."""
         return self._starts.newest_first(limit, before)
 
     async def unfinished(self) -> list[str]:
