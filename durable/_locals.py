@@ -237,7 +237,7 @@ def _events_of(source: Any, run_id: str | None) -> list[ev.Event]:
         raise TypeError("locals_at(store, run_id): give the run id of the run to rebuild")
     events = trio.run(store.read, run_id)
     if events is None:
-        raise ValueError(f"no run {run_id!r} in the store")
+        raise ValueError(f"no run {run_id!r} in {store!r} (`durable ls` lists its runs)")
     return list(events)
 
 

@@ -327,7 +327,8 @@ class UnknownRunError(DurableError, LookupError):
 
     def __init__(self, run_id: str, store: object) -> None:
         self.run_id = run_id
-        super().__init__(f"there is no run {run_id!r} in {store!r}")
+        # Worded as the CLI and the dashboard say it (durable/_cli.py: no_run_text).
+        super().__init__(f"no run {run_id!r} in {store!r} (`durable ls` lists its runs)")
 
 
 class RunConflictError(DurableError, ValueError):
