@@ -452,14 +452,21 @@ class RunExecution:
         command = step.command
         if not isinstance(command, WaitSignal):
             raise DurableInternalError(f"run {self.core.run_id!r}: step {step.seq} waits for no signal")
-        if not step.awaited:  # what it waits for, for the tools (durable ls, show, signal)
+        told = not step.awaited
+        if told:  # what it waits for, for the tools (durable ls, show, signal)
             self._append(rec.signal_awaited(step, command.name, self.clock()))
         if action.journal_start:  # its timeout's deadline
             self._append(rec.started(self.core, step, self.clock()))
             if action.durable_start and self._syncs:
                 await self.writer.sync()
+                told = False
         if self._may_release():
             return  # the loop lets the run go
+        if told and self._syncs:
+            # Not for durability (nothing leaves the process), but so that other processes
+            # see what the run waits for while it is kept here: a store such as PostgreSQL
+            # shows an append only once it is committed. One sync per wait.
+            await self.writer.sync()
         await waited(self, self._until_signalled(step), step, f"wait_signal {command.name}")
 
     async def _until_signalled(self, step: Step) -> None:

@@ -436,8 +436,10 @@ async def test_the_runtime_and_client_on_postgresql(pg_url: str, loop: str) -> N
 @pytest.mark.postgres
 async def test_the_client_status_on_postgresql(pg_url: str, loop: str) -> None:
     CALLS.clear()
-    # Let go, as a worker does: a Runtime that keeps a run waiting for a signal with no
-    # timeout has not synced its SignalAwaited to PostgreSQL, so the run looks running.
+    # Kept by the Runtime: its wait is committed for other processes to see, though
+    # nothing leaves the process; and let go, as a worker does.
+    await _client_status_through_each_state(durable.PostgresStore(pg_url), "kept")
+    CALLS.clear()
     await _client_status_through_each_state(durable.PostgresStore(pg_url), "let-go", waiting_cache=0)
 
 
