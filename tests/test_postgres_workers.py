@@ -191,7 +191,10 @@ class Worker:
                 pytest.fail(f"worker {self.name} exited ({self.proc.returncode}): {self.stderr()}")
             return False
 
-        wait_until(found, f"{text!r} in the stderr of worker {self.name}")
+        try:
+            wait_until(found, f"{text!r} in the stderr of worker {self.name}")
+        except pytest.fail.Exception as exc:  # say what the worker did say: the next step to look at
+            pytest.fail(f"{exc}\nits stderr:\n{self.stderr()}")
 
     def send(self, number: int) -> None:
         if self.proc.poll() is None:
