@@ -137,7 +137,7 @@ def make_history(n: int, base: str | None) -> str:
             writer.append(lowlevel.RunCompleted(result, now))
             await writer.sync()
             writer.close()
-            await store.ended(f"done-{i}")
+            await store.ended(f"done-{i}", "completed")
 
     trio.run(fill)
     return path

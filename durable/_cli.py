@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -619,7 +619,7 @@ def ls(
 
     wanted = kept if statuses or workflows else _every
 
-    rows = trio.run(_newest, opened, store.payloads(), wanted, limit, before)
+    rows = trio.run(_newest, opened, store.payloads(), wanted, limit, before, None, statuses)
     if as_json:
         click.echo(json.dumps([tl.summary_json(t) for t in rows], indent=2))
     elif rows:
@@ -646,29 +646,38 @@ async def _newest(
     limit: int | None,
     before: str | None,
     id_filter: Callable[[str], bool] | None = None,
+    statuses: Collection[str] = (),
 ) -> list[tl.Timeline]:
     """The timelines of the newest runs ``wanted`` keeps, reading journals only until
     ``limit`` are found (those after the run ``before``, if given; with ``id_filter``,
     only the runs whose id it keeps, decided without reading their journals: the
-    dashboard's search, and its skipping of runs it knows are finished)."""
+    dashboard's search, and its skipping of runs it knows are finished). With
+    ``statuses`` (what ``wanted`` asks of a run's status), the journals of runs the
+    store's state index says are in another state are not read."""
     from . import _journals
+    from ._store import ENDED_STATES
 
     if before is not None:
         check_run_id(before)
         if await store.read(before) is None:
             raise CliUsageError(f"--before {before!r}: {no_run_text(before, _store_name(store))}")
+    index = await store.state_index() if statuses else None
     # Without filters, the store picks the page; with them, runs are read newest first
     # until the page is full.
     filtered = wanted is not _every or id_filter is not None
     ids = await store.newest_first(None if filtered else limit, before)
     if id_filter is not None:
         ids = [run_id for run_id in ids if id_filter(run_id)]
+    if index is not None:
+        ids = [run_id for run_id in ids if index.may_be(run_id, statuses)]
     rows = []
     for run_id in ids:
         journal = await _journals.read(store, run_id, payloads)
         if journal is None:
             continue  # removed meanwhile
         timeline = journal.timeline()
+        if index is not None and timeline.status in ENDED_STATES and not index.knows(run_id):
+            await store.note_end(run_id, timeline.status)  # the next listing skips it
         if wanted(timeline):
             rows.append(timeline)
             if limit is not None and len(rows) >= limit:

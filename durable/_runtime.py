@@ -34,7 +34,17 @@ from ._core.errors import (
 )
 from ._core.ids import check_run_id
 from ._core.machine import Replay, replay
-from ._core.outcomes import Continued, Outcome, Raised, Returned, Stopped, outcome_of, result_of
+from ._core.outcomes import (
+    STATUS,
+    Continued,
+    Outcome,
+    Raised,
+    Returned,
+    Stopped,
+    outcome_of,
+    result_of,
+    status_of,
+)
 from ._core.values import encode_call, encode_value, load_stored, loads, same_value
 from ._executor import Released, RunExecution, WallClock
 from ._hooks import NO_HOOKS, Hooks
@@ -404,7 +414,7 @@ class Runtime:
                 else:
                     self._watch.release(handle.run_id, outcome.due)
                 return  # the handle waits for the run's end, here or elsewhere
-            await ended(self.store, handle.run_id)
+            await ended(self.store, handle.run_id, status_of(outcome))
         except Exception as exc:
             self._finished(handle, exc)
         else:
@@ -588,7 +598,8 @@ async def _recovered(runtime: Runtime, run_id: str, opened: Opened) -> RunHandle
         raise DurableInternalError(f"run {run_id!r}: a recovered journal does not start with RunStarted")
     if isinstance(opened.events[-1], ev.TERMINAL):
         opened.writer.close()
-        await ended(runtime.store, run_id)  # listed as due by an entry its end left behind
+        # Listed as due by an entry its end left behind.
+        await ended(runtime.store, run_id, STATUS[type(opened.events[-1])])
         return None
     workflow = lookup_workflow(started.workflow)
     if workflow is None:

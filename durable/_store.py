@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Literal, TypeVar
 
 import attrs
@@ -192,6 +192,43 @@ def page(ids: list[str], limit: int | None, before: str | None) -> list[str]:
 
 #: What a store's ``codec=`` takes: one payload codec, or a list applied in order.
 CodecOption = PayloadCodec | Sequence[PayloadCodec] | None
+
+
+#: The states of ``durable ls`` that a :class:`StateIndex` can answer for; the others
+#: (``corrupt``, ``unreadable``) are those of journals damaged, maybe after they ended.
+INDEXED_STATES = frozenset(
+    {"queued", "running", "waiting", "stalled", "completed", "failed", "cancelled", "continued"}
+)
+#: The states of a run's end that a store may note (``failed`` only by its runtime:
+#: a retry makes a failed run run again).
+ENDED_STATES = frozenset({"completed", "failed", "cancelled"})
+
+
+@attrs.frozen
+class StateIndex:
+    """What a store knows of its runs' states without reading their journals.
+
+    ``unfinished``: every run that has not ended (and maybe some that ended since).
+    ``ended``: how runs ended, for those the store noted, by run id; a run in neither
+    is unknown. A run in ``ended`` and not in ``unfinished`` ended so for good: only a
+    retry changes it, and a retried run is unfinished again before it is written to.
+    The journal stays the truth: this only spares reading the journals of the runs
+    that certainly are in another state.
+    """
+
+    unfinished: frozenset[str]
+    ended: Mapping[str, str]
+
+    def knows(self, run_id: str) -> bool:
+        """Whether the store noted the run as unfinished or as ended."""
+        return run_id in self.unfinished or run_id in self.ended
+
+    def may_be(self, run_id: str, states: Collection[str]) -> bool:
+        """Whether the run may be in one of ``states``: False only if it certainly is not."""
+        if run_id in self.unfinished or not INDEXED_STATES.issuperset(states):
+            return True
+        end = self.ended.get(run_id)
+        return end is None or end in states
 
 
 class Store(abc.ABC):
@@ -434,8 +471,20 @@ class Store(abc.ABC):
     async def wake(self, run_id: str) -> None:  # noqa: B027 - optional hook
         """Make the run due now: a message was journaled into it while nobody held it."""
 
-    async def ended(self, run_id: str) -> None:  # noqa: B027 - optional hook
-        """The run's terminal record is durable: it is due never again."""
+    async def ended(self, run_id: str, status: str | None = None) -> None:  # noqa: B027 - optional hook
+        """The run's terminal record is durable: it is due never again. ``status``: how
+        it ended (``completed``, ``failed`` or ``cancelled``; None if not known), for a
+        store that keeps an index of ends (see :meth:`state_index`)."""
+
+    async def state_index(self) -> StateIndex | None:
+        """What this store knows of its runs' states without reading their journals,
+        for listings by state (``durable ls --status``, the dashboard's filters); None
+        if it knows nothing (every journal is read)."""
+        return None
+
+    async def note_end(self, run_id: str, status: str) -> None:  # noqa: B027 - optional hook
+        """A reader found that the journal of ``run_id`` ends in ``status``: a store that
+        keeps an index of ends (:meth:`state_index`) may note it, if it lacks it."""
 
     # -- the inbox: messages for a run that someone else may hold open --------
 

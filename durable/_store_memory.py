@@ -191,7 +191,7 @@ class MemoryStore(Store):
             self.due[run_id] = min(self.due[run_id], 0.0)
         self._notify()
 
-    async def ended(self, run_id: str) -> None:
+    async def ended(self, run_id: str, status: str | None = None) -> None:
         self.due.pop(run_id, None)
 
     def change_token(self) -> int:

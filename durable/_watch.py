@@ -21,7 +21,7 @@ import trio
 from ._core import events as ev
 from ._core.errors import RunLockedError, StoreError, UnknownRunError
 from ._core.ids import parent_run_id
-from ._core.outcomes import outcome_of
+from ._core.outcomes import STATUS, outcome_of
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -33,15 +33,16 @@ _log = logging.getLogger("durable")
 SHORT_WAIT = 1.0
 
 
-async def ended(store: Store, run_id: str) -> None:
-    """The run's end is durable: wake its parent (if it is a child run a parent may have
-    let go waiting for it), then take it out of the due index. A crash in between
-    leaves it listed, and whoever takes it finds it ended and does both."""
+async def ended(store: Store, run_id: str, status: str) -> None:
+    """The run's end (``status``: completed, failed, cancelled) is durable: wake its
+    parent (if it is a child run a parent may have let go waiting for it), then take
+    it out of the due index. A crash in between leaves it listed, and whoever takes
+    it finds it ended and does both."""
     parent = parent_run_id(run_id)
     if parent is not None:
         with contextlib.suppress(UnknownRunError, ValueError):
             await store.wake(parent)
-    await store.ended(run_id)
+    await store.ended(run_id, status)
 
 
 class StoreWatch:
@@ -158,7 +159,7 @@ class StoreWatch:
         if isinstance(last, ev.TERMINAL):  # another process took it and ended it
             self.let_go.pop(run_id, None)
             opened.writer.close()
-            await ended(self.store, run_id)
+            await ended(self.store, run_id, STATUS[type(last)])
             if handle is not None and not handle._done.is_set():
                 handle._finish(outcome_of(last))
             return

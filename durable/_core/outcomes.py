@@ -127,6 +127,11 @@ def ended_text(event: ev.Event, *, with_error: bool = False) -> str:
 STATUS = {ev.RunCompleted: "completed", ev.RunFailed: "failed", ev.RunCancelled: "cancelled"}
 
 
+def status_of(outcome: Outcome) -> str:
+    """The status word of a run that ended with ``outcome`` (not a continuation)."""
+    return STATUS[_BY_OUTCOME[type(outcome)].event]
+
+
 def result_of(outcome: Outcome, *, run_id: str, workflow: str) -> Any:
     """What a handle's ``result()`` gives for a run that ended with ``outcome``: the
     decoded result, or :class:`WorkflowFailed` / :class:`Cancelled` raised."""

@@ -75,3 +75,18 @@ class Directory:
                 f"is writable by its {who}",
                 f"Make it private: `chmod 700 {directory}`.",
             )
+
+
+def read_whole(fs: FileSystem, path: str) -> bytes:
+    """The content of a cache's file (the starts log, the ends log), b"" if it cannot
+    be read: a cache that is missing or unreadable is only a slower listing."""
+    try:
+        fd = fs.open(path, write=False)
+    except OSError:
+        return b""
+    try:
+        return fs.read(fd)
+    except OSError:
+        return b""
+    finally:
+        fs.close(fd)

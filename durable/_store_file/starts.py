@@ -32,7 +32,7 @@ import time
 import urllib.parse
 from operator import itemgetter, methodcaller
 
-from .directory import Directory
+from .directory import Directory, read_whole
 from .names import _MIN_JOURNAL, _SUFFIX, _file_name, _is_hashed, _names
 from .reading import Reader
 
@@ -245,16 +245,7 @@ class Starts:
         """The content of a cache's file (b"" if it cannot be read). Lines of the log that
         a crash cut short (or garbage) do not have the shape of a line: they are left
         out, and their runs, if any, read from their journals."""
-        try:
-            fd = self.fs.open(path, write=False)
-        except OSError:
-            return b""
-        try:
-            return self.fs.read(fd)
-        except OSError:
-            return b""
-        finally:
-            self.fs.close(fd)
+        return read_whole(self.fs, path)
 
     def _unlogged(self, name: str) -> tuple[float, str, bool] | None:
         """``(start, run id, guessed)`` of a journal the log lacks, as ``Reader.run_ids``

@@ -9,7 +9,8 @@ A :class:`FileStore` is made of
 - a :class:`~.reading.Reader`: reading journals without locking them, listing runs;
 - an :class:`~.inbox.Inbox`: messages for runs held by another process;
 - a :class:`~.due.DueIndex`: which unfinished runs to take, and when;
-- :class:`~.starts.Starts`: when each run started, for listings newest first.
+- :class:`~.starts.Starts`: when each run started, for listings newest first;
+- :class:`~.ends.Ends`: how each run ended, for listings by state.
 """
 
 from __future__ import annotations
@@ -24,12 +25,23 @@ import trio
 from .._core import events as ev
 from .._core.errors import DurableError, DurableInternalError, RunLockedError, StoreError
 from .._core.ids import check_run_id
+from .._core.outcomes import STATUS
 from .._core.payloads import payloads_from
 from .._fs import FileSystem, OsFileSystem
-from .._store import CodecOption, Holder, JournalWriter, Opened, Removal, Store, check_sync_mode
+from .._store import (
+    CodecOption,
+    Holder,
+    JournalWriter,
+    Opened,
+    Removal,
+    StateIndex,
+    Store,
+    check_sync_mode,
+)
 from .commit import _FileWriter, _GroupCommit
 from .directory import Directory
 from .due import DueIndex
+from .ends import Ends
 from .holders import Holders
 from .inbox import Inbox
 from .journals import Journals
@@ -68,6 +80,7 @@ class FileStore(Store):
         self._inbox = Inbox(self._dir, self._reader, self)
         self._due = DueIndex(self._dir, self._reader, sync=self.sync != "none")
         self._starts = Starts(self._dir, self._reader)
+        self._ends = Ends(self.path, self.fs)
         self._holders = Holders(self._dir)
 
     def __repr__(self) -> str:
@@ -158,6 +171,8 @@ class FileStore(Store):
                 ids.append(run_id)  # recovery reports it, and goes on with the others
                 continue
             if events is None or (events and isinstance(events[-1], ev.TERMINAL)):
+                if events:
+                    self._ends.add(run_id, STATUS[type(events[-1])])  # its end was not logged
                 self._due.remove(run_id)  # ended, or gone: the entry was stale
             elif events:
                 ids.append(run_id)
@@ -248,9 +263,21 @@ class FileStore(Store):
             await self._due.prepare()
             self._due.add(run_id, -math.inf)
 
-    async def ended(self, run_id: str) -> None:
+    async def ended(self, run_id: str, status: str | None = None) -> None:
+        if status is not None:
+            self._ends.add(run_id, status)  # before the due entry goes: see ends.py
         self._due.remove(run_id)
         self._holders.ended(run_id)
+
+    async def state_index(self) -> StateIndex:
+        """From the due index (every unfinished run) and the ends log (see ends.py): a
+        listing by state then reads the journals of the unfinished runs, of those the
+        log lacks and of those it says ended so; its cost follows what it shows and
+        what is unfinished, not the store's history."""
+        return StateIndex(frozenset(await self._due.unfinished()), self._ends.statuses())
+
+    async def note_end(self, run_id: str, status: str) -> None:
+        self._ends.note(run_id, status)
 
     async def wait_for_change(self, timeout: float, *, since: int | None = None) -> None:
         """Wait ``timeout`` seconds of real time: other processes change the files

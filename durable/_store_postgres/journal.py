@@ -27,6 +27,8 @@ from .._core import events as ev
 from .._core.codec import HEADER_SIZE, decode_record, encode_header, scan
 from .._core.errors import JournalCorruptError
 from .._core.ids import check_run_id
+from .._core.outcomes import STATUS
+from .._store import StateIndex
 
 if TYPE_CHECKING:
     from .connection import Database
@@ -37,6 +39,21 @@ _UNFINISHED = """
     SELECT run_id FROM {runs} WHERE status = 'open'
         AND (owner IS NULL OR owner = %s OR lease_expires IS NULL OR lease_expires <= now())
 """
+
+#: Each run's status, and how each run that ended ended: the type code of its last
+#: record. Journal contract v1 fixes where it is: a record is 10 bytes of framing
+#: (marker, length, CRC-32), then a CBOR array of fewer than 24 items (one header
+#: byte, 0x80 to 0x97) whose first item is the type code, one byte below 24. A
+#: record of another shape gives NULL: that run is read, as every run once was.
+_STATES = """
+    SELECT r.run_id, r.status = 'open',
+        CASE WHEN length(rec.record) > 11 AND get_byte(rec.record, 10) BETWEEN 128 AND 151
+            THEN get_byte(rec.record, 11) END
+    FROM {runs} AS r LEFT JOIN {records} AS rec
+        ON r.status = 'ended' AND rec.run_id = r.run_id AND rec.idx = r.next_index - 1
+"""
+#: The status of a run whose journal ends with each terminal type code.
+_ENDED_BY_CODE = {ev.EVENT_TYPES[event]: status for event, status in STATUS.items()}
 
 
 class Reader:
@@ -51,6 +68,21 @@ class Reader:
         return await self.db.run(
             f"reading run {run_id!r}", lambda conn: read_journal(conn, tables, run_id), missing=None
         )
+
+    async def state_index(self) -> StateIndex:
+        """The open runs, and how each run that ended ended (see ``_STATES``): one
+        statement, one index probe per run that ended, no journal read."""
+        query = self.db.q(_STATES)
+        rows: list[tuple[Any, ...]] = await self.db.run(
+            "reading the runs' states", lambda conn: conn.execute(query).fetchall(), missing=[]
+        )
+        unfinished = frozenset(run_id for run_id, is_open, _ in rows if is_open)
+        ended = {
+            run_id: _ENDED_BY_CODE[code]
+            for run_id, is_open, code in rows
+            if not is_open and code in _ENDED_BY_CODE
+        }
+        return StateIndex(unfinished, ended)
 
     async def run_ids(self) -> list[str]:
         query = self.db.q("SELECT run_id FROM {runs}")

@@ -36,7 +36,7 @@ from .._core.durations import Duration, parse_duration
 from .._core.errors import DurableError
 from .._core.ids import check_run_id
 from .._core.payloads import payloads_from
-from .._store import CodecOption, Holder, JournalWriter, Opened, Removal, Store, page
+from .._store import CodecOption, Holder, JournalWriter, Opened, Removal, StateIndex, Store, page
 from .dsn import split_options
 
 if TYPE_CHECKING:
@@ -232,6 +232,11 @@ class PostgresStore(Store):
         """Ids of the runs not ended, sorted, leaving out those another worker's live lease holds."""
         return await self._reader.unfinished()
 
+    async def state_index(self) -> StateIndex:
+        """From the runs' status column and the type code of each ended run's last record
+        (journal.py): no journal is read."""
+        return await self._reader.state_index()
+
     # -- the due index -------------------------------------------------------------
 
     async def due_runs(self, now: float, limit: int, *, among: Collection[str] | None = None) -> list[str]:
@@ -293,7 +298,7 @@ class PostgresStore(Store):
     async def wake(self, run_id: str) -> None:
         await self._due.wake(run_id)
 
-    async def ended(self, run_id: str) -> None:
+    async def ended(self, run_id: str, status: str | None = None) -> None:
         """Nothing to do: the transaction that committed the terminal record marked the
         run ``ended``, which takes it out of the due index."""
 

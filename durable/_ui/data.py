@@ -7,7 +7,8 @@ journal (``_journals.read``), its locals are ``durable show --locals``'
 (``_locals.locals_at``).
 
 The counts per state are the one thing ``ls`` has no answer for without reading
-every journal. :class:`StateCounter` reads them incrementally: a run that has
+every journal. The store's state index (``Store.state_index``) says how most
+runs that ended ended; :class:`StateCounter` reads the others incrementally: a run that has
 completed, been cancelled or continued never changes state again, so its state
 is remembered by id and its journal is read once; the others (unfinished,
 failed: a failed run may be retried) are read again at each count. A count reads
@@ -91,10 +92,13 @@ class StateCounter:
 
     async def _count(self) -> StateCounts:
         ids = await self.store.newest_first(None)
+        index = await self.store.state_index()
         counts: Counter[str] = Counter()
         read = unread = 0
         for run_id in ids:
             status = self._final.get(run_id)
+            if status is None and index is not None and run_id not in index.unfinished:
+                status = index.ended.get(run_id)  # ended so for good: see StateIndex
             if status is None:
                 if read >= self.budget:
                     unread += 1
@@ -157,7 +161,8 @@ async def run_page(
 
     id_filter = keep_id if query.search is not None or query.state is not None else None
     wanted = query.wanted() or _every
-    return await _newest(store, payloads, wanted, limit, query.before, id_filter)
+    statuses = () if query.state is None else (query.state,)
+    return await _newest(store, payloads, wanted, limit, query.before, id_filter, statuses)
 
 
 async def read_run(store: Store, run_id: str, payloads: Payloads | None) -> tl.Timeline | None:
