@@ -669,7 +669,8 @@ async def _newest(
     if id_filter is not None:
         ids = [run_id for run_id in ids if id_filter(run_id)]
     if index is not None:
-        ids = [run_id for run_id in ids if index.may_be(run_id, statuses)]
+        ruled_out = index.ruled_out(statuses)
+        ids = [run_id for run_id in ids if run_id not in ruled_out]
     rows = []
     for run_id in ids:
         journal = await _journals.read(store, run_id, payloads)

@@ -223,6 +223,14 @@ class StateIndex:
         """Whether the store noted the run as unfinished or as ended."""
         return run_id in self.unfinished or run_id in self.ended
 
+    def ruled_out(self, states: Collection[str]) -> set[str]:
+        """The runs that certainly are in none of ``states``: :meth:`may_be` is False for
+        exactly these (one set, for filtering many runs at once)."""
+        if not INDEXED_STATES.issuperset(states):
+            return set()
+        wanted = set(states)
+        return {run_id for run_id, end in self.ended.items() if end not in wanted} - self.unfinished
+
     def may_be(self, run_id: str, states: Collection[str]) -> bool:
         """Whether the run may be in one of ``states``: False only if it certainly is not."""
         if run_id in self.unfinished or not INDEXED_STATES.issuperset(states):

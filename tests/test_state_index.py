@@ -196,6 +196,8 @@ def test_a_state_index_answers_for_the_states_it_knows() -> None:
     assert not index.may_be("c", ["failed"]) and index.may_be("c", ["failed", "completed"])
     assert not index.may_be("f", ["queued", "running", "waiting", "stalled"])
     assert index.may_be("c", ["corrupt"])  # a journal damaged after its end was noted
+    for states in (["completed"], ["failed"], ["queued", "waiting"], ["corrupt"], ["failed", "completed"]):
+        assert index.ruled_out(states) == {r for r in ("u", "x", "c", "f") if not index.may_be(r, states)}
 
 
 async def test_the_dashboards_counts_read_only_the_runs_the_index_does_not_know(
