@@ -19,8 +19,8 @@ cost follows the due work or the waiting work.
 *Set-up* (not a figure): for each size, a fresh store (a FileStore directory,
 or a fresh PostgreSQL schema) gets the waiting runs as a worker leaves them,
 through the Store API in this process: ``create`` with ``RunStarted``, then for
-a timer its ``TimerStarted`` (deadline in one hour; a signal wait journals
-nothing), then ``release(writer, due)`` (the deadline, or ``math.inf`` for a
+a timer its ``TimerStarted`` (deadline in one hour), for a signal wait its
+``SignalAwaited``, then ``release(writer, due)`` (the deadline, or ``math.inf`` for a
 signal). The FileStore of the set-up uses ``sync="none"`` (same bytes, no
 fsyncs). Before that, one run of each kind goes through an in-process
 ``durable.Runtime(waiting_cache=0)`` and the bench checks that its journal has
@@ -166,18 +166,17 @@ async def build(store: durable.Store, kind: str, run_id: str, *, fire_at: float 
         started = ll.RunStarted(
             run_id, "bench.waiting.sleeper", encode_call((run_id, LONG), {}, what="bench"), now
         )
-        first: ll.Event | None = ll.TimerStarted(0, LONG, due, due - LONG)
+        first: ll.Event = ll.TimerStarted(0, LONG, due, due - LONG)
     else:
         due = math.inf
         started = ll.RunStarted(
             run_id, "bench.waiting.listener", encode_call((run_id,), {}, what="bench"), now
         )
-        first = None
+        first = ll.SignalAwaited(0, "go", now)  # a signal wait is journaled (since issue 16)
     writer = await store.create(started)
     if writer is None:
         raise RuntimeError(f"run {run_id!r} exists already")
-    if first is not None:
-        writer.append(first)
+    writer.append(first)
     if writer.syncs:
         await writer.sync()
     await store.release(writer, due)
