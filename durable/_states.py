@@ -53,16 +53,15 @@ def mark_state(timeline: Timeline, holder: Holder | None, now: float) -> Timelin
             "since": _since(timeline, holder),
             "live": holder.live,
             "lease_expires": holder.lease_expires,
-            # No progress since then (see _stalled_since), for a holder that is gone.
-            "stalled_since": None
-            if holder.live
-            else holder.lease_expires
-            if holder.lease_expires is not None
-            else timeline.last_event,
+            "stalled_since": None if holder.live else _stalled_since(timeline, holder),
         }
     if holder is not None and not holder.live:
         timeline.status = "stalled"
-        timeline.brief = holder.describe() + _stalled_since(timeline, holder, now)
+        if holder.lease_expires is not None:
+            ago = duration_text(max(0.0, now - holder.lease_expires))
+            timeline.brief = f"{holder.describe()}: its lease expired {ago} ago"
+        else:
+            timeline.brief = f"{holder.describe()} is gone"
     elif wait is not None:
         timeline.status = "waiting"
     elif holder is not None:
@@ -87,13 +86,12 @@ def mark_state(timeline: Timeline, holder: Holder | None, now: float) -> Timelin
     return timeline
 
 
-def _stalled_since(timeline: Timeline, holder: Holder, now: float) -> str:
-    """Since when a stalled run has made no progress, as well as the store knows it: a
-    lease says when it expired; a process that is gone left no time of death: the run's
-    last record (``ls``'s "last event" column) is the latest moment it surely ran."""
-    if holder.lease_expires is not None:
-        return f": its lease expired {duration_text(max(0.0, now - holder.lease_expires))} ago"
-    return " is gone"
+def _stalled_since(timeline: Timeline, holder: Holder) -> float | None:
+    """Since when a run whose holder is gone has made no progress, as well as the store
+    knows it: a lease says when it expired; a process that is gone left no time of
+    death, so the run's last record (``ls``'s "last event" column) is the latest moment
+    it surely ran."""
+    return holder.lease_expires if holder.lease_expires is not None else timeline.last_event
 
 
 def _first_wait(timeline: Timeline, now: float) -> tuple[float, str] | None:

@@ -224,19 +224,13 @@ class StateIndex:
         return run_id in self.unfinished or run_id in self.ended
 
     def ruled_out(self, states: Collection[str]) -> set[str]:
-        """The runs that certainly are in none of ``states``: :meth:`may_be` is False for
-        exactly these (one set, for filtering many runs at once)."""
+        """The runs that certainly are in none of ``states``: those noted as ended in
+        another state and not unfinished. Nothing is ruled out when a state asked for is
+        not one the index answers for (a journal may have been damaged after it ended)."""
         if not INDEXED_STATES.issuperset(states):
             return set()
         wanted = set(states)
         return {run_id for run_id, end in self.ended.items() if end not in wanted} - self.unfinished
-
-    def may_be(self, run_id: str, states: Collection[str]) -> bool:
-        """Whether the run may be in one of ``states``: False only if it certainly is not."""
-        if run_id in self.unfinished or not INDEXED_STATES.issuperset(states):
-            return True
-        end = self.ended.get(run_id)
-        return end is None or end in states
 
 
 class Store(abc.ABC):

@@ -32,9 +32,8 @@ import os
 import re
 import urllib.parse
 
-from .._fs import FileSystem
 from .._store import ENDED_STATES
-from .directory import read_whole
+from .directory import Directory, read_whole
 
 _LOG = "ends.log"
 #: The states a run ends in for good (a reader may note them).
@@ -46,9 +45,9 @@ _LINES = re.compile(r"^(completed|failed|cancelled) ([^\s]+)\n", re.MULTILINE).f
 class Ends:
     """The ends log of one store directory; see the module docstring."""
 
-    def __init__(self, path: str, fs: FileSystem) -> None:
-        self.fs = fs
-        self.path = os.path.join(path, _LOG)
+    def __init__(self, directory: Directory) -> None:
+        self.fs = directory.fs
+        self.path = os.path.join(directory.path, _LOG)
 
     def add(self, run_id: str, status: str) -> None:
         """Note that ``run_id`` ended as ``status`` (best effort: a failure costs only

@@ -80,7 +80,7 @@ class FileStore(Store):
         self._inbox = Inbox(self._dir, self._reader, self)
         self._due = DueIndex(self._dir, self._reader, sync=self.sync != "none")
         self._starts = Starts(self._dir, self._reader)
-        self._ends = Ends(self.path, self.fs)
+        self._ends = Ends(self._dir)
         self._holders = Holders(self._dir)
 
     def __repr__(self) -> str:

@@ -6,9 +6,9 @@ through the same functions as the command line: a page of the run list is
 journal (``_journals.read``), its locals are ``durable show --locals``'
 (``_locals.locals_at``).
 
-The counts per state are the one thing ``ls`` has no answer for without reading
-every journal. The store's state index (``Store.state_index``) says how most
-runs that ended ended; :class:`StateCounter` reads the others incrementally: a run that has
+The counts per state need every run's state. The store's state index
+(``Store.state_index``) says how most runs that ended ended, without reading
+them; :class:`StateCounter` reads the others incrementally: a run that has
 completed, been cancelled or continued never changes state again, so its state
 is remembered by id and its journal is read once; the others (unfinished,
 failed: a failed run may be retried) are read again at each count. A count reads
