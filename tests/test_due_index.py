@@ -293,6 +293,21 @@ async def test_an_entry_left_by_a_run_that_ended_is_removed_when_found(tmp_path:
     assert (tmp_path / "store" / "due" / "waiting").is_dir()  # it stays, empty: the index has it
 
 
+async def test_an_entry_another_process_removed_first_is_no_error(tmp_path: Path) -> None:
+    """A worker whose run's entry was removed by another process (one that found it
+    stale, or `durable prune` and the id used again) ends the run all the same: it said
+    "gave up ... removing ... (the due index) failed: No such file or directory"."""
+    store = durable.FileStore(tmp_path / "store")
+    writer = await create(store, "r", whole_seconds() - 5)
+    writer.append(ev.RunCompleted(cbor2.dumps(1), whole_seconds()))
+    await writer.sync()
+    (entry,) = [p for p in (tmp_path / "store" / "due").rglob("*") if p.is_file()]
+    entry.unlink()  # as another process does
+    await store.ended("r", "completed")
+    writer.close()
+    assert await store.unfinished() == []
+
+
 async def test_an_index_from_before_waiting_entries_gets_them_from_the_journals_once(tmp_path: Path) -> None:
     store = durable.FileStore(tmp_path / "store")
     await let_go(store, "signal", math.inf)

@@ -156,11 +156,12 @@ class DueIndex:
             self._known[run_id] = {keep}
 
     def _unlink(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            try:
-                self.fs.unlink(path)
-            except OSError as exc:
-                raise self._failed(f"removing {path}", exc) from exc
+        try:
+            self.fs.unlink(path)
+        except FileNotFoundError:
+            pass  # removed already (by another process that found it stale, or by rm)
+        except OSError as exc:
+            raise self._failed(f"removing {path}", exc) from exc
         second = os.path.dirname(path)
         if not os.path.basename(second).isdigit():
             return  # waiting/ stays, empty or not: it says the index has it
