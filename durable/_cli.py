@@ -678,12 +678,18 @@ async def _newest(
             continue  # removed meanwhile
         timeline = journal.timeline()
         if index is not None and timeline.status in ENDED_STATES and not index.knows(run_id):
-            await store.note_end(run_id, timeline.status)  # the next listing skips it
+            await _note_end(store, timeline)  # the next listing skips it
         if wanted(timeline):
             rows.append(timeline)
             if limit is not None and len(rows) >= limit:
                 break
     return rows
+
+
+async def _note_end(store: Store, timeline: tl.Timeline) -> None:
+    """Tell the store how a run its state index did not know ended (``Store.note_end``)."""
+    if timeline.started is not None:
+        await store.note_end(timeline.run_id, timeline.status, timeline.started)
 
 
 # --- show ----------------------------------------------------------------------------

@@ -135,6 +135,7 @@ async def _mark(store: Store, run_id: str, reason: str, clock: Callable[[], floa
     opened = await _take_again(store, run_id)
     retried = ev.RunRetried(clock(), reason)
     try:
+        await store.retrying(run_id, opened.events[0].t)
         opened.writer.append(retried)
         await opened.writer.sync()
         await store.wake(run_id)  # in case a worker took it meanwhile and dropped its entry

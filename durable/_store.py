@@ -484,9 +484,15 @@ class Store(abc.ABC):
         if it knows nothing (every journal is read)."""
         return None
 
-    async def note_end(self, run_id: str, status: str) -> None:  # noqa: B027 - optional hook
-        """A reader found that the journal of ``run_id`` ends in ``status``: a store that
-        keeps an index of ends (:meth:`state_index`) may note it, if it lacks it."""
+    async def note_end(self, run_id: str, status: str, started: float) -> None:  # noqa: B027 - optional hook
+        """A reader found that the journal of ``run_id`` (which started at ``started``)
+        ends in ``status``: a store that keeps an index of ends (:meth:`state_index`)
+        may note it, if it lacks it."""
+
+    async def retrying(self, run_id: str, started: float) -> None:  # noqa: B027 - optional hook
+        """The failed run ``run_id`` (which started at ``started``) is about to be retried,
+        and nothing is written to it yet: a store that keeps an index of ends makes its
+        end unknown, durably, so that the noted failure never stands for the new end."""
 
     # -- the inbox: messages for a run that someone else may hold open --------
 

@@ -132,6 +132,21 @@ async def test_a_retried_run_is_listed_as_it_ends_now(store: Store) -> None:
     assert found["completed"] == ["r7-ok", "r4-ok", "r2-ok", "r1-bad", "r0-ok"]
 
 
+def ends(log: Path) -> list[str]:
+    """The ends log's lines as ``<status> <run id>``, sorted (each names the run's start too)."""
+    found = []
+    for line in log.read_text().splitlines():
+        if line:
+            status, _, name = line.split(" ")
+            found.append(f"{status} {name.removesuffix('.journal')}")
+    return sorted(found)
+
+
+def lines_of(log: Path) -> list[str]:
+    """The ends log's lines, without the empty ones (each line begins with a newline)."""
+    return [line for line in log.read_text().splitlines() if line]
+
+
 async def test_a_file_store_whose_ends_log_is_lost_or_damaged_lists_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,8 +154,8 @@ async def test_a_file_store_whose_ends_log_is_lost_or_damaged_lists_the_same(
     store = durable.FileStore(tmp_path / "store")
     await make_runs(store)
     log = tmp_path / "store" / "ends.log"
-    whole = log.read_text()
-    assert sorted(whole.splitlines()) == sorted(
+    whole = lines_of(log)
+    assert ends(log) == sorted(
         [f"completed r{n}-ok" for n in (0, 2, 4, 7)]
         + ["failed r1-bad", "failed r5-bad", "cancelled r6-cancel"]
     )
@@ -150,7 +165,7 @@ async def test_a_file_store_whose_ends_log_is_lost_or_damaged_lists_the_same(
     assert await by_status(store, "cancelled") == ["r6-cancel"]
     assert len(counted.reads) == len(PLAN)
     # The listing noted the ends that never change (not a failure: a retry changes it).
-    assert sorted(log.read_text().splitlines()) == [
+    assert ends(log) == [
         "cancelled r6-cancel",
         *[f"completed r{n}-ok" for n in (0, 2, 4, 7)],
     ]
@@ -159,9 +174,11 @@ async def test_a_file_store_whose_ends_log_is_lost_or_damaged_lists_the_same(
     assert sorted(counted.reads) == ["r1-bad", "r3-wait", "r5-bad", "r6-cancel"]
 
     # Cut short by a crash, garbage, a stale line: never a run left out.
-    log.write_text("completed r5-bad\n" + whole + "garbage\nfailed r0-o")
+    (r5,) = [line for line in whole if line.endswith(" r5-bad.journal")]
+    stale = r5.replace("failed", "completed")  # an earlier line: the last one wins
+    log.write_text(f"{stale}\n" + "\n".join(whole) + "\ngarbage\nfailed r0-o")
     await check_every_status(store)
-    log.write_text("".join(whole.splitlines(keepends=True)[::2]))  # lines lost
+    log.write_text("\n".join(whole[::2]) + "\n")  # lines lost
     await check_every_status(store)
 
 
@@ -184,7 +201,7 @@ async def test_a_run_whose_end_was_not_logged_before_a_crash_is_still_found(tmp_
     assert "r1-bad" in (await store.state_index()).unfinished
     assert await by_status(store, "failed") == ["r5-bad", "r1-bad"]
     await store.unfinished()  # recovery finds the entry stale, and logs the end
-    assert "failed r1-bad" in log.read_text()
+    assert "failed r1-bad" in ends(log)
     assert "r1-bad" not in (await store.state_index()).unfinished
     await check_every_status(store)
 
@@ -218,3 +235,76 @@ async def test_the_dashboards_counts_read_only_the_runs_the_index_does_not_know(
         "cancelled": 1,
     }
     assert counted.reads == ["r3-wait"]  # the unfinished run alone
+
+
+async def test_a_line_left_by_a_removed_run_says_nothing_of_a_new_run_of_the_same_id(
+    tmp_path: Path,
+) -> None:
+    """`rm`, then the same id started again: the removed run's `completed` line names
+    its start, not the new run's, so the new run's failure is listed even when a crash
+    lost its line (found by a new-user trial: the run was missing from --status failed)."""
+    BROKEN.add("yes")
+    store = durable.FileStore(tmp_path / "store")
+    async with durable.Runtime(store) as runtime:
+        assert await (await runtime.start(job, "ok", id="r")).result() == "ok"
+    assert (await store.remove("r")) == "removed"
+    log = tmp_path / "store" / "ends.log"
+    before = log.read_text()
+    async with durable.Runtime(store) as runtime:
+        with pytest.raises(durable.WorkflowFailed):
+            await (await runtime.start(job, "bad", id="r")).result()
+    assert ends(log) == ["completed r", "failed r"]
+    log.write_text(before)  # the new run's line lost, its due entry gone
+    assert await by_status(store, "failed") == ["r"]
+    assert await by_status(store, "completed") == []
+    await check_every_status(store)
+
+
+async def test_a_line_cut_short_by_a_crash_does_not_swallow_the_next(tmp_path: Path) -> None:
+    store = durable.FileStore(tmp_path / "store")
+    async with durable.Runtime(store) as runtime:
+        assert await (await runtime.start(job, "ok", id="a")).result() == "ok"
+    log = tmp_path / "store" / "ends.log"
+    log.write_text(log.read_text().rstrip("\n")[:-5])  # torn: no newline at its end
+    async with durable.Runtime(store) as runtime:
+        assert await (await runtime.start(job, "ok", id="b")).result() == "ok"
+    torn, whole = lines_of(log)
+    assert torn.endswith(" a.jo") and whole.startswith("completed ") and whole.endswith(" b.journal")
+    assert (await store.state_index()).ended == {"b": "completed"}  # a is unknown: read
+    await check_every_status(store)
+
+
+async def test_a_retried_run_whose_new_end_was_lost_is_not_taken_for_its_failure(
+    tmp_path: Path,
+) -> None:
+    """A retry writes a `retried` line and fsyncs it before it writes to the journal: if a
+    crash loses the line of the retried run's new end, the run is unknown (and read), not
+    `failed` as its earlier line says."""
+    BROKEN.add("yes")
+    store = durable.FileStore(tmp_path / "store")
+    async with durable.Runtime(store) as runtime:
+        with pytest.raises(durable.WorkflowFailed):
+            await (await runtime.start(job, "bad", id="r")).result()
+    BROKEN.clear()
+    log = tmp_path / "store" / "ends.log"
+    async with durable.Runtime(store) as runtime:
+        handle = await runtime.retry("r")
+        retried = log.read_text()  # the retried line, before the run goes on
+        assert await handle.result() == "bad"
+    assert [line.split(" ")[0] for line in lines_of(log)] == ["failed", "retried", "completed"]
+    log.write_text(retried)  # the completed line lost, the due entry gone
+    assert "r" not in (await store.state_index()).ended
+    assert await by_status(store, "completed") == ["r"]
+    assert await by_status(store, "failed") == []
+
+
+async def test_runs_whose_ids_are_no_file_names_are_indexed_by_their_ids(tmp_path: Path) -> None:
+    store = durable.FileStore(tmp_path / "store")
+    odd = ["with space", "50%", "a/b", "ünï", ".", "é" * 60]  # the last: a hashed file name
+    async with durable.Runtime(store) as runtime:
+        for run_id in odd:
+            assert await (await runtime.start(job, "ok", id=run_id)).result() == "ok"
+    ended = (await store.state_index()).ended
+    assert ended == {run_id: "completed" for run_id in odd[:-1]}  # a hashed name is read
+    assert sorted(await by_status(store, "completed")) == sorted(odd)
+    await check_every_status(store)

@@ -49,3 +49,12 @@ def _names(run_id: str, file_name: str) -> bool:
 
 def _is_hashed(file_name: str) -> bool:
     return "~" in file_name
+
+
+def _plain_run_id(file_name: str) -> str | None:
+    """The run id a journal's file name says, without reading the journal; None for a
+    hashed name (the id is in its first record only)."""
+    stem = file_name[: -len(_SUFFIX)]
+    if _is_hashed(stem):
+        return None
+    return urllib.parse.unquote(stem) if "%" in stem else stem

@@ -33,7 +33,7 @@ import urllib.parse
 from operator import itemgetter, methodcaller
 
 from .directory import Directory, read_whole
-from .names import _MIN_JOURNAL, _SUFFIX, _file_name, _is_hashed, _names
+from .names import _MIN_JOURNAL, _SUFFIX, _file_name, _is_hashed, _names, _plain_run_id
 from .reading import Reader
 
 _LOG = "starts.log"
@@ -58,6 +58,11 @@ _IS_JOURNAL = methodcaller("endswith", _SUFFIX)
 _NAME = itemgetter(slice(_WIDTH + 1, None))
 
 
+def start_line(journal_path: str, t: float) -> str:
+    """The log's line (without its newline) for the journal at ``journal_path``, started at ``t``."""
+    return f"{_when(t)} {os.path.basename(journal_path)}"
+
+
 def _when(t: float) -> str:
     return f"{max(t, 0.0):0{_WIDTH}.6f}"
 
@@ -78,7 +83,13 @@ class Starts:
         Best effort: the log is a cache, so a failure to write it is not the run's
         (a listing then reads that journal's first record instead)."""
         with contextlib.suppress(OSError):
-            self.fs.append(self.path, f"{_when(t)} {os.path.basename(journal_path)}\n".encode())
+            self.fs.append(self.path, f"{start_line(journal_path, t)}\n".encode())
+
+    def lines(self) -> list[str]:
+        """A line ``<start> <file name>`` for each journal in ``runs/`` (as a listing
+        finds them: from the log, checked against ``runs/`` unless ``starts.checked``
+        says it matched)."""
+        return self._starts()[0]
 
     def newest_first(self, limit: int | None = None, before: str | None = None) -> list[str]:
         """Run ids in ``runs/``, the newest start first (ties: by file name), at most
@@ -235,11 +246,11 @@ class Starts:
         return line
 
     def _run_id(self, name: str) -> str | None:
-        stem = name[: -len(_SUFFIX)]
-        if _is_hashed(stem):
+        run_id = _plain_run_id(name)
+        if run_id is None:  # a hashed name: the id is in the first record
             first = self.reader.first_record(os.path.join(self.dir.runs, name))
             return None if first is None else first.run_id
-        return urllib.parse.unquote(stem) if "%" in stem else stem
+        return run_id
 
     def _read(self, path: str) -> bytes:
         """The content of a cache's file (b"" if it cannot be read). Lines of the log that

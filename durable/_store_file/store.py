@@ -47,7 +47,7 @@ from .inbox import Inbox
 from .journals import Journals
 from .reading import Reader
 from .removal import remove_journal
-from .starts import Starts
+from .starts import Starts, start_line
 
 
 class FileStore(Store):
@@ -81,6 +81,8 @@ class FileStore(Store):
         self._due = DueIndex(self._dir, self._reader, sync=self.sync != "none")
         self._starts = Starts(self._dir, self._reader)
         self._ends = Ends(self._dir)
+        #: When each run this process holds started, for its line in the ends log.
+        self._started: dict[str, float] = {}
         self._holders = Holders(self._dir)
 
     def __repr__(self) -> str:
@@ -101,6 +103,7 @@ class FileStore(Store):
         if writer is None:
             return None
         self._starts.add(self._dir.journal_path(started.run_id), started.t)
+        self._started[started.run_id] = started.t
         self._held_here(writer)
         return self._attach(writer)
 
@@ -132,6 +135,9 @@ class FileStore(Store):
     def _taken(self, opened: Opened | None) -> Opened | None:
         if opened is None:
             return None
+        first = opened.events[0] if opened.events else None
+        if isinstance(first, ev.RunStarted):
+            self._started[first.run_id] = first.t
         return Opened(opened.events, opened.writer, self._held_here(opened.writer))
 
     async def read(self, run_id: str) -> list[ev.Event] | None:
@@ -171,8 +177,8 @@ class FileStore(Store):
                 ids.append(run_id)  # recovery reports it, and goes on with the others
                 continue
             if events is None or (events and isinstance(events[-1], ev.TERMINAL)):
-                if events:
-                    self._ends.add(run_id, STATUS[type(events[-1])])  # its end was not logged
+                if events:  # its end was not logged
+                    self._ends.add(self._start_line(run_id, events[0].t), STATUS[type(events[-1])])
                 self._due.remove(run_id)  # ended, or gone: the entry was stale
             elif events:
                 ids.append(run_id)
@@ -210,6 +216,7 @@ class FileStore(Store):
         # crash in between leaves the run due twice (a replay), never not at all.
         kept = self._due.add(writer.run_id, due)
         self._due.remove(writer.run_id, keep=kept)
+        self._started.pop(writer.run_id, None)
         writer.close()
 
     async def held(self, run_ids: Collection[str]) -> set[str]:
@@ -264,20 +271,39 @@ class FileStore(Store):
             self._due.add(run_id, -math.inf)
 
     async def ended(self, run_id: str, status: str | None = None) -> None:
-        if status is not None:
-            self._ends.add(run_id, status)  # before the due entry goes: see ends.py
+        started = self._started.pop(run_id, None)
+        if started is None:  # not opened here (a caller of the Store API alone)
+            first = self._reader.first_record(self._dir.journal_path(run_id))
+            started = None if first is None else first.t
+        if status is not None and started is not None:
+            self._ends.add(self._start_line(run_id, started), status)  # before the entry goes
         self._due.remove(run_id)
         self._holders.ended(run_id)
+
+    async def retrying(self, run_id: str, started: float) -> None:
+        """A ``retried`` line in the ends log, fsynced (see ends.py)."""
+        try:
+            self._ends.retried(self._start_line(run_id, started))
+        except OSError as exc:
+            raise StoreError(
+                f"cannot retry run {run_id!r}: writing {self._ends.path} failed ({exc}); nothing "
+                "was written to the run's journal",
+                run_id=run_id,
+            ) from exc
 
     async def state_index(self) -> StateIndex:
         """From the due index (every unfinished run) and the ends log (see ends.py): a
         listing by state then reads the journals of the unfinished runs, of those the
         log lacks and of those it says ended so; its cost follows what it shows and
         what is unfinished, not the store's history."""
-        return StateIndex(frozenset(await self._due.unfinished()), self._ends.statuses())
+        ended = self._ends.statuses(self._starts.lines())
+        return StateIndex(frozenset(await self._due.unfinished()), ended)
 
-    async def note_end(self, run_id: str, status: str) -> None:
-        self._ends.note(run_id, status)
+    async def note_end(self, run_id: str, status: str, started: float) -> None:
+        self._ends.note(self._start_line(run_id, started), status)
+
+    def _start_line(self, run_id: str, started: float) -> str:
+        return start_line(self._dir.journal_path(run_id), started)
 
     async def wait_for_change(self, timeout: float, *, since: int | None = None) -> None:
         """Wait ``timeout`` seconds of real time: other processes change the files
