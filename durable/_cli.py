@@ -628,10 +628,33 @@ def ls(
             console.print(part)
     else:
         what = "matching runs" if statuses or workflows else "runs"
-        _console().print(Text(tl.printable(f"no {what} in {_store_name(opened)}")))
+        older = "" if before is None else f" that started before {before!r}"
+        _console().print(Text(tl.printable(f"no {what}{older} in {_store_name(opened)}")))
     if limit is not None and len(rows) == limit:  # on stderr: stdout stays the listing
-        next_page = f"durable ls --limit {limit} --before {rows[-1].run_id}"
+        next_page = _next_page(statuses, workflows, limit, rows[-1].run_id, as_json, store)
         _console(stderr=True).print(Text(tl.printable(f"the next page: {next_page}"), style="dim"))
+
+
+def _next_page(
+    statuses: Sequence[str], workflows: Sequence[str], limit: int, last: str, as_json: bool, store: StoreArg
+) -> str:
+    """The ``durable ls`` command that lists the next page: the same filters, output and
+    store, quoted for a POSIX shell (a PostgreSQL DSN's password shown as ``***``)."""
+    import shlex
+
+    from ._store_postgres.dsn import redact_url
+
+    words = ["durable", "ls"]
+    words += [word for status in statuses for word in ("--status", status)]
+    words += [word for workflow in workflows for word in ("--workflow", workflow)]
+    words += ["--limit", str(limit), "--before", last]
+    if as_json:
+        words.append("--json")
+    if store.path is not None:
+        words += ["--store", redact_url(store.path)]
+    if store.codec is not None:
+        words += ["--codec", store.codec]
+    return shlex.join(words)
 
 
 def _every(timeline: tl.Timeline) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -373,6 +374,31 @@ def test_ls_pages_the_newest_first(store: Path) -> None:
     assert [r["id"] for r in json.loads(filtered.stdout)] == ["order-7"]
     missing = cli("ls", "--before", "order-1", "--store", str(store))
     assert missing.code == 2 and "--before 'order-1': no run 'order-1' in the store" in missing.stderr
+
+
+def test_the_next_page_command_keeps_the_filters_and_the_store_and_can_be_pasted(store: Path) -> None:
+    """It said `durable ls --limit 1 --before ID` whatever the filters, output and store,
+    and an id with a space split into two words when pasted (a new-user trial)."""
+    first = cli("ls", "--limit", "1", "--status", "completed", "--json", "--store", str(store))
+    (hint,) = [line for line in first.stderr.splitlines() if line.startswith("the next page: ")]
+    words = shlex.split(hint.removeprefix("the next page: "))
+    assert words == [
+        "durable", "ls", "--status", "completed", "--limit", "1", "--before", "order-7", "--json",
+        "--store", str(store),
+    ]  # fmt: skip
+    pasted = cli(*words[1:])  # after "durable"
+    assert pasted.code == 0, pasted
+    assert json.loads(pasted.stdout) == [] and "the next page" not in pasted.stderr
+    oldest = cli("ls", "--before", "order-7", "--store", str(store))
+    assert "no runs that started before 'order-7'" in oldest.stdout
+    words = shlex.split(_next_page_of(["ls", "--limit", "1", "--store", str(store)], "with space"))
+    assert words[words.index("--before") + 1] == "with space"
+
+
+def _next_page_of(args: list[str], last: str) -> str:
+    from durable._cli import StoreArg, _next_page  # noqa: PLC0415 - what the verb prints
+
+    return _next_page((), (), 1, last, False, StoreArg(args[-1]))
 
 
 @pytest.mark.parametrize("run", [cli, process], ids=["runner", "process"])
