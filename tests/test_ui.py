@@ -457,3 +457,15 @@ def test_payloads_are_escaped_never_markup(file_board: Board) -> None:
     assert scripts == ['<script src="/static/ui.js" defer>']
     assert "script-src 'self'" in file_board.client.get("/").headers["content-security-policy"]
     assert "http://" not in run_page.replace("http://www.w3.org/2000/svg", "")  # nothing fetched elsewhere
+
+
+def test_the_links_to_runs_named_dot_and_dot_dot_lead_to_them(file_board: Board) -> None:
+    """`/runs/..` is `/` to a browser (found by a new-user trial)."""
+    for run_id in (".", ".."):
+        file_board.finish(greet, "ada", id=run_id)
+    listing = file_board.client.get("/").text
+    for run_id, href in ((".", "/runs/%2E"), ("..", "/runs/%2E%2E")):
+        assert f'href="{href}"' in listing
+        page = file_board.client.get(href)
+        assert page.status_code == 200, page.text[:300]
+        assert f"<title>durable · run {run_id}</title>" in page.text

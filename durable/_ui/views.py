@@ -54,7 +54,10 @@ def _href(path: str, **params: str | None) -> str:
 
 
 def _run_href(run_id: str) -> str:
-    return "/runs/" + quote(run_id, safe="")
+    quoted = quote(run_id, safe="")
+    if quoted in (".", ".."):  # a browser resolves them as a path: "/runs/.." is "/"
+        quoted = quoted.replace(".", "%2E")
+    return "/runs/" + quoted
 
 
 # --- the run list --------------------------------------------------------------------
