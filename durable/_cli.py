@@ -82,6 +82,7 @@ _TEXT_PARAMS = {
     "reason": "--reason",
     "args": "the workflow argument",
     "workflows": "--workflow",
+    "before": "--before",
 }
 
 

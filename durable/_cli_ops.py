@@ -132,7 +132,7 @@ def _report(results: Sequence[Removed], where: str) -> None:
         if result.outcome in ("removed", "would remove"):
             click.echo(tl.printable(f"{result.outcome} {result.run_id!r}"))
         elif result.outcome == "missing":
-            missing = no_run_text(result.run_id, where)
+            missing = "error: " + no_run_text(result.run_id, where)  # as _fail words usage errors
             errors.print(Text(tl.printable(missing), style="red"))
             code = EXIT_USAGE
         else:

@@ -652,6 +652,7 @@ def test_show_html_never_writes_through_a_symlink(one_run: Path, workdir: Path) 
         (("replay", "hard.py", "x\udcff"), "the run id"),
         (("run", "hard.py:wf", "x", "--id", "x\udcff"), "the run id"),
         (("run", "hard.py:wf", "x\udcff"), "the workflow argument"),
+        (("ls", "--before", "x\udcff"), "--before"),
     ],
     ids=lambda v: v if isinstance(v, str) else "-".join(v[:2]),
 )

@@ -56,6 +56,14 @@ def test_text_that_is_not_a_duration_is_a_value_error_that_shows_the_accepted_fo
     assert "'500ms'" in str(info.value)
 
 
+@pytest.mark.parametrize(("text", "fix"), [("10", "'10s'"), ("0", "'0s'"), (" 1.5 ", "'1.5s'")])
+def test_a_number_without_its_unit_is_told_to_add_one(text: str, fix: str) -> None:
+    """On a command line (`durable prune --older-than 0`) text is all there is."""
+    with pytest.raises(ValueError, match="has no unit") as info:
+        parse_duration(text, what="--older-than")
+    assert fix in str(info.value)
+
+
 @pytest.mark.parametrize("value", [-1, -0.5, datetime.timedelta(seconds=-1), math.inf, math.nan, -math.inf])
 def test_negative_and_infinite_durations_are_refused(value: object) -> None:
     with pytest.raises(ValueError, match="initial_backoff must be a finite, non-negative duration"):

@@ -257,6 +257,7 @@ def test_rm_and_prune_keep_what_has_not_finished(workspace: Path) -> None:
         assert "kept 'pending': it has not finished (--force removes it all the same)" in kept.stderr
         assert f"kept 'held': run 'held' is held by pid {held.pid} on {socket.gethostname()}" in kept.stderr
         assert "no run 'nope'" in kept.stderr
+        assert "error: no run 'nope'" in kept.stderr  # worded as every usage error
         forced = runner.invoke(cli, ["rm", "pending", "held", "--force", "--store", str(path)])
         assert forced.exit_code == 1 and "removed 'pending'" in forced.stdout
         assert "kept 'held'" in forced.stderr  # never a run a live process holds

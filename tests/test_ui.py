@@ -469,3 +469,11 @@ def test_the_links_to_runs_named_dot_and_dot_dot_lead_to_them(file_board: Board)
         page = file_board.client.get(href)
         assert page.status_code == 200, page.text[:300]
         assert f"<title>durable · run {run_id}</title>" in page.text
+
+
+def test_an_unknown_state_is_refused_not_ignored(file_board: Board) -> None:
+    """`?state=bogus` listed every run, as if no filter had been asked for."""
+    file_board.finish(greet, "ada", id="g-1")
+    page = file_board.client.get("/?state=bogus")
+    assert page.status_code == 400 and "no state &#x27;bogus&#x27;" in page.text, page.text[-400:]
+    assert "g-1" not in page.text

@@ -102,8 +102,10 @@ def _no_run(board: Dashboard, run_id: str) -> HTMLResponse:
 def _query(request: Request) -> ListQuery:
     params = request.query_params
     state = params.get("state") or None
+    if state is not None and state not in tl.STATUSES:  # as `durable ls --status` refuses it
+        raise CliUsageError(f"no state {state!r}: a run is one of {', '.join(tl.STATUSES)}")
     return ListQuery(
-        state=state if state in tl.STATUSES else None,
+        state=state,
         workflow=params.get("workflow") or None,
         search=params.get("q") or None,
         before=params.get("before") or None,
@@ -111,8 +113,8 @@ def _query(request: Request) -> ListQuery:
 
 
 async def _list(board: Dashboard, request: Request) -> Response:
-    query = _query(request)
     try:
+        query = _query(request)
         rows = await run_page(board.store, board.payloads, board.counter, query, PAGE_SIZE)
     except (CliUsageError, *_EXPECTED) as exc:
         return _problem(board, 400, "cannot list these runs", tl.first_line(exc))
