@@ -531,10 +531,12 @@ def counted(events: list[Event]) -> int:
     return sum(not isinstance(event, RunResumed) for event in events)
 
 
-#: Journals decoded lately, by path and content: a schedule reads the same bytes several
-#: times (the durable journal at a crash is what survives a "drop", and what the checks
-#: read), and schedules that crash between two fsyncs find the same durable journal.
-_SCANS: collections.OrderedDict[tuple[str, bytes], list[Event]] = collections.OrderedDict()
+#: Journals decoded lately, by path and content, with the prefix of each that ends at its
+#: last valid record: a schedule reads the same bytes several times (the durable journal at
+#: a crash is what survives a "drop", and what the checks read), schedules that crash
+#: between two fsyncs find the same durable journal, and each journal a schedule reads
+#: begins with one read just before (the journal at the crash, the one it recovered from).
+_SCANS: collections.OrderedDict[tuple[str, bytes], tuple[list[Event], bytes]] = collections.OrderedDict()
 _SCANS_KEPT = 16
 
 
@@ -542,15 +544,55 @@ def _scanned(data: bytes, path: str) -> list[Event]:
     """``scan(data, path).events``, decoded once per content (events are frozen values:
     the same bytes decode to equal events, so a copy of the list is as good as a scan)."""
     key = (path, data)
-    events = _SCANS.get(key)
-    if events is None:
-        events = scan(data, path).events  # a corrupt journal raises, and is not kept
-        _SCANS[key] = events
+    found = _SCANS.get(key)
+    if found is None:
+        found = _SCANS[key] = _decoded(data, path)  # a corrupt journal raises, and is not kept
         if len(_SCANS) > _SCANS_KEPT:
             _SCANS.popitem(last=False)
     else:
         _SCANS.move_to_end(key)
-    return list(events)
+    return list(found[0])
+
+
+def _decoded(data: bytes, path: str) -> tuple[list[Event], bytes]:
+    """The events of a journal, and its bytes up to the end of its last valid record.
+
+    When the journal extends one decoded lately by whole valid records, only those are
+    decoded; anything else (a torn tail, damage, another journal) is left to ``scan``,
+    so the events are always what ``scan`` gives.
+    """
+    events, clean = _known_prefix(data, path)
+    if clean:
+        rest = _records_after(data, len(clean), len(events))
+        if rest is not None:
+            return events + rest, data
+    found = scan(data, path)
+    return found.events, data if found.end == len(data) else data[: found.end]
+
+
+def _known_prefix(data: bytes, path: str) -> tuple[list[Event], bytes]:
+    """The longest journal decoded lately (up to its last valid record) that ``data`` begins with."""
+    best: tuple[list[Event], bytes] = ([], b"")
+    for (known_path, _), (events, clean) in _SCANS.items():
+        if known_path == path and len(clean) > len(best[1]) and data.startswith(clean):
+            best = (events, clean)
+    return best if len(best[1]) >= HEADER_SIZE else ([], b"")
+
+
+def _records_after(data: bytes, pos: int, index: int) -> list[Event] | None:
+    """The records from ``pos`` to the end, numbered from ``index``; None unless every one
+    is valid and in sequence (then ``scan`` decides what the rest is)."""
+    events = []
+    while pos < len(data):
+        try:
+            event, got, _, pos = decode_record(data, pos)
+        except ValueError:
+            return None
+        if got != index:
+            return None
+        events.append(event)
+        index += 1
+    return events
 
 
 def _is_crash(exc: BaseException) -> bool:
