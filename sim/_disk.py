@@ -38,7 +38,8 @@ from __future__ import annotations
 import errno
 import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import overload
 
 import attrs
 
@@ -81,6 +82,52 @@ class Point:
         return f"{self.kind} {self.target}"
 
 
+class Points(Sequence[Point]):
+    """The crash points a process lifetime reached, each made a :class:`Point` when first read.
+
+    A schedule reaches hundreds of points and reads few of them (the one it crashed at;
+    the reference's, to group them): until it is read, a point is four plain values in
+    four lists, which cost the garbage collector nothing. A point read twice is the same
+    :class:`Point`.
+    """
+
+    __slots__ = ("_made", "data", "kinds", "targets", "versions")
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+        self.targets: list[str] = []
+        self.data: list[bytes | None] = []
+        self.versions: list[int] = []
+        self._made: dict[int, Point] = {}
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    @overload
+    def __getitem__(self, index: int) -> Point: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Point]: ...
+
+    def __getitem__(self, index: int | slice) -> Point | list[Point]:
+        if isinstance(index, slice):
+            return [self[at] for at in range(*index.indices(len(self)))]
+        at = index + len(self) if index < 0 else index
+        if not 0 <= at < len(self):
+            raise IndexError(f"point index {index} out of range (reached {len(self)})")
+        point = self._made.get(at)
+        if point is None:
+            point = Point(at + 1, self.kinds[at], self.targets[at], self.data[at], self.versions[at])
+            self._made[at] = point
+        return point
+
+    def __iter__(self) -> Iterator[Point]:
+        return (self[at] for at in range(len(self)))
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
 @attrs.define
 class Crasher:
     """Counts crash points and crashes at the chosen one.
@@ -91,7 +138,7 @@ class Crasher:
     """
 
     crash_at: int | None = None
-    points: list[Point] = attrs.Factory(list)
+    points: Points = attrs.Factory(Points)
     crashed: Point | None = None
     on_crash: Callable[[], None] | None = None
     #: Called with every point reached (before a crash there): how the simulated
@@ -111,12 +158,17 @@ class Crasher:
     def hit(self, kind: str, target: str, data: bytes | None = None) -> None:
         if self.crashed is not None:
             raise SimulatedCrash(self.crashed.label)
-        point = Point(len(self.points) + 1, kind, target, data, self.version)
-        self.points.append(point)
+        points = self.points
+        points.kinds.append(kind)
+        points.targets.append(target)
+        points.data.append(data)
+        points.versions.append(self.version)
+        number = len(points.kinds)
         if self.on_point is not None:
-            self.on_point(point)
-        if point.number != self.crash_at:
+            self.on_point(points[number - 1])
+        if number != self.crash_at:
             return
+        point = points[number - 1]
         if self.fail_fsync and kind == "before fsync":
             self.failed_fsync = point
             raise OSError(errno.EIO, f"Input/output error (simulated, fsync of {target})")
@@ -256,13 +308,15 @@ class SimDisk:
         return bytes(self._handle(fd).file.data)
 
     def write(self, fd: int, data: bytes) -> None:
+        # Two points per journal record: the crasher is called directly (the hot path).
         handle = self._handle(fd)
-        self._point("before write", handle.path, data)
+        crasher, name = self.crasher, _name(handle.path)
+        crasher.hit("before write", name, data)
         handle.file.data += data
         if self.files.get(handle.path) is not handle.file:
             self.stale_writes.append(handle.path)
-        self.crasher.changed()
-        self._point("after write", handle.path, data)
+        crasher.changed()
+        crasher.hit("after write", name, data)
 
     def append(self, path: str, data: bytes) -> None:
         """A cache's append (FileSystem.append): no crash point, since nothing durable
@@ -291,14 +345,15 @@ class SimDisk:
         path = handle.path
         if path in self.fsync_failed:
             self.fsync_retried.append(path)  # fsyncgate: a retried fsync proves nothing
+        crasher, name = self.crasher, _name(path)
         try:
-            self._point("before fsync", path)
+            crasher.hit("before fsync", name)
         except OSError:
             self.fsync_failed.add(path)
             raise
         handle.file.sync()
-        self.crasher.changed()
-        self._point("after fsync", path)
+        crasher.changed()
+        crasher.hit("after fsync", name)
 
     async def fdatasync_many(self, fds: Iterable[int]) -> None:
         for fd in sorted(fds):
@@ -434,7 +489,7 @@ class SimDisk:
     # --- helpers -----------------------------------------------------------------
 
     def _point(self, kind: str, path: str, data: bytes | None = None) -> None:
-        self.crasher.hit(kind, path.rpartition("/")[2] or path, data)
+        self.crasher.hit(kind, _name(path), data)
 
     def _entry_changed(self, path: str) -> None:
         self._changes += 1
@@ -455,6 +510,11 @@ class SimDisk:
     def _need_dir(self, path: str) -> None:
         if path not in self.dirs:
             raise FileNotFoundError(path)
+
+
+def _name(path: str) -> str:
+    """What a crash point names: the file's name without its directory."""
+    return path.rpartition("/")[2] or path
 
 
 def describe_write(data: bytes) -> str:

@@ -355,7 +355,7 @@ def _reruns(world: World) -> str:
     )
 
 
-def equivalent_groups(points: list[Point]) -> list[list[Point]]:
+def equivalent_groups(points: Sequence[Point]) -> list[list[Point]]:
     """Points grouped by the world they leave: a point that changed nothing since the
     previous one (``before fsync`` right after ``after write``) joins its group, and a
     crash anywhere in a group is the same crash, so each group is crashed at once."""

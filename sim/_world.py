@@ -31,7 +31,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -108,7 +108,7 @@ class Lifetime:
     number: int
     crash: Crash | None
     journal_at_start: list[Event]
-    points: list[Point] = attrs.Factory(list)
+    points: Sequence[Point] = attrs.Factory(list)
     crashed_at: Point | None = None
     ending: Ending = attrs.Factory(lambda: Ending("crashed"))
     durable_at_crash: list[Event] = attrs.Factory(list)
@@ -146,18 +146,20 @@ class SimHooks(Hooks):
         execution = Execution(
             self.lifetime, info.seq, info.attempt, info.activity, info.max_attempts, run_id=info.run_id
         )
-        self.world.executions.append(execution)
+        world = self.world
+        world.executions.append(execution)
         self.crasher.changed()
-        fault = _matching_fault(self.world.recipe.faults, info)
+        recipe = world.recipe
+        fault = _matching_fault(recipe.faults, info) if recipe.faults else None
         if fault is not None and fault.kind == "silent":
             self._silent_from[_attempt_key(info)] = trio.current_time() + fault.seconds
-        order_seed = self.world.recipe.order_seed
         try:
-            if order_seed is not None:  # a tie-breaker: another order among ready activities
-                await trio.sleep(random.Random(f"{order_seed}/{info.seq}/{info.attempt}").random() * 1e-6)
+            if recipe.order_seed is not None:  # a tie-breaker: another order among ready activities
+                draw = random.Random(f"{recipe.order_seed}/{info.seq}/{info.attempt}")
+                await trio.sleep(draw.random() * 1e-6)
             if fault is not None:
                 await _misbehave(fault, info)
-            value = await self.world.attempt(call)
+            value = await world.attempt(call)
         except trio.Cancelled:
             execution.outcome = "cancelled (its timeout expired)"
             raise
@@ -165,7 +167,8 @@ class SimHooks(Hooks):
             execution.outcome = f"raised {type(exc).__name__}: {exc}"
             raise
         finally:
-            self._silent_from.pop(_attempt_key(info), None)
+            if self._silent_from:  # only attempts with a "silent" fault are in it
+                self._silent_from.pop(_attempt_key(info), None)
         execution.outcome = f"returned {_short(value)}"
         return value
 
