@@ -213,6 +213,8 @@ class _Handle:
 
     file: _File
     path: str
+    #: The path's file name, which its crash points name (kept: two points per write).
+    name: str
 
 
 @attrs.define
@@ -289,7 +291,7 @@ class SimDisk:
         self.files[target] = moved
         for handle in self._fds.values():
             if handle.file is moved:
-                handle.path = target
+                handle.path, handle.name = target, _name(target)
         self._entry_changed(source)
         self._entry_changed(target)
         self.crasher.changed()
@@ -310,7 +312,7 @@ class SimDisk:
     def write(self, fd: int, data: bytes) -> None:
         # Two points per journal record: the crasher is called directly (the hot path).
         handle = self._handle(fd)
-        crasher, name = self.crasher, _name(handle.path)
+        crasher, name = self.crasher, handle.name
         crasher.hit("before write", name, data)
         handle.file.data += data
         if self.files.get(handle.path) is not handle.file:
@@ -345,7 +347,7 @@ class SimDisk:
         path = handle.path
         if path in self.fsync_failed:
             self.fsync_retried.append(path)  # fsyncgate: a retried fsync proves nothing
-        crasher, name = self.crasher, _name(path)
+        crasher, name = self.crasher, handle.name
         try:
             crasher.hit("before fsync", name)
         except OSError:
@@ -498,7 +500,7 @@ class SimDisk:
     def _new_fd(self, path: str) -> int:
         fd = self._next_fd
         self._next_fd += 1
-        self._fds[fd] = _Handle(self.files[path], path)
+        self._fds[fd] = _Handle(self.files[path], path, _name(path))
         return fd
 
     def _handle(self, fd: int) -> _Handle:
