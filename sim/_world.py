@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import math
 import os
 import random
@@ -623,10 +624,16 @@ def perturbed(seed: int, lifetime: int) -> Iterator[None]:
     """
     saved = (random.getstate(), time.time, time.time_ns, uuid.uuid4, os.getpid)
     real_time, real_time_ns = time.time, time.time_ns
-    ids = random.Random(f"uuid/{seed}/{lifetime}")
-    random.seed(seed * 7919 + lifetime)
+    ids: list[random.Random] = []  # seeded at the first uuid4(): most lifetimes never call it
+
+    def uuid4() -> uuid.UUID:
+        if not ids:
+            ids.append(random.Random(f"uuid/{seed}/{lifetime}"))
+        return uuid.UUID(int=ids[0].getrandbits(128), version=4)
+
+    random.setstate(_seeded(seed * 7919 + lifetime))
     _seed_trio(seed * 104729 + lifetime)
-    uuid.uuid4 = lambda: uuid.UUID(int=ids.getrandbits(128), version=4)
+    uuid.uuid4 = uuid4
     os.getpid = lambda: 1000 + lifetime
     if lifetime > 1:
         shift = 17 * 86400.0 * (lifetime - 1) + 0.125
@@ -643,7 +650,15 @@ def _seed_trio(seed: int) -> None:
     """Make trio's choice among ready tasks follow ``seed`` (private trio API, pinned by a test)."""
     run_module: Any = trio._core._run
     run_module._ALLOW_DETERMINISTIC_SCHEDULING = True
-    run_module._r.seed(seed)
+    run_module._r.setstate(_seeded(seed))
+
+
+@functools.lru_cache(maxsize=256)
+def _seeded(seed: int) -> tuple[Any, ...]:
+    """The state of a ``random.Random`` seeded with ``seed``: the same generator as
+    ``.seed(seed)`` makes, and setting a state costs less than seeding (three times a
+    schedule, the same few seeds in every schedule)."""
+    return random.Random(seed).getstate()
 
 
 __all__ = [
