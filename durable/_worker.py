@@ -39,14 +39,23 @@ _NEEDS_A_PERSON = (JournalCorruptError, JournalVersionError, NonDeterminismError
 
 
 async def serve(store: Store, interval: float, concurrency: int, say: Say, name: str) -> None:
-    """Serve ``store`` (named ``name`` in what it says) until SIGINT or SIGTERM."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as stops:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_take_runs, store, interval, concurrency, say, name)
-            async for number in stops:
-                say(f"worker: {signal.Signals(number).name} received, stopping")
-                nursery.cancel_scope.cancel()
-                return
+    """Serve ``store`` (named ``name`` in what it says) until SIGINT or SIGTERM, then
+    close it."""
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as stops:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_take_runs, store, interval, concurrency, say, name)
+                async for number in stops:
+                    say(f"worker: {signal.Signals(number).name} received, stopping")
+                    nursery.cancel_scope.cancel()
+                    return
+    finally:
+        # The runs stopped were let go (or closed) on the way out: closing the store
+        # commits their releases before the process ends (a PostgreSQL store's committer
+        # is a daemon thread), so the next worker resumes them at once instead of
+        # waiting for their leases to run out.
+        with trio.CancelScope(shield=True):
+            await store.aclose()
 
 
 async def _take_runs(store: Store, interval: float, concurrency: int, say: Say, name: str) -> None:

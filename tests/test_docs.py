@@ -236,7 +236,7 @@ def run_console(block: Block, cwd: Path) -> None:
 
 _NORMALIZE = [
     (re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d)?"), "<time>"),
-    (re.compile(r"\d+(\.\d+)?(µs|ms|s|m|h)\b"), "<duration>"),
+    (re.compile(r"(?:\d+(?:\.\d+)?(?:µs|ms|s|m|h))+\b"), "<duration>"),  # 1h00m, 59m59s, 2.5s
     (re.compile(r"\b(process|pid) \d+"), r"\1 <pid>"),
     (re.compile(r"\b(pid <pid> on) \S+?(,| is\b)"), r"\1 <host>\2"),
     (re.compile(r"\bsim-[0-9a-f]{12}\b"), "sim-<id>"),  # each exploration's own run id
