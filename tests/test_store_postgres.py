@@ -641,6 +641,7 @@ async def test_a_database_error_fails_the_writers_of_the_batch_and_is_not_retrie
         raise psycopg.OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(store._committer, "transaction", broken)
+    monkeypatch.setattr(store._committer.direct, "acquire", lambda: False)  # the committer's path
     with pytest.raises(durable.StoreError, match=r"server closed the connection.*instead of retrying"):
         await writer.sync()
     monkeypatch.undo()
@@ -705,6 +706,223 @@ async def test_group_commit_serves_many_concurrent_writers_in_fewer_transactions
         assert len(events) == 7
         assert sorted(e.seq for e in events[1:]) == [100, 101, 102, 200, 201, 202]  # type: ignore[union-attr]
         assert indexes(store, f"run-{i:02}") == list(range(7))
+
+
+# -- commits sent from the event loop (the direct line) --------------------------------
+
+
+def thread_batches(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
+    """The records of each batch the committer thread commits from now on."""
+    batches: list[list[bytes]] = []
+    run_batch = store._committer.run_batch
+
+    def spy(jobs: list[Job], renew: list[PgWriter]) -> None:
+        records = [record for job in jobs for record in job.records]
+        if records:
+            batches.append(records)
+        run_batch(jobs, renew)
+
+    monkeypatch.setattr(store._committer, "run_batch", spy)
+    return batches
+
+
+def lock_run_row(store: PostgresStore, run_id: str) -> psycopg.Connection[Any]:
+    """Hold the run's row locked in an open transaction (the caller rolls it back)."""
+    conn = psycopg.connect(pgutil.dsn())
+    query = sql.SQL("SELECT 1 FROM {} WHERE run_id = %s FOR UPDATE").format(table(store, "durable_runs"))
+    conn.execute(query, [run_id])
+    return conn
+
+
+@postgres
+async def test_a_lone_run_commits_its_steps_from_the_event_loop(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()  # the first connects the line (in a thread)
+    batches = thread_batches(store, monkeypatch)
+    before = store.commit_transactions
+    for seq in (2, 3, 4):
+        writer.append(step(seq))
+        writer.flush()  # handed to the committer, taken back by the sync
+        await writer.sync()
+    assert batches == []  # not one record went through the committer thread
+    assert store.commit_transactions - before == 3
+    writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(2), step(3), step(4)]
+    assert indexes(store, "run-1") == [0, 1, 2, 3, 4]
+
+
+@postgres
+async def test_a_flushed_step_is_committed_soon_for_others_to_see_while_its_activity_runs(
+    store: PostgresStore, other: PostgresStore
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()
+    writer.append(step(2))
+    writer.flush()  # the activity starts; no sync comes for a while
+    with trio.fail_after(5):
+        while await other.read("run-1") != [started(), step(1), step(2)]:
+            await trio.sleep(0.01)
+    writer.append(step(3))
+    await writer.sync()
+    writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(2), step(3)]
+
+
+@postgres
+async def test_a_run_that_finds_the_direct_line_busy_goes_through_the_committer(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = await create(store)
+    batches = thread_batches(store, monkeypatch)
+    line = store._committer.direct
+    assert line.acquire()  # another run's statement is on the line
+    try:
+        writer.append(step(1))
+        await writer.sync()
+    finally:
+        line.release()
+    assert len(batches) == 1
+    writer.append(step(2))
+    await writer.sync()
+    assert len(batches) == 1  # the line was free again
+    writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(2)]
+
+
+@postgres
+async def test_the_committer_serves_while_the_direct_line_cannot_connect(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = await create(store)
+    batches = thread_batches(store, monkeypatch)
+    line = store._committer.direct
+
+    def refused() -> Any:
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(line.db, "connect", refused)
+    writer.append(step(1))
+    await writer.sync()
+    writer.append(step(2))
+    await writer.sync()  # no new attempt to connect for a while: the committer again
+    assert len(batches) == 2
+    writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(2)]
+
+
+@postgres
+async def test_a_direct_commit_whose_connection_dies_fails_the_writer_and_the_store_goes_on(
+    store: PostgresStore,
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()
+    conn = store._committer.direct._conn
+    assert conn is not None
+    pgutil.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+    writer.append(step(2))
+    with pytest.raises(durable.StoreError, match=r"committing to PostgreSQL.*failed.*instead of retrying"):
+        await writer.sync()
+    with pytest.raises(durable.StoreError, match="can no longer be written"):
+        writer.append(step(3))
+    writer.close()
+    opened = await store.open("run-1")  # resumes from what was committed, on a new connection
+    assert opened is not None
+    assert opened.events == [started(), step(1)]
+    opened.writer.append(step(2))
+    await opened.writer.sync()
+    opened.writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(2)]
+
+
+@postgres
+async def test_a_direct_commit_without_an_answer_in_time_fails_the_writer(store: PostgresStore) -> None:
+    writer = await create(store)
+    store._committer.direct.timeout = 0.3
+    locker = lock_run_row(store, "run-1")
+    try:
+        writer.append(step(1))
+        with pytest.raises(durable.StoreError, match=r"no answer within 0.3 s.*instead of retrying"):
+            await writer.sync()
+    finally:
+        locker.rollback()
+        locker.close()
+    writer.close()
+    # Whether the statement committed once the row was free is unknown to the writer;
+    # either way the journal is whole: the run resumes from it.
+    with trio.fail_after(10):
+        while True:
+            try:
+                opened = await store.open("run-1")
+            except durable.RunLockedError:  # the release may wait for the statement
+                await trio.sleep(0.05)
+                continue
+            break
+    assert opened is not None
+    assert opened.events in ([started()], [started(), step(1)])
+    opened.writer.close()
+
+
+@postgres
+async def test_a_direct_commit_is_finished_even_if_its_caller_is_cancelled(store: PostgresStore) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()  # the line is connected
+    locker = lock_run_row(store, "run-1")
+    writer.append(step(2))
+    returned = trio.Event()
+    scope = trio.CancelScope()
+
+    async def sync_then_note() -> None:
+        with scope:
+            await writer.sync()
+            returned.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sync_then_note)
+        await trio.sleep(0.2)
+        scope.cancel()  # the statement is on the line, waiting for the row
+        await trio.sleep(0.2)
+        assert not returned.is_set()  # still waiting for its outcome
+        await trio.to_thread.run_sync(locker.rollback)
+    locker.close()
+    assert returned.is_set()  # shielded: it waited for the outcome, and the outcome was success
+    writer.append(step(3))
+    await writer.sync()
+    writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(2), step(3)]
+
+
+@postgres
+async def test_records_flushed_while_the_run_is_on_the_direct_line_wait_their_turn(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()
+    batches = thread_batches(store, monkeypatch)
+    locker = lock_run_row(store, "run-1")
+    writer.append(step(2))
+
+    async def another_task() -> None:
+        await trio.sleep(0.1)  # step 2 is on the line by now
+        writer.append(step(3))
+        writer.flush()  # must not reach the committer before step 2 is committed
+        assert batches == []
+        await writer.sync()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.sync)
+        nursery.start_soon(another_task)
+        await trio.sleep(0.3)
+        await trio.to_thread.run_sync(locker.rollback)
+    locker.close()
+    writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(2), step(3)]
 
 
 # -- the due index --------------------------------------------------------------------

@@ -18,6 +18,12 @@ with nothing but records of runs that go on (most steps) is the fenced append
 alone: one statement, run outside a transaction block, which PostgreSQL commits
 as a transaction of its own: one round trip instead of three.
 
+A run whose records the thread does not hold commits its steps from the event
+loop instead, on the store's direct line (``direct.py``), when the line is free:
+that saves the two thread wake-ups around each commit. A flush (a step's start,
+handed over before its activity runs) waits up to ``FLUSH_DELAY`` in the queue, so
+that a quick activity's sync takes it back and commits both in one statement.
+
 The committer also keeps the store's writers, at most one per run: a run is
 *claimed* before it is taken (:meth:`Committer.claim`), so two tasks of one store
 never open one run at once, and *registered* with its writer once taken, which
@@ -39,6 +45,7 @@ import trio
 
 from .._core.errors import RunLockedError, StoreError
 from . import leases
+from .direct import DirectLine, DirectLineError
 from .dsn import one_line
 
 if TYPE_CHECKING:
@@ -47,6 +54,13 @@ if TYPE_CHECKING:
     from .writer import PgWriter
 
 _log = logging.getLogger("durable.postgres")
+
+#: How long a flush's records (``PgWriter.flush``: a step's start, handed over before
+#: its activity runs) may wait in the queue for the sync that follows: a sync on the
+#: direct line takes them back and commits them with its own (one commit instead of
+#: two for a quick activity); past this, the thread commits them, so that other
+#: processes see the step in flight.
+FLUSH_DELAY = 0.002
 
 _NOTIFY_MANY: LiteralString = "SELECT pg_notify(%s, x) FROM unnest(%s::text[]) AS x"
 
@@ -67,11 +81,15 @@ class Job:
         ended: bool,
         release: bool,
         due: float | None = None,
+        lazy: bool = False,
     ) -> None:
         self.writer = writer
         self.first = first
         self.records = records
         self.ended = ended
+        #: A flush's records: committed within ``FLUSH_DELAY``, not at once (see ``Committer``).
+        self.lazy = lazy
+        self.queued_at = time.monotonic()
         self.release = release
         self.due = due
         self.error: str | None = None
@@ -84,6 +102,10 @@ class Job:
         """Whether its caller hears of a failure: records to commit, or a run let go
         (a plain release is best effort: an unreleased lease runs out by itself)."""
         return bool(self.records) or self.due is not None
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
 
     def finish(self, error: str | None) -> None:
         with self._lock:
@@ -143,6 +165,16 @@ class Group:
         self.records.extend(job.records)
         self.ended = self.ended or job.ended
 
+    def add_records(self, first: int, records: list[bytes]) -> None:
+        """Add records that follow the group's (a writer's buffer, on the direct line)."""
+        if not records:
+            return
+        if not self.records:
+            self.first = first
+        elif first != self.first + len(self.records):  # pragma: no cover - a bug
+            self.error = f"internal error: records of run {self.writer.run_id!r} taken out of order"
+        self.records.extend(records)
+
 
 class Committer:
     """The store's writers and the thread that commits for them.
@@ -167,6 +199,8 @@ class Committer:
         #: Transactions the committer ran for appends, and syncs they served (for tests).
         self.commit_transactions = 0
         self.committed_jobs = 0
+        #: Commits sent from the event loop (``direct.py``).
+        self.direct = DirectLine(db, timeout=max(db.lease_ttl, db.connect_timeout))
 
     # -- the writers -----------------------------------------------------------------
 
@@ -213,8 +247,9 @@ class Committer:
         *,
         release: bool,
         due: float | None = None,
+        lazy: bool = False,
     ) -> Job:
-        job = Job(writer, first, records, ended, release, due)
+        job = Job(writer, first, records, ended, release, due, lazy)
         with self._cond:
             if self._stopping:
                 raise StoreError(
@@ -223,6 +258,52 @@ class Committer:
             self._queue.append(job)
             self._cond.notify_all()
         return job
+
+    def take_back(self, writer: PgWriter) -> Group | None:
+        """The writer's jobs still queued (the thread has not taken them), out of the
+        queue as one group, for the direct line; None (nothing taken) if the thread
+        holds one of its jobs now, or one of them ends the run or releases it."""
+        with self._cond:
+            mine = [job for job in self._queue if job.writer is writer]
+            last = writer.last_job
+            if last is not None and not last.done and last not in mine:
+                return None  # in the thread's hands: its order must hold
+            if any(job.ended or job.release for job in mine):
+                return None
+            if mine:
+                self._queue = [job for job in self._queue if job.writer is not writer]
+        group = Group(writer)
+        for job in mine:
+            group.add(job)
+        return group
+
+    async def commit_direct(self, group: Group) -> None:
+        """Commit a group on the direct line (acquired by the caller); ``group.error``
+        says why not, and the jobs taken back hear the same."""
+        try:
+            passed = await self.direct.append(group)
+        except DirectLineError as exc:
+            group.error = self._failed(str(exc))
+        else:
+            self.commit_transactions += 1
+            self.committed_jobs += len(group.jobs) + 1
+            if not passed:
+                await self._explain(group)
+        for job in group.jobs:
+            job.finish(group.error)
+
+    async def _explain(self, group: Group) -> None:
+        """Why the fence refused a group on the direct line (read on a pool connection)."""
+        try:
+            await self.db.run(
+                f"reading run {group.writer.run_id!r}",
+                lambda conn: leases.explain_refusals(conn, self.db, [group]),
+                missing=None,
+            )
+        except StoreError as exc:
+            group.error = f"the fence refused the records of run {group.writer.run_id!r}; {exc}"
+        if group.error is None:  # pragma: no cover - the row changed back meanwhile
+            group.error = f"the fence refused the records of run {group.writer.run_id!r}; nothing was written"
 
     def close_writer(self, writer: PgWriter) -> None:
         # A run whose outcome is committed has nothing left to write: its release
@@ -295,6 +376,7 @@ class Committer:
             thread = self._thread
         if thread is not None:
             thread.join(max(self.db.lease_ttl, 5.0))
+        self.direct.close()
 
     # -- the thread ------------------------------------------------------------------
 
@@ -303,14 +385,11 @@ class Committer:
         next_renewal = time.monotonic() + every
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
-                    if not any(w.live for w in self._writers.values()):
-                        self._cond.wait()
-                        continue
-                    remaining = next_renewal - time.monotonic()
-                    if remaining <= 0:
+                while not self._stopping:
+                    wait = self._idle_for(next_renewal)
+                    if wait is not None and wait <= 0:
                         break
-                    self._cond.wait(remaining)
+                    self._cond.wait(wait)
                 jobs, self._queue = self._queue, []
                 if self._stopping and not jobs:
                     return
@@ -325,6 +404,20 @@ class Committer:
                 for job in jobs:
                     job.writer.lose(f"internal error in the PostgreSQL committer: {exc!r}")
                     job.finish(f"internal error in the PostgreSQL committer: {exc!r}")
+
+    def _idle_for(self, next_renewal: float) -> float | None:
+        """How long the thread may sleep before it has work (None: until notified; zero
+        or less: it has work now). Called holding ``_cond``."""
+        now = time.monotonic()
+        wait: float | None = None
+        if self._queue:
+            if not all(job.lazy for job in self._queue):
+                return 0.0
+            wait = self._queue[0].queued_at + FLUSH_DELAY - now  # the oldest flush
+        if any(w.live for w in self._writers.values()):
+            renewal = next_renewal - now
+            wait = renewal if wait is None else min(wait, renewal)
+        return wait
 
     def run_batch(self, jobs: list[Job], renew: list[PgWriter]) -> None:
         """One transaction: renew leases, append every queued writer's records, release leases."""
@@ -398,14 +491,19 @@ class Committer:
             if group.due is not None and group.writer.run_id not in released and group.error is None:
                 group.error = leases.lease_moved(group.writer.run_id)
 
-    def _batch_failed(self, jobs: list[Job], writes: list[Group], exc: BaseException) -> None:
-        """A batch's transaction failed: fail its writers, never retry (the outcome may be unknown)."""
+    def _failed(self, why: str) -> str:
+        """The failure of the writers of a commit that failed (logged once)."""
         message = self.db.scrub(
-            f"committing to PostgreSQL at {self.db.where} failed: {one_line(exc)}; durable stops "
+            f"committing to PostgreSQL at {self.db.where} failed: {why}; durable stops "
             "the run instead of retrying (whether the transaction committed may be unknown); "
             "it resumes from its journal on recovery"
         )
         _log.warning("durable: %s", message)
+        return message
+
+    def _batch_failed(self, jobs: list[Job], writes: list[Group], exc: BaseException) -> None:
+        """A batch's transaction failed: fail its writers, never retry (the outcome may be unknown)."""
+        message = self._failed(one_line(exc))
         for group in writes:
             group.writer.lose(message)
         for job in jobs:

@@ -214,25 +214,32 @@ def advance_and_append(conn: Conn, db: Database, writes: list[Group]) -> list[Gr
     ok = [g for g in writes if (g.writer.run_id, g.writer.epoch) in passed]
     refused = [g for g in writes if (g.writer.run_id, g.writer.epoch) not in passed]
     if refused:
-        states = {
-            row[0]: row[1:]
-            for row in conn.execute(
-                db.q("SELECT run_id, epoch, owner, next_index FROM {runs} WHERE run_id = ANY(%s)"),
-                [[g.writer.run_id for g in refused]],
-            ).fetchall()
-        }
-        for group in refused:
-            group.error = _refusal(db, group, states.get(group.writer.run_id))
+        explain_refusals(conn, db, refused)
     return ok
 
 
+def explain_refusals(conn: Conn, db: Database, refused: list[Group]) -> None:
+    """Set ``group.error`` to why the fence refused each group's records."""
+    states = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            db.q("SELECT run_id, epoch, owner, next_index FROM {runs} WHERE run_id = ANY(%s)"),
+            [[g.writer.run_id for g in refused]],
+        ).fetchall()
+    }
+    for group in refused:
+        group.error = _refusal(db, group, states.get(group.writer.run_id))
+
+
 @functools.cache
-def _append_one_template(count: int) -> str:
-    """``_ADVANCE_AND_APPEND_ONE`` for ``count`` records."""
+def append_one_template(count: int) -> str:
+    """``_ADVANCE_AND_APPEND_ONE`` for ``count`` records; its parameters are
+    :func:`append_one_params`'s."""
     return _ADVANCE_AND_APPEND_ONE.format(rows=", ".join([_ONE_ROW] * count))
 
 
-def _advance_and_append_one(conn: Conn, db: Database, group: Group) -> list[tuple[Any, ...]]:
+def append_one_params(db: Database, group: Group) -> list[Any]:
+    """The parameters of :func:`append_one_template` for a group's records."""
     writer = group.writer
     params: list[Any] = [
         group.first + len(group.records),
@@ -245,7 +252,12 @@ def _advance_and_append_one(conn: Conn, db: Database, group: Group) -> list[tupl
     ]
     for offset, record in enumerate(group.records):
         params += (group.first + offset, record)
-    return conn.execute(db.q(_append_one_template(len(group.records))), params).fetchall()
+    return params
+
+
+def _advance_and_append_one(conn: Conn, db: Database, group: Group) -> list[tuple[Any, ...]]:
+    query = db.q(append_one_template(len(group.records)))
+    return conn.execute(query, append_one_params(db, group)).fetchall()
 
 
 def _advance_and_append_many(conn: Conn, db: Database, writes: list[Group]) -> list[tuple[Any, ...]]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import trio
+
 from .._core import events as ev
 from .._core.errors import StoreError
 from .._store import JournalWriter
@@ -44,6 +46,9 @@ class PgWriter(JournalWriter):
         self.closed = False
         #: Replaced by a fresh journal (``restart``): its lease went to the new writer.
         self.superseded = False
+        #: Set while this writer's records are on the direct line (``_sync_direct``).
+        self._direct: trio.Event | None = None
+        self._flush_after_direct = False
 
     def append(self, event: ev.Event) -> None:
         super().append(event)
@@ -59,6 +64,11 @@ class PgWriter(JournalWriter):
         records, self._buffer = self._buffer, []
         ended, self._ended = self._ended, False
         return self.next_index - len(records), records, ended
+
+    @property
+    def last_job(self) -> Job | None:
+        """The last job this writer handed to the committer."""
+        return self._last
 
     @property
     def failure(self) -> str | None:
@@ -94,14 +104,22 @@ class PgWriter(JournalWriter):
 
     def flush(self) -> None:
         """Hand the buffered records to the committer without waiting for the commit."""
+        if self._direct is not None:  # they follow the records on the direct line
+            self._flush_after_direct = True
+            return
         if self._buffer and self.live:
             first, records, ended = self.take()
             try:
-                self._last = self.committer.enqueue(self, first, records, ended, release=False)
+                self._last = self.committer.enqueue(self, first, records, ended, release=False, lazy=True)
             except StoreError as exc:
                 self._fail(str(exc))
 
     async def _sync(self) -> None:
+        while self._direct is not None:  # another task's records go first
+            await self._direct.wait()
+        queued = self._last is not None and self._last.lazy and not self._last.done  # a flush's
+        if (self._buffer or queued) and not self._ended and await self._sync_direct():
+            return
         if self._buffer:
             first, records, ended = self.take()
             try:
@@ -116,6 +134,39 @@ class PgWriter(JournalWriter):
         await job.wait()
         if job.error is not None:
             raise self._fail(job.error)
+
+    async def _sync_direct(self) -> bool:
+        """Commit the buffered records (and those queued to the committer and not yet
+        taken) from this task, on the store's direct line (``direct.py``), if the line
+        is free and the committer holds none of this run's records in flight; False if
+        not (nothing done)."""
+        line = self.committer.direct
+        if not line.acquire():
+            return False
+        try:
+            if not await line.ready():
+                return False
+            group = self.committer.take_back(self)
+            if group is None:
+                return False
+            first, records, _ = self.take()
+            group.add_records(first, records)
+            if not group.records:  # the thread committed them meanwhile: wait for its word
+                return False
+            self._direct = trio.Event()
+            try:
+                await self.committer.commit_direct(group)
+            finally:
+                self._direct.set()
+                self._direct = None
+        finally:
+            line.release()
+        if group.error is not None:
+            raise self._fail(group.error)
+        if self._flush_after_direct:
+            self._flush_after_direct = False
+            self.flush()
+        return True
 
     def close(self) -> None:
         """Commit what is still buffered (not claimed durable), release the lease. Idempotent.

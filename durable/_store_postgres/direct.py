@@ -1,0 +1,187 @@
+"""A step's commit sent from the event loop itself: one connection trio waits on.
+
+Why: a commit handed to the committer thread (``committer.py``) costs two thread
+wake-ups besides the statement, the committer thread's and then the event
+loop's (``run_sync_soon``): about 0.1 ms on an idle machine and 0.2 ms on a busy
+one, a fifth to a third of a step. So a writer whose records the committer does
+not hold (none queued, none in flight) sends its fenced append itself, on this
+*direct line*: a connection in libpq's non-blocking mode (``psycopg.pq``, the
+libpq API psycopg is built on; psycopg's own async connections need asyncio,
+durable runs on trio) whose socket the event loop waits on like any other. One
+statement is on the line at a time: a run that syncs while it is busy goes to
+the committer and shares its group commits, so under load the line serves one
+run and the committer the rest.
+
+The statement is the committer's one-run fenced append (``leases``), outside a
+transaction block, so it commits as a transaction of its own: same fence, same
+commit. A statement that ends a run, or a release, still goes to the committer
+(those transactions also notify the store's listeners).
+
+Once sent, a statement is waited for even if the caller is cancelled (its outcome
+decides what the writer may append next), for at most ``timeout`` seconds; past
+that, or if the connection fails, the caller gets a :class:`DirectLineError` and
+fails its writer as a failed group commit does (the outcome may be unknown; the run
+resumes from its journal), and the connection is dropped. A new one is made at
+the next use, in a worker thread; while connecting fails, the committer serves.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import trio
+from psycopg import pq
+
+from . import leases
+from .dsn import one_line
+
+if TYPE_CHECKING:
+    from .committer import Group
+    from .connection import Database
+    from .schema import Conn
+
+#: The parameter types of the one-run append (``leases.append_one_params``), by
+#: position, then ``(idx, record)`` for each record: PostgreSQL type OIDs.
+_INT4, _INT8, _BOOL, _TEXT, _BYTEA, _INTERVAL = 23, 20, 16, 25, 17, 1186
+_HEAD_TYPES = (_INT4, _BOOL, _INTERVAL, _TEXT, _INT8, _TEXT, _INT4)
+#: After a failed connect, how long the committer serves alone before the next try.
+_RECONNECT_AFTER = 5.0
+
+
+class DirectLineError(Exception):
+    """A statement on the direct line failed or got no answer in time; its outcome
+    may be unknown. ``str()`` says what happened (the committer words the failure)."""
+
+
+class DirectLine:
+    """One store's connection for commits sent from the event loop (see the module).
+
+    Args:
+        db: the store's database.
+        timeout: the most seconds a statement is waited for once sent.
+    """
+
+    def __init__(self, db: Database, timeout: float) -> None:
+        self.db = db
+        self.timeout = timeout
+        self._busy = threading.Lock()
+        self._conn: Conn | None = None
+        self._queries: dict[int, bytes] = {}
+        self._connect_after = 0.0
+
+    def acquire(self) -> bool:
+        """Take the line if it is free (never waits); :meth:`release` gives it back."""
+        if self.db.closed or time.monotonic() < self._connect_after:
+            return False
+        return self._busy.acquire(blocking=False)
+
+    async def ready(self) -> bool:
+        """Whether the line (acquired) has its connection, making it if need be (in a
+        worker thread); False if that failed (tried again after a while)."""
+        if self._conn is not None:
+            return True
+        try:
+            conn = await trio.to_thread.run_sync(self.db.connect)
+        except psycopg.Error:
+            self._connect_after = time.monotonic() + _RECONNECT_AFTER
+            return False
+        conn.pgconn.nonblocking = 1
+        self._conn = conn
+        return True
+
+    def release(self) -> None:
+        self._busy.release()
+
+    async def append(self, group: Group) -> bool:
+        """Commit a group's records with the one-run fenced append, on the line the
+        caller acquired; True if the fence passed (False: nothing was written, see
+        ``leases.explain_refusals``).
+
+        Raises:
+            DirectLineError: the statement failed or no answer came in time.
+        """
+        conn = self._conn
+        if conn is None:  # pragma: no cover - a bug: ready() makes it
+            raise DirectLineError("the direct line has no connection")
+        values, types, formats = _parameters(self.db, group)
+        query = self._query(conn, len(group.records))
+        with trio.CancelScope(shield=True), trio.move_on_after(self.timeout) as waited:
+            try:
+                results = await _execute(conn.pgconn, query, values, types, formats)
+            except psycopg.Error as exc:
+                self._drop()
+                raise DirectLineError(one_line(exc)) from exc
+        if waited.cancelled_caught:
+            self._drop()
+            raise DirectLineError(f"no answer within {self.timeout:g} s")
+        return _passed(conn, results)
+
+    def close(self) -> None:
+        """Close the connection (called once the store's threads are stopped)."""
+        self._drop()
+
+    def _query(self, conn: Conn, count: int) -> bytes:
+        query = self._queries.get(count)
+        if query is None:
+            text = self.db.q(leases.append_one_template(count)).as_bytes(conn)
+            parts = text.split(b"%s")  # psycopg's placeholders as libpq's: $1, $2, ...
+            query = parts[0] + b"".join(b"$%d" % n + part for n, part in enumerate(parts[1:], 1))
+            self._queries[count] = query
+        return query
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+def _parameters(db: Database, group: Group) -> tuple[list[bytes | None], list[int], list[int]]:
+    """``leases.append_one_params`` as libpq takes them: text, except the records (binary)."""
+    params = leases.append_one_params(db, group)
+    values: list[bytes | None] = [
+        str(params[0]).encode(),
+        b"t" if params[1] else b"f",
+        f"{db.lease_ttl!r} seconds".encode(),
+        params[3].encode(),
+        str(params[4]).encode(),
+        params[5].encode(),
+        str(params[6]).encode(),
+    ]
+    types = list(_HEAD_TYPES)
+    formats = [0] * len(values)
+    for idx, record in zip(params[7::2], params[8::2], strict=True):
+        values += (str(idx).encode(), bytes(record))
+        types += (_INT4, _BYTEA)
+        formats += (0, 1)
+    return values, types, formats
+
+
+async def _execute(
+    pgconn: pq.abc.PGconn, query: bytes, values: list[bytes | None], types: list[int], formats: list[int]
+) -> list[pq.abc.PGresult]:
+    """Send one statement and wait for all its results, letting trio run meanwhile."""
+    fd = pgconn.socket
+    pgconn.send_query_params(query, values, types, formats)
+    while pgconn.flush():  # more to send: the socket's buffer is full
+        await trio.lowlevel.wait_writable(fd)
+    results: list[pq.abc.PGresult] = []
+    while True:
+        while pgconn.is_busy():
+            await trio.lowlevel.wait_readable(fd)
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            return results
+        results.append(result)
+
+
+def _passed(conn: Conn, results: list[Any]) -> bool:
+    """Whether the fence passed: the statement returned its run's row."""
+    for result in results:
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+            raise DirectLineError(one_line(error))
+    return bool(results) and results[-1].ntuples == 1
