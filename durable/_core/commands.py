@@ -108,7 +108,16 @@ class Activity(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ActivityCall:
         encoded = encode_plain_call(args, kwargs) or encode_call(args, kwargs, what=f"activity {self.name!r}")
-        return ActivityCall(self, encoded, args, kwargs, self.policy)
+        # ActivityCall(self, encoded, args, kwargs, self.policy), set slot by slot: a
+        # frozen attrs __init__ sets each field through object.__setattr__, and every
+        # step, live or replayed, builds one (about 0.15 us less here).
+        call: ActivityCall = _new(ActivityCall)
+        _set_activity(call, self)
+        _set_encoded_args(call, encoded)
+        _set_call_args(call, args)
+        _set_call_kwargs(call, kwargs)
+        _set_policy(call, self.policy)
+        return call
 
     def with_options(self, **options: Any) -> Activity[P, R]:
         """A copy of this activity with other default retry options."""
@@ -116,6 +125,14 @@ class Activity(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<durable activity {self.name!r}>"
+
+
+_new = object.__new__
+#: The slots of ActivityCall, in field order (its fields have no defaults, validators
+#: or converters, so setting each one is all its __init__ does).
+_set_activity, _set_encoded_args, _set_call_args, _set_call_kwargs, _set_policy = (
+    ActivityCall.__dict__[field.name].__set__ for field in attrs.fields(ActivityCall)
+)
 
 
 @overload

@@ -436,6 +436,11 @@ class Replay:
             # the process that runs every other run (a worker).
             self.outcome = Raised(_error_info(exc))
             return
+        if type(command) is ActivityCall:  # most steps: none of the cases below applies
+            seq = self._next_seq
+            self._next_seq += 1
+            self.pending[seq] = Step(seq, command)
+            return
         if not isinstance(command, Command):
             raise TypeError(self._not_a_command(command))
         if isinstance(command, Patched):

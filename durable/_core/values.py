@@ -77,7 +77,8 @@ def _refuse_tag(tag: int) -> Callable[..., NoReturn]:
     return refuse
 
 
-def _unknown_tag(tag: Any, *_: Any) -> NoReturn:
+def unknown_tag(tag: Any, *_: Any) -> NoReturn:
+    """The ``tag_hook`` of every journal decode: a tag contract v1 does not define is refused."""
     number = getattr(tag, "tag", tag)
     raise cbor2.CBORDecodeError(f"CBOR tag {number} is not allowed in a durable journal")
 
@@ -225,11 +226,24 @@ def check_size(size: int) -> None:
 
 #: Decode bytes that :func:`dumps` produced. Raises ``cbor2.CBORDecodeError`` on bad data,
 #: and for a typed value this process cannot read into a class its code names.
-loads: Callable[[bytes], Any] = functools.partial(
-    cbor2.loads,
-    semantic_decoders={**_SEMANTIC_DECODERS, named.TAG: _typed_decoder(shown=False)},
-    tag_hook=_unknown_tag,
-)
+#: The tags a journal value may hold, and how each decodes (see :func:`loads`).
+VALUE_DECODERS: dict[int, Callable[..., Any]] = {**_SEMANTIC_DECODERS, named.TAG: _typed_decoder(shown=False)}
+
+
+def loads(
+    data: bytes,
+    _loads: Callable[..., Any] = cbor2.loads,
+    _decoders: dict[int, Callable[..., Any]] = VALUE_DECODERS,
+    _hook: Callable[..., Any] = unknown_tag,
+) -> Any:
+    """Decode a journal value: ``cbor2.loads`` with durable's tags, anything else refused.
+
+    Replay decodes every record and every recorded value through this: the defaults
+    bind its globals as locals, and the keywords are passed here rather than kept in
+    a ``functools.partial``, which merges them into a new dict on every call (about
+    0.2 us of a 0.7 us decode).
+    """
+    return _loads(data, semantic_decoders=_decoders, tag_hook=_hook)
 
 
 def _encoded(value: Any, _immutable: bool) -> payloads.Encoded:
@@ -247,7 +261,7 @@ _loads_shown: Callable[[bytes], Any] = functools.partial(
         named.TAG: _typed_decoder(shown=True),
         payloads.TAG: _encoded,
     },
-    tag_hook=_unknown_tag,
+    tag_hook=unknown_tag,
 )
 
 
@@ -335,6 +349,10 @@ def load_call(data: bytes, *, run_id: str, what: str) -> tuple[list[Any], dict[s
 _SCALARS = frozenset({int, str, bytes, float, bool, type(None)})
 
 
+#: ``[args, kwargs]``'s array header and the header of ``args``, by the number of args.
+_CALL_HEADS = tuple(b"\x82" + bytes((0x80 | count,)) for count in range(24))
+
+
 def encode_plain_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes | None:
     """The fast path of :func:`encode_call` for the common call of a few scalars; None otherwise.
 
@@ -347,7 +365,10 @@ def encode_plain_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes
         if type(arg) not in _SCALARS or (type(arg) is int and not -(2**64) <= arg < 2**64):
             return None
     try:
-        data = b"\x82" + bytes((0x80 | len(args),)) + b"".join(map(cbor2.dumps, args)) + b"\xa0"
+        if len(args) == 1:  # the most common call: one join and one concatenation less
+            data = _CALL_HEADS[1] + cbor2.dumps(args[0]) + b"\xa0"
+        else:
+            data = _CALL_HEADS[len(args)] + b"".join(map(cbor2.dumps, args)) + b"\xa0"
     except Exception:  # a str with a lone surrogate: the general path names it
         return None
     return data if len(data) <= MAX_VALUE else None
