@@ -120,8 +120,14 @@ class DirectLine:
         return _passed(conn, results)
 
     def close(self) -> None:
-        """Close the connection (called once the store's threads are stopped)."""
-        self._drop()
+        """Close the connection (called once the store's threads are stopped), unless a
+        statement is on it: then its caller still waits on the socket, and the
+        connection is closed when it is collected."""
+        if self._busy.acquire(blocking=False):
+            try:
+                self._drop()
+            finally:
+                self._busy.release()
 
     def _query(self, conn: Conn, count: int) -> bytes:
         query = self._queries.get(count)
