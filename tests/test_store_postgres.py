@@ -925,6 +925,132 @@ async def test_records_flushed_while_the_run_is_on_the_direct_line_wait_their_tu
     assert await store.read("run-1") == [started(), step(1), step(2), step(3)]
 
 
+@postgres
+async def test_a_sync_that_waited_for_a_failed_direct_commit_fails_too(store: PostgresStore) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()  # the line is connected
+    locker = lock_run_row(store, "run-1")
+    writer.append(step(2))
+    outcomes: dict[str, str] = {}
+
+    async def sync_as(name: str, delay: float) -> None:
+        await trio.sleep(delay)
+        try:
+            await writer.sync()  # the second covers step 2 as well
+            outcomes[name] = "ok"
+        except durable.StoreError:
+            outcomes[name] = "failed"
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sync_as, "first", 0)
+            nursery.start_soon(sync_as, "second", 0.05)  # waits for the first's records
+            await trio.sleep(0.1)
+            conn = store._committer.direct._conn
+            assert conn is not None
+            pgutil.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+    finally:
+        locker.rollback()
+        locker.close()
+    assert outcomes == {"first": "failed", "second": "failed"}
+    writer.close()
+    assert indexes(store, "run-1") == [0, 1]  # step 2 was never claimed durable
+
+
+@postgres
+async def test_the_direct_line_leaves_a_run_to_the_committer_while_it_holds_earlier_records() -> None:
+    store = pgutil.fresh_store(pool_size=1)
+    try:
+        writer = await create(store)
+        writer.append(step(1))
+        await writer.sync()  # the line is connected
+        pool = store._committer.db.prepare()
+        held = threading.Event()
+
+        def hold_the_pool() -> None:  # another reader (durable ls, say) has its connection
+            with pool.connection():
+                held.set()
+                time.sleep(0.3)
+
+        holder = threading.Thread(target=hold_the_pool)
+        holder.start()
+        held.wait()
+        writer.append(step(2))
+        writer.flush()
+        await trio.sleep(0.05)  # the thread took step 2 and waits for a connection
+        writer.append(step(3))
+        writer.flush()  # still queued: the direct line must not send it before step 2
+        writer.append(step(4))
+        await writer.sync()
+        await trio.to_thread.run_sync(holder.join)
+        writer.close()
+        assert await store.read("run-1") == [started(), step(1), step(2), step(3), step(4)]
+    finally:
+        await store.aclose()
+
+
+@postgres
+async def test_a_refusal_on_the_direct_line_reaches_a_cancelled_caller_and_every_later_sync(
+    store: PostgresStore,
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()  # the line is connected
+    thief = psycopg.connect(pgutil.dsn())  # another worker takes the run, in a transaction
+    thief.execute(
+        sql.SQL("UPDATE {} SET epoch = epoch + 1 WHERE run_id = 'run-1'").format(table(store, "durable_runs"))
+    )
+    writer.append(step(2))
+    writer.flush()  # taken back by the sync below
+    scope = trio.CancelScope()
+    heard: list[str] = []
+
+    async def sync_cancelled() -> None:
+        with scope:
+            try:
+                await writer.sync()
+            except durable.StoreError as exc:
+                heard.append(str(exc))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sync_cancelled)
+            await trio.sleep(0.2)  # on the line, waiting for the row
+            scope.cancel()
+            await trio.sleep(0.1)
+            await trio.to_thread.run_sync(thief.commit)  # the lease moved: the fence refuses
+    finally:
+        thief.close()
+    assert len(heard) == 1
+    assert "moved to another worker" in heard[0]  # the refusal, not the cancellation
+    assert isinstance(writer, PgWriter)
+    assert writer.failed
+    with trio.fail_after(5), pytest.raises(durable.StoreError, match="moved to another worker"):
+        await writer.sync()
+    writer.close()
+    assert indexes(store, "run-1") == [0, 1]
+
+
+@postgres
+async def test_an_outcome_appended_while_the_line_connects_ends_the_run(store: PostgresStore) -> None:
+    writer = await create(store)  # the direct line is not connected yet
+    writer.append(step(1))
+
+    async def end_the_run() -> None:
+        await trio.sleep(0)  # while the first sync connects the line
+        writer.append(ev.RunCompleted(cbor2.dumps(1), 2.0))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.sync)
+        nursery.start_soon(end_the_run)
+    await writer.sync()
+    writer.close()
+    assert indexes(store, "run-1") == [0, 1, 2]
+    assert run_row(store, "run-1")["status"] == "ended"
+    assert await store.unfinished() == []
+
+
 # -- the due index --------------------------------------------------------------------
 
 

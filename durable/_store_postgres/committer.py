@@ -196,6 +196,9 @@ class Committer:
         #: lives (weakly: a done job is dropped by the queue and leaves the table).
         self._releases: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()
         self._thread: threading.Thread | None = None
+        #: The writers whose jobs the thread took and has not finished (take_back
+        #: leaves their later jobs to the thread, in order).
+        self._in_batch: set[PgWriter] = set()
         #: Transactions the committer ran for appends, and syncs they served (for tests).
         self.commit_transactions = 0
         self.committed_jobs = 0
@@ -264,10 +267,9 @@ class Committer:
         queue as one group, for the direct line; None (nothing taken) if the thread
         holds one of its jobs now, or one of them ends the run or releases it."""
         with self._cond:
+            if writer in self._in_batch:
+                return None  # some of its records are in the thread's hands: their order holds
             mine = [job for job in self._queue if job.writer is writer]
-            last = writer.last_job
-            if last is not None and not last.done and last not in mine:
-                return None  # in the thread's hands: its order must hold
             if any(job.ended or job.release for job in mine):
                 return None
             if mine:
@@ -279,18 +281,24 @@ class Committer:
 
     async def commit_direct(self, group: Group) -> None:
         """Commit a group on the direct line (acquired by the caller); ``group.error``
-        says why not, and the jobs taken back hear the same."""
+        says why not, and the jobs taken back hear the same, whatever happens."""
+        run_id = group.writer.run_id
         try:
             passed = await self.direct.append(group)
-        except DirectLineError as exc:
-            group.error = self._failed(str(exc))
-        else:
             self.commit_transactions += 1
             self.committed_jobs += len(group.jobs) + 1
             if not passed:
-                await self._explain(group)
-        for job in group.jobs:
-            job.finish(group.error)
+                group.error = f"the fence refused the records of run {run_id!r}; nothing was written"
+                with trio.CancelScope(shield=True):  # a cancelled caller still hears why
+                    await self._explain(group)
+        except DirectLineError as exc:
+            group.error = self._failed(str(exc))
+        except BaseException as exc:  # pragma: no cover - a bug: never report records committed
+            group.error = group.error or f"internal error on the direct line: {exc!r}"
+            raise
+        finally:
+            for job in group.jobs:
+                job.finish(group.error)
 
     async def _explain(self, group: Group) -> None:
         """Why the fence refused a group on the direct line (read on a pool connection)."""
@@ -302,8 +310,6 @@ class Committer:
             )
         except StoreError as exc:
             group.error = f"the fence refused the records of run {group.writer.run_id!r}; {exc}"
-        if group.error is None:  # pragma: no cover - the row changed back meanwhile
-            group.error = f"the fence refused the records of run {group.writer.run_id!r}; nothing was written"
 
     def close_writer(self, writer: PgWriter) -> None:
         # A run whose outcome is committed has nothing left to write: its release
@@ -393,6 +399,7 @@ class Committer:
                 jobs, self._queue = self._queue, []
                 if self._stopping and not jobs:
                     return
+                self._in_batch = {job.writer for job in jobs}
                 renew: list[PgWriter] = []
                 if time.monotonic() >= next_renewal:
                     renew = [w for w in self._writers.values() if w.live]
@@ -404,6 +411,9 @@ class Committer:
                 for job in jobs:
                     job.writer.lose(f"internal error in the PostgreSQL committer: {exc!r}")
                     job.finish(f"internal error in the PostgreSQL committer: {exc!r}")
+            finally:
+                with self._cond:
+                    self._in_batch = set()
 
     def _idle_for(self, next_renewal: float) -> float | None:
         """How long the thread may sleep before it has work (None: until notified; zero

@@ -66,11 +66,6 @@ class PgWriter(JournalWriter):
         return self.next_index - len(records), records, ended
 
     @property
-    def last_job(self) -> Job | None:
-        """The last job this writer handed to the committer."""
-        return self._last
-
-    @property
     def failure(self) -> str | None:
         """Why the writer refuses further appends, if it does."""
         return self._failure
@@ -117,6 +112,8 @@ class PgWriter(JournalWriter):
     async def _sync(self) -> None:
         while self._direct is not None:  # another task's records go first
             await self._direct.wait()
+        # If they failed, so does this sync: what it covers may include them.
+        self._check()
         queued = self._last is not None and self._last.lazy and not self._last.done  # a flush's
         if (self._buffer or queued) and not self._ended and await self._sync_direct():
             return
@@ -146,6 +143,13 @@ class PgWriter(JournalWriter):
         try:
             if not await line.ready():
                 return False
+            # Connecting let other tasks run: one may have appended the run's outcome
+            # (that commit must mark the run ended and notify: the committer's), or the
+            # writer may have failed meanwhile (the committer's path says so).
+            if self._ended or self._failure is not None:
+                return False
+            # No await from here until the records are on the line: what is taken
+            # back and taken is sent, or its jobs finish with the error.
             group = self.committer.take_back(self)
             if group is None:
                 return False
@@ -157,12 +161,14 @@ class PgWriter(JournalWriter):
             try:
                 await self.committer.commit_direct(group)
             finally:
+                if group.error is not None:
+                    self._fail(group.error)  # before any waiting task runs again
                 self._direct.set()
                 self._direct = None
         finally:
             line.release()
         if group.error is not None:
-            raise self._fail(group.error)
+            raise StoreError(f"{self.name} can no longer be written: {group.error}")
         if self._flush_after_direct:
             self._flush_after_direct = False
             self.flush()
