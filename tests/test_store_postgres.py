@@ -840,6 +840,25 @@ async def test_a_direct_commit_whose_connection_dies_fails_the_writer_and_the_st
 
 
 @postgres
+async def test_a_direct_line_connection_left_idle_is_replaced_before_it_is_used(store: PostgresStore) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()
+    line = store._committer.direct
+    conn = line._conn
+    assert conn is not None
+    line.max_idle = 0.1
+    await trio.sleep(0.2)
+    # It died while idle (a server restart, a firewall): unknown to the client.
+    pgutil.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+    writer.append(step(2))
+    await writer.sync()  # on a new connection: the run goes on
+    assert line._conn is not conn
+    writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(2)]
+
+
+@postgres
 async def test_a_direct_commit_without_an_answer_in_time_fails_the_writer(store: PostgresStore) -> None:
     writer = await create(store)
     store._committer.direct.timeout = 0.3

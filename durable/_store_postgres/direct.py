@@ -49,6 +49,10 @@ _INT4, _INT8, _BOOL, _TEXT, _BYTEA, _INTERVAL = 23, 20, 16, 25, 17, 1186
 _HEAD_TYPES = (_INT4, _BOOL, _INTERVAL, _TEXT, _INT8, _TEXT, _INT4)
 #: After a failed connect, how long the committer serves alone before the next try.
 _RECONNECT_AFTER = 5.0
+#: A connection unused this long is replaced before its next statement (the pool
+#: closes its idle connections after 10 minutes; a line used every few seconds keeps
+#: its connection).
+MAX_IDLE = 60.0
 
 
 class DirectLineError(Exception):
@@ -71,6 +75,9 @@ class DirectLine:
         self._conn: Conn | None = None
         self._queries: dict[int, bytes] = {}
         self._connect_after = 0.0
+        #: Seconds a connection may stay unused before it is replaced (see :meth:`ready`).
+        self.max_idle = MAX_IDLE
+        self._used_at = 0.0
 
     def acquire(self) -> bool:
         """Take the line if it is free (never waits); :meth:`release` gives it back."""
@@ -80,9 +87,20 @@ class DirectLine:
 
     async def ready(self) -> bool:
         """Whether the line (acquired) has its connection, making it if need be (in a
-        worker thread); False if that failed (tried again after a while)."""
-        if self._conn is not None:
-            return True
+        worker thread); False if that failed (tried again after a while).
+
+        A connection known broken, or unused for ``max_idle`` seconds, is replaced
+        first: a statement sent on a connection that died while idle (a server
+        restart, a firewall's idle timeout) would fail its run, since whether it
+        committed would be unknown.
+        """
+        now = time.monotonic()
+        conn = self._conn
+        if conn is not None:
+            if now - self._used_at < self.max_idle and conn.pgconn.status == pq.ConnStatus.OK:
+                self._used_at = now
+                return True
+            self._drop()
         try:
             conn = await trio.to_thread.run_sync(self.db.connect)
         except psycopg.Error:
@@ -90,6 +108,7 @@ class DirectLine:
             return False
         conn.pgconn.nonblocking = 1
         self._conn = conn
+        self._used_at = time.monotonic()
         return True
 
     def release(self) -> None:
