@@ -59,12 +59,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[durable.St
     elif request.param == "file":
         yield durable.FileStore(tmp_path / "store")
     else:
-        pgutil.require()
-        schema = pgutil.fresh_schema()
-        made = durable.PostgresStore(pgutil.dsn(), schema=schema)
+        made = pgutil.fresh_store()
         yield made
-        trio.run(made.aclose)  # its connections: the test server allows only so many
-        pgutil.drop_schema(schema)
+        trio.run(made.aclose)  # its connections (the test server allows only so many), its schema
 
 
 @durable.activity(name="tests.retry.step", retries=1, initial_backoff=0.001)

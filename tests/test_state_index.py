@@ -45,12 +45,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "file":
         yield durable.FileStore(tmp_path / "store")
     else:
-        pgutil.require()
-        schema = pgutil.fresh_schema()
-        made = durable.PostgresStore(pgutil.dsn(), schema=schema)
+        made = pgutil.fresh_store()
         yield made
-        trio.run(made.aclose)
-        pgutil.drop_schema(schema)
+        trio.run(made.aclose)  # drops its schema
 
 
 class Counted:

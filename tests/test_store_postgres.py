@@ -755,6 +755,22 @@ async def test_a_lone_run_commits_its_steps_from_the_event_loop(
 
 
 @postgres
+async def test_a_run_id_beyond_ascii_commits_from_the_event_loop(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = "commande-été-注文"
+    writer = await create(store, run_id)
+    writer.append(step(1))
+    await writer.sync()  # connects the line
+    batches = thread_batches(store, monkeypatch)
+    writer.append(step(2))
+    await writer.sync()
+    assert batches == []  # on the direct line
+    writer.close()
+    assert await store.read(run_id) == [started(run_id), step(1), step(2)]
+
+
+@postgres
 async def test_a_flushed_step_is_committed_soon_for_others_to_see_while_its_activity_runs(
     store: PostgresStore, other: PostgresStore
 ) -> None:

@@ -156,23 +156,17 @@ class Group:
         self.release = self.release or job.release
         if job.due is not None:
             self.due = job.due
-        if not job.records:
-            return
-        if not self.records:
-            self.first = job.first
-        elif job.first != self.first + len(self.records):  # pragma: no cover - a bug
-            self.error = f"internal error: records of run {self.writer.run_id!r} queued out of order"
-        self.records.extend(job.records)
-        self.ended = self.ended or job.ended
+        self.add_records(job.first, job.records)
+        self.ended = self.ended or (job.ended and bool(job.records))
 
     def add_records(self, first: int, records: list[bytes]) -> None:
-        """Add records that follow the group's (a writer's buffer, on the direct line)."""
+        """Add records that follow the group's (a job's, or a writer's buffer on the direct line)."""
         if not records:
             return
         if not self.records:
             self.first = first
         elif first != self.first + len(self.records):  # pragma: no cover - a bug
-            self.error = f"internal error: records of run {self.writer.run_id!r} taken out of order"
+            self.error = f"internal error: records of run {self.writer.run_id!r} queued out of order"
         self.records.extend(records)
 
 

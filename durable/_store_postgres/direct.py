@@ -27,6 +27,7 @@ the next use, in a worker thread; while connecting fails, the committer serves.
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -43,10 +44,9 @@ if TYPE_CHECKING:
     from .connection import Database
     from .schema import Conn
 
-#: The parameter types of the one-run append (``leases.append_one_params``), by
-#: position, then ``(idx, record)`` for each record: PostgreSQL type OIDs.
-_INT4, _INT8, _BOOL, _TEXT, _BYTEA, _INTERVAL = 23, 20, 16, 25, 17, 1186
-_HEAD_TYPES = (_INT4, _BOOL, _INTERVAL, _TEXT, _INT8, _TEXT, _INT4)
+#: PostgreSQL type OIDs of the parameters the one-run append takes, by Python type
+#: (an integer goes as bigint: PostgreSQL compares and assigns it to integer columns).
+_OIDS = {int: 20, bool: 16, str: 25, bytes: 17, datetime.timedelta: 1186}
 #: After a failed connect, how long the committer serves alone before the next try.
 _RECONNECT_AFTER = 5.0
 #: A connection unused this long is replaced before its next statement (the pool
@@ -102,7 +102,7 @@ class DirectLine:
                 return True
             self._drop()
         try:
-            conn = await trio.to_thread.run_sync(self.db.connect)
+            conn = await trio.to_thread.run_sync(self._connect)
         except psycopg.Error:
             self._connect_after = time.monotonic() + _RECONNECT_AFTER
             return False
@@ -157,6 +157,11 @@ class DirectLine:
             self._queries[count] = query
         return query
 
+    def _connect(self) -> Conn:
+        conn = self.db.connect()
+        conn.execute("SET client_encoding TO 'UTF8'")  # the text parameters are sent as UTF-8
+        return conn
+
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -164,24 +169,24 @@ class DirectLine:
 
 
 def _parameters(db: Database, group: Group) -> tuple[list[bytes | None], list[int], list[int]]:
-    """``leases.append_one_params`` as libpq takes them: text, except the records (binary)."""
+    """``leases.append_one_params`` as libpq takes them: ``(values, type OIDs, formats)``,
+    text except bytes (binary)."""
     params = leases.append_one_params(db, group)
-    values: list[bytes | None] = [
-        str(params[0]).encode(),
-        b"t" if params[1] else b"f",
-        f"{db.lease_ttl!r} seconds".encode(),
-        params[3].encode(),
-        str(params[4]).encode(),
-        params[5].encode(),
-        str(params[6]).encode(),
-    ]
-    types = list(_HEAD_TYPES)
-    formats = [0] * len(values)
-    for idx, record in zip(params[7::2], params[8::2], strict=True):
-        values += (str(idx).encode(), bytes(record))
-        types += (_INT4, _BYTEA)
-        formats += (0, 1)
-    return values, types, formats
+    return (
+        [_text_or_bytes(value) for value in params],
+        [_OIDS[type(value)] for value in params],
+        [int(type(value) is bytes) for value in params],
+    )
+
+
+def _text_or_bytes(value: Any) -> bytes:
+    if type(value) is bytes:
+        return value
+    if type(value) is bool:
+        return b"t" if value else b"f"
+    if type(value) is datetime.timedelta:
+        return f"{value.total_seconds()!r} seconds".encode()
+    return str(value).encode()  # int, str (the line's connection speaks UTF-8: _connect)
 
 
 async def _execute(
