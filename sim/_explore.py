@@ -11,6 +11,7 @@ a second crash hurts. ``budget`` caps the number of schedules.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import itertools
 import math
@@ -521,8 +522,8 @@ class Simulator:
         recipes = list(itertools.islice(itertools.chain(orders, crashed, rot), budget))
         workers = worker_count(self.workers, len(recipes))
         failures = list(arrival_failures)
-        with _older_objects_frozen():
-            verdicts = play_all(recipes, lambda recipe: explorer.failure(recipe)[1], workers)
+        with _collector_tuned():
+            verdicts = play_all(recipes, functools.partial(_verdict, explorer), workers)
             for played, (recipe, failure) in enumerate(zip(recipes, verdicts, strict=True), start=1):
                 if failure is not None:
                     failures.append(failure)
@@ -581,25 +582,48 @@ class Simulator:
         return report
 
 
-@contextlib.contextmanager
-def _older_objects_frozen() -> Iterator[None]:
-    """Keep the objects that exist before the schedules out of the garbage collector's full
-    passes (``gc.freeze``) while the schedules are played.
+#: While the schedules are played, the collector's youngest generation is collected after
+#: each schedule, and otherwise only when this many objects have piled up in it.
+_YOUNG_THRESHOLD = 100_000
 
-    Each schedule leaves cyclic garbage (trio's runner and tasks, the tracebacks of a
-    crash), so the collector makes several full passes per exploration, and each visited
-    every object of the process (the modules, the reference run, the recipes): 6% of the
-    time of an exploration of steps(100) went there. Nothing is frozen when something else
+
+def _verdict(explorer: Explorer, recipe: Recipe) -> Failure | None:
+    """Play and check one schedule; then collect what it left (see :func:`_collector_tuned`)."""
+    failure = explorer.failure(recipe)[1]
+    if gc.isenabled():
+        gc.collect(0)
+    return failure
+
+
+@contextlib.contextmanager
+def _collector_tuned() -> Iterator[None]:
+    """Collect each schedule's garbage once, when the schedule is over, while they are played.
+
+    A schedule's world is cyclic garbage once played (a crash's traceback holds the
+    frames that hold it), and so are trio's runners and tasks: left to the collector's
+    thresholds, it ran in the middle of schedules, went through each one's live objects
+    (its journals, points and executions) and promoted them, to go through them again
+    in older generations: about 6% of the time of an exploration of steps(100). Now the
+    youngest generation is collected after each schedule (:func:`_verdict`), when all of
+    it but the garbage is gone, and otherwise only when ``_YOUNG_THRESHOLD`` objects have
+    piled up in it (a schedule that makes more garbage than that is still collected while
+    it runs). The thresholds are put back at the end.
+
+    The objects that exist before the schedules (the modules, the reference run, the
+    recipes) are also kept out of the full passes (``gc.freeze``), unless something else
     has frozen objects already: unfreezing at the end would undo that.
     """
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
+    thresholds = gc.get_threshold()
+    frozen = not gc.get_freeze_count()
+    if frozen:
+        gc.freeze()
+    gc.set_threshold(max(thresholds[0], _YOUNG_THRESHOLD), *thresholds[1:])
     try:
         yield
     finally:
-        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        if frozen:
+            gc.unfreeze()
 
 
 def _moved_signals(given: Sequence[Signal], landed: Sequence[Signal]) -> list[str]:
