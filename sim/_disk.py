@@ -86,22 +86,20 @@ class Points(Sequence[Point]):
     """The crash points a process lifetime reached, each made a :class:`Point` when first read.
 
     A schedule reaches hundreds of points and reads few of them (the one it crashed at;
-    the reference's, to group them): until it is read, a point is four plain values in
-    four lists, which cost the garbage collector nothing. A point read twice is the same
-    :class:`Point`.
+    the reference's, to group them): until it is read, a point is a tuple of plain
+    values, which the garbage collector stops tracking at its first pass. A point read
+    twice is the same :class:`Point`.
     """
 
-    __slots__ = ("_made", "data", "kinds", "targets", "versions")
+    __slots__ = ("_made", "reached")
 
     def __init__(self) -> None:
-        self.kinds: list[str] = []
-        self.targets: list[str] = []
-        self.data: list[bytes | None] = []
-        self.versions: list[int] = []
+        #: ``(kind, target, data, version)`` of each point reached, in order.
+        self.reached: list[tuple[str, str, bytes | None, int]] = []
         self._made: dict[int, Point] = {}
 
     def __len__(self) -> int:
-        return len(self.kinds)
+        return len(self.reached)
 
     @overload
     def __getitem__(self, index: int) -> Point: ...
@@ -117,7 +115,7 @@ class Points(Sequence[Point]):
             raise IndexError(f"point index {index} out of range (reached {len(self)})")
         point = self._made.get(at)
         if point is None:
-            point = Point(at + 1, self.kinds[at], self.targets[at], self.data[at], self.versions[at])
+            point = Point(at + 1, *self.reached[at])
             self._made[at] = point
         return point
 
@@ -158,17 +156,13 @@ class Crasher:
     def hit(self, kind: str, target: str, data: bytes | None = None) -> None:
         if self.crashed is not None:
             raise SimulatedCrash(self.crashed.label)
-        points = self.points
-        points.kinds.append(kind)
-        points.targets.append(target)
-        points.data.append(data)
-        points.versions.append(self.version)
-        number = len(points.kinds)
+        reached = self.points.reached
+        reached.append((kind, target, data, self.version))
         if self.on_point is not None:
-            self.on_point(points[number - 1])
-        if number != self.crash_at:
+            self.on_point(self.points[-1])
+        if len(reached) != self.crash_at:
             return
-        point = points[number - 1]
+        point = self.points[-1]
         if self.fail_fsync and kind == "before fsync":
             self.failed_fsync = point
             raise OSError(errno.EIO, f"Input/output error (simulated, fsync of {target})")
@@ -310,14 +304,15 @@ class SimDisk:
         return bytes(self._handle(fd).file.data)
 
     def write(self, fd: int, data: bytes) -> None:
-        # Two points per journal record: the crasher is called directly (the hot path).
-        handle = self._handle(fd)
+        # Two points per journal record, the hot path: the crasher is called directly, and
+        # its version bumped here (what changed() does).
+        handle = self._fds.get(fd) or self._handle(fd)
         crasher, name = self.crasher, handle.name
         crasher.hit("before write", name, data)
         handle.file.data += data
         if self.files.get(handle.path) is not handle.file:
             self.stale_writes.append(handle.path)
-        crasher.changed()
+        crasher.version += 1
         crasher.hit("after write", name, data)
 
     def append(self, path: str, data: bytes) -> None:
@@ -343,7 +338,7 @@ class SimDisk:
                 self.removed[path] = file
 
     def fdatasync(self, fd: int) -> None:
-        handle = self._handle(fd)
+        handle = self._fds.get(fd) or self._handle(fd)
         path = handle.path
         if path in self.fsync_failed:
             self.fsync_retried.append(path)  # fsyncgate: a retried fsync proves nothing
@@ -354,7 +349,7 @@ class SimDisk:
             self.fsync_failed.add(path)
             raise
         handle.file.sync()
-        crasher.changed()
+        crasher.version += 1
         crasher.hit("after fsync", name)
 
     async def fdatasync_many(self, fds: Iterable[int]) -> None:

@@ -149,7 +149,7 @@ class SimHooks(Hooks):
         )
         world = self.world
         world.executions.append(execution)
-        self.crasher.changed()
+        self.crasher.version += 1  # Crasher.changed(), inline: once per attempt
         recipe = world.recipe
         fault = _matching_fault(recipe.faults, info) if recipe.faults else None
         if fault is not None and fault.kind == "silent":
@@ -160,7 +160,7 @@ class SimHooks(Hooks):
                 await trio.sleep(draw.random() * 1e-6)
             if fault is not None:
                 await _misbehave(fault, info)
-            value = await world.attempt(call)
+            value = await (call() if world.loop == "trio" else world.attempt(call))
         except trio.Cancelled:
             execution.outcome = "cancelled (its timeout expired)"
             raise
@@ -263,7 +263,7 @@ class World:
         self.signals_sent: list[Signal] = []
         #: The run's journal once the schedule is played, as a next process would read it.
         self.final_events: list[Event] = []
-        self._journal = durable.FileStore(ROOT, fs=self.disk).journal_path(self.run_id)
+        self._journal = _journal_path(self.run_id)
 
     def play(self) -> World:
         """Run lifetimes until one ends without crashing (at most one per crash, plus one)."""
@@ -597,6 +597,13 @@ def _records_after(data: bytes, pos: int, index: int) -> list[Event] | None:
         events.append(event)
         index += 1
     return events
+
+
+@functools.lru_cache(maxsize=64)
+def _journal_path(run_id: str) -> str:
+    """Where the store of every lifetime keeps the run's journal (made once per run id:
+    a store is many objects to make for one path)."""
+    return durable.FileStore(ROOT, fs=SimDisk()).journal_path(run_id)
 
 
 def _is_crash(exc: BaseException) -> bool:
