@@ -36,6 +36,7 @@ path leads to any more are kept in :attr:`SimDisk.stale_writes`.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -248,7 +249,7 @@ class SimDisk:
         self._point("create", path)
         if path in self.files:
             raise FileExistsError(path)
-        self._need_dir(os.path.dirname(path))
+        self._need_dir(_parent(path))
         self.files[path] = _File()
         self.removed.pop(path, None)
         self._entry_changed(path)
@@ -262,7 +263,7 @@ class SimDisk:
 
     def replace_file(self, path: str) -> int:
         self._point("create", path)
-        self._need_dir(os.path.dirname(path))
+        self._need_dir(_parent(path))
         old = self.files.get(path)
         if old is not None and old.entry_durable:
             self.removed.setdefault(path, old)
@@ -321,7 +322,7 @@ class SimDisk:
         self._alive()
         file = self.files.get(path)
         if file is None:
-            self._need_dir(os.path.dirname(path))
+            self._need_dir(_parent(path))
             file = self.files[path] = _File()
             self.removed.pop(path, None)
             self._entry_changed(path)
@@ -412,17 +413,17 @@ class SimDisk:
     def fsync_dir(self, path: str) -> None:
         self._point("before fsync of directory", path)
         for name, file in self.files.items():
-            if os.path.dirname(name) == path:
+            if _parent(name) == path:
                 file.entry_durable = True
-        for name in [n for n in self.removed if os.path.dirname(n) == path]:
+        for name in [n for n in self.removed if _parent(n) == path]:
             del self.removed[name]
         self.crasher.changed()
         self._point("after fsync of directory", path)
 
     def listdir(self, path: str) -> list[str]:
         self._alive()
-        names = {os.path.basename(n) for n in self.files if os.path.dirname(n) == path}
-        names.update(os.path.basename(d) for d in self.dirs if d != path and os.path.dirname(d) == path)
+        names = {_base(n) for n in self.files if _parent(n) == path}
+        names.update(_base(d) for d in self.dirs if d != path and _parent(d) == path)
         return sorted(names)
 
     def dir_stamp(self, path: str) -> int:
@@ -490,7 +491,7 @@ class SimDisk:
 
     def _entry_changed(self, path: str) -> None:
         self._changes += 1
-        self._stamps[os.path.dirname(path)] = self._changes
+        self._stamps[_parent(path)] = self._changes
 
     def _new_fd(self, path: str) -> int:
         fd = self._next_fd
@@ -507,6 +508,19 @@ class SimDisk:
     def _need_dir(self, path: str) -> None:
         if path not in self.dirs:
             raise FileNotFoundError(path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parent(path: str) -> str:
+    """``os.path.dirname(path)``, remembered: the disk asks it of the same few paths
+    (a store's files and directories) over and over, in every process lifetime."""
+    return os.path.dirname(path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _base(path: str) -> str:
+    """``os.path.basename(path)``, remembered (see :func:`_parent`)."""
+    return os.path.basename(path)
 
 
 def _name(path: str) -> str:
