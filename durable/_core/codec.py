@@ -205,6 +205,11 @@ def _error_info(fields: list[Any], path: str, offset: int, index: int) -> ErrorI
 
 
 _ENCODERS = {cls: (code, _encoder(cls)) for cls, code in ev.EVENT_TYPES.items()}
+#: A record's checksum covers its length's four bytes, then its payload: the CRC-32 of
+#: the first part depends on the length alone, kept here for the lengths below
+#: _CACHED_LENGTHS (most records; at most a few hundred KB).
+_LENGTH_CRCS: dict[int, int] = {}
+_CACHED_LENGTHS = 4096
 _DECODERS = {code: (cls, _decoder(cls)) for cls, code in ev.EVENT_TYPES.items()}
 
 
@@ -227,8 +232,12 @@ def encode_record(event: ev.Event, index: int, durable_upto: int) -> bytes:
             size=size,
             limit=MAX_RECORD,
         )
-    crc = zlib.crc32(payload, zlib.crc32(_LENGTH.pack(size)))
-    return _FRAME.pack(MARKER, size, crc) + payload
+    seed = _LENGTH_CRCS.get(size)
+    if seed is None:
+        seed = zlib.crc32(_LENGTH.pack(size))
+        if size < _CACHED_LENGTHS:
+            _LENGTH_CRCS[size] = seed
+    return _FRAME.pack(MARKER, size, zlib.crc32(payload, seed)) + payload
 
 
 @attrs.frozen
@@ -341,6 +350,7 @@ def scan(data: bytes, path: str) -> Scan:
     append = events.append
     unpack, crc32, decoders = _FRAME.unpack_from, zlib.crc32, _DECODERS
     loads, value_decoders, tag_hook = cbor2.loads, VALUE_DECODERS, unknown_tag  # loads_value, inline
+    seeds: dict[int, int] = {}  # record length -> CRC-32 of its four bytes
     pos = HEADER_SIZE
     size = len(data)
     index = 0
@@ -354,7 +364,12 @@ def scan(data: bytes, path: str) -> Scan:
         if marker != MARKER or not 0 < length <= MAX_RECORD or end > size:
             break
         payload = data[pos + FRAME_SIZE : end]
-        if crc32(payload, crc32(data[pos + 2 : pos + 6])) != crc:
+        # The checksum covers the length's four bytes, then the payload: the first part
+        # depends on the length alone, and most records of a journal share a few lengths.
+        seed = seeds.get(length)
+        if seed is None:
+            seed = seeds[length] = crc32(data[pos + 2 : pos + 6])
+        if crc32(payload, seed) != crc:
             break
         try:
             fields = loads(payload, semantic_decoders=value_decoders, tag_hook=tag_hook)
