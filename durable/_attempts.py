@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 import outcome
@@ -204,23 +204,36 @@ class Attempts:
         # Hooks nobody overrides, on trio, without telemetry, are skipped on the hot path.
         self._direct = type(hooks) is Hooks and host is None and telemetry is None
 
-    async def run(
+    def run(
         self,
         step: Step,
         command: ActivityCall,
         report: Callable[[ev.Event], Awaitable[None]],
         may_release: Callable[[], bool] | None,
-    ) -> ev.ActivityCompleted | ev.ActivityFailed | None:
+    ) -> Coroutine[Any, Any, ev.ActivityCompleted | ev.ActivityFailed | None]:
         """Attempt an activity until it succeeds or fails for good; return its outcome event.
 
         Each failed attempt that will be retried is recorded durably through
         ``report`` (straight into the journal, or to a group's loop) before the wait.
         If ``may_release`` says so once that record is durable, it returns None: the
         run is let go during the backoff, and the next attempt is made when it is due.
+
+        A plain function that returns the coroutine to await: without telemetry (the hot
+        path, once per step) that is ``_run``'s own, one coroutine frame less.
         """
-        telemetry = self.telemetry
-        if telemetry is None:
-            return await self._run(step, command, report, may_release)
+        if self.telemetry is None:
+            return self._run(step, command, report, may_release)
+        return self._traced(self.telemetry, step, command, report, may_release)
+
+    async def _traced(
+        self,
+        telemetry: RunTelemetry,
+        step: Step,
+        command: ActivityCall,
+        report: Callable[[ev.Event], Awaitable[None]],
+        may_release: Callable[[], bool] | None,
+    ) -> ev.ActivityCompleted | ev.ActivityFailed | None:
+        """:meth:`run` with the step's span and metrics."""
         name = command.activity.name
 
         async def reported(event: ev.Event) -> None:
