@@ -14,7 +14,7 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import trio
@@ -247,7 +247,12 @@ class OsFileSystem:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(self._threads, "durable-fsync")
         pool = self._pool
-        await trio.to_thread.run_sync(lambda: list(pool.map(os.fdatasync, fds)))
+        # Each thread takes the next file from one shared iterator until none is left,
+        # rather than one pool task per file: a task per file costs about 25 us of
+        # Python per fdatasync, under the GIL the trio thread needs for the steps,
+        # and cut the rate of a 100-file round by about a third (bench/README).
+        remaining = iter(fds)
+        await trio.to_thread.run_sync(_drain, pool, remaining, min(self._threads, len(fds)))
 
     def truncate(self, fd: int, size: int) -> None:
         os.ftruncate(fd, size)
@@ -326,3 +331,20 @@ def _check_regular(fd: int, path: str) -> None:
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 # O_EXCL never follows a symbolic link (a dangling one included): it fails instead.
 _CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | _NO_FOLLOW
+
+
+def _drain(pool: concurrent.futures.ThreadPoolExecutor, fds: Iterator[int], threads: int) -> None:
+    """fdatasync every file of ``fds`` from ``threads`` threads of ``pool``; raise the
+    first failure only once every thread is done, so that no fdatasync still runs on a
+    descriptor that the caller may close once this returns."""
+    futures = [pool.submit(_fdatasync_each, fds) for _ in range(threads)]
+    concurrent.futures.wait(futures)
+    for future in futures:
+        future.result()
+
+
+def _fdatasync_each(fds: Iterator[int]) -> None:
+    """fdatasync each file ``fds`` yields. Several threads share one list iterator: its
+    next() runs under the GIL, so each file is taken by exactly one of them."""
+    for fd in fds:
+        os.fdatasync(fd)

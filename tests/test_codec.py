@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -776,3 +777,35 @@ def test_a_damaged_header_in_front_of_no_record_is_a_creation_that_never_finishe
     record = encode_record(RunStarted("r", "wf", b"\x82\x80\xa0", 1.0), 0, -1)
     with pytest.raises(durable.JournalCorruptError, match="header checksum"):
         scan(bytes(header) + record, "j")  # a record follows: a real journal, damaged
+
+
+async def test_fdatasync_many_syncs_each_file_once_and_reports_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker threads share one iterator of the files: each must be taken exactly
+    # once, and a failure of one must reach the caller while the others still sync.
+    synced: list[int] = []
+    lock = threading.Lock()
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        real(fd)
+        with lock:
+            synced.append(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    fds = [os.open(tmp_path / f"f{i}", os.O_RDWR | os.O_CREAT, 0o600) for i in range(50)]
+    try:
+        fs = OsFileSystem(sync_threads=4)
+        await fs.fdatasync_many(fds)
+        assert sorted(synced) == sorted(fds)
+        synced.clear()
+        closed = os.open(tmp_path / "closed", os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(closed)
+        with pytest.raises(OSError) as raised:
+            await fs.fdatasync_many([*fds[:25], closed, *fds[25:]])
+        assert raised.value.errno == errno.EBADF
+        assert sorted(synced) == sorted(fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
