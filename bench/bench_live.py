@@ -11,12 +11,16 @@ says, feed the result to the workflow. Each case runs the ``steps`` workflow
 times ``start`` to ``result`` on a fresh store, so the figure is what durable
 adds per step:
 
-* ``FileStore(sync="none")``: pure CPU cost (target >= 50,000 steps/s), at two
-  sizes to show that a live run never replays its own history (N steps, O(N));
-* ``MemoryStore``: the same without a file, for reference;
+* ``FileStore(sync="none")``: pure CPU cost (SPEC §8: >= 70,000 steps/s), at
+  two sizes to show that a live run never replays its own history (N steps, O(N));
+* ``MemoryStore``: the same without a file (target: FileStore within 90% of it);
 * ``FileStore(sync="always")``: one fdatasync per step, so it is bounded by the
   single-thread fdatasync floor measured here (``os.write`` + ``os.fdatasync``
-  of a record-sized append to a temporary file); target: within 80% of it;
+  of a record-sized append to a temporary file); target: within 85% of it.
+  Beside it, for information, the same with each record written over space
+  written and made durable beforehand (``os.pwrite`` + ``os.fdatasync``): what a
+  journal that reserved its space ahead could reach, since such an fdatasync
+  has no metadata to write;
 * sync activities (``FileStore(sync="none")``): each attempt is handed to a
   worker thread with ``trio.to_thread.run_sync``, so the step rate is bounded
   by that hand-off, measured here too;
@@ -144,6 +148,32 @@ def fdatasync_once(count: int, base: str | None) -> Callable[[], float]:
     return once
 
 
+def overwrite_fdatasync_once(count: int, base: str | None) -> Callable[[], float]:
+    """Seconds for ``count`` record-sized writes over space written (zeros) and made durable
+    beforehand, each followed by fdatasync, from one thread.
+
+    Not durable's pattern (its journals grow by appends): a file whose size and
+    blocks do not change needs no metadata in its fdatasync, only the data, so this
+    shows what a journal that reserved its space ahead could reach.
+    """
+
+    def once() -> float:
+        with tempfile.TemporaryDirectory(dir=base) as directory:
+            fd = os.open(os.path.join(directory, "floor"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, bytes(len(RECORD) * (count + 1)))
+                os.fsync(fd)
+                start = time.perf_counter()
+                for at in range(0, len(RECORD) * count, len(RECORD)):
+                    os.pwrite(fd, RECORD, at)
+                    os.fdatasync(fd)
+                return time.perf_counter() - start
+            finally:
+                os.close(fd)
+
+    return once
+
+
 def parallel_fdatasync_once(files: int, rounds: int, base: str | None) -> Callable[[], float]:
     """Seconds for ``rounds`` appends + fdatasyncs of each of ``files`` files, from 16 threads."""
 
@@ -225,25 +255,30 @@ def collect(*, repeats: int, base: str | None, quick: bool = False) -> list[h.Fi
         ],
         repeats=repeats,
     )
-    rate(f"sync='none', {small:,} steps: steps/s", small, small_t, "steps/s", 50_000, ">=")
-    out.append(rate(f"live sync='none', {n:,} steps: steps/s", n, large_t, "steps/s", 50_000, ">="))
+    rate(f"sync='none', {small:,} steps: steps/s", small, small_t, "steps/s", 70_000, ">=")
+    out.append(rate(f"live sync='none', {n:,} steps: steps/s", n, large_t, "steps/s", 70_000, ">="))
     ratio = h.median_ratio(large_t, small_t)
     label = f"live sync='none': time ratio {n // small}x steps (linear: {n // small})"
     out.append(h.report(h.Figure(label, ratio, "x", 1.2 * n / small, "<=")))
     out.append(rate(f"live MemoryStore, {n:,} steps: steps/s (reference)", n, memory_t, "steps/s"))
+    # SPEC §8: FileStore within 90% of MemoryStore on the same workflow.
+    of_memory = h.median_ratio(memory_t, large_t)  # time on MemoryStore / time on FileStore
+    out.append(h.report(h.Figure("live sync='none': fraction of MemoryStore", of_memory, "x", 0.9, ">=")))
 
     n = sizes.always
     h.header(f"async activities, FileStore(sync='always'): {n:,} steps, one fdatasync each")
-    floor_t, live_t = h.measure_interleaved(
-        [fdatasync_once(n, base), live_once(_always, h.steps, n, base)], repeats=repeats
+    floor_t, live_t, overwrite_t = h.measure_interleaved(
+        [fdatasync_once(n, base), live_once(_always, h.steps, n, base), overwrite_fdatasync_once(n, base)],
+        repeats=repeats,
     )
     floor = rate("floor: single-thread write + fdatasync per second", n, floor_t, "fdatasync/s")
     out.append(floor)
     out.append(rate(f"live sync='always', {n:,} steps: steps/s", n, live_t, "steps/s", floor.value))
     fraction = h.median_ratio(floor_t, live_t)
     out.append(
-        h.report(h.Figure("live sync='always': fraction of fdatasync floor", fraction, "x floor", 0.8, ">="))
+        h.report(h.Figure("live sync='always': fraction of fdatasync floor", fraction, "x floor", 0.85, ">="))
     )
+    out.append(rate("(overwrite of reserved space + fdatasync per second)", n, overwrite_t, "fdatasync/s"))
 
     n = sizes.sync_activities
     h.header(f"sync activities (trio.to_thread hand-off), FileStore(sync='none'): {n:,} steps")
