@@ -106,7 +106,8 @@ class JournalWriter(abc.ABC):
 
     def append(self, event: ev.Event) -> None:
         """Write one event (durable only after :meth:`sync`)."""
-        self._check()
+        if self._failure is not None:  # _check(), inline: twice per step
+            self._check()
         if self.payloads is not None:
             event = self.payloads.seal(event)
         data = encode_record(event, self._next, self._synced)
@@ -118,7 +119,8 @@ class JournalWriter(abc.ABC):
 
     async def sync(self) -> None:
         """Return once every appended event is durable, as the store's sync mode defines."""
-        self._check()
+        if self._failure is not None:
+            self._check()
         upto = self._next - 1
         if upto <= self._synced:
             return
