@@ -620,7 +620,7 @@ def ls(
 
     wanted = kept if statuses or workflows else _every
 
-    rows = trio.run(_newest, opened, store.payloads(), wanted, limit, before, None, statuses)
+    rows, more = trio.run(_newest, opened, store.payloads(), wanted, limit, before, None, statuses)
     if as_json:
         click.echo(json.dumps([tl.summary_json(t) for t in rows], indent=2))
     elif rows:
@@ -631,7 +631,7 @@ def ls(
         what = "matching runs" if statuses or workflows else "runs"
         older = "" if before is None else f" that started before {before!r}"
         _console().print(Text(tl.printable(f"no {what}{older} in {_store_name(opened)}")))
-    if limit is not None and len(rows) == limit:  # on stderr: stdout stays the listing
+    if more and limit is not None:  # on stderr: stdout stays the listing
         next_page = _next_page(statuses, workflows, limit, rows[-1].run_id, as_json, store)
         _console(stderr=True).print(Text(tl.printable(f"the next page: {next_page}"), style="dim"))
 
@@ -671,13 +671,17 @@ async def _newest(
     before: str | None,
     id_filter: Callable[[str], bool] | None = None,
     statuses: Collection[str] = (),
-) -> list[tl.Timeline]:
+) -> tuple[list[tl.Timeline], bool]:
     """The timelines of the newest runs ``wanted`` keeps, reading journals only until
     ``limit`` are found (those after the run ``before``, if given; with ``id_filter``,
     only the runs whose id it keeps, decided without reading their journals: the
     dashboard's search, and its skipping of runs it knows are finished). With
     ``statuses`` (what ``wanted`` asks of a run's status), the journals of runs the
-    store's state index says are in another state are not read."""
+    store's state index says are in another state are not read.
+
+    Also whether a next page may hold more: without filters, whether a run older than
+    the last one listed exists; with them, whether runs older than the last one are
+    left unread (they may not match: finding out would read them)."""
     from . import _journals
     from ._store import ENDED_STATES
 
@@ -689,14 +693,17 @@ async def _newest(
     # Without filters, the store picks the page; with them, runs are read newest first
     # until the page is full.
     filtered = wanted is not _every or id_filter is not None
-    ids = await store.newest_first(None if filtered else limit, before)
+    # One id more than the page: whether there is a next page (its journal is not read).
+    ids = await store.newest_first(None if filtered or limit is None else limit + 1, before)
     if id_filter is not None:
         ids = [run_id for run_id in ids if id_filter(run_id)]
     if index is not None:
         ruled_out = index.ruled_out(statuses)
         ids = [run_id for run_id in ids if run_id not in ruled_out]
-    rows = []
+    rows: list[tl.Timeline] = []
     for run_id in ids:
+        if limit is not None and len(rows) >= limit:
+            return rows, True  # runs older than the page's last are left
         journal = await _journals.read(store, run_id, payloads)
         if journal is None:
             continue  # removed meanwhile
@@ -705,9 +712,7 @@ async def _newest(
             await _note_end(store, timeline)  # the next listing skips it
         if wanted(timeline):
             rows.append(timeline)
-            if limit is not None and len(rows) >= limit:
-                break
-    return rows
+    return rows, False
 
 
 async def _note_end(store: Store, timeline: tl.Timeline) -> None:

@@ -372,6 +372,10 @@ def test_ls_pages_the_newest_first(store: Path) -> None:
     assert "the next page" not in second.stderr
     filtered = cli("ls", "--limit", "1", "--status", "completed", "--json", "--store", str(store))
     assert [r["id"] for r in json.loads(filtered.stdout)] == ["order-7"]
+    assert "the next page" not in filtered.stderr  # no run older than order-7 is left
+    # A full page with nothing after it: no hint that leads to an empty page (a trial).
+    whole = cli("ls", "--limit", "3", "--store", str(store))
+    assert whole.code == 0 and "order-7" in whole.stdout and "the next page" not in whole.stderr
     missing = cli("ls", "--before", "order-1", "--store", str(store))
     assert missing.code == 2 and "--before 'order-1': no run 'order-1' in the store" in missing.stderr
 
@@ -379,16 +383,20 @@ def test_ls_pages_the_newest_first(store: Path) -> None:
 def test_the_next_page_command_keeps_the_filters_and_the_store_and_can_be_pasted(store: Path) -> None:
     """It said `durable ls --limit 1 --before ID` whatever the filters, output and store,
     and an id with a space split into two words when pasted (a new-user trial)."""
-    first = cli("ls", "--limit", "1", "--status", "completed", "--json", "--store", str(store))
+    first = cli(
+        "ls", "--limit", "1", "--status", "completed", "--status", "failed", "--json", "--store", str(store)
+    )  # fmt: skip
+    assert [r["id"] for r in json.loads(first.stdout)] == ["order-8"]
     (hint,) = [line for line in first.stderr.splitlines() if line.startswith("the next page: ")]
     words = shlex.split(hint.removeprefix("the next page: "))
     assert words == [
-        "durable", "ls", "--status", "completed", "--limit", "1", "--before", "order-7", "--json",
-        "--store", str(store),
+        "durable", "ls", "--status", "completed", "--status", "failed", "--limit", "1", "--before",
+        "order-8", "--json", "--store", str(store),
     ]  # fmt: skip
     pasted = cli(*words[1:])  # after "durable"
     assert pasted.code == 0, pasted
-    assert json.loads(pasted.stdout) == [] and "the next page" not in pasted.stderr
+    assert [r["id"] for r in json.loads(pasted.stdout)] == ["order-7"]
+    assert "the next page" not in pasted.stderr  # nothing older is left
     oldest = cli("ls", "--before", "order-7", "--store", str(store))
     assert "no runs that started before 'order-7'" in oldest.stdout
     words = shlex.split(_next_page_of(["ls", "--limit", "1", "--store", str(store)], "with space"))

@@ -80,13 +80,14 @@ async def make_runs(store: Store) -> None:
 
 
 async def by_status(store: Store, status: str) -> list[str]:
-    rows = await _newest(store, None, lambda t: t.status == status, None, None, None, (status,))
+    rows, more = await _newest(store, None, lambda t: t.status == status, None, None, None, (status,))
+    assert not more  # no limit: the whole listing
     return [t.run_id for t in rows]
 
 
 async def check_every_status(store: Store) -> dict[str, list[str]]:
     """Each status's filtered listing is the unfiltered listing filtered: what it lists."""
-    everything = await _newest(store, None, _every, None, None)
+    everything, _ = await _newest(store, None, _every, None, None)
     found = {}
     for status in tl.STATUSES:
         expected = [t.run_id for t in everything if t.status == status]

@@ -196,16 +196,19 @@ def test_the_list_filters_by_state_and_workflow_and_searches_ids(board: Board) -
 
 def test_the_list_pages_newest_first(file_board: Board, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ui_app, "PAGE_SIZE", 2)
-    for n in range(5):
+    for n in range(6):
         file_board.finish(greet, f"n{n}", id=f"run-{n}")
     seen: list[str] = []
+    pages = 0
     href: str | None = "/"
     while href is not None:
         page = file_board.client.get(html.unescape(href)).text
+        pages += 1
         seen += list(states_in(page))
         older = re.search(r'<a href="([^"]*)" class="older">', page)
         href = older.group(1) if older else None
-    assert seen == [f"run-{n}" for n in (4, 3, 2, 1, 0)]
+    assert seen == [f"run-{n}" for n in (5, 4, 3, 2, 1, 0)]
+    assert pages == 3  # a full last page links to no empty one
     assert file_board.client.get("/?before=no-such-run").status_code == 400
 
 

@@ -115,10 +115,10 @@ def _query(request: Request) -> ListQuery:
 async def _list(board: Dashboard, request: Request) -> Response:
     try:
         query = _query(request)
-        rows = await run_page(board.store, board.payloads, board.counter, query, PAGE_SIZE)
+        rows, more = await run_page(board.store, board.payloads, board.counter, query, PAGE_SIZE)
     except (CliUsageError, *_EXPECTED) as exc:
         return _problem(board, 400, "cannot list these runs", tl.first_line(exc))
-    live = views.list_live(query, await board.counter.count(), rows, PAGE_SIZE)
+    live = views.list_live(query, await board.counter.count(), rows, more)
     if request.query_params.get("part") == "live":
         return _html(live)
     return _html(views.list_page(board.page, query, live))

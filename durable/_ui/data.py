@@ -144,8 +144,9 @@ class ListQuery:
 
 async def run_page(
     store: Store, payloads: Payloads | None, counter: StateCounter, query: ListQuery, limit: int
-) -> list[tl.Timeline]:
-    """One page of the run list, newest first, read as ``durable ls --limit --before`` reads it.
+) -> tuple[list[tl.Timeline], bool]:
+    """One page of the run list, newest first, read as ``durable ls --limit --before`` reads
+    it, and whether an older page may hold more.
 
     Raises:
         CliUsageError: ``query.before`` names no run.

@@ -97,9 +97,10 @@ def _params(query: ListQuery) -> dict[str, str | None]:
     return {"q": query.search, "state": query.state, "workflow": query.workflow, "before": query.before}
 
 
-def list_live(query: ListQuery, counts: StateCounts, rows: Sequence[tl.Timeline], limit: int) -> str:
-    """The counts per state, the page of runs and the paging links."""
-    return _counts(query, counts) + _runs_table(rows, query) + _paging(query, rows, limit)
+def list_live(query: ListQuery, counts: StateCounts, rows: Sequence[tl.Timeline], more: bool) -> str:
+    """The counts per state, the page of runs and the paging links (``more``: an older
+    page may hold runs)."""
+    return _counts(query, counts) + _runs_table(rows, query) + _paging(query, rows, more)
 
 
 def _counts(query: ListQuery, counts: StateCounts) -> str:
@@ -144,11 +145,11 @@ def _runs_table(rows: Sequence[tl.Timeline], query: ListQuery) -> str:
     return _tag("table", "".join(lines), class_="runs")
 
 
-def _paging(query: ListQuery, rows: Sequence[tl.Timeline], limit: int) -> str:
+def _paging(query: ListQuery, rows: Sequence[tl.Timeline], more: bool) -> str:
     links = []
     if query.before:
         links.append(_tag("a", "newest", href=_href("/", **{**_params(query), "before": None})))
-    if len(rows) == limit:
+    if more and rows:
         older = _href("/", **{**_params(query), "before": rows[-1].run_id})
         links.append(_tag("a", "older runs →", href=older, class_="older"))
     return _tag("div", "".join(links), class_="pages")
