@@ -106,8 +106,7 @@ class JournalWriter(abc.ABC):
 
     def append(self, event: ev.Event) -> None:
         """Write one event (durable only after :meth:`sync`)."""
-        if self._failure is not None:  # _check(), inline: twice per step
-            self._check()
+        self._check()
         if self.payloads is not None:
             event = self.payloads.seal(event)
         data = encode_record(event, self._next, self._synced)
@@ -119,8 +118,7 @@ class JournalWriter(abc.ABC):
 
     async def sync(self) -> None:
         """Return once every appended event is durable, as the store's sync mode defines."""
-        if self._failure is not None:
-            self._check()
+        self._check()
         upto = self._next - 1
         if upto <= self._synced:
             return
