@@ -9,6 +9,7 @@ Two store instances on one schema stand for two worker processes.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 import uuid
@@ -839,10 +840,27 @@ async def test_a_direct_commit_whose_connection_dies_fails_the_writer_and_the_st
     await writer.sync()
     conn = store._committer.direct._conn
     assert conn is not None
-    pgutil.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+    locker = lock_run_row(store, "run-1")  # the next statement waits on the line...
     writer.append(step(2))
-    with pytest.raises(durable.StoreError, match=r"committing to PostgreSQL.*failed.*instead of retrying"):
-        await writer.sync()
+    failures: list[str] = []
+
+    async def sync() -> None:
+        try:
+            await writer.sync()
+        except durable.StoreError as exc:
+            failures.append(str(exc))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sync)
+            await trio.sleep(0.1)
+            # ... when its connection dies: whether it committed is unknown.
+            pgutil.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+    finally:
+        locker.rollback()
+        locker.close()
+    (failure,) = failures
+    assert re.search(r"committing to PostgreSQL.*failed.*instead of retrying", failure), failure
     with pytest.raises(durable.StoreError, match="can no longer be written"):
         writer.append(step(3))
     writer.close()
@@ -853,6 +871,48 @@ async def test_a_direct_commit_whose_connection_dies_fails_the_writer_and_the_st
     await opened.writer.sync()
     opened.writer.close()
     assert await store.read("run-1") == [started(), step(1), step(2)]
+
+
+@postgres
+async def test_a_direct_line_connection_the_server_closed_is_replaced_before_it_is_used(
+    store: PostgresStore,
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()
+    line = store._committer.direct
+    conn = line._conn
+    assert conn is not None
+    # A server restart right after a step (within the line's idle minute): the client
+    # is not told, but the socket has the server's last words and its end to read.
+    pgutil.execute("SELECT pg_terminate_backend(%s, 5000)", [conn.info.backend_pid])
+    writer.append(step(2))
+    await writer.sync()  # on a new connection: the run goes on
+    assert line._conn is not conn
+    writer.close()
+    assert await store.read("run-1") == [started(), step(1), step(2)]
+
+
+@postgres
+async def test_a_pooled_connection_the_server_closed_is_replaced_before_a_group_commit(
+    store: PostgresStore,
+) -> None:
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()
+    pool = store._db._pool
+    assert pool is not None
+    # Every connection the pool holds now, closed by the server while idle in it.
+    held = [pool.getconn() for _ in range(pool.get_stats()["pool_size"])]
+    pids = [conn.info.backend_pid for conn in held]
+    for conn in held:
+        pool.putconn(conn)
+    for pid in pids:
+        pgutil.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+    writer.append(ev.RunCompleted(cbor2.dumps(1), 2.0))  # an end goes through the committer
+    await writer.sync()
+    writer.close()
+    assert await store.read("run-1") == [started(), step(1), ev.RunCompleted(cbor2.dumps(1), 2.0)]
 
 
 @postgres

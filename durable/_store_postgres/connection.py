@@ -27,14 +27,15 @@ from __future__ import annotations
 import datetime
 import functools
 import math
+import select
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 import psycopg_pool
 import trio
-from psycopg import sql
+from psycopg import pq, sql
 
 from .._core.errors import StoreError
 from .dsn import Dsn, one_line
@@ -44,6 +45,28 @@ if TYPE_CHECKING:
     from .schema import Conn
 
 T = TypeVar("T")
+
+
+def idle_and_open(pgconn: pq.abc.PGconn) -> bool:
+    """Whether a connection with no statement on it can take one: libpq knows it as
+    open, and it has nothing to read. Nothing is expected on an idle line, so input
+    there is the server closing it (a restart, ``pg_terminate_backend``: an error
+    message, then the end of the stream), or, rarely, a notice; either way the
+    connection is replaced (one poll, about a microsecond, against a run failed with
+    its commit's outcome unknown)."""
+    if pgconn.status != pq.ConnStatus.OK:
+        return False
+    poll = select.poll()
+    poll.register(pgconn.socket, select.POLLIN)
+    return not poll.poll(0)
+
+
+def check_idle(conn: psycopg.Connection[Any]) -> None:
+    """The pool's ``check``: a pooled connection the server closed while it waited in
+    the pool is discarded (the pool gives another) before a group commit is sent on it."""
+    if not idle_and_open(conn.pgconn):
+        conn.close()  # the pool replaces a connection libpq knows as closed, not one that only failed
+        raise psycopg.OperationalError("the server closed this connection while it was idle in the pool")
 
 
 class Database:
@@ -151,6 +174,7 @@ class Database:
                 kwargs={"autocommit": True, "connect_timeout": max(2, math.ceil(self.connect_timeout))},
                 name=f"durable-{self.owner}",
                 configure=self._configure,
+                check=check_idle,
             )
             try:
                 pool.open(wait=True, timeout=self.connect_timeout)

@@ -37,6 +37,7 @@ import trio
 from psycopg import pq
 
 from . import leases
+from .connection import idle_and_open
 from .dsn import one_line
 
 if TYPE_CHECKING:
@@ -89,15 +90,15 @@ class DirectLine:
         """Whether the line (acquired) has its connection, making it if need be (in a
         worker thread); False if that failed (tried again after a while).
 
-        A connection known broken, or unused for ``max_idle`` seconds, is replaced
-        first: a statement sent on a connection that died while idle (a server
-        restart, a firewall's idle timeout) would fail its run, since whether it
-        committed would be unknown.
+        A connection known broken, closed by the server while idle, or unused for
+        ``max_idle`` seconds, is replaced first: a statement sent on a connection that
+        died while idle (a server restart, a firewall's idle timeout) would fail its
+        run, since whether it committed would be unknown.
         """
         now = time.monotonic()
         conn = self._conn
         if conn is not None:
-            if now - self._used_at < self.max_idle and conn.pgconn.status == pq.ConnStatus.OK:
+            if now - self._used_at < self.max_idle and idle_and_open(conn.pgconn):
                 self._used_at = now
                 return True
             self._drop()
