@@ -28,7 +28,7 @@ from psycopg.conninfo import make_conninfo
 import durable
 from durable._core import codec as _codec
 from durable._core import events as ev
-from durable._store import JournalWriter
+from durable._store import JournalWriter, Opened
 from durable._store_postgres import PostgresStore
 from durable._store_postgres.committer import Job
 from durable._store_postgres.schema import SCHEMA_VERSION
@@ -1169,6 +1169,53 @@ async def test_letting_a_run_go_gives_its_lease_up_so_another_worker_may_open_it
     assert due_at(store, "run-1") == due
     opened = await other.open("run-1")  # no lease to wait for
     assert opened is not None
+    assert opened.events == [started(), step(1)]
+    opened.writer.close()
+
+
+@postgres
+@pytest.mark.parametrize("how", ["open", "open_many"])
+async def test_an_open_in_the_same_store_waits_for_a_release_on_its_way(
+    store: PostgresStore, how: str
+) -> None:
+    """The lease of a run let go is still this store's until the release commits: an
+    open of the run meanwhile (a Client's signal, ``recover()``) waits for it, instead
+    of taking the lease from under the release (which then failed with "lease moved")."""
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()
+    locker = lock_run_row(store, "run-1")  # the release waits on the row...
+    results: dict[str, Any] = {}
+
+    async def let_go() -> None:
+        await store.release(writer, time.time() + 3600)
+        results["released"] = True
+
+    async def open_it() -> None:
+        try:
+            if how == "open":
+                results["opened"] = await store.open("run-1")
+            else:
+                (results["opened"],) = await store.open_many(["run-1"])
+        except durable.StoreError as error:  # kept for the asserts: the row must be freed first
+            results["opened"] = error
+
+    waited: dict[str, Any] = {}
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(let_go)
+            await trio.sleep(0.2)
+            nursery.start_soon(open_it)  # ...while the run is opened again here
+            await trio.sleep(0.2)
+            waited.update(results)  # checked once the row is free: a failure must not hang
+            await trio.to_thread.run_sync(locker.rollback)
+    finally:
+        locker.rollback()  # (again, if the nursery failed first)
+        locker.close()
+    assert waited == {}  # the open waited for the release, which waited for the row
+    assert results["released"] is True
+    opened = results["opened"]
+    assert isinstance(opened, Opened), opened
     assert opened.events == [started(), step(1)]
     opened.writer.close()
 

@@ -324,10 +324,15 @@ class Committer:
             StoreError: the writer is closed or failed, or the store is closed.
         """
         writer.check()
-        self._forget(writer)
-        writer.closed = True
-        first, records, ended = writer.take()
-        return self.enqueue(writer, first, records, ended, release=True, due=due)
+        with self._cond:  # (reentrant) another thread sees the writer forgotten and its release together
+            self._forget(writer)
+            writer.closed = True
+            first, records, ended = writer.take()
+            job = self.enqueue(writer, first, records, ended, release=True, due=due)
+            # Until it commits, an open of the run in this store waits for it: the
+            # lease is still this owner's, and an open would take it from the release.
+            self._releases[writer.run_id] = job
+        return job
 
     def _forget(self, writer: PgWriter) -> None:
         """A closed writer's lease is no longer renewed, and its run may be opened again."""
@@ -352,8 +357,8 @@ class Committer:
         return job
 
     async def released(self, run_id: str) -> None:
-        """Return once the release of the run's last writer closed here is committed (a
-        closed writer's release goes to this thread without being waited for)."""
+        """Return once the release of the run's last writer closed (or let go) here is
+        committed (a closed writer's release goes to this thread without being waited for)."""
         with self._cond:
             job = self._releases.get(run_id)
         if job is not None:

@@ -354,6 +354,10 @@ class Leases:
         await self.db.upgrade()
         self.committer.claim(run_id)
         try:
+            # Claimed, no writer of this store can let the run go any more; one that
+            # did just before is waited for (its lease is still ours: taking it now
+            # would fence its release off, and the run would fail there).
+            await self.committer.released(run_id)
             take = functools.partial(self._take, run_id)
             taken = await self.db.run(f"opening run {run_id!r}", take, missing=None)
         except BaseException:
@@ -411,6 +415,8 @@ class Leases:
                 mine.append(run_id)
         nothing: _Taken = ({}, {}, set(), {})  # no tables: no runs
         try:
+            for run_id in mine:  # as open() does
+                await self.committer.released(run_id)
             take = functools.partial(self._take_many, mine, limit)
             epochs, journals, exist, previous = (
                 await self.db.run(f"opening {len(mine)} runs", take, missing=nothing) if mine else nothing

@@ -195,9 +195,9 @@ class PostgresStore(Store):
         return None if writer is None else self._attach(writer)
 
     async def open(self, run_id: str) -> Opened | None:
-        # A writer of this store just closed lets the lease go in the committer thread:
-        # the open waits for that, rather than find the row locked by it (RunLockedError).
-        await self._committer.released(run_id)
+        # A writer of this store just closed (or let go) releases the lease in the
+        # committer thread: the open waits for that (leases.py), rather than find the
+        # row locked by it (RunLockedError), or take the lease from the release.
         return self._attach_opened(await self._leases.open(run_id), run_id)
 
     async def open_many(
