@@ -88,6 +88,14 @@ async def create(store: PostgresStore, run_id: str = "run-1") -> JournalWriter:
     return writer
 
 
+async def create_with_one_step(store: PostgresStore) -> JournalWriter:
+    """Run ``run-1`` created, with ``step(1)`` appended and synced."""
+    writer = await create(store)
+    writer.append(step(1))
+    await writer.sync()
+    return writer
+
+
 @pytest.fixture(autouse=True)
 def _needs_postgres(request: pytest.FixtureRequest) -> None:
     # Checked here, in a sync fixture: a skip raised inside a trio fixture loses its reason.
@@ -775,9 +783,7 @@ async def test_a_run_id_beyond_ascii_commits_from_the_event_loop(
 async def test_a_flushed_step_is_committed_soon_for_others_to_see_while_its_activity_runs(
     store: PostgresStore, other: PostgresStore
 ) -> None:
-    writer = await create(store)
-    writer.append(step(1))
-    await writer.sync()
+    writer = await create_with_one_step(store)
     writer.append(step(2))
     writer.flush()  # the activity starts; no sync comes for a while
     with trio.fail_after(5):
@@ -835,9 +841,7 @@ async def test_the_committer_serves_while_the_direct_line_cannot_connect(
 async def test_a_direct_commit_whose_connection_dies_fails_the_writer_and_the_store_goes_on(
     store: PostgresStore,
 ) -> None:
-    writer = await create(store)
-    writer.append(step(1))
-    await writer.sync()
+    writer = await create_with_one_step(store)
     conn = store._committer.direct._conn
     assert conn is not None
     locker = lock_run_row(store, "run-1")  # the next statement waits on the line...
@@ -874,18 +878,23 @@ async def test_a_direct_commit_whose_connection_dies_fails_the_writer_and_the_st
 
 
 @postgres
+@pytest.mark.parametrize("idle", [False, True], ids=["just-used", "left-idle"])
 async def test_a_direct_line_connection_the_server_closed_is_replaced_before_it_is_used(
-    store: PostgresStore,
+    store: PostgresStore, idle: bool
 ) -> None:
-    writer = await create(store)
-    writer.append(step(1))
-    await writer.sync()
+    writer = await create_with_one_step(store)
     line = store._committer.direct
     conn = line._conn
     assert conn is not None
-    # A server restart right after a step (within the line's idle minute): the client
-    # is not told, but the socket has the server's last words and its end to read.
-    pgutil.execute("SELECT pg_terminate_backend(%s, 5000)", [conn.info.backend_pid])
+    if idle:
+        line.max_idle = 0.1
+        await trio.sleep(0.2)
+        # It died while idle (a server restart, a firewall): unknown to the client.
+        pgutil.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
+    else:
+        # A server restart right after a step (within the line's idle minute): the client
+        # is not told, but the socket has the server's last words and its end to read.
+        pgutil.execute("SELECT pg_terminate_backend(%s, 5000)", [conn.info.backend_pid])
     writer.append(step(2))
     await writer.sync()  # on a new connection: the run goes on
     assert line._conn is not conn
@@ -897,9 +906,7 @@ async def test_a_direct_line_connection_the_server_closed_is_replaced_before_it_
 async def test_a_pooled_connection_the_server_closed_is_replaced_before_a_group_commit(
     store: PostgresStore,
 ) -> None:
-    writer = await create(store)
-    writer.append(step(1))
-    await writer.sync()
+    writer = await create_with_one_step(store)
     pool = store._db._pool
     assert pool is not None
     # Every connection the pool holds now, closed by the server while idle in it.
@@ -913,25 +920,6 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_before_a_group_
     await writer.sync()
     writer.close()
     assert await store.read("run-1") == [started(), step(1), ev.RunCompleted(cbor2.dumps(1), 2.0)]
-
-
-@postgres
-async def test_a_direct_line_connection_left_idle_is_replaced_before_it_is_used(store: PostgresStore) -> None:
-    writer = await create(store)
-    writer.append(step(1))
-    await writer.sync()
-    line = store._committer.direct
-    conn = line._conn
-    assert conn is not None
-    line.max_idle = 0.1
-    await trio.sleep(0.2)
-    # It died while idle (a server restart, a firewall): unknown to the client.
-    pgutil.execute("SELECT pg_terminate_backend(%s)", [conn.info.backend_pid])
-    writer.append(step(2))
-    await writer.sync()  # on a new connection: the run goes on
-    assert line._conn is not conn
-    writer.close()
-    assert await store.read("run-1") == [started(), step(1), step(2)]
 
 
 @postgres
@@ -996,9 +984,7 @@ async def test_a_direct_commit_is_finished_even_if_its_caller_is_cancelled(store
 async def test_records_flushed_while_the_run_is_on_the_direct_line_wait_their_turn(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    writer = await create(store)
-    writer.append(step(1))
-    await writer.sync()
+    writer = await create_with_one_step(store)
     batches = thread_batches(store, monkeypatch)
     locker = lock_run_row(store, "run-1")
     writer.append(step(2))
@@ -1160,9 +1146,7 @@ def due_at(store: PostgresStore, run_id: str) -> float:
 async def test_letting_a_run_go_gives_its_lease_up_so_another_worker_may_open_it_at_once(
     store: PostgresStore, other: PostgresStore
 ) -> None:
-    writer = await create(store)
-    writer.append(step(1))
-    await writer.sync()
+    writer = await create_with_one_step(store)
     due = time.time() + 3600
     await store.release(writer, due)
     assert run_row(store, "run-1")["owner"] is None
@@ -1181,9 +1165,7 @@ async def test_an_open_in_the_same_store_waits_for_a_release_on_its_way(
     """The lease of a run let go is still this store's until the release commits: an
     open of the run meanwhile (a Client's signal, ``recover()``) waits for it, instead
     of taking the lease from under the release (which then failed with "lease moved")."""
-    writer = await create(store)
-    writer.append(step(1))
-    await writer.sync()
+    writer = await create_with_one_step(store)
     locker = lock_run_row(store, "run-1")  # the release waits on the row...
     results: dict[str, Any] = {}
 
