@@ -186,7 +186,7 @@ class Committer:
         self._stopping = False
         self._writers: weakref.WeakValueDictionary[str, PgWriter] = weakref.WeakValueDictionary()
         self._claiming: set[str] = set()
-        #: The release queued by the last writer of each run closed here, while the job
+        #: The release queued by the last writer of each run closed (or let go) here, while the job
         #: lives (weakly: a done job is dropped by the queue and leaves the table).
         self._releases: weakref.WeakValueDictionary[str, Job] = weakref.WeakValueDictionary()
         self._thread: threading.Thread | None = None
@@ -253,6 +253,10 @@ class Committer:
                     f"{self.db.label} is closed (aclose() was called); nothing more can be written"
                 )
             self._queue.append(job)
+            if release:
+                # Until it commits, an open of the run in this store waits for it
+                # (released()): the lease is still this owner's, and an open would take it.
+                self._releases[writer.run_id] = job
             self._cond.notify_all()
         return job
 
@@ -324,15 +328,13 @@ class Committer:
             StoreError: the writer is closed or failed, or the store is closed.
         """
         writer.check()
-        with self._cond:  # (reentrant) another thread sees the writer forgotten and its release together
+        # Forgotten and its release queued in one step (the lock is reentrant): no open
+        # in another thread sees the run free of a writer and of a release both.
+        with self._cond:
             self._forget(writer)
             writer.closed = True
             first, records, ended = writer.take()
-            job = self.enqueue(writer, first, records, ended, release=True, due=due)
-            # Until it commits, an open of the run in this store waits for it: the
-            # lease is still this owner's, and an open would take it from the release.
-            self._releases[writer.run_id] = job
-        return job
+            return self.enqueue(writer, first, records, ended, release=True, due=due)
 
     def _forget(self, writer: PgWriter) -> None:
         """A closed writer's lease is no longer renewed, and its run may be opened again."""
@@ -342,19 +344,17 @@ class Committer:
 
     def _release(self, writer: PgWriter) -> Job | None:
         """Queue a closed writer's last records (unless it failed) and the release of its lease."""
-        self._forget(writer)
-        if writer.superseded:
-            return None
-        first, records, ended = writer.take()
-        if writer.failed:
-            records, ended = [], False
-        try:
-            job = self.enqueue(writer, first, records, ended, release=True)
-        except StoreError:
-            return None  # the store is closed: the lease runs out by itself
-        with self._cond:
-            self._releases[writer.run_id] = job
-        return job
+        with self._cond:  # in one step, as in let_go()
+            self._forget(writer)
+            if writer.superseded:
+                return None
+            first, records, ended = writer.take()
+            if writer.failed:
+                records, ended = [], False
+            try:
+                return self.enqueue(writer, first, records, ended, release=True)
+            except StoreError:
+                return None  # the store is closed: the lease runs out by itself
 
     async def released(self, run_id: str) -> None:
         """Return once the release of the run's last writer closed (or let go) here is
