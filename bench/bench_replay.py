@@ -13,7 +13,8 @@ crash leaves when it strikes while the last step is in flight: ``RunStarted``,
 
 (a) scan: ``durable.lowlevel.scan`` (``durable._core.codec.scan``) of the journal's bytes (framing, CRC32,
     CBOR decoding, event values);
-(b) replay core: the scanned events fed to ``durable.lowlevel.Replay``
+(b) replay core: the scanned events fed to a ``durable.lowlevel.Replay`` by
+    ``durable.lowlevel.replay``, the loop a runtime resumes a run with
     (generator sends, command matching, decoding of the recorded results);
 (a+b) the two together, which is what SPEC §8 calls replaying the journal;
 (c) resume: ``durable.run`` of the same run id on a fresh copy of the cut
@@ -94,13 +95,9 @@ def _record_offsets(data: bytes) -> list[int]:
 
 
 def feed(events: Sequence[lowlevel.Event]) -> Replay:
-    """A replay core fed every event: the workflow suspended where the journal ends."""
-    started = events[0]
-    assert isinstance(started, lowlevel.RunStarted)
-    core = Replay(h.steps, started)
-    for event in events[1:]:
-        core.apply(event)
-    return core
+    """A replay core fed every event: the workflow suspended where the journal ends
+    (``lowlevel.replay``, the loop a runtime resumes a run with)."""
+    return lowlevel.replay(h.steps, events)
 
 
 def scan_once(journal: Journal) -> Callable[[], float]:

@@ -179,16 +179,17 @@ def _fast_decoder(
     # validators, no post-init: every field is in the record), without looking up
     # object.__setattr__ and each slot by name (about 0.1 us less per event).
     sets = "; ".join(f"set{at}(event, {name})" for at, name in enumerate(names))
+    # A record of exactly these fields is unpacked from the payload's list in place
+    # (no slice of it made); one with fields added later within v1 takes check's path.
     source = (
         "def decode(fields, path, offset, index):\n"
-        f"    values = fields[3:{3 + len(names)}]\n"
-        f"    if len(values) == {len(names)}:\n"
-        f"        {', '.join(names)}, = values\n"
+        f"    if len(fields) == {3 + len(names)}:\n"
+        f"        _, _, _, {', '.join(names)} = fields\n"
         f"        if {' and '.join(tests)}:\n"
         "            event = new(cls)\n"
         f"            {sets}\n"
         "            return event\n"
-        "    return cls(*check(values, path, offset, index))\n"
+        f"    return cls(*check(fields[3:{3 + len(names)}], path, offset, index))\n"
     )
     scope: dict[str, Any] = {"cls": cls, "check": check, "new": object.__new__}
     for at, field in enumerate(attrs.fields(cls)[: len(names)]):
@@ -211,6 +212,8 @@ _ENCODERS = {cls: (code, _encoder(cls)) for cls, code in ev.EVENT_TYPES.items()}
 _LENGTH_CRCS: dict[int, int] = {}
 _CACHED_LENGTHS = 4096
 _DECODERS = {code: (cls, _decoder(cls)) for cls, code in ev.EVENT_TYPES.items()}
+#: The decoder of each type code alone: what scan's loop looks up per record.
+_DECODE = {code: decode for code, (_cls, decode) in _DECODERS.items()}
 
 
 def encode_record(event: ev.Event, index: int, durable_upto: int) -> bytes:
@@ -348,8 +351,9 @@ def scan(data: bytes, path: str) -> Scan:
         return Scan(events=[], end=0, torn=True, exists=False)
     events: list[ev.Event] = []
     append = events.append
-    unpack, crc32, decoders = _FRAME.unpack_from, zlib.crc32, _DECODERS
+    unpack, crc32, decoders = _FRAME.unpack_from, zlib.crc32, _DECODE
     loads, value_decoders, tag_hook = cbor2.loads, VALUE_DECODERS, unknown_tag  # loads_value, inline
+    frame_size, max_record, marker_bytes = FRAME_SIZE, MAX_RECORD, MARKER  # globals, as locals
     seeds: dict[int, int] = {}  # record length -> CRC-32 of its four bytes
     pos = HEADER_SIZE
     size = len(data)
@@ -357,13 +361,13 @@ def scan(data: bytes, path: str) -> Scan:
     # The loop is the replay hot path: it handles valid records inline and leaves
     # anything unusual to _stop(), which says what is wrong and whether it is a tail.
     while pos < size:
-        if size - pos < FRAME_SIZE:
+        if size - pos < frame_size:
             break
         marker, length, crc = unpack(data, pos)
-        end = pos + FRAME_SIZE + length
-        if marker != MARKER or not 0 < length <= MAX_RECORD or end > size:
+        end = pos + frame_size + length
+        if marker != marker_bytes or not 0 < length <= max_record or end > size:
             break
-        payload = data[pos + FRAME_SIZE : end]
+        payload = data[pos + frame_size : end]
         # The checksum covers the length's four bytes, then the payload: the first part
         # depends on the length alone, and most records of a journal share a few lengths.
         seed = seeds.get(length)
@@ -377,10 +381,10 @@ def scan(data: bytes, path: str) -> Scan:
             break
         if type(fields) is not list or len(fields) < 3 or fields[1] != index or type(fields[1]) is not int:
             break
-        entry = decoders.get(fields[0]) if type(fields[0]) is int else None
-        if entry is None:
+        decode = decoders.get(fields[0]) if type(fields[0]) is int else None
+        if decode is None:
             break
-        append(entry[1](fields, path, pos, index))
+        append(decode(fields, path, pos, index))
         index += 1
         pos = end
     else:

@@ -118,10 +118,10 @@ def journaled_heartbeats(core: Replay, events: Sequence[ev.Event]) -> dict[int, 
     runs again after a ``RunRetried`` starts afresh: the details of the attempts it
     superseded are not its."""
     pending = core.pending
-    if not any(
+    if not core.heartbeats_seen or not any(
         type(step.command) is ActivityCall and step.scheduled_at is not None for step in pending.values()
     ):
-        return {}  # nothing in flight (a fresh run): no need to read the journal
+        return {}  # no heartbeat replayed, or nothing in flight: no need to read the journal
     found: dict[int, bytes] = {}
     for event in events:
         if isinstance(event, ev.AttemptHeartbeat):
