@@ -79,7 +79,7 @@ import trio
 import durable
 from durable import lowlevel as ll
 from durable._core.values import encode_call
-from durable._runtime import store_from
+from durable._store_from import store_from
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "durable")
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"

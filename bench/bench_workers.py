@@ -82,6 +82,7 @@ import trio
 import durable
 from durable import lowlevel as ll
 from durable._core.durations import parse_duration
+from durable._store_from import store_from
 
 HERE = os.path.abspath(__file__)
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "durable")
@@ -258,7 +259,7 @@ async def _create(
 
 
 async def _read_all(store: str, run_ids: Sequence[str]) -> dict[str, list[Any]]:
-    target = durable._runtime.store_from(store)
+    target = store_from(store)
     try:
         journals = {}
         for run_id in run_ids:

@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from . import _journals
     from ._store import Store
+    from ._store_postgres import PostgresStore
 
 # Start-up: `durable --help`, and a verb's usage errors, come before trio, rich and
 # the stores are imported (SPEC section 8: --help within 300 ms). So each verb and
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 # only what declaring the verbs needs.
 
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R")
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -455,7 +457,7 @@ def _store_from(arg: StoreArg, *, codec: bool = True) -> Store:
     A libpq ``key=value`` connection string (``host=db dbname=app``) is a PostgreSQL
     store, like a ``postgresql://`` URL, never a directory name (which would put its
     password into a path)."""
-    from ._runtime import DEFAULT_STORE_PATH, store_from
+    from ._store_from import DEFAULT_STORE_PATH, store_from
     from ._store_postgres import PostgresStore, looks_like_dsn
 
     text = arg.path if arg.path is not None else os.environ.get("DURABLE_STORE") or DEFAULT_STORE_PATH
@@ -475,8 +477,6 @@ def _open_store(arg: StoreArg, *, tables: bool = True, codec: bool = True) -> St
     Nothing is created here: a directory that does not exist, or (``tables``) a
     PostgreSQL schema without durable's tables, is a usage error (a typo in --store
     must not look like "no runs", nor make a store)."""
-    import trio
-
     from ._store_file import FileStore
     from ._store_postgres import PostgresStore
 
@@ -489,12 +489,46 @@ def _open_store(arg: StoreArg, *, tables: bool = True, codec: bool = True) -> St
             )
         if not os.path.isdir(store.path):
             raise CliUsageError(f"{store.path!r} is not a durable store: it is not a directory")
-    if isinstance(store, PostgresStore) and tables and not trio.run(store.has_tables):
+    if isinstance(store, PostgresStore) and tables and not _has_tables(store):
         raise CliUsageError(
             f"no durable store in schema {store.schema!r} of PostgreSQL at {store.where} (durable's "
             "tables are not there: no run was ever started in it); check the ?schema= of --store"
         )
     return store
+
+
+def _has_tables(store: PostgresStore) -> bool:
+    """Whether durable's tables are in the store's schema (a question to the server)."""
+    import trio
+
+    return trio.run(store.has_tables)
+
+
+def _read(store: Store, read: Callable[..., Coroutine[Any, Any, R]], *args: Any) -> R:
+    """``read(store, *args)``, a coroutine that only reads the store, run to its end.
+
+    A FileStore's reads never wait for anything (its files are read in this thread),
+    so they run without an event loop: importing and starting trio would be most of
+    what a short verb such as ``durable ls`` costs. Should one wait after all, it is
+    closed and run again under trio (it has no effects to repeat). Any other store
+    runs under trio."""
+    from ._store_file import FileStore
+
+    if isinstance(store, FileStore):
+        coroutine = read(store, *args)
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            value: R = done.value
+            return value
+        except RuntimeError as exc:  # trio's "must be called from async context"
+            if "async context" not in str(exc):
+                raise
+        else:
+            coroutine.close()
+    import trio
+
+    return trio.run(read, store, *args)
 
 
 async def _read_one(store: Store, run_id: str, payloads: Payloads | None) -> _journals.Journal:
@@ -606,7 +640,6 @@ def ls(
     journal is damaged is listed with status 'corrupt' (and the error with
     --json); it never stops the listing.
     """
-    import trio
     from rich.text import Text
 
     from ._timeline_text import runs_text
@@ -620,7 +653,7 @@ def ls(
 
     wanted = kept if statuses or workflows else _every
 
-    rows, more = trio.run(_newest, opened, store.payloads(), wanted, limit, before, None, statuses)
+    rows, more = _read(opened, _newest, store.payloads(), wanted, limit, before, None, statuses)
     if as_json:
         click.echo(json.dumps([tl.summary_json(t) for t in rows], indent=2))
     elif rows:
@@ -787,8 +820,6 @@ def show(
     replaying the journal with the current code; exit 1 if the code no longer
     matches the journal.
     """
-    import trio
-
     from ._timeline_html import to_html
     from ._timeline_text import timeline_text
 
@@ -798,10 +829,10 @@ def show(
         raise CliUsageError("--locals prints text or --json; it has no --html")
     opened = _open_store(store, codec=False)
     if show_locals:
-        events = trio.run(_read_events, opened, run_id, store.payloads())
+        events = _read(opened, _read_events, run_id, store.payloads())
         _show_locals(run_id, events, at_step, code, as_json)
         return
-    journal = trio.run(_read_one, opened, run_id, store.payloads())
+    journal = _read(opened, _read_one, run_id, store.payloads())
     _warn_codec([journal])
     timeline = journal.timeline()
     if html_file is not None:
@@ -899,8 +930,6 @@ def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: Store
     WORKFLOW alone); runs of other workflows are skipped. Exit 1 if any run
     diverged or could not be replayed.
     """
-    import trio
-
     from ._timeline_text import replay_report
 
     if run_ids and replay_all:
@@ -913,7 +942,7 @@ def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: Store
         module = load_module(target)
         defined = {wf.name: wf for wf in vars(module).values() if isinstance(wf, Workflow)}
     opened = _open_store(store, codec=False)
-    read = trio.run(_read_selected, opened, run_ids, store.payloads())
+    read = _read(opened, _read_selected, run_ids, store.payloads())
     if only is not None and not run_ids:
         read = [journal for journal in read if journal.workflow == only]
     skip_undefined = not run_ids and not replay_all

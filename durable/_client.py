@@ -25,8 +25,9 @@ from ._core.outcomes import outcome_of, result_of
 from ._core.values import encode_call, encode_value
 from ._inbox import send
 from ._retry import retry_run
-from ._runtime import _check_same, _first_args, check_workflow, store_from
+from ._runtime import _check_same, _first_args, check_workflow
 from ._store import Store
+from ._store_from import store_from
 from ._telemetry import start_context
 
 

@@ -17,8 +17,6 @@ import stat
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-import trio
-
 
 class NotRegularFileError(OSError):
     """Something other than a regular file (a directory, a symbolic link, a FIFO, a
@@ -240,6 +238,8 @@ class OsFileSystem:
         # fdatasyncs of different files issued at once are grouped by the file
         # system: about 20,000/s from 16 threads against 3,000/s from one. One
         # hop to a worker thread fans them out to a pool of threads.
+        import trio  # noqa: PLC0415 - the CLI reads a FileStore without trio (start-up)
+
         fds = list(fds)
         if len(fds) == 1:
             await trio.to_thread.run_sync(os.fdatasync, fds[0])

@@ -43,7 +43,7 @@ from ._core.errors import JournalCorruptError
 from ._core.machine import Replay
 from ._core.payloads import is_sealed
 from ._core.retried import supersession
-from ._runtime import store_from
+from ._store_from import store_from
 
 if TYPE_CHECKING:
     from ._store import Store

@@ -28,7 +28,6 @@ from ._core.errors import (
     RunConflictError,
     RunLockedError,
     RunNotRetryableError,
-    StoreError,
     UnknownRunError,
     UnknownWorkflowError,
 )
@@ -51,50 +50,17 @@ from ._hooks import NO_HOOKS, Hooks
 from ._inbox import drop_messages, forget_journaled, journal_messages, send
 from ._loops import Loop, check_loop
 from ._retry import retry_here
-from ._store import CodecOption, Holder, JournalWriter, Opened, Store
-from ._store_file import FileStore
-from ._store_postgres import PostgresStore, looks_like_dsn, mistyped_url
+from ._store import Holder, JournalWriter, Opened, Store
+from ._store_from import store_from
 from ._telemetry import drive as traced_drive
 from ._telemetry import run_telemetry, start_context
 from ._watch import StoreWatch, ended
 
 R = TypeVar("R")
 _log = logging.getLogger("durable")
-DEFAULT_STORE_PATH = ".durable"
 #: How many more due runs a worker asks for than it has room for: some of them are
 #: taken by other workers between the answer and the open.
 _DUE_SLACK = 16
-
-
-def default_store() -> Store:
-    """The embedded default: a FileStore in ``$DURABLE_STORE`` or ``./.durable``."""
-    return store_from(os.environ.get("DURABLE_STORE") or DEFAULT_STORE_PATH)
-
-
-def store_from(store: Store | str | os.PathLike[str] | None, *, codec: CodecOption = None) -> Store:
-    """A :class:`Store` from a store, a directory path, a PostgreSQL DSN
-    (``postgresql://user@host/db``, optionally with ``?schema=...&lease_ttl=30s``
-    for the store's options, or a libpq ``host=db dbname=app`` string), or None
-    (the default store). ``codec`` is the payload codecs of a store made from a path
-    or a DSN."""
-    if codec is not None and (store is None or isinstance(store, Store)):
-        raise TypeError("codec= goes with a store path or DSN; pass it to the store you make instead")
-    if store is None:
-        return default_store()
-    if isinstance(store, Store):
-        return store
-    if isinstance(store, str | os.PathLike):
-        text = os.fspath(store)
-        mistyped = mistyped_url(text)
-        if mistyped is not None:  # never a directory named after a password
-            raise StoreError(mistyped)
-        if looks_like_dsn(text):  # a URL or a libpq key=value string: never a directory name
-            try:
-                return PostgresStore(text, codec=codec)
-            except ImportError as exc:  # psycopg is an optional dependency
-                raise StoreError(str(exc)) from None
-        return FileStore(text, codec=codec)
-    raise TypeError(f"store must be a durable store or a directory path (got {store!r})")
 
 
 class RunHandle:

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Literal, TypeVar
 
 import attrs
-import trio
 
 from ._core import events as ev
 from ._core.codec import encode_record
@@ -526,6 +525,8 @@ class Store(abc.ABC):
         """Return when there may be new work (a run created or released, a message
         posted) since ``since`` (a :meth:`change_token`; default: since this call),
         or after ``timeout`` seconds. Stores without notifications just wait."""
+        import trio  # noqa: PLC0415 - the CLI reads a FileStore without trio (start-up)
+
         await trio.sleep(timeout)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook

@@ -14,11 +14,13 @@ import textwrap
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 from click.testing import CliRunner
 
+import durable
 from durable._cli import main
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "process_order.py"
@@ -313,3 +315,53 @@ def test_a_module_in_the_current_directory_is_found_by_its_name(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "hello bob"
+
+
+class _WaitingFileStore(durable.FileStore):
+    """A FileStore whose listing waits on trio once: as a read of a future FileStore might."""
+
+    waits = 0
+
+    async def newest_first(self, limit: int | None = None, before: str | None = None) -> list[str]:
+        import trio  # noqa: PLC0415 - only this test's store needs it
+
+        await trio.sleep(0)
+        type(self).waits += 1
+        return await super().newest_first(limit, before)
+
+
+def test_a_file_store_read_that_waits_runs_again_under_trio(tmp_path: Path) -> None:
+    # The reading verbs drive a FileStore's reads without an event loop (start-up);
+    # one that waits after all is closed and run again under trio, with the same answer.
+    from durable._cli import _read  # noqa: PLC0415 - a private helper
+
+    store = durable.FileStore(tmp_path, sync="none")
+    for run_id in ("a", "b"):
+        durable.run(_double_for_cli, 1, id=run_id, store=store)
+
+    async def newest(store: durable.Store) -> list[str]:
+        return await store.newest_first(None, None)
+
+    assert _read(store, newest) == ["b", "a"]  # no wait: no event loop
+    assert _read(_WaitingFileStore(tmp_path), newest) == ["b", "a"]
+    assert _WaitingFileStore.waits == 1  # the first try stopped at the wait
+
+
+def test_a_runtime_error_of_a_file_store_read_is_not_taken_for_a_wait(tmp_path: Path) -> None:
+    from durable._cli import _read  # noqa: PLC0415 - a private helper
+
+    async def broken(store: durable.Store) -> None:
+        raise RuntimeError("something else went wrong")
+
+    with pytest.raises(RuntimeError, match="something else went wrong"):
+        _read(durable.FileStore(tmp_path), broken)
+
+
+@durable.workflow(name="cli.double")
+def _double_for_cli(n: int) -> Any:
+    return (yield _twice_for_cli(n))
+
+
+@durable.activity(name="cli.twice")
+def _twice_for_cli(n: int) -> int:
+    return 2 * n

@@ -469,7 +469,7 @@ def test_a_mistyped_url_is_never_a_directory_and_never_shown_with_its_password(
 def test_a_mistyped_url_is_refused_by_the_library_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from durable._runtime import store_from  # noqa: PLC0415
+    from durable._store_from import store_from  # noqa: PLC0415
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(durable.StoreError, match=r"postgresql://") as info:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -387,13 +388,49 @@ def test_importing_durable_or_the_cli_imports_no_loop_and_no_printing() -> None:
     assert done.stdout.splitlines() == ["[]", "True durable scan"]
 
 
+def test_the_reading_verbs_list_and_show_a_file_store_without_trio(tmp_path: Path) -> None:
+    # Start-up (SPEC section 8: `durable ls --limit 50` <= 0.3 s): a FileStore's reads
+    # never wait, so ls, show and replay run them without importing trio, which
+    # would be most of their time. The store is filled in this process, with trio.
+    store = durable.FileStore(tmp_path / "store", sync="none")
+    durable.run(_double, 21, id="a", store=store)
+    code = (
+        "import contextlib, sys\n"
+        "from durable._cli import main\n"
+        f"for verb in (['ls'], ['ls', '--status', 'completed'], ['show', 'a']):\n"
+        f"    sys.argv = ['durable', *verb, '--store', {str(tmp_path / 'store')!r}]\n"
+        "    with contextlib.suppress(SystemExit):\n"
+        "        main()\n"
+        "print('trio' in sys.modules, 'durable._runtime' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "False False", done.stdout + done.stderr
+    listed = [line for line in lines if line.split()[:3] == ["a", "layers.double", "completed"]]
+    assert len(listed) == 2, done.stdout  # both listings
+    assert "run a · layers.double · completed" in lines, done.stdout  # the timeline
+    assert any(line.split() == ["result", "42"] for line in lines), done.stdout
+
+
+@durable.workflow(name="layers.double")
+def _double(n: int) -> Any:
+    return (yield _twice(n))
+
+
+@durable.activity(name="layers.twice")
+def _twice(n: int) -> int:
+    return 2 * n
+
+
 def test_importing_durable_does_not_import_psycopg() -> None:
     # psycopg costs about a third of `import durable`: it loads with the first
     # PostgresStore, not with durable, its command line, or a FileStore's use.
     pytest.importorskip("psycopg")
     code = (
         "import sys, durable, durable.lowlevel, durable._cli\n"
-        "from durable._runtime import store_from\n"
+        "from durable._store_from import store_from\n"
         "store_from('.durable-never-made')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg', 'psycopg_pool')))\n"
         "store_from('postgresql://x@127.0.0.1/test')\n"
@@ -410,7 +447,7 @@ def test_without_psycopg_durable_imports_and_a_postgres_store_is_a_clear_error(t
     (tmp_path / "psycopg.py").write_text("raise ImportError('no psycopg here')\n")
     code = (
         "import durable\n"
-        "from durable._runtime import store_from\n"
+        "from durable._store_from import store_from\n"
         "try:\n"
         "    store_from('postgresql://x@127.0.0.1/test')\n"
         "except durable.StoreError as error:\n"

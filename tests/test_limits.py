@@ -411,7 +411,7 @@ async def test_a_name_the_journal_cannot_encode_is_refused_before_anything_is_wr
 
 
 def test_a_key_value_dsn_is_a_postgres_store_for_the_library_too(tmp_path: Path, monkeypatch: Any) -> None:
-    from durable._runtime import store_from  # noqa: PLC0415
+    from durable._store_from import store_from  # noqa: PLC0415
 
     monkeypatch.chdir(tmp_path)
     store = store_from("host=127.0.0.1 dbname=test password=secret")

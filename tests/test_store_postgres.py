@@ -29,6 +29,7 @@ import durable
 from durable._core import codec as _codec
 from durable._core import events as ev
 from durable._store import JournalWriter, Opened
+from durable._store_from import store_from
 from durable._store_postgres import PostgresStore
 from durable._store_postgres.committer import Job
 from durable._store_postgres.schema import SCHEMA_VERSION
@@ -1541,13 +1542,13 @@ async def test_a_workflow_runs_on_postgres_and_takes_a_signal_sent_by_another_wo
 def test_a_dsn_with_store_options_configures_the_store_everywhere_a_store_is_named() -> None:
     pgutil.require()
     schema = pgutil.fresh_schema()
-    store = durable._runtime.store_from(f"{pgutil.dsn()}?schema={schema}&lease_ttl=2s&connect_timeout=5")
+    store = store_from(f"{pgutil.dsn()}?schema={schema}&lease_ttl=2s&connect_timeout=5")
     assert isinstance(store, PostgresStore)
     assert store.schema == schema
     assert store.lease_ttl == 2.0
     assert f"test?connect_timeout=5', schema='{schema}'" in repr(store)
     with pytest.raises(ValueError, match="lease_ttl"):
-        durable._runtime.store_from(f"{pgutil.dsn()}?lease_ttl=soon")
+        store_from(f"{pgutil.dsn()}?lease_ttl=soon")
 
 
 @durable.activity(name="tests.pg.blocker")

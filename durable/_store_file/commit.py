@@ -12,11 +12,16 @@ journal, never retried.
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import trio
+from typing import TYPE_CHECKING
 
 from .._fs import FileSystem
 from .._store import JournalWriter
+
+if TYPE_CHECKING:
+    import trio
+
+# trio is imported where a round needs it, not at the top: the CLI's reading verbs
+# open a FileStore without importing trio (most of a short verb's start-up).
 
 
 class _FileWriter(JournalWriter):
@@ -63,8 +68,17 @@ class _Round:
 
     def __init__(self) -> None:
         self.fds: set[int] = set()
-        self.done = trio.Event()
         self.synced = False
+        self._done: trio.Event | None = None
+
+    @property
+    def done(self) -> trio.Event:
+        """Set when the round's fsyncs finished (or its leader gave it up)."""
+        if self._done is None:
+            import trio  # noqa: PLC0415 - see the top of the module
+
+            self._done = trio.Event()
+        return self._done
 
 
 class _GroupCommit:
@@ -114,6 +128,8 @@ class _GroupCommit:
     async def _lead(self) -> None:
         self._leading = True
         try:
+            import trio  # noqa: PLC0415 - see the top of the module
+
             # Let the other runs that are ready right now queue in this round first.
             await trio.lowlevel.cancel_shielded_checkpoint()
             while self._open.fds and self._error is None:

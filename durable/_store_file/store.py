@@ -20,8 +20,6 @@ import os
 import time
 from collections.abc import Collection, Sequence
 
-import trio
-
 from .._core import events as ev
 from .._core.errors import DurableError, DurableInternalError, RunLockedError, StoreError
 from .._core.ids import check_run_id
@@ -308,6 +306,8 @@ class FileStore(Store):
     async def wait_for_change(self, timeout: float, *, since: int | None = None) -> None:
         """Wait ``timeout`` seconds of real time: other processes change the files
         behind trio's back, so a test's virtual clock says nothing about them."""
+        import trio  # noqa: PLC0415 - the CLI reads a FileStore without trio (start-up)
+
         if isinstance(self.fs, OsFileSystem):
             await trio.to_thread.run_sync(time.sleep, timeout, abandon_on_cancel=True)
         else:

@@ -29,8 +29,6 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
-import trio
-
 from .._core import events as ev
 from .._core.durations import Duration, parse_duration
 from .._core.errors import DurableError
@@ -333,6 +331,8 @@ class PostgresStore(Store):
         if self._db.closed:
             return
         self._db.closed = True
+        import trio  # noqa: PLC0415 - `durable ls` on a FileStore imports this module, not trio
+
         await trio.to_thread.run_sync(self._shutdown)
 
     def _shutdown(self) -> None:
