@@ -14,11 +14,11 @@ import textwrap
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
 from click.testing import CliRunner
+from simflows import good
 
 import durable
 from durable._cli import main
@@ -337,7 +337,7 @@ def test_a_file_store_read_that_waits_runs_again_under_trio(tmp_path: Path) -> N
 
     store = durable.FileStore(tmp_path, sync="none")
     for run_id in ("a", "b"):
-        durable.run(_double_for_cli, 1, id=run_id, store=store)
+        durable.run(good.chain, 1, id=run_id, store=store)
 
     async def newest(store: durable.Store) -> list[str]:
         return await store.newest_first(None, None)
@@ -355,13 +355,3 @@ def test_a_runtime_error_of_a_file_store_read_is_not_taken_for_a_wait(tmp_path: 
 
     with pytest.raises(RuntimeError, match="something else went wrong"):
         _read(durable.FileStore(tmp_path), broken)
-
-
-@durable.workflow(name="cli.double")
-def _double_for_cli(n: int) -> Any:
-    return (yield _twice_for_cli(n))
-
-
-@durable.activity(name="cli.twice")
-def _twice_for_cli(n: int) -> int:
-    return 2 * n

@@ -23,9 +23,9 @@ import subprocess
 import sys
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import pytest
+from simflows import good
 
 import durable
 
@@ -393,7 +393,7 @@ def test_the_reading_verbs_list_and_show_a_file_store_without_trio(tmp_path: Pat
     # never wait, so ls, show and replay run them without importing trio, which
     # would be most of their time. The store is filled in this process, with trio.
     store = durable.FileStore(tmp_path / "store", sync="none")
-    durable.run(_double, 21, id="a", store=store)
+    durable.run(good.chain, 10, id="a", store=store)  # 0 + 1 + ... + 9
     code = (
         "import contextlib, sys\n"
         "from durable._cli import main\n"
@@ -408,20 +408,10 @@ def test_the_reading_verbs_list_and_show_a_file_store_without_trio(tmp_path: Pat
     )
     lines = done.stdout.splitlines()
     assert lines[-1] == "False False", done.stdout + done.stderr
-    listed = [line for line in lines if line.split()[:3] == ["a", "layers.double", "completed"]]
+    listed = [line for line in lines if line.split()[:3] == ["a", "simflows.chain", "completed"]]
     assert len(listed) == 2, done.stdout  # both listings
-    assert "run a · layers.double · completed" in lines, done.stdout  # the timeline
-    assert any(line.split() == ["result", "42"] for line in lines), done.stdout
-
-
-@durable.workflow(name="layers.double")
-def _double(n: int) -> Any:
-    return (yield _twice(n))
-
-
-@durable.activity(name="layers.twice")
-def _twice(n: int) -> int:
-    return 2 * n
+    assert "run a · simflows.chain · completed" in lines, done.stdout  # the timeline
+    assert any(line.split() == ["result", "45"] for line in lines), done.stdout
 
 
 def test_importing_durable_does_not_import_psycopg() -> None:
