@@ -25,6 +25,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Collection, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -69,7 +70,11 @@ class CliFailure(Exception):
     """The check a verb ran failed (a divergence, a failing crash schedule...): exit 1."""
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def _fail(message: str, code: int, shown: BaseException | None = None) -> NoReturn:
+    """Print ``error: message`` on stderr (after the traceback of ``shown``: ``--debug``)
+    and exit with ``code``: the same exit code with or without ``--debug``."""
+    if shown is not None:
+        traceback.print_exception(shown, file=sys.stderr)
     click.echo(f"error: {tl.printable(message, keep=chr(10))}", err=True)
     sys.exit(code)
 
@@ -148,17 +153,12 @@ def _common(fn: F) -> F:
         except BrokenPipeError:
             _reader_left()
         except (WorkflowFailed, NonDeterminismError, CliFailure) as exc:
-            if debug:
-                raise
-            _fail(str(exc), EXIT_FAILED)
+            _fail(str(exc), EXIT_FAILED, exc if debug else None)
         except cbor2.CBORDecodeError as exc:  # not a ValueError since cbor2 6
-            if debug:
-                raise
-            _fail(f"a journal holds a value that cannot be decoded: {exc}", EXIT_USAGE)
+            message = f"a journal holds a value that cannot be decoded: {exc}"
+            _fail(message, EXIT_USAGE, exc if debug else None)
         except (CliUsageError, LoadError, DurableError, TypeError, ValueError, OSError) as exc:
-            if debug:
-                raise
-            _fail(tl.first_line(exc), EXIT_USAGE)
+            _fail(tl.first_line(exc), EXIT_USAGE, exc if debug else None)
 
     return wrapper  # type: ignore[return-value]
 
@@ -509,9 +509,10 @@ def _read(store: Store, read: Callable[..., Coroutine[Any, Any, R]], *args: Any)
 
     A FileStore's reads never wait for anything (its files are read in this thread),
     so they run without an event loop: importing and starting trio would be most of
-    what a short verb such as ``durable ls`` costs. Should one wait after all, it is
-    closed and run again under trio (it has no effects to repeat). Any other store
-    runs under trio."""
+    what a short verb such as ``durable ls`` costs (tests/test_layers.py checks that
+    ls and show import no trio). Should one wait after all, it is closed and run
+    again under trio: all it writes are caches (the starts and ends logs, the due
+    index), which a second run writes the same. Any other store runs under trio."""
     from ._store_file import FileStore
 
     if isinstance(store, FileStore):
@@ -950,10 +951,8 @@ def replay(target: str, run_ids: tuple[str, ...], replay_all: bool, store: Store
     _print(replay_report(checks, target, _store_name(opened)))
     failed = [check for check in checks if check.failed]
     if failed:
-        replayed = sum(1 for check in checks if check.verdict != "skipped")
-        raise CliFailure(
-            f"{len(failed)} of {replayed} runs cannot be replayed by the current code of {target}"
-        )
+        replayed = tl.plural(sum(1 for check in checks if check.verdict != "skipped"), "run")
+        raise CliFailure(f"{len(failed)} of {replayed} cannot be replayed by the current code of {target}")
 
 
 async def _read_selected(

@@ -41,7 +41,7 @@ from ._core import events as ev
 from ._core.codec import HEADER_SIZE, decode_record, read_header
 from ._core.commands import encoded_call_text
 from ._core.durations import format_duration
-from ._core.errors import ErrorInfo
+from ._core.errors import ErrorInfo, JournalCorruptError
 from ._core.retried import deciding_failure
 from ._core.values import loads_shown
 
@@ -841,8 +841,11 @@ def rows(timeline: Timeline) -> list[Row]:
 def facts(timeline: Timeline) -> list[tuple[str, str]]:
     """The run's facts above its rows, ``(name, text)``, as the text and the page show them:
     its arguments, start, how long it took (so far), and its result or error."""
-    found = [("arguments", timeline.args)]
-    found.append(("started", f"{local_time(timeline.started, precise=True)} (local time)"))
+    if timeline.started is None:  # no RunStarted: the journal is damaged from its start
+        found = [("arguments", "unknown"), ("started", "unknown")]
+    else:
+        found = [("arguments", timeline.args)]
+        found.append(("started", f"{local_time(timeline.started, precise=True)} (local time)"))
     if timeline.duration is not None:
         found.append(("took" if timeline.ended is not None else "so far", duration_text(timeline.duration)))
     if timeline.outcome:
@@ -854,6 +857,12 @@ def facts(timeline: Timeline) -> list[tuple[str, str]]:
     if timeline.waiting is not None:
         found.append(("waits for", timeline.waiting))
     return found
+
+
+def shown_damage(journal_error: str) -> str:
+    """Why a journal could not be read to its end, as ``durable show`` and the page tell it
+    beside what precedes the damage: without the advice to look at it that way."""
+    return journal_error.replace(JournalCorruptError.ADVICE, "Restore the journal from a backup.")
 
 
 # --- JSON ----------------------------------------------------------------------------

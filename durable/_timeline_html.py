@@ -25,6 +25,7 @@ from ._timeline import (
     printable,
     rows,
     shorten,
+    shown_damage,
 )
 from ._timeline import facts as run_facts
 
@@ -394,7 +395,7 @@ def fragment(timeline: Timeline) -> str:
     damage = ""
     if timeline.journal_error:
         why = "The journal could not be read to its end; this shows what is in front of the damage."
-        damage = _tag("div", _e(f"{why} {timeline.journal_error}"), class_="damage")
+        damage = _tag("div", _e(f"{why} {shown_damage(timeline.journal_error)}"), class_="damage")
     badge = _tag("span", _e(timeline.status), class_=f"badge {timeline.status}")
     # The patterns every SVG of the page fills with, defined once.
     defs = f'<svg width="0" height="0" style="position:absolute" aria-hidden="true">{_DEFS}</svg>'

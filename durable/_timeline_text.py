@@ -86,7 +86,8 @@ def timeline_text(timeline: tl.Timeline) -> list[Text]:
     if timeline.journal_error is not None:
         line = Text(f"  {'journal':<10} ", style="dim")
         line.append(
-            tl.printable(f"damaged; shown up to the damage: {timeline.journal_error}"), style="yellow"
+            tl.printable(f"damaged; shown up to the damage: {tl.shown_damage(timeline.journal_error)}"),
+            style="yellow",
         )
         lines.append(line)
     lines.append(Text())

@@ -168,9 +168,17 @@ def test_a_workflow_that_raises_exits_1(durable_cli: Invoke, workdir: Path) -> N
 
 def test_debug_shows_the_traceback(durable_cli: Invoke, workdir: Path) -> None:
     outcome = durable_cli("run", f"{EXAMPLE}:no_such_workflow", "--store", "s", "--debug")
-    assert outcome.code != 0
+    assert outcome.code == 2  # a usage error, as without --debug
     assert "Traceback (most recent call last)" in outcome.stderr
     assert "no_such_workflow" in outcome.stderr
+    assert outcome.stderr.splitlines()[-1].startswith("error: ")
+
+
+def test_debug_keeps_the_exit_code_of_a_failed_workflow(durable_cli: Invoke, workdir: Path) -> None:
+    outcome = durable_cli("run", "cli_failing.py:cli_failing", "7", "--store", "s", "--id", "f", "--debug")
+    assert outcome.code == 1, outcome
+    assert "Traceback (most recent call last)" in outcome.stderr
+    assert "ValueError: no good: 7" in outcome.stderr
 
 
 def test_a_module_that_does_not_import_is_a_usage_error(durable_cli: Invoke, workdir: Path) -> None:

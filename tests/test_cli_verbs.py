@@ -665,11 +665,26 @@ def test_show_a_damaged_journal_up_to_the_damage(store: Path) -> None:
     assert outcome.code == 0, outcome
     assert "corrupt" in outcome.stdout
     assert "damaged; shown up to the damage" in outcome.stdout and "checksum" in outcome.stdout
+    assert "Restore the journal from a backup." in outcome.stdout
+    assert "inspect it with `durable show`" not in outcome.stdout  # as it is being shown
     assert "verbs.charge(4200)" in outcome.stdout
     doc = json.loads(cli("show", "order-bad", "--json", "--store", str(store)).stdout)
     assert doc["status"] == "corrupt" and doc["events"] == 4 and "checksum" in doc["journal_error"]
     assert cli("show", "order-bad", "--html", "bad.html", "--store", str(store)).code == 0
     assert "could not be read to its end" in (store.parent / "bad.html").read_text()
+
+
+def test_show_a_journal_damaged_from_its_header_says_what_is_unknown(store: Path) -> None:
+    write_journal(store, retried_and_recovered("order-head"))
+    path = store / "runs" / "order-head.journal"
+    path.write_bytes(b"garbage!" + path.read_bytes())
+    listed = cli("ls", "--store", str(store))
+    assert "inspect it with `durable show`" in listed.stdout  # where that advice helps
+    outcome = cli("show", "order-head", "--store", str(store))
+    assert outcome.code == 0, outcome
+    facts = {line.split()[0]: line.split(None, 1)[1] for line in outcome.stdout.splitlines()[1:3]}
+    assert facts == {"arguments": "unknown", "started": "unknown"}, outcome.stdout
+    assert "bad magic bytes" in outcome.stdout and "no steps were journaled" in outcome.stdout
 
 
 def test_every_verb_says_a_missing_run_the_same_way(store: Path) -> None:
@@ -693,9 +708,9 @@ def test_show_errors_are_one_line(store: Path, run: Any) -> None:
 
 def test_show_debug_shows_the_traceback(store: Path) -> None:
     outcome = process("show", "order-77", "--store", str(store), "--debug")
-    assert outcome.code != 0
+    assert outcome.code == 2  # a usage error, as without --debug
     assert "Traceback (most recent call last)" in outcome.stderr
-    assert "order-77" in outcome.stderr
+    assert outcome.stderr.splitlines()[-1].startswith("error: no run 'order-77'")
 
 
 def test_show_after_a_real_crash(workdir: Path) -> None:
@@ -846,6 +861,8 @@ def test_replay_of_a_damaged_journal_fails_the_check(workdir: Path) -> None:
     assert outcome.code == 1
     assert "bad (verbs.order): cannot be replayed:" in outcome.stdout
     assert "o-1 (verbs.order): replayed OK" in outcome.stdout
+    alone = cli("replay", "verbs_order_v1.py", "bad", "--store", "s")
+    assert alone.code == 1 and "error: 1 of 1 run cannot be replayed" in alone.stderr, alone
 
 
 @pytest.mark.parametrize("run", [cli, process], ids=["runner", "process"])

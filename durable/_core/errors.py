@@ -427,6 +427,10 @@ class JournalCorruptError(StoreError):
         reason: what check failed.
     """
 
+    #: The end of its message: what to do about it (``durable show`` itself, which draws
+    #: what precedes the damage, leaves out the advice to run it).
+    ADVICE = "Restore the journal from a backup, or inspect it with `durable show`."
+
     def __init__(
         self, path: str, offset: int | None, reason: str, record: int | None = None, *, proven: bool = False
     ) -> None:
@@ -446,11 +450,7 @@ class JournalCorruptError(StoreError):
             if proven
             else "; durable will not guess at what the journal holds"
         )
-        super().__init__(
-            f"{where} is damaged ({reason}){why}. Restore the journal from a backup, or inspect it "
-            "with `durable show`.",
-            path=path,
-        )
+        super().__init__(f"{where} is damaged ({reason}){why}. {self.ADVICE}", path=path)
 
 
 class JournalUnreadableError(JournalCorruptError):

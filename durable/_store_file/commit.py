@@ -80,6 +80,12 @@ class _Round:
             self._done = trio.Event()
         return self._done
 
+    def wake(self) -> None:
+        """Wake whoever waits for the round (made its Event by waiting; if no one did,
+        no one will: a caller waits as soon as it queues behind a leader)."""
+        if self._done is not None:
+            self._done.set()
+
 
 class _GroupCommit:
     """Group commit: one round of fdatasyncs covers every journal queued meanwhile.
@@ -151,10 +157,10 @@ class _GroupCommit:
                     for fd, close in self._closing.items():
                         close(fd)
                     self._closing.clear()
-                    round_.done.set()
+                    round_.wake()
         finally:
             self._leading = False
             # Whoever waits in the open round now needs a leader (or to see the error):
             # wake them; they queue again and one of them leads.
             waiting, self._open = self._open, _Round()
-            waiting.done.set()
+            waiting.wake()
