@@ -847,7 +847,7 @@ def facts(timeline: Timeline) -> list[tuple[str, str]]:
         found = [("arguments", timeline.args)]
         found.append(("started", f"{local_time(timeline.started, precise=True)} (local time)"))
     if timeline.duration is not None:
-        found.append(("took" if timeline.ended is not None else "so far", duration_text(timeline.duration)))
+        found.append((_took_label(timeline), duration_text(timeline.duration)))
     if timeline.outcome:
         found.append(("error" if timeline.error is not None else "result", timeline.outcome))
     if timeline.holder is not None:
@@ -857,6 +857,14 @@ def facts(timeline: Timeline) -> list[tuple[str, str]]:
     if timeline.waiting is not None:
         found.append(("waits for", timeline.waiting))
     return found
+
+
+def _took_label(timeline: Timeline) -> str:
+    """How long the run took (``took``), has run until the tools looked (``so far``), or
+    ran until the last record in front of its journal's damage (``to damage``)."""
+    if timeline.ended is not None:
+        return "took"
+    return "to damage" if timeline.journal_error is not None and timeline.now is None else "so far"
 
 
 def shown_damage(journal_error: str) -> str:

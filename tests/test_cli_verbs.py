@@ -667,6 +667,7 @@ def test_show_a_damaged_journal_up_to_the_damage(store: Path) -> None:
     assert "damaged; shown up to the damage" in outcome.stdout and "checksum" in outcome.stdout
     assert "Restore the journal from a backup." in outcome.stdout
     assert "inspect it with `durable show`" not in outcome.stdout  # as it is being shown
+    assert "  to damage " in outcome.stdout and "so far" not in outcome.stdout  # not timed to now
     assert "verbs.charge(4200)" in outcome.stdout
     doc = json.loads(cli("show", "order-bad", "--json", "--store", str(store)).stdout)
     assert doc["status"] == "corrupt" and doc["events"] == 4 and "checksum" in doc["journal_error"]
