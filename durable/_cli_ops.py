@@ -64,7 +64,9 @@ def rm(run_ids: tuple[str, ...], force: bool, store: StoreArg) -> None:
 
     opened = _open_store(store, codec=False)
     results = trio.run(lambda: remove_runs(opened, run_ids, force=force))
-    _report(results, _store_name(opened))
+    code = _report(results, _store_name(opened))
+    if code:
+        raise SystemExit(code)
 
 
 # --- prune ---------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def rm(run_ids: tuple[str, ...], force: bool, store: StoreArg) -> None:
     "older_than",
     required=True,
     metavar="DURATION",
-    help="Remove the runs that finished longer ago than this (30d, 12h, 90m, seconds).",
+    help="Remove the runs that finished longer ago than this (30d, 12h, 90m, 45s).",
 )
 @click.option(
     "--force",
@@ -115,15 +117,17 @@ def prune(older_than: str, force: bool, dry_run: bool, store: StoreArg) -> None:
     if not results:
         click.echo(tl.printable(f"nothing finished before {cutoff} (local time) in {_store_name(opened)}"))
         return
-    _report(results, _store_name(opened))
+    code = _report(results, _store_name(opened))
     done = sum(r.outcome in ("removed", "would remove") for r in results)
     verb = "would remove" if dry_run else "removed"
     click.echo(tl.printable(f"{verb} {tl.plural(done, 'run')} older than {cutoff} (local time)"))
+    if code:
+        raise SystemExit(code)
 
 
-def _report(results: Sequence[Removed], where: str) -> None:
-    """One line per run (removed on stdout, kept on stderr); exit 2 for a run that does
-    not exist, 1 for one kept, else 0."""
+def _report(results: Sequence[Removed], where: str) -> int:
+    """One line per run (removed on stdout, kept on stderr); the exit code: 2 for a run
+    that does not exist, 1 for one kept, else 0."""
     from rich.text import Text
 
     errors = _console(stderr=True)
@@ -138,8 +142,7 @@ def _report(results: Sequence[Removed], where: str) -> None:
         else:
             errors.print(Text(tl.printable(f"kept {result.run_id!r}: {result.why}"), style="yellow"))
             code = max(code, EXIT_FAILED)
-    if code:
-        raise SystemExit(code)
+    return code
 
 
 # --- retry ---------------------------------------------------------------------------

@@ -58,8 +58,23 @@ async def prune(store: Store, before: float, *, force: bool = False, dry_run: bo
     if force:
         run_ids += await _idle_unfinished(store, before)
     if dry_run:
-        return [Removed(run_id, "would remove") for run_id in run_ids]
+        return await _would_remove(store, run_ids)
     return [await _remove_one(store, run_id, force) for run_id in run_ids]
+
+
+async def _would_remove(store: Store, run_ids: list[str]) -> list[Removed]:
+    """What a prune of ``run_ids`` would do: remove each, but keep one a live process
+    holds now (as the removal itself would refuse it)."""
+    holders = await store.holders(run_ids)
+    results = []
+    for run_id in run_ids:
+        holder = holders.get(run_id)
+        if holder is not None and holder.live:
+            why = f"run {run_id!r} is held by {holder.describe()}, which is alive; it would be kept"
+            results.append(Removed(run_id, "held", why))
+        else:
+            results.append(Removed(run_id, "would remove"))
+    return results
 
 
 async def _idle_unfinished(store: Store, before: float) -> list[str]:

@@ -412,8 +412,11 @@ def test_every_verb_against_an_unreachable_server_is_one_line_exit_2(
     assert "s3cret" not in line
 
 
-def test_show_against_an_unreachable_server_as_a_process(workdir: Path) -> None:
-    outcome = process("show", "order-1", "--store", UNREACHABLE)
+@pytest.mark.parametrize("verb", [("show", "order-1"), ("run", "hard.py:wf", "x")], ids=str)
+def test_a_verb_against_an_unreachable_server_as_a_process(workdir: Path, verb: tuple[str, ...]) -> None:
+    # One line on stderr: `run` starts the store's LISTEN thread too, which tells of
+    # its first refused connection no more than the verb's own error does.
+    outcome = process(*verb, "--store", UNREACHABLE)
     line = one_line_error(outcome)
     assert "cannot connect to PostgreSQL" in line
     assert outcome.stdout == ""

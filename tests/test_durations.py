@@ -62,6 +62,7 @@ def test_a_number_without_its_unit_is_told_to_add_one(text: str, fix: str) -> No
     with pytest.raises(ValueError, match="has no unit") as info:
         parse_duration(text, what="--older-than")
     assert fix in str(info.value)
+    assert "a number of seconds" not in str(info.value)  # text: a bare number is what it refused
 
 
 @pytest.mark.parametrize("value", [-1, -0.5, datetime.timedelta(seconds=-1), math.inf, math.nan, -math.inf])

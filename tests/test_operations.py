@@ -247,6 +247,14 @@ def test_rm_and_prune_keep_what_has_not_finished(workspace: Path) -> None:
         dry = runner.invoke(cli, ["prune", "--older-than", "30d", "--dry-run", "--store", str(path)])
         assert dry.exit_code == 0 and "would remove 'old'" in dry.stdout and "'recent'" not in dry.stdout
         assert set(ls(str(path))) == {"old", "recent", "pending", "held"}
+        time.sleep(1.1)  # every run's last record is now over a second old
+        args = ["prune", "--older-than", "1s", "--force", "--dry-run", "--store", str(path)]
+        dry_forced = runner.invoke(cli, args)
+        assert dry_forced.exit_code == 1, dry_forced.stdout  # a run kept, as the prune would say
+        assert "would remove 'pending'" in dry_forced.stdout and "'held'" not in dry_forced.stdout
+        assert f"kept 'held': run 'held' is held by pid {held.pid} on " in dry_forced.stderr
+        assert "would remove 3 runs older than" in dry_forced.stdout  # old, recent, pending
+        assert set(ls(str(path))) == {"old", "recent", "pending", "held"}
         pruned = runner.invoke(cli, ["prune", "--older-than", "30d", "--store", str(path)])
         assert pruned.exit_code == 0 and "removed 'old'" in pruned.stdout, pruned.stdout
         assert set(ls(str(path))) == {"recent", "pending", "held"}

@@ -1468,6 +1468,17 @@ def test_a_bad_dsn_is_a_clear_store_error() -> None:
         PostgresStore("this is not a dsn")
 
 
+def test_an_option_given_twice_with_two_values_is_refused() -> None:
+    # In the DSN and as a keyword: which should win is not for the store to guess.
+    dsn = f"{pgutil.DEFAULT_DSN}?schema=one&lease_ttl=5s"
+    with pytest.raises(ValueError, match=r"lease_ttl is given twice, lease_ttl='7s' and \?lease_ttl=5s"):
+        PostgresStore(dsn, lease_ttl="7s")
+    with pytest.raises(ValueError, match=r"schema is given twice, schema='two' and \?schema=one"):
+        PostgresStore(dsn, schema="two")
+    same = PostgresStore(dsn, schema="one", lease_ttl=5)  # the same values twice: fine
+    assert same.schema == "one"
+
+
 def test_bad_options_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="lease_ttl"):
         PostgresStore(pgutil.DEFAULT_DSN, lease_ttl="soon")

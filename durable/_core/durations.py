@@ -17,7 +17,8 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PATTERN = re.compile(r"^\s*(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*(ms|s|m|h|d)\s*$")
 #: A number without its unit: what a command line gets when a unit was left out.
 _NUMBER = re.compile(r"^\s*(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*$")
-_EXAMPLES = "'500ms', '30s', '2m', '1h', '1d', a number of seconds or a datetime.timedelta"
+_TEXT_EXAMPLES = "'500ms', '30s', '2m', '1h', '1d'"
+_EXAMPLES = f"{_TEXT_EXAMPLES}, a number of seconds or a datetime.timedelta"
 #: The longest duration durable accepts: 100 years. A longer one is a mistake (a
 #: timestamp passed as a duration, milliseconds as seconds), and its deadline
 #: could not be shown as a date.
@@ -47,7 +48,7 @@ def parse_duration(value: object, *, what: str = "duration") -> float:
             if _NUMBER.match(value):  # "30" from a command line: text needs its unit
                 raise ValueError(
                     f"{what} {value!r} has no unit; write {value.strip() + 's'!r} for seconds, "
-                    f"or like {_EXAMPLES}"
+                    f"or like {_TEXT_EXAMPLES}"
                 )
             raise ValueError(f"{what} {value!r} is not a duration; write it like {_EXAMPLES}")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]

@@ -93,18 +93,28 @@ class Listener:
     def _main(self) -> None:
         delay = 0.5
         reconnect = False
+        failures = 0  # connections refused in a row
         while not self._stop.is_set():
             try:
                 conn = self.db.connect()
             except psycopg.Error as exc:
-                _log.warning(
-                    "durable: cannot LISTEN at %s (retrying): %s", self.db.where, self.db.scrub(one_line(exc))
-                )
+                failures += 1
+                # The first refusal is not told: what the store was doing meets the same
+                # server and says so itself (a command line exits with its one line, not
+                # after a warning that something will retry). The next, half a second
+                # later, means the store goes on without notifications for now.
+                if failures > 1:
+                    _log.warning(
+                        "durable: cannot LISTEN at %s (retrying): %s",
+                        self.db.where,
+                        self.db.scrub(one_line(exc)),
+                    )
                 self.listening.set()  # waiters fall back to their timeout
                 reconnect = True
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)
                 continue
+            failures = 0
             try:
                 with conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.db.tables.channel)))

@@ -26,8 +26,8 @@ import functools
 import os
 import socket
 import uuid
-from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .._core import events as ev
 from .._core.durations import Duration, parse_duration
@@ -50,6 +50,21 @@ _NO_PSYCOPG = (
     "durable.PostgresStore needs psycopg 3 and psycopg_pool: install durable with its "
     "postgres extra (pip install 'durable-yield[postgres]', or '.[postgres]' in a clone)"
 )
+
+
+def _lease_seconds(value: Any) -> float:
+    return parse_duration(value, what="lease_ttl")
+
+
+def _check_given_once(name: str, keyword: Any, in_dsn: str | None, meaning: Callable[[Any], Any]) -> None:
+    """Refuse an option given both as a keyword and in the DSN with two meanings: which
+    one should win is the caller's to say (the same value twice is fine)."""
+    if keyword is None or in_dsn is None or meaning(keyword) == meaning(in_dsn):
+        return
+    raise ValueError(
+        f"{name} is given twice, {name}={keyword!r} and ?{name}={in_dsn} in the DSN, with different "
+        "values; give it once"
+    )
 
 
 def _require_psycopg() -> None:
@@ -100,6 +115,8 @@ class PostgresStore(Store):
         if not isinstance(dsn, str):
             raise TypeError(f"dsn must be a str (got {type(dsn).__name__})")
         dsn, options = split_options(dsn)
+        _check_given_once("schema", schema, options.get("schema"), lambda value: value)
+        _check_given_once("lease_ttl", lease_ttl, options.get("lease_ttl"), _lease_seconds)
         schema = schema if schema is not None else options.get("schema", "public")
         lease_ttl = lease_ttl if lease_ttl is not None else options.get("lease_ttl", "30s")
         if not isinstance(schema, str) or not schema or len(schema.encode()) > 63:
