@@ -134,7 +134,10 @@ async def _report_end(handle: RunHandle, watching: set[str], given_up: set[str],
         return  # let go while it waits
     try:
         await handle.result()
-    except (WorkflowFailed, Cancelled):
+    except WorkflowFailed as failed:  # what it raised, in a line: `durable show` has the rest
+        say(f"worker: failed {handle.run_id!r}: {first_line(failed)}")
+        return
+    except Cancelled:
         pass
     except Exception as exc:
         if isinstance(exc, _NEEDS_A_PERSON):

@@ -353,6 +353,18 @@ def test_retry_runs_a_failed_run_again_from_its_failed_step(workspace: Path) -> 
     assert "retried at +" in shown and "attempt 1 completed" in shown
 
 
+def test_a_worker_says_why_a_run_failed(workspace: Path) -> None:
+    store = str(workspace / "store")
+    submit(durable.FileStore(store), "order", "o2", run_id="o2")  # its card service is down
+    worker = spawn(workspace, "worker", "ops_flows.py", "--store", store, "--poll", "50ms")
+    try:
+        wait_for("o2 failed", lambda: status(store, "o2") == "failed")
+    finally:
+        log = stop(worker)
+    said = [line for line in log.splitlines() if line.startswith("worker: failed 'o2': ")]
+    assert len(said) == 1 and "card service down" in said[0], log
+
+
 def test_signal_warns_when_the_run_waits_for_another_name_and_show_draws_the_wait(workspace: Path) -> None:
     store = str(workspace / "store")
 
