@@ -356,13 +356,23 @@ def test_retry_runs_a_failed_run_again_from_its_failed_step(workspace: Path) -> 
 def test_a_worker_says_why_a_run_failed(workspace: Path) -> None:
     store = str(workspace / "store")
     submit(durable.FileStore(store), "order", "o2", run_id="o2")  # its card service is down
-    worker = spawn(workspace, "worker", "ops_flows.py", "--store", store, "--poll", "50ms")
+    log = workspace / "worker.stderr"
+    with log.open("w") as err:  # a file, read while it runs: the line comes after the journal's end
+        worker = subprocess.Popen(
+            [DURABLE, "worker", "ops_flows.py", "--store", store, "--poll", "50ms"],
+            env=dict(os.environ, GATES=str(workspace / "gates")),
+            cwd=workspace,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
-        wait_for("o2 failed", lambda: status(store, "o2") == "failed")
+        wait_for("the worker's line", lambda: "worker: failed 'o2': " in log.read_text())
     finally:
-        log = stop(worker)
-    said = [line for line in log.splitlines() if line.startswith("worker: failed 'o2': ")]
-    assert len(said) == 1 and "card service down" in said[0], log
+        worker.terminate()
+        worker.wait(timeout=60)
+    said = [line for line in log.read_text().splitlines() if line.startswith("worker: failed 'o2': ")]
+    assert len(said) == 1 and "card service down" in said[0], log.read_text()
+    assert status(store, "o2") == "failed"
 
 
 def test_signal_warns_when_the_run_waits_for_another_name_and_show_draws_the_wait(workspace: Path) -> None:
