@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -246,6 +248,43 @@ def test_nesting_at_the_decoders_depth_is_refused_with_its_path() -> None:
     encode_value(_nested(390), what="x")  # deep, but readable
     with pytest.raises(durable.SerializationError, match="nests containers too deeply"):
         encode_value(_nested(401), what="x")
+
+
+DEEP_VALUES = {
+    "a list": "deep",
+    "a dict's value": "{'k': deep}",
+    "a dict's key": "{chain: 1}",
+    "tuples": "chain",
+    "frozensets": "frozen",
+    "a dataclass field": "[Box(deep)]",
+}
+
+
+@pytest.mark.parametrize("expression", list(DEEP_VALUES.values()), ids=list(DEEP_VALUES))
+def test_a_value_nested_far_too_deep_is_refused_not_a_crash(expression: str) -> None:
+    # cbor2's encoder recurses on the C stack without a limit: a list nested 20,000 deep
+    # crashed the process (SIGSEGV), again at every retry of the step. In a child
+    # process, so that a crash is this test's failure, not the test runner's.
+    code = (
+        "import dataclasses, durable\n"
+        "from durable._core.values import encode_value, encode_call\n"
+        "@dataclasses.dataclass\n"
+        "class Box:\n"
+        "    inside: object\n"
+        "durable.register(Box)\n"
+        "deep, chain, frozen = [], (), frozenset()\n"
+        "for _ in range(20_000):\n"
+        "    deep, chain, frozen = [deep], (chain,), frozenset([frozen])\n"
+        f"value = {expression}\n"
+        "for encode, given in ((encode_value, value), (encode_call, ((value,), {}))):\n"
+        "    try:\n"
+        "        encode(*([given] if encode is encode_value else given), what='x')\n"
+        "    except durable.SerializationError as exc:\n"
+        "        print('refused:', 'too deeply' in str(exc))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["refused: True", "refused: True"], done.stdout + done.stderr
 
 
 def test_an_absurd_duration_is_refused_at_the_call() -> None:

@@ -116,6 +116,13 @@ def fields(value: Any) -> dict[str, Any]:
     return {} if shape is None else _fields_of(value, shape)
 
 
+def attributes(cls: type) -> tuple[str, ...]:
+    """The attributes a value of ``cls`` is written with (none for a class durable does
+    not write by its fields, or an enum)."""
+    shape = _shape(cls)
+    return () if shape is None else tuple(attribute for attribute, _, _ in shape.fields)
+
+
 def is_typed(value: Any) -> bool:
     """Whether ``value`` is written as a typed value (tag 27)."""
     return type(value) in _BUILTIN_NAMES or _kind(type(value)) is not None

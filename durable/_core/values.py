@@ -18,6 +18,7 @@ import datetime
 import decimal
 import enum
 import functools
+import operator
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -40,6 +41,12 @@ MAX_VALUE = MAX_RECORD - 1024 * 1024
 MAX_DEPTH = 400
 # Encodings this short cannot nest deeper than MAX_DEPTH (a level takes a byte at least).
 _SHALLOW = MAX_DEPTH - 2
+#: How deeply a value may nest before it is encoded at all: cbor2's encoder recurses
+#: on the C stack with no limit, and a list nested about 10,000 deep crashes the
+#: process (SIGSEGV), every time the step is tried again. Values between MAX_DEPTH and
+#: this are encoded and refused by the decoding check, as always.
+_ENCODABLE_DEPTH = 2 * MAX_DEPTH
+_SEQUENCES = (list, tuple, set, frozenset)
 
 #: CBOR tags a journal may contain, and the Python types they stand for.
 ALLOWED_TAGS = {
@@ -199,6 +206,7 @@ def dumps(value: Any) -> bytes:
     """
     named.read_annotations()  # the enums they name must be known before cbor2 sees one
     try:
+        _check_nesting(value)
         data = cbor2.dumps(value, encoders=_ENCODERS, default=_encode_typed)
         if len(data) > _SHALLOW or _MAY_HOLD_TAGS(data):
             check_size(len(data))
@@ -210,6 +218,78 @@ def dumps(value: Any) -> bytes:
     except Exception as exc:  # cbor2's errors, UnicodeEncodeError, RecursionError...
         raise _explain(value, exc) from None
     return data
+
+
+def _check_nesting(value: Any) -> None:
+    """Refuse a value whose containers nest deeper than cbor2's encoder can go.
+
+    Depth first, pushing only what can hold more (containers, application classes'
+    fields): a flat value costs a look at each item, and the work grows with the
+    containers, never past _ENCODABLE_DEPTH levels."""
+    if type(value) in _FLAT:
+        return
+    stack = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = type(item)
+        if kind is dict:
+            held: Any = item.values()  # keys: text, numbers, or tuples (walked by the encoder)
+        elif kind is list or kind is tuple or kind is set or kind is frozenset:
+            held = item
+        else:
+            held = _held_by(item)
+        if depth == _ENCODABLE_DEPTH:
+            raise SerializationError(
+                f"it nests more than {_ENCODABLE_DEPTH} levels deep (lists, dicts, sets, fields); a "
+                f"journal value nests at most {MAX_DEPTH} levels"
+            )
+        for inner in held:
+            if type(inner) not in _FLAT:
+                push((inner, depth + 1))
+
+
+#: Types whose values hold nothing that could nest: scalars, and what the encoder writes
+#: as a scalar or a short fixed structure.
+_FLAT = frozenset(
+    {int, str, bytes, float, bool, type(None)}
+    | {decimal.Decimal, datetime.datetime, datetime.date, datetime.time, datetime.timedelta, uuid.UUID}
+)
+
+
+def _held_by(item: Any) -> Any:
+    """What a value of another type holds that the encoder writes: a container subclass's
+    items, an application class's fields (nothing, for anything else); how to get them is
+    found once per type."""
+    kind = type(item)
+    held = _HELD.get(kind)
+    if held is None:
+        held = _HELD[kind] = _holding(kind)
+    return held(item)
+
+
+def _holding(kind: type) -> Callable[[Any], Any]:
+    if issubclass(kind, dict):
+        return dict.values
+    if issubclass(kind, list | tuple | set | frozenset):
+        return _itself
+    names = named.attributes(kind)
+    if not names:
+        return _nothing
+    fields = operator.attrgetter(*names)
+    return fields if len(names) > 1 else lambda item: (fields(item),)
+
+
+def _itself(item: Any) -> Any:
+    return item
+
+
+def _nothing(item: Any) -> tuple[()]:
+    return ()
+
+
+#: How to get what a value of each type seen holds (see _held_by).
+_HELD: dict[type, Callable[[Any], Any]] = {}
 
 
 def check_size(size: int) -> None:
