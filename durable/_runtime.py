@@ -23,6 +23,7 @@ from ._asyncio import Guest, Hosting, current_guest, on_asyncio, on_trio
 from ._core import events as ev
 from ._core.commands import ChildCall, Workflow, call_text, lookup_workflow
 from ._core.errors import (
+    DurableError,
     DurableInternalError,
     ErrorInfo,
     RunConflictError,
@@ -99,7 +100,7 @@ class RunHandle:
         signal), ``"waiting"`` (let go while it waits: it runs again when due, here or in
         another process), ``"completed"``, ``"failed"`` (the workflow raised),
         ``"cancelled"`` or ``"error"`` (durable could not continue it: divergence, storage
-        failure...). The store's view, with the states of ``durable ls`` (``queued``,
+        failure..., or this runtime stopped before it finished). The store's view, with the states of ``durable ls`` (``queued``,
         ``waiting`` for a run kept in memory, ``stalled``...), is ``ClientHandle.status()``."""
         if self._error is not None:
             return "error"
@@ -256,6 +257,20 @@ class Runtime:
             await self._nursery_cm.__aexit__(None, None, None)
         finally:
             self._nursery = None
+            self._stop_handles()
+
+    def _stop_handles(self) -> None:
+        """The runs still in progress here as the runtime stops: their handles' ``result()``
+        says so, rather than wait for an end that will not come here."""
+        for handle in self._handles.values():
+            if not handle._done.is_set() and not handle._let_go.is_set():
+                handle._abort(
+                    DurableError(
+                        f"run {handle.run_id!r} did not finish here: its Runtime stopped (its `async "
+                        "with` block ended) while the run was in progress. Its journal keeps what it "
+                        "did; it resumes when a Runtime or a worker starts it again"
+                    )
+                )
 
     def _running(self) -> tuple[trio.Nursery, WallClock]:
         if self._nursery is None or self._clock is None:

@@ -225,6 +225,31 @@ async def test_the_same_id_with_other_arguments_conflicts_while_the_run_is_in_fl
             await rt.start(waits, 2, id="busy")
 
 
+async def test_result_after_the_runtime_stopped_says_the_run_did_not_finish(store: durable.Store) -> None:
+    # It waited forever: the run's task was cancelled with the runtime, and nothing
+    # else would ever end its handle.
+    blocker = Blocker()
+
+    @durable.activity
+    async def wait_a_while() -> None:
+        await blocker.block()
+
+    @durable.workflow(name="test_runtime.stopped")
+    def stopped():
+        yield wait_a_while()
+
+    async with durable.Runtime(store) as rt:
+        handle = await rt.start(stopped, id="stopped")
+        await blocker.entered()
+    async with loops.deadline(10):
+        with pytest.raises(durable.DurableError, match="'stopped' did not finish here: its Runtime stopped"):
+            await handle.result()
+    assert handle.status == "error"
+    blocker.blocking = False
+    async with durable.Runtime(store) as rt:  # the journal kept it: it resumes and ends
+        assert await (await rt.start(stopped, id="stopped")).result() is None
+
+
 async def test_unencodable_arguments_fail_at_start_and_write_nothing(store: durable.Store) -> None:
     async with durable.Runtime(store) as rt:
         with pytest.raises(durable.SerializationError, match="argument 2 of workflow") as info:
@@ -298,7 +323,7 @@ async def test_recover_resumes_an_unfinished_run_without_repeating_completed_ste
     async with durable.Runtime(store) as rt:
         handle = await rt.start(order, "book", id="o-1")
         await blocker.entered()
-    assert handle.status == "running"
+    assert handle.status == "error"  # its runtime stopped before it finished: result() says so
     assert await events_of(store, "o-1") == [
         ev.RunStarted,
         ev.ActivityScheduled,
