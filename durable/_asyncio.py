@@ -385,7 +385,13 @@ def _mismatch(exc: BaseException, activity: str, runs_on: Loop) -> LoopMismatchE
     text = str(exc)
     if runs_on == "trio" and (
         (isinstance(exc, RuntimeError) and "no running event loop" in text)
-        or (isinstance(exc, TypeError) and "library written for asyncio" in text)
+        # trio, given what an asyncio future yields: "... a library written for asyncio",
+        # or for a bare yield (asyncio.sleep(0)) "... written for some other framework
+        # like asyncio"
+        or (isinstance(exc, TypeError) and "written for" in text and "asyncio" in text)
+        # asyncio's Event, Queue, Lock... with no asyncio loop running: they ask None for
+        # a future
+        or (isinstance(exc, AttributeError) and "'NoneType' object has no attribute 'create_future'" in text)
     ):
         return LoopMismatchError(activity, needs="asyncio", runs_on="trio")
     if (

@@ -100,8 +100,9 @@ class RunHandle:
         signal), ``"waiting"`` (let go while it waits: it runs again when due, here or in
         another process), ``"completed"``, ``"failed"`` (the workflow raised),
         ``"cancelled"`` or ``"error"`` (durable could not continue it: divergence, storage
-        failure..., or this runtime stopped before it finished). The store's view, with the states of ``durable ls`` (``queued``,
-        ``waiting`` for a run kept in memory, ``stalled``...), is ``ClientHandle.status()``."""
+        failure..., or this runtime stopped before it finished). The store's view, with
+        the states of ``durable ls`` (``queued``, ``waiting`` for a run kept in memory,
+        ``stalled``...), is ``ClientHandle.status()``."""
         if self._error is not None:
             return "error"
         if self._outcome is None:

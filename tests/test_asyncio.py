@@ -278,9 +278,24 @@ async def trio_only() -> None:
     await trio.sleep(0.001)
 
 
+@durable.activity(retries=5)
+async def asyncio_yields_at_once() -> None:
+    ATTEMPTS.append(durable.activity_info().attempt)
+    await asyncio.sleep(0)  # a bare yield: trio calls it "some other framework like asyncio"
+
+
+@durable.activity(retries=5)
+async def asyncio_event() -> None:
+    ATTEMPTS.append(durable.activity_info().attempt)
+    await asyncio.Event().wait()  # with no asyncio loop, it asks None for a future
+
+
+ASYNCIO_ONLY = {"asyncio": asyncio_only, "sleep(0)": asyncio_yields_at_once, "event": asyncio_event}
+
+
 @durable.workflow(name="tests.asyncio.wrong_loop")
 def wrong_loop(which: str):  # type: ignore[no-untyped-def]
-    yield asyncio_only() if which == "asyncio" else trio_only()
+    yield ASYNCIO_ONLY[which]() if which in ASYNCIO_ONLY else trio_only()
 
 
 @pytest.mark.parametrize(("runs_on", "needs"), [("trio", "asyncio"), ("asyncio", "trio")])
@@ -296,6 +311,17 @@ def test_an_activity_written_for_the_other_loop_fails_once_with_the_fix(
     assert f"needs the {needs} event loop, but the runtime runs on {runs_on}" in text
     assert f"loop='{needs}'" in text
     assert f"--loop {needs}" in text
+
+
+@pytest.mark.parametrize("which", ["sleep(0)", "event"])
+def test_more_asyncio_code_on_trio_is_told_apart_too(tmp_path: Path, which: str) -> None:
+    # trio's TypeError for a bare yield, and asyncio's Event or Queue asking a missing
+    # loop for a future, were retried five times with errors that did not name the fix.
+    ATTEMPTS.clear()
+    with pytest.raises(durable.WorkflowFailed) as failed:
+        durable.run(wrong_loop, which, store=tmp_path, loop="trio")
+    assert ATTEMPTS == [1]
+    assert "needs the asyncio event loop, but the runtime runs on trio" in str(failed.value)
 
 
 def test_loop_mismatch_error_carries_its_facts() -> None:
