@@ -421,6 +421,7 @@ def test_redis_asyncio_in_activities_against_a_real_server(tmp_path: Path) -> No
 @pytest.mark.trio_only  # the simulator runs itself; its loop is an option
 def test_the_simulator_explores_a_workflow_whose_activities_are_asyncio_code() -> None:
     seen: set[str] = set()
+    CALLS.clear()  # what tests before this one left
 
     def next_schedule() -> None:  # each schedule starts from the same world
         seen.update(call.split(" on ")[1] for call in CALLS if " on " in call)
