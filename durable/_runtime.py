@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
@@ -773,6 +774,25 @@ def _finished(started: ev.RunStarted, last: ev.RunCompleted | ev.RunFailed | ev.
     return handle
 
 
+def _check_no_loop_running() -> None:
+    """Refuse ``durable.run`` inside async code: it would block the running loop for the
+    whole run (trio), or fail deep in asyncio (``asyncio.run`` in a running loop)."""
+    running = None
+    asyncio = sys.modules.get("asyncio")  # not imported here: a loop runs only if it was
+    if trio.lowlevel.in_trio_run():
+        running = "a trio"
+    elif asyncio is not None:
+        with contextlib.suppress(RuntimeError):  # no running loop
+            asyncio.get_running_loop()
+            running = "an asyncio"
+    if running is not None:
+        raise RuntimeError(
+            f"durable.run() runs its own event loop and blocks until the run ends, but {running} "
+            "event loop is running here: in async code, use `async with durable.Runtime(store) as "
+            "rt:`, then `handle = await rt.start(workflow, ..., id=...)` and `await handle.result()`"
+        )
+
+
 def _first_args(started: ev.RunStarted, given: bytes) -> bytes:
     """The arguments a run was started with, as far as the journal tells: a run that
     continued as new holds only its latest arguments, so any are taken as its own."""
@@ -821,6 +841,7 @@ def run(
 
     check_workflow(workflow, "durable.run")
     check_loop(loop)
+    _check_no_loop_running()
 
     async def main() -> Any:
         async with Runtime(store) as runtime:

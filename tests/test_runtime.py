@@ -563,6 +563,14 @@ def sync_entry(x: int):
     return doubled + 1
 
 
+async def test_durable_run_in_async_code_is_refused_with_the_way_to_do_it(loop: str) -> None:
+    # It blocked the running loop for the whole run (trio), or failed inside asyncio.run
+    # with "cannot be called from a running event loop" and a coroutine never awaited.
+    for run_on in ("trio", "asyncio"):
+        with pytest.raises(RuntimeError, match=r"event loop is running here: .*durable\.Runtime"):
+            durable.run(pipeline, 1, store=durable.MemoryStore(), loop=run_on)  # type: ignore[arg-type]
+
+
 def test_run_with_a_store_path_runs_to_the_result(loop: str, tmp_path: Path) -> None:
     assert durable.run(sync_entry, 20, id="r-1", store=tmp_path / "s", loop=loop) == 41
     assert (tmp_path / "s" / "runs" / "r-1.journal").is_file()
