@@ -411,8 +411,8 @@ def load_stored(data: bytes, *, run_id: str, what: str) -> Any:
         if typed is not None:
             raise SerializationError(
                 f"run {run_id!r}: {what} cannot be read with today's code: {typed}; the journal is "
-                "intact, and the run goes on once the code reads it again (see 'Changing the types "
-                "your workflows use')"
+                "intact, and the run goes on once the code reads it again (see 'Change a class without "
+                "breaking runs in flight' in docs/howto/types.md)"
             ) from None
         raise JournalCorruptError(f"run {run_id!r}", None, f"{what}: cannot be decoded ({exc})") from None
 
