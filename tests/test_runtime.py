@@ -68,6 +68,20 @@ class Blocker:
         await loops.until(lambda: self.in_flight, "an activity is in flight")
 
 
+def blocked_workflow(blocker: Blocker, name: str) -> durable.Workflow[[], None]:
+    """A workflow of one activity that stays in flight while ``blocker`` blocks."""
+
+    @durable.activity(name=f"{name}.block")
+    async def block() -> None:
+        await blocker.block()
+
+    @durable.workflow(name=name)
+    def blocked():
+        yield block()
+
+    return blocked
+
+
 # --- start and result ------------------------------------------------------------
 
 
@@ -229,15 +243,7 @@ async def test_result_after_the_runtime_stopped_says_the_run_did_not_finish(stor
     # It waited forever: the run's task was cancelled with the runtime, and nothing
     # else would ever end its handle.
     blocker = Blocker()
-
-    @durable.activity
-    async def wait_a_while() -> None:
-        await blocker.block()
-
-    @durable.workflow(name="test_runtime.stopped")
-    def stopped():
-        yield wait_a_while()
-
+    stopped = blocked_workflow(blocker, "test_runtime.stopped")
     async with durable.Runtime(store) as rt:
         handle = await rt.start(stopped, id="stopped")
         await blocker.entered()
@@ -645,15 +651,7 @@ async def test_journal_files_are_private_to_their_owner(tmp_path: Path) -> None:
 
 async def test_a_run_in_flight_cannot_be_opened_by_a_second_runtime(store: durable.Store) -> None:
     blocker = Blocker()
-
-    @durable.activity
-    async def hold() -> None:
-        await blocker.block()
-
-    @durable.workflow(name="test_runtime.in_flight")
-    def held():
-        yield hold()
-
+    held = blocked_workflow(blocker, "test_runtime.in_flight")
     async with durable.Runtime(store) as first:
         await first.start(held, id="busy")
         await blocker.entered()
