@@ -200,7 +200,7 @@ class Recovery:
             else "nothing had finished, so the workflow started over"
         )
         ran = [seq for seq in self.in_flight if seq not in self.waits]
-        again = _steps_text(ran, "in flight, run again") + _steps_text(self.waits, "waiting, waited on")
+        again = _steps_text(ran, "in flight, run again") + _steps_text(self.waits, "still waiting")
         return f"process {self.pid} resumed the run and replayed it here: {fed}{again}"
 
 

@@ -594,6 +594,14 @@ def parse_html(path: Path) -> Elements:
     return parser
 
 
+def test_a_recovery_says_which_steps_ran_again_and_which_still_wait() -> None:
+    recovery = _timeline.Recovery(1.0, 42, replayed=[0], in_flight=[1, 2], waits=[2])
+    assert recovery.text() == (
+        "process 42 resumed the run and replayed it here: 1 finished step fed from the journal; "
+        "step 1 in flight, run again; step 2 still waiting"
+    )
+
+
 def test_show_html_draws_steps_attempts_backoffs_and_recoveries(store: Path) -> None:
     outcome = cli("show", "order-7", "--html", "order-7.html", "--store", str(store))
     assert outcome.code == 0, outcome
