@@ -41,7 +41,7 @@ from durable.lowlevel import (
 
 from ._check import _history, check
 from ._disk import DISK_FAULTS, Point
-from ._hashseed import HashSeedReplays
+from ._hashseed import HashSeedReplays, refuse_in_a_hash_seed_child
 from ._parallel import play_all, worker_count
 from ._plan import ActivityFault, Crash, Recipe, Signal
 from ._report import Failure, Report
@@ -472,6 +472,7 @@ class Simulator:
         Returns:
             A :class:`Report`; ``report.ok`` is True when every schedule matched the reference.
         """
+        refuse_in_a_hash_seed_child()
         if max_crashes < 1:
             raise ValueError(f"max_crashes must be at least 1 (got {max_crashes!r})")
         if budget is not None and budget < 1:
@@ -535,6 +536,7 @@ class Simulator:
         self, workflow: durable.Workflow[..., Any], *args: Any, recipe: Recipe, **kwargs: Any
     ) -> Report:
         """Play exactly one schedule again (from a failure's ``recipe``) and check it."""
+        refuse_in_a_hash_seed_child()
         started = time.perf_counter()
         explorer = Explorer(
             self,

@@ -325,6 +325,25 @@ def _shown(data: bytes) -> str:
     return text if len(text) <= 200 else text[:199] + "…"
 
 
+#: Set in the child interpreters: they import the workflow's module, and one that explores
+#: at import (a script without ``if __name__ == "__main__":``) would explore again in
+#: each child, beside the parent, sharing its files (found by a new-user trial: failures
+#: that did not reproduce).
+CHILD_MARK = "DURABLE_SIM_HASH_SEED_CHILD"
+
+
+def refuse_in_a_hash_seed_child() -> None:
+    """Raise if this interpreter is a hash-seed child: the module it imported explores at
+    import, which must not happen again here (see :data:`CHILD_MARK`)."""
+    if os.environ.get(CHILD_MARK):
+        raise RuntimeError(
+            "the module of the workflow explores (or replays a recipe) when it is imported: the "
+            "simulator imports it again in child interpreters to test the hash seed, which would "
+            'explore again beside it. Put that code under `if __name__ == "__main__":` (or in '
+            "a test function)"
+        )
+
+
 _CHILD = r"""
 import importlib, importlib.util, sys
 from durable.lowlevel import encode_header, encode_record, scan
@@ -394,7 +413,7 @@ class HashSeedReplays:
                 stdin=journal_file,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env=dict(env, PYTHONHASHSEED=str(hash_seed)),
+                env=dict(env, PYTHONHASHSEED=str(hash_seed), **{CHILD_MARK: "1"}),
             )
 
     def results(self) -> tuple[dict[int, str], str | None]:

@@ -21,6 +21,9 @@ from __future__ import annotations
 import functools
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -544,6 +547,42 @@ def test_assert_crash_safe_returns_the_report_of_a_good_workflow() -> None:
     assert not report.notes, report.notes  # the hash-seed replay ran
     assert report.result == [6, 7]
     assert report.schedules == 5
+
+
+def test_a_script_that_explores_at_import_does_not_explore_again_in_the_children(tmp_path: Path) -> None:
+    # The hash-seed replay imports the workflow's module in child interpreters: a script
+    # exploring at its top level explored again in each, beside the parent and sharing
+    # its files, and the parent reported failures that did not reproduce.
+    script = tmp_path / "explores_at_import.py"
+    script.write_text(
+        "import os, durable, sim\n"
+        "@durable.activity\n"
+        "def add(total, i):\n"
+        "    return total + i\n"
+        "@durable.workflow\n"
+        "def total(n):\n"
+        "    acc = 0\n"
+        "    for i in range(n):\n"
+        "        acc = yield add(acc, i)\n"
+        "    return acc\n"
+        "with open(os.environ['MARKS'], 'a') as marks:\n"
+        "    marks.write('explored\\n')\n"
+        "report = sim.explore(total, 3, max_crashes=1)\n"
+        "print(report.ok, report.notes)\n"
+    )
+    marks = tmp_path / "marks"
+    env = dict(os.environ, MARKS=str(marks), PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    # The children got as far as the mark, then the simulator refused to explore there.
+    # Each of the three children (hash seeds 0, 1, 2) ran the script to its explore() and
+    # stopped there; only the parent explored, and its report says why the replay could not run.
+    assert marks.read_text().count("explored") == 4, marks.read_text()
+    assert done.stdout.startswith("True "), done.stdout
+    assert "the hash-seed replay could not run" in done.stdout, done.stdout
+    assert "Put that code under `if __name__ ==" in done.stdout, done.stdout
 
 
 def test_skipping_the_hash_seed_replay_says_so_accurately() -> None:
