@@ -92,5 +92,17 @@ def _serve(host: str, port: int, token: str | None, code: tuple[str, ...], store
                 click.echo(tl.printable(f"durable ui: {board.name} on {where} (Ctrl-C stops it)"))
 
     # Hypercorn stops on SIGINT and SIGTERM itself, closing the connections cleanly.
-    trio.run(main_task)
+    try:
+        trio.run(main_task)
+    except* OSError as group:  # the port taken, an address this machine does not have
+        error = _first(group)
+        raise CliUsageError(
+            f"cannot serve on {host}:{port}: {error.strerror or error}; pass another --port or --host"
+        ) from None
     click.echo("durable ui stopped")
+
+
+def _first(group: BaseExceptionGroup[OSError]) -> OSError:
+    """The first OSError of a group, however deeply nested."""
+    found = group.exceptions[0]
+    return _first(found) if isinstance(found, BaseExceptionGroup) else found

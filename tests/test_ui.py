@@ -7,6 +7,7 @@ import contextlib
 import html
 import re
 import signal
+import socket
 import subprocess
 import sys
 import warnings
@@ -429,6 +430,24 @@ def test_durable_ui_serves_until_stopped(tmp_path: Path) -> None:
             server.send_signal(signal.SIGINT)
             rest, _ = server.communicate(timeout=20)
     assert server.returncode == 0 and "durable ui stopped" in rest
+
+
+def test_a_port_already_taken_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # It was a nested exception group's traceback, and exit 1.
+    store = tmp_path / "store"
+    store.mkdir(mode=0o700)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        durable_cli = str(Path(sys.executable).parent / "durable")
+        command = [durable_cli, "ui", "--port", str(port), "--store", str(store)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot serve on 127.0.0.1:{port}: Address already in use; pass another --port or --host"
+    )
+    assert "Traceback" not in done.stderr
 
 
 def test_ui_without_its_extra_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
