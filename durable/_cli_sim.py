@@ -137,6 +137,9 @@ def sim(
     call = target.rpartition(":")[2] + call_text(values, {}, limit=None)  # whole: it is pasted back
     progress, on_schedule = _progress(tl.shorten(call, 40))
     codecs = store.payloads()  # a --codec that names nothing is a usage error, before any run
+    from sim._explore import check_arguments
+
+    check_arguments(workflow, tuple(values), {})  # a TypeError: a usage error, before any run
     try:
         with progress:
             report = simulator.Simulator(

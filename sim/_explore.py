@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import inspect
 import itertools
 import math
 import random
@@ -473,6 +474,7 @@ class Simulator:
             A :class:`Report`; ``report.ok`` is True when every schedule matched the reference.
         """
         refuse_in_a_hash_seed_child()
+        check_arguments(workflow, args, kwargs)
         if max_crashes < 1:
             raise ValueError(f"max_crashes must be at least 1 (got {max_crashes!r})")
         if budget is not None and budget < 1:
@@ -537,6 +539,7 @@ class Simulator:
     ) -> Report:
         """Play exactly one schedule again (from a failure's ``recipe``) and check it."""
         refuse_in_a_hash_seed_child()
+        check_arguments(workflow, args, kwargs)
         started = time.perf_counter()
         explorer = Explorer(
             self,
@@ -676,6 +679,24 @@ def _check_loop(loop: object) -> None:
 
 
 _DEFAULT = Simulator()
+
+
+def check_arguments(workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse arguments the workflow's signature does not take: its crash-free run would
+    fail at once, every schedule would fail the same way, and the exploration would pass."""
+    fn = getattr(workflow, "fn", None)
+    if fn is None:
+        return  # not a workflow: the exploration says so
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a callable Python cannot describe
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(
+            f"the arguments given do not fit workflow {workflow.name!r}{signature}: {exc}"
+        ) from None
 
 
 def explore(

@@ -935,6 +935,10 @@ def test_sim_errors_are_one_line(workdir: Path, run: Any) -> None:
     assert_usage_error(run("sim", f"{EXAMPLE}:proces_order"), "proces_order", "process_order")
     assert_usage_error(run("sim", "verbs_broken.py:anything"), "verbs_broken.py", "broken on purpose")
     assert_usage_error(run("sim", "verbs_random.py"), "FILE_OR_MODULE:WORKFLOW")
+    # Arguments the workflow does not take: every schedule would fail alike, and pass.
+    assert_usage_error(
+        run("sim", "verbs_random.py:sample"), "do not fit workflow", "missing a required argument: 'item'"
+    )
 
 
 def test_sim_options_are_checked(workdir: Path) -> None:

@@ -585,6 +585,16 @@ def test_a_script_that_explores_at_import_does_not_explore_again_in_the_children
     assert "Put that code under `if __name__ ==" in done.stdout, done.stdout
 
 
+def test_arguments_the_workflow_does_not_take_are_refused_before_exploring() -> None:
+    # The crash-free run failed with a TypeError, every schedule failed the same way, and
+    # the exploration passed.
+    missing = r"do not fit workflow 'simflows.chain'\(n.*\): missing a required argument: 'n'"
+    with pytest.raises(TypeError, match=missing):
+        sim.explore(good.chain)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'm'"):
+        sim.Simulator().replay_recipe(good.chain, 1, m=2, recipe=sim.Recipe())
+
+
 def test_skipping_the_hash_seed_replay_says_so_accurately() -> None:
     """``hash_seeds=()`` skips the replay on purpose; a note must not blame the workflow's module."""
     report = sim.Simulator(hash_seeds=()).explore(good.mixed, 3, budget=1)
