@@ -293,7 +293,7 @@ def test_a_signal_is_confirmed_then_wakes_the_run(board: Board) -> None:
 def test_a_signal_with_a_payload_that_is_not_json_is_refused(file_board: Board) -> None:
     file_board.leave_waiting("w-1")
     refused = post(file_board, "w-1", action="signal", name="go", payload="{nope", confirm="yes")
-    assert refused.status_code == 409 and "not JSON" in refused.text
+    assert refused.status_code == 400 and "not JSON" in refused.text  # the request's fault
     assert not any(isinstance(e, ev.SignalReceived) for e in file_board.events("w-1"))
 
 
@@ -372,6 +372,16 @@ def test_a_post_without_the_form_secret_or_from_another_site_is_refused(file_boa
     ours = {"Origin": BASE, "Sec-Fetch-Site": "same-origin"}
     sent = client.post("/runs/w-1", data={**form, "csrf": secret}, headers=ours, follow_redirects=False)
     assert sent.status_code == 303
+
+
+def test_a_post_that_is_not_one_of_the_dashboards_forms_says_why(file_board: Board) -> None:
+    file_board.leave_waiting("w-1")
+    client, before = file_board.client, file_board.events("w-1")
+    as_json = client.post("/runs/w-1", json={"action": "cancel"})
+    assert as_json.status_code == 415  # not a url-encoded form
+    huge = client.post("/runs/w-1", data={"action": "signal", "payload": "x" * (4 << 20)})
+    assert huge.status_code == 413  # over the form limit (it said 415)
+    assert file_board.events("w-1") == before
 
 
 def test_a_request_for_another_host_name_is_refused(file_board: Board) -> None:

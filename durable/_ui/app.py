@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -187,9 +187,14 @@ async def _signal_question(board: Dashboard, run_id: str, form: dict[str, str]) 
     return question
 
 
+class _BadForm(ValueError):
+    """What a form holds cannot be used (no signal name, a payload that is not JSON): the
+    request is at fault (400), not the run's state (409)."""
+
+
 async def _signal(store: Store, run_id: str, form: dict[str, str]) -> None:
     if not form["name"]:
-        raise ValueError("a signal needs a name")
+        raise _BadForm("a signal needs a name")
     await send_signal(store, run_id, form["name"], _payload(form["payload"]))
 
 
@@ -200,7 +205,7 @@ def _payload(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"the payload is not JSON: {exc}") from None
+        raise _BadForm(f"the payload is not JSON: {exc}") from None
 
 
 async def _cancel_question(board: Dashboard, run_id: str, form: dict[str, str]) -> str:
@@ -231,29 +236,32 @@ _ACTIONS = {
 _MAX_FORM = 4 << 20
 
 
-async def _form(request: Request) -> dict[str, str] | None:
-    """The posted form's fields (the last value of each), or None if it is not one of the
-    dashboard's forms. Parsed here (the stdlib's parser, bounded): Starlette's own form
-    parsing needs python-multipart, which the ``ui`` extra does not pull in."""
+async def _form(request: Request) -> dict[str, str] | int:
+    """The posted form's fields (the last value of each), or the status that refuses it:
+    413 for one over the limit, 415 for what is not one of the dashboard's forms. Parsed
+    here (the stdlib's parser, bounded): Starlette's own form parsing needs
+    python-multipart, which the ``ui`` extra does not pull in."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
-        return None
+        return 415
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_FORM:
-            return None
+    async with aclosing(request.stream()) as chunks:  # closed when cut short too
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > _MAX_FORM:
+                return 413
     try:
         return dict(parse_qsl(body.decode(), keep_blank_values=True))
     except UnicodeDecodeError:
-        return None
+        return 415
 
 
 async def _act(board: Dashboard, request: Request) -> Response:
     run_id = request.path_params["run_id"]
     posted = await _form(request)
-    if posted is None:
-        return _problem(board, 415, "refused", "the dashboard takes its own forms only (url-encoded, 4 MiB)")
+    if isinstance(posted, int):
+        refused = "the dashboard takes its own forms only (url-encoded, 4 MiB)"
+        return _problem(board, posted, "refused", refused)
     why = board.guard.cross_site(request, posted.get("csrf"))
     if why is not None:
         return _problem(board, 403, "refused: not sent by the dashboard's own page", why)
@@ -270,6 +278,8 @@ async def _act(board: Dashboard, request: Request) -> Response:
         await action.run(board.actions_store, run_id, form)
     except UnknownRunError:
         return _no_run(board, run_id)
+    except _BadForm as exc:
+        return _problem(board, 400, f"cannot {verb} run {run_id!r}", str(exc), back)
     except (CliUsageError, DurableError, *_EXPECTED) as exc:
         return _problem(board, 409, f"cannot {verb} run {run_id!r}", tl.first_line(exc), back)
     board.counter.forget(run_id)
