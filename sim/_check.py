@@ -133,8 +133,7 @@ def same_outcome(world: World, reference: World) -> str | None:
 def _ran_again_text(world: World) -> str | None:
     """Why a deterministic workflow's result changed: an activity that a crash made run
     again, whose outside world answered the second call differently (None: none ran again)."""
-    calls = Counter((e.run_id, e.seq, e.attempt) for e in world.executions)
-    again = sorted({e.activity for e in world.executions if calls[e.run_id, e.seq, e.attempt] > 1})
+    again = _ran_again(world)
     if not again:
         return None
     names = ", ".join(map(repr, again))
@@ -146,6 +145,12 @@ def _ran_again_text(world: World) -> str | None:
         "first answer; and give the simulator an after_each (--after-each) that checks the outside "
         "world, so that an effect applied twice is caught even when the result does not show it."
     )
+
+
+def _ran_again(world: World) -> list[str]:
+    """The activities that a crash made run the same attempt again, sorted."""
+    calls = Counter((e.run_id, e.seq, e.attempt) for e in world.executions)
+    return sorted({e.activity for e in world.executions if calls[e.run_id, e.seq, e.attempt] > 1})
 
 
 def _is_nondeterminism(error: BaseException | None) -> bool:
@@ -173,13 +178,31 @@ def same_commands(world: World, reference: World) -> str | None:
         if want != have:
             return (
                 f"different command at step {index}.\n  expected: {_call(want)}\n"
-                f"  got:      {_call(have)}\n{likely_cause(reference)}"
+                f"  got:      {_call(have)}\n{_path_changed_cause(world, reference)}"
             )
     return (
         f"different number of steps: expected {len(expected)}, got {len(got)} "
         f"({'extra' if len(got) > len(expected) else 'missing'}: "
         f"{', '.join(_call(c) for c in (got[len(expected) :] or expected[len(got) :]))})\n"
-        f"{likely_cause(reference)}"
+        f"{_path_changed_cause(world, reference)}"
+    )
+
+
+def _path_changed_cause(world: World, reference: World) -> str:
+    """Why the workflow took another path: the input isolated, if one was; else the usual
+    suspects in workflow code, and, when a crash made an activity run again, that one too:
+    a second call answered differently (it raised, or returned another value) changes the
+    path of a deterministic workflow (a compensation that fails when it runs twice)."""
+    if isolated_cause(reference) is not None:
+        return likely_cause(reference)
+    again = _ran_again(world)
+    if not again:
+        return LIKELY_CAUSES
+    return (
+        f"{LIKELY_CAUSES}\nOr: {', '.join(map(repr, again))} ran again after the crash (at-least-once) "
+        "and answered the second call differently (it raised, or returned another value), which "
+        "sent the workflow another way: make it idempotent (durable.activity_info().idempotency_key, "
+        "or an effect that is harmless to apply twice); explain() shows the attempts."
     )
 
 

@@ -595,6 +595,55 @@ def test_arguments_the_workflow_does_not_take_are_refused_before_exploring() -> 
         sim.Simulator().replay_recipe(good.chain, 1, m=2, recipe=sim.Recipe())
 
 
+BOOKINGS: dict[str, bool] = {}
+
+
+@durable.activity(name="tests.sim.book")
+def book(key: str) -> str:
+    BOOKINGS[key] = True
+    return key
+
+
+@durable.activity(name="tests.sim.decline", retries=0)
+def decline() -> None:
+    raise ValueError("declined")
+
+
+@durable.activity(name="tests.sim.cancel_strictly", retries=0)
+def cancel_strictly(key: str) -> None:
+    del BOOKINGS[key]  # a KeyError when it runs twice: not idempotent
+
+
+@durable.activity(name="tests.sim.notify")
+def notify(key: str) -> str:
+    return f"cancelled {key}"
+
+
+@durable.workflow(name="tests.sim.strict_saga")
+def strict_saga() -> Any:
+    key = yield book("trip")
+    try:
+        yield decline()
+    except durable.ActivityError:
+        try:
+            yield cancel_strictly(key)
+        except durable.ActivityError:
+            return "could not cancel"
+        return (yield notify(key))
+    return "booked"
+
+
+def test_a_path_changed_by_an_activity_that_ran_again_names_it_too() -> None:
+    # The advice blamed only the workflow's code (clock, random, globals) when a deterministic
+    # workflow took another path because a compensation failed when a crash ran it again.
+    simulator = sim.Simulator(hash_seeds=(), before_each=BOOKINGS.clear)
+    report = simulator.explore(strict_saga, max_crashes=1)
+    assert not report.ok
+    texts = [f.divergence for f in report.failures if "different number of steps" in f.divergence]
+    assert texts, report.failure_text()
+    assert "Or: 'tests.sim.cancel_strictly' ran again after the crash" in texts[0], texts[0]
+
+
 def test_skipping_the_hash_seed_replay_says_so_accurately() -> None:
     """``hash_seeds=()`` skips the replay on purpose; a note must not blame the workflow's module."""
     report = sim.Simulator(hash_seeds=()).explore(good.mixed, 3, budget=1)
