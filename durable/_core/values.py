@@ -249,14 +249,6 @@ def _check_nesting(value: Any) -> None:
                 push((inner, depth + 1))
 
 
-#: Types whose values hold nothing that could nest: scalars, and what the encoder writes
-#: as a scalar or a short fixed structure.
-_FLAT = frozenset(
-    {int, str, bytes, float, bool, type(None)}
-    | {decimal.Decimal, datetime.datetime, datetime.date, datetime.time, datetime.timedelta, uuid.UUID}
-)
-
-
 def _held_by(item: Any) -> Any:
     """What a value of another type holds that the encoder writes: a container subclass's
     items, an application class's fields (nothing, for anything else); how to get them is
@@ -427,6 +419,16 @@ def load_call(data: bytes, *, run_id: str, what: str) -> tuple[list[Any], dict[s
 
 #: Values of these exact types always encode, and decode back, without a tag.
 _SCALARS = frozenset({int, str, bytes, float, bool, type(None)})
+#: Types whose values hold nothing that could nest (see _check_nesting): the scalars, and
+#: what the encoder writes as a scalar or a short fixed structure.
+_FLAT = _SCALARS | {
+    decimal.Decimal,
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    uuid.UUID,
+}
 
 
 #: ``[args, kwargs]``'s array header and the header of ``args``, by the number of args.
